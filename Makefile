@@ -1,0 +1,52 @@
+# iotc-adx-healer — everything installs from scratch into .venv and node_modules.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint typecheck unit demo sandbox bench clean
+
+help:
+	@echo "make demo     run the self-healing demo on the local sandbox"
+	@echo "make test     lint (ruff), type-check (mypy) and run every test"
+	@echo "make sandbox  start the local Azure stand-ins and keep them running"
+	@echo "make bench    run the benchmarks"
+	@echo "make lint     ruff only"
+	@echo "make clean    remove .venv, node_modules and local state"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+test: install lint typecheck
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m sandbox demo
+
+sandbox: install
+	$(PY) -m sandbox serve
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .sandbox .bench .mypy_cache .ruff_cache .pytest_cache
