@@ -1,0 +1,1 @@
+"""Local stand-ins for the Azure services the healer talks to. Never deployed."""

@@ -1,0 +1,72 @@
+"""`python -m sandbox serve | demo`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from sandbox.azurite import Azurite
+
+STATE_DIR = Path(".sandbox")
+DEFAULT_PORTS = {
+    "kusto": 18080,
+    "iotcentral": 18081,
+    "loganalytics": 18082,
+    "identity": 18083,
+    "control": 18084,
+}
+
+
+@click.group()
+def main() -> None:
+    """Local stand-ins for Azure Data Explorer, IoT Central, Log Analytics, Entra ID and Storage."""
+
+
+@main.command()
+@click.option("--apps", default="contoso,fabrikam", show_default=True, help="IoT Central apps to create.")
+@click.option("--free-ports", is_flag=True, help="Pick free ports instead of 18080-18084 and 10000-10002.")
+@click.option("--export-interval", default=1.0, show_default=True, help="Seconds between exporter batches.")
+def serve(apps: str, free_ports: bool, export_interval: float) -> None:
+    """Start everything and keep it running until Ctrl-C; writes .sandbox/endpoints.json."""
+    from sandbox.world import World
+
+    STATE_DIR.mkdir(exist_ok=True)
+    azurite_ports = {} if free_ports else {"blob": 10000, "queue": 10001, "table": 10002}
+    with Azurite(STATE_DIR / "azurite", azurite_ports) as azurite, World() as world:
+        world.start({} if free_ports else DEFAULT_PORTS)
+        for app in filter(None, apps.split(",")):
+            world.add_app(app.strip())
+        world.start_exporter(export_interval)
+        endpoints = {
+            **world.endpoints(),
+            **world.identity_env(),
+            "storage_connection_string": azurite.connection_string,
+        }
+        (STATE_DIR / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+        for key, value in endpoints.items():
+            if key not in ("IDENTITY_HEADER", "storage_connection_string"):
+                click.echo(f"{key:28} {value}")
+        click.echo(f"{'(all, with secrets)':28} {STATE_DIR / 'endpoints.json'}")
+        click.echo("Ctrl-C stops the sandbox.")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+
+
+@main.command()
+def demo() -> None:
+    """Break exports with each scenario fault and show the symptoms in every service."""
+    from sandbox.demo import run
+
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Entra ID stand-in: identities, signed tokens, and an App Service style managed-identity endpoint.
+
+Tokens are JWTs signed with a per-sandbox key, carrying the claims the real services read
+(`aud`, `tid`, `oid`, `appid`, `idtyp`). Each stand-in verifies signature, expiry and audience,
+so a token minted for one service is refused by another, as in Azure.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+
+import jwt
+from werkzeug.wrappers import Request, Response
+
+from sandbox.httpserver import json_response
+
+KUSTO_AUDIENCE = "https://kusto.kusto.windows.net"
+IOTC_AUDIENCE = "https://apps.azureiotcentral.com"
+LOGANALYTICS_AUDIENCE = "https://api.loganalytics.io"
+ARM_AUDIENCE = "https://management.azure.com"
+TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+TOKEN_LIFETIME_S = 3600
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A service principal or managed identity as Entra ID knows it."""
+
+    name: str
+    object_id: str
+    client_id: str
+    tenant_id: str = TENANT_ID
+
+    @property
+    def fqn(self) -> str:
+        """How ADX names this identity when it authenticates (application id + tenant)."""
+        return f"aadapp={self.client_id};{self.tenant_id}"
+
+    def rotated(self) -> Identity:
+        """A system-assigned identity switched off and on: same name, new ids."""
+        return replace(self, object_id=str(uuid.uuid4()), client_id=str(uuid.uuid4()))
+
+
+def new_identity(name: str) -> Identity:
+    return Identity(name=name, object_id=str(uuid.uuid4()), client_id=str(uuid.uuid4()))
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Directory:
+    """Identities and the key that signs their tokens."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+        self._by_name: dict[str, Identity] = {}
+        self.identity_header = secrets.token_hex(16)
+        self.token_requests = 0
+
+    def add(self, identity: Identity) -> Identity:
+        with self._lock:
+            self._by_name[identity.name] = identity
+        return identity
+
+    def get(self, name: str) -> Identity:
+        with self._lock:
+            return self._by_name[name]
+
+    def find(self, *, client_id: str | None = None, object_id: str | None = None) -> Identity | None:
+        with self._lock:
+            for identity in self._by_name.values():
+                if client_id and identity.client_id.lower() == client_id.lower():
+                    return identity
+                if object_id and identity.object_id.lower() == object_id.lower():
+                    return identity
+        return None
+
+    def all(self) -> list[Identity]:
+        with self._lock:
+            return list(self._by_name.values())
+
+    def mint(self, identity: Identity, audience: str, lifetime_s: int = TOKEN_LIFETIME_S) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{identity.tenant_id}/",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + lifetime_s,
+            "tid": identity.tenant_id,
+            "oid": identity.object_id,
+            "appid": identity.client_id,
+            "sub": identity.object_id,
+            "idtyp": "app",
+            "name": identity.name,
+        }
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    def authenticate(self, request: Request, audiences: tuple[str, ...]) -> Identity:
+        """The caller's identity from its bearer token, or AuthError (401) as the service would."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError(401, "Unauthorized", "A bearer token is required.")
+        try:
+            claims = jwt.decode(
+                token, self._key, algorithms=["HS256"], audience=list(audiences), options={"require": ["exp"]}
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError(401, "Unauthorized", "The access token has expired.") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise AuthError(
+                401, "Unauthorized", "The access token audience is not valid for this service."
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, "Unauthorized", "The access token is not valid.") from exc
+        identity = self.find(object_id=str(claims.get("oid", "")))
+        if identity is None or identity.client_id != claims.get("appid"):
+            # A rotated identity's old tokens name an object id Entra no longer knows.
+            raise AuthError(401, "Unauthorized", "The access token names an unknown principal.")
+        return identity
+
+
+class TokenEndpoint:
+    """`IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service, api-version 2019-08-01)."""
+
+    def __init__(self, directory: Directory, default_identity: str) -> None:
+        self.directory = directory
+        self.default_identity = default_identity
+
+    def __call__(self, request: Request) -> Response:
+        if request.method != "GET":
+            return _msi_error(405, "Only GET is supported.")
+        if request.headers.get("X-IDENTITY-HEADER") != self.directory.identity_header:
+            return _msi_error(401, "X-IDENTITY-HEADER is missing or wrong.")
+        if request.args.get("api-version") != "2019-08-01":
+            return _msi_error(400, "api-version must be 2019-08-01.")
+        resource = request.args.get("resource", "")
+        if not resource:
+            return _msi_error(400, "resource is required.")
+        client_id = request.args.get("client_id")
+        object_id = request.args.get("principal_id") or request.args.get("object_id")
+        if client_id or object_id:
+            identity = self.directory.find(client_id=client_id, object_id=object_id)
+            if identity is None:
+                return _msi_error(400, "No managed identity with that id is assigned to this resource.")
+        else:
+            identity = self.directory.get(self.default_identity)
+        audience = resource.removesuffix("/.default").rstrip("/")
+        lifetime = TOKEN_LIFETIME_S
+        self.directory.token_requests += 1
+        return json_response(
+            {
+                "access_token": self.directory.mint(identity, audience, lifetime),
+                "expires_on": str(int(time.time()) + lifetime),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": identity.client_id,
+            }
+        )
+
+
+def _msi_error(status: int, message: str) -> Response:
+    return json_response({"statusCode": status, "message": message}, status)

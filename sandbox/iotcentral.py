@@ -1,0 +1,318 @@
+"""IoT Central stand-in: the data-export API (2022-10-31-preview), app users, and the ARM view of
+an app's system-assigned identity. Each app is served under `/{subdomain}/api/...`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.httpserver import json_response
+from sandbox.identity import ARM_AUDIENCE, IOTC_AUDIENCE, AuthError, Directory, Identity
+
+API_VERSIONS = ("2022-10-31-preview", "2022-06-30-preview")
+ARM_API_VERSION = "2021-06-01"
+ROLE_ADMINISTRATOR = "ca310b8d-2f4a-44e0-a36e-957c202cd8d4"
+ROLE_BUILDER = "344138e9-8de4-4497-8c54-5237e96d6aaf"
+ROLE_OPERATOR = "ae2c9854-393b-4f97-8c42-479d70ce626e"
+ROLE_NAMES = {ROLE_ADMINISTRATOR: "Administrator", ROLE_BUILDER: "Builder", ROLE_OPERATOR: "Operator"}
+DATA_EXPORT_ROLES = {ROLE_ADMINISTRATOR, ROLE_BUILDER}
+_EXPORT_WRITABLE = {"displayName", "enabled", "source", "filter", "enrichments", "destinations"}
+_EXPORT_READONLY = {"id", "status", "errors", "lastExportTime"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class App:
+    subdomain: str
+    identity_name: str
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "rg-iotc"
+    application_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    exports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.IoTCentral/iotApps/{self.subdomain}"
+        )
+
+
+class IoTCentral:
+    """All apps of the sandbox. Mutations go through one lock (the exporter runs in a thread)."""
+
+    def __init__(self, directory: Directory, page_size: int = 4) -> None:
+        self.directory = directory
+        self.page_size = page_size
+        self.lock = threading.RLock()
+        self.apps: dict[str, App] = {}
+        self.base_url = ""  # set when the server starts
+        self.requests = 0
+
+    # ---------------------------------------------------------------- setup
+
+    def add_app(self, subdomain: str, identity_name: str) -> App:
+        with self.lock:
+            app = App(subdomain, identity_name)
+            self.apps[subdomain] = app
+            return app
+
+    def add_user(self, subdomain: str, identity: Identity, role: str = ROLE_ADMINISTRATOR) -> None:
+        with self.lock:
+            self.apps[subdomain].users[str(uuid.uuid4())] = {
+                "type": "servicePrincipal",
+                "tenantId": identity.tenant_id,
+                "objectId": identity.object_id,
+                "roles": [{"role": role}],
+            }
+
+    def put_destination(self, subdomain: str, dest_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            dest = {"id": dest_id, **copy.deepcopy(body), "status": "waiting"}
+            self.apps[subdomain].destinations[dest_id] = dest
+            return dest
+
+    def put_export(self, subdomain: str, export_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            export = {"id": export_id, **copy.deepcopy(body)}
+            export["status"] = "starting" if export.get("enabled") else "notStarted"
+            self.apps[subdomain].exports[export_id] = export
+            return export
+
+    def identity_of(self, subdomain: str) -> Identity:
+        return self.directory.get(self.apps[subdomain].identity_name)
+
+    # ---------------------------------------------------------------- HTTP
+
+    def __call__(self, request: Request) -> Response:
+        with self.lock:
+            self.requests += 1
+        try:
+            parts = [p for p in request.path.split("/") if p]
+            if parts[:1] == ["subscriptions"]:
+                return self._arm(request, parts)
+            if len(parts) < 2 or parts[1] != "api":
+                raise ApiError(404, "NotFound", f"No route for '{request.path}'.")
+            app = self.apps.get(parts[0])
+            if app is None:
+                raise ApiError(404, "NotFound", f"Application '{parts[0]}' was not found.")
+            return self._api(request, app, parts[2:])
+        except AuthError as exc:
+            return self._error(exc.status, exc.code, exc.message)
+        except ApiError as exc:
+            return self._error(exc.status, exc.code, exc.message)
+
+    @staticmethod
+    def _error(status: int, code: str, message: str) -> Response:
+        body = {
+            "error": {"code": code, "message": message, "requestId": str(uuid.uuid4()), "time": now_iso()}
+        }
+        return json_response(body, status)
+
+    def _caller_roles(self, request: Request, app: App) -> set[str]:
+        identity = self.directory.authenticate(request, (IOTC_AUDIENCE,))
+        for user in app.users.values():
+            if (
+                user["objectId"].lower() == identity.object_id.lower()
+                and user["tenantId"] == identity.tenant_id
+            ):
+                return {r["role"] for r in user["roles"]}
+        raise ApiError(403, "Forbidden", "The caller is not a user of this application.")
+
+    def _api(self, request: Request, app: App, path: list[str]) -> Response:
+        version = request.args.get("api-version")
+        if version is None:
+            raise ApiError(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
+        if version not in API_VERSIONS:
+            raise ApiError(
+                400, "InvalidApiVersionParameter", f"The api-version '{version}' is not supported."
+            )
+        roles = self._caller_roles(request, app)
+        with self.lock:
+            if path[:1] == ["users"] and len(path) == 2 and request.method == "PUT":
+                if ROLE_ADMINISTRATOR not in roles:
+                    raise ApiError(403, "Forbidden", "Only an Administrator can manage users.")
+                return self._put_user(request, app, path[1])
+            if path[:1] != ["dataExport"]:
+                raise ApiError(404, "NotFound", f"No route for '/api/{'/'.join(path)}'.")
+            if not roles & DATA_EXPORT_ROLES:
+                raise ApiError(403, "Forbidden", "The caller's role does not allow managing data export.")
+            rest = path[1:]
+            if rest == ["exports"] and request.method == "GET":
+                return self._page(request, app, list(app.exports.values()))
+            if rest == ["destinations"] and request.method == "GET":
+                return self._page(request, app, [self._public(d) for d in app.destinations.values()])
+            if len(rest) == 2 and rest[0] == "exports":
+                export = app.exports.get(rest[1])
+                if export is None:
+                    raise ApiError(404, "NotFound", f"Data export '{rest[1]}' was not found.")
+                if request.method == "GET":
+                    return json_response(export)
+                if request.method == "PATCH":
+                    return self._patch_export(request, export)
+            if (
+                len(rest) == 3
+                and rest[0] == "exports"
+                and rest[2] == "destinations"
+                and request.method == "GET"
+            ):
+                export = app.exports.get(rest[1])
+                if export is None:
+                    raise ApiError(404, "NotFound", f"Data export '{rest[1]}' was not found.")
+                dests = [
+                    self._public(app.destinations[d["id"]])
+                    for d in export["destinations"]
+                    if d["id"] in app.destinations
+                ]
+                return json_response({"value": dests})
+            if len(rest) == 2 and rest[0] == "destinations" and request.method == "GET":
+                dest = app.destinations.get(rest[1])
+                if dest is None:
+                    raise ApiError(404, "NotFound", f"Destination '{rest[1]}' was not found.")
+                return json_response(self._public(dest))
+        raise ApiError(
+            405 if path else 404, "MethodNotAllowed", f"{request.method} is not supported on this resource."
+        )
+
+    @staticmethod
+    def _public(dest: dict[str, Any]) -> dict[str, Any]:
+        shown = copy.deepcopy(dest)
+        auth = shown.get("authorization") or {}
+        if "clientSecret" in auth:
+            auth["clientSecret"] = "*****"
+        return shown
+
+    def _page(self, request: Request, app: App, items: list[dict[str, Any]]) -> Response:
+        try:
+            start = int(request.args.get("$skiptoken", "0"))
+        except ValueError as exc:
+            raise ApiError(400, "InvalidContinuationToken", "The continuation token is not valid.") from exc
+        if start < 0 or start > len(items):
+            raise ApiError(400, "InvalidContinuationToken", "The continuation token is not valid.")
+        page = items[start : start + self.page_size]
+        body: dict[str, Any] = {"value": page}
+        if start + self.page_size < len(items):
+            query = urlencode(
+                {"api-version": request.args["api-version"], "$skiptoken": start + self.page_size}
+            )
+            body["nextLink"] = f"{self.base_url}{request.path}?{query}"
+        return json_response(body)
+
+    def _patch_export(self, request: Request, export: dict[str, Any]) -> Response:
+        content_type = (request.mimetype or "").lower()
+        if content_type not in ("application/merge-patch+json", "application/json"):
+            raise ApiError(415, "UnsupportedMediaType", "Use Content-Type application/merge-patch+json.")
+        try:
+            patch = json.loads(request.get_data(as_text=True))
+        except ValueError as exc:
+            raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from exc
+        if not isinstance(patch, dict):
+            raise ApiError(400, "InvalidRequestBody", "The request body must be a JSON object.")
+        unknown = set(patch) - _EXPORT_WRITABLE - _EXPORT_READONLY
+        if unknown:
+            raise ApiError(400, "InvalidRequestBody", f"Unknown field(s): {', '.join(sorted(unknown))}.")
+        if "enabled" in patch and not isinstance(patch["enabled"], bool):
+            raise ApiError(400, "InvalidRequestBody", "'enabled' must be a boolean.")
+        was_enabled = bool(export.get("enabled"))
+        for key, value in patch.items():
+            if key in _EXPORT_READONLY:
+                continue
+            if value is None:
+                export.pop(key, None)
+            else:
+                export[key] = value
+        if was_enabled and not export.get("enabled"):
+            export["status"] = "notStarted"
+            export.pop("errors", None)
+        elif not was_enabled and export.get("enabled"):
+            export["status"] = "starting"
+            export.pop("errors", None)
+        return json_response(export)
+
+    def _put_user(self, request: Request, app: App, user_id: str) -> Response:
+        try:
+            body = json.loads(request.get_data(as_text=True))
+        except ValueError as exc:
+            raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from exc
+        if not isinstance(body, dict) or body.get("type") != "servicePrincipal":
+            raise ApiError(
+                400, "InvalidRequestBody", "Only users of type 'servicePrincipal' are supported here."
+            )
+        for key in ("tenantId", "objectId", "roles"):
+            if key not in body:
+                raise ApiError(400, "InvalidRequestBody", f"'{key}' is required.")
+        roles = body["roles"]
+        if (
+            not isinstance(roles, list)
+            or not roles
+            or not all(isinstance(r, dict) and "role" in r for r in roles)
+        ):
+            raise ApiError(400, "InvalidRequestBody", "'roles' must be a non-empty list of {role}.")
+        user = {k: body[k] for k in ("type", "tenantId", "objectId", "roles")}
+        app.users[user_id] = user
+        return json_response({"id": user_id, **user})
+
+    def _arm(self, request: Request, parts: list[str]) -> Response:
+        self.directory.authenticate(request, (ARM_AUDIENCE,))
+        if request.args.get("api-version") != ARM_API_VERSION:
+            raise ApiError(400, "InvalidApiVersionParameter", f"Use api-version={ARM_API_VERSION}.")
+        with self.lock:
+            for app in self.apps.values():
+                if request.path.lower() == app.arm_id.lower() and request.method == "GET":
+                    identity = self.identity_of(app.subdomain)
+                    return json_response(
+                        {
+                            "id": app.arm_id,
+                            "name": app.subdomain,
+                            "type": "Microsoft.IoTCentral/IoTApps",
+                            "location": "westus2",
+                            "sku": {"name": "ST2"},
+                            "properties": {
+                                "applicationId": app.application_id,
+                                "displayName": app.subdomain,
+                                "subdomain": app.subdomain,
+                                "state": "created",
+                            },
+                            "identity": {
+                                "type": "SystemAssigned",
+                                "principalId": identity.object_id,
+                                "tenantId": identity.tenant_id,
+                            },
+                        }
+                    )
+        raise ApiError(404, "ResourceNotFound", f"The resource '{request.path}' was not found.")
+
+
+def transport_error(status: int, retry_after_s: float) -> Response:
+    body = {
+        "error": {
+            "code": "TooManyRequests" if status == 429 else "ServiceUnavailable",
+            "message": "Rate limit exceeded." if status == 429 else "The service is temporarily unavailable.",
+            "requestId": str(uuid.uuid4()),
+            "time": now_iso(),
+        }
+    }
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if status == 429 else {}
+    return json_response(body, status, headers)

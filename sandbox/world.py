@@ -1,0 +1,549 @@
+"""The whole sandbox: identities, ADX, IoT Central, Log Analytics, the simulated exporter,
+scenario faults, and the servers that expose them on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox import iotcentral as iotc_mod
+from sandbox import kusto_server, loganalytics
+from sandbox.faults import SERVICES, Faults, TransportFaults
+from sandbox.httpserver import Handler, ServiceServer, json_response
+from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
+from sandbox.iotcentral import ROLE_ADMINISTRATOR, IoTCentral
+from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table
+from sandbox.loganalytics import LogAnalytics
+
+SCENARIO_FAULTS = (
+    "stale-permission",
+    "principal-removed",
+    "identity-rotated",
+    "table-level-only",
+    "healer-not-admin",
+    "table-missing",
+)
+TRANSPORT_FAULTS = ("throttle", "transient", "reset", "latency")
+TELEMETRY_COLUMNS = [
+    ("applicationId", "string"),
+    ("deviceId", "string"),
+    ("enqueuedTime", "datetime"),
+    ("schema", "string"),
+    ("telemetry", "dynamic"),
+]
+HEALER = "healer"
+ADX_RESOURCE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-adx"
+    "/providers/microsoft.kusto/clusters/sandbox"
+)
+
+
+@dataclass
+class Target:
+    """One IoT Central export destination into ADX, as the sandbox set it up."""
+
+    subdomain: str
+    export_id: str
+    destination_id: str
+    database: str
+    table: str
+    role: str
+
+    def key(self) -> str:
+        return f"{self.subdomain}/{self.export_id}/{self.destination_id}"
+
+
+@dataclass
+class ActiveFault:
+    kind: str
+    subdomain: str
+    undo: Callable[[], None]
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class World:
+    def __init__(self, seed: int = 7, page_size: int = 4) -> None:
+        self.directory = Directory()
+        self.faults = Faults(seed=seed)
+        self.cluster = Cluster("http://127.0.0.1:0", self.directory)
+        self.iotc = IoTCentral(self.directory, page_size=page_size)
+        self.la = LogAnalytics(self.directory)
+        self.workspace = self.la.add_workspace()
+        self.healer = self.directory.add(new_identity(HEALER))
+        self.workspace.readers.add(self.healer.object_id)
+        self.targets: list[Target] = []
+        self.active: dict[tuple[str, str], ActiveFault] = {}
+        self.lock = threading.RLock()
+        self.batches = 0
+        self.cluster.on_principal_change.append(self._journal)
+        self.servers: dict[str, ServiceServer] = {}
+        self._exporter_stop = threading.Event()
+        self._exporter_thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- servers
+
+    def start(self, ports: dict[str, int] | None = None) -> World:
+        ports = ports or {}
+        handlers: dict[str, tuple[Handler, Callable[[int, float], Response] | None]] = {
+            "kusto": (kusto_server.KustoService(self.cluster, self.directory), kusto_server.transport_error),
+            "iotcentral": (self.iotc, iotc_mod.transport_error),
+            "loganalytics": (self.la, loganalytics.transport_error),
+            "identity": (TokenEndpoint(self.directory, HEALER), None),
+            "control": (self._control, None),
+        }
+        try:
+            for name, (handler, fault_error) in handlers.items():
+                self.servers[name] = ServiceServer(
+                    name, handler, self.faults, ports.get(name, 0), fault_error
+                ).start()
+        except OSError:
+            self.stop()
+            raise
+        self.cluster.url = self.servers["kusto"].url
+        self.iotc.base_url = self.servers["iotcentral"].url
+        return self
+
+    def stop(self) -> None:
+        self.stop_exporter()
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "kusto_cluster_url": self.servers["kusto"].url,
+            "iotcentral_base_url": self.servers["iotcentral"].url + "/{subdomain}",
+            "arm_url": self.servers["iotcentral"].url,
+            "loganalytics_endpoint": self.servers["loganalytics"].url + "/v1",
+            "loganalytics_workspace_id": self.workspace.workspace_id,
+            "identity_endpoint": self.servers["identity"].url + "/msi/token",
+            "control_url": self.servers["control"].url,
+            "healer_client_id": self.healer.client_id,
+            "healer_object_id": self.healer.object_id,
+            "tenant_id": self.healer.tenant_id,
+        }
+
+    def identity_env(self) -> dict[str, str]:
+        """What App Service sets for a managed identity; azure-identity reads these."""
+        return {
+            "IDENTITY_ENDPOINT": self.servers["identity"].url + "/msi/token",
+            "IDENTITY_HEADER": self.directory.identity_header,
+        }
+
+    # ---------------------------------------------------------------- setup
+
+    def add_database(self, name: str, healer_role: str = "admins") -> None:
+        self.cluster.create_database(name)
+        self.cluster.grant(name, healer_role, self.healer.fqn, "iotc-adx-healer")
+
+    def add_app(
+        self,
+        subdomain: str,
+        database: str = "devicedata",
+        table: str = "DeviceTelemetry",
+        role: str = "ingestors",
+        exports: int = 1,
+    ) -> list[Target]:
+        """An IoT Central app whose exports write to ADX as its system-assigned identity."""
+        with self.lock:
+            if database not in self.cluster.databases:
+                self.add_database(database)
+            self.cluster.create_table(database, table, list(TELEMETRY_COLUMNS))
+            identity = self.directory.add(new_identity(f"iotc-{subdomain}"))
+            self.iotc.add_app(subdomain, identity.name)
+            self.iotc.add_user(subdomain, self.healer, ROLE_ADMINISTRATOR)
+            self.cluster.grant(
+                database,
+                role,
+                f"aadapp={identity.object_id};{identity.tenant_id}",
+                f"IoT Central {subdomain} data export",
+            )
+            created = []
+            for n in range(1, exports + 1):
+                dest_id = f"adx-{n}"
+                export_id = f"export-{n}"
+                self.iotc.put_destination(
+                    subdomain,
+                    dest_id,
+                    {
+                        "displayName": f"ADX {database}.{table}",
+                        "type": "dataexplorer@v1",
+                        "clusterUrl": self.cluster.url,
+                        "database": database,
+                        "table": table,
+                        "authorization": {"type": "systemAssignedManagedIdentity"},
+                    },
+                )
+                self.iotc.put_export(
+                    subdomain,
+                    export_id,
+                    {
+                        "displayName": f"Telemetry to ADX {n}",
+                        "enabled": True,
+                        "source": "telemetry",
+                        "destinations": [{"id": dest_id}],
+                    },
+                )
+                target = Target(subdomain, export_id, dest_id, database, table, role)
+                self.targets.append(target)
+                created.append(target)
+            return created
+
+    def target(self, subdomain: str) -> Target:
+        for t in self.targets:
+            if t.subdomain == subdomain:
+                return t
+        raise KeyError(f"no target for app '{subdomain}'")
+
+    # ---------------------------------------------------------------- the simulated exporter
+
+    def export_once(self) -> dict[str, str]:
+        """Every enabled export pushes one batch to each ADX destination; returns status per export."""
+        outcome: dict[str, str] = {}
+        with self.iotc.lock:
+            apps = list(self.iotc.apps.values())
+        for app in apps:
+            identity = self.iotc.identity_of(app.subdomain)
+            with self.iotc.lock:
+                exports = [e for e in app.exports.values() if e.get("enabled")]
+            for export in exports:
+                errors: list[dict[str, str]] = []
+                for ref in export["destinations"]:
+                    dest = app.destinations.get(ref["id"])
+                    if dest is None or dest.get("type") != "dataexplorer@v1":
+                        continue
+                    error = self._push(app.subdomain, export["id"], identity, dest)
+                    with self.iotc.lock:
+                        if error is None:
+                            dest["status"] = "healthy"
+                            dest.pop("errors", None)
+                        else:
+                            dest["status"] = "error"
+                            dest["errors"] = [error]
+                            errors.append(error)
+                with self.iotc.lock:
+                    if errors:
+                        export["status"] = "error"
+                        export["errors"] = errors
+                    else:
+                        export["status"] = "healthy"
+                        export.pop("errors", None)
+                        export["lastExportTime"] = iotc_mod.now_iso()
+                    outcome[f"{app.subdomain}/{export['id']}"] = export["status"]
+        return outcome
+
+    def _push(
+        self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any]
+    ) -> dict[str, str] | None:
+        self.batches += 1
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "applicationId": subdomain,
+                "deviceId": f"device-{n}",
+                "enqueuedTime": now,
+                "schema": "default@v1",
+                "telemetry": {"temperature": 20 + n, "humidity": 40 + n},
+            }
+            for n in range(3)
+        ]
+        source = f"https://iotc-{subdomain}.blob.core.windows.net/export/{export_id}/{uuid.uuid4()}.json"
+        try:
+            self.cluster.ingest(identity, dest["database"], dest["table"], rows, source)
+            return None
+        except KustoFault as fault:
+            self._failed_ingestion(dest, fault, source)
+            return {"code": fault.code, "message": fault.message}
+
+    def _failed_ingestion(self, dest: dict[str, Any], fault: KustoFault, source: str) -> None:
+        operation = str(uuid.uuid4())
+        details = kusto_server.error_body(
+            fault.status,
+            fault.code,
+            fault.error_type,
+            fault.message,
+            fault.permanent,
+            f"DM.IngestionExecutor;{operation}",
+        )
+        self.la.append(
+            self.workspace.workspace_id,
+            "FailedIngestion",
+            {
+                "TenantId": self.workspace.workspace_id,
+                "OperationId": operation,
+                "Database": dest["database"],
+                "Table": dest["table"],
+                "FailedOn": datetime.now(UTC),
+                "IngestionSourceId": str(uuid.uuid4()),
+                "IngestionSourcePath": source,
+                "RootActivityId": str(uuid.uuid4()),
+                "ErrorCode": fault.code,
+                "FailureStatus": "Permanent" if fault.permanent else "Transient",
+                "Details": json.dumps(details),
+                "OriginatesFromUpdatePolicy": False,
+                "ShouldRetry": not fault.permanent,
+                "_ResourceId": ADX_RESOURCE_ID,
+            },
+        )
+
+    def start_exporter(self, interval_s: float = 1.0) -> None:
+        if self._exporter_thread is not None:
+            return
+        self._exporter_stop.clear()
+
+        def loop() -> None:
+            while not self._exporter_stop.wait(interval_s):
+                self.export_once()
+
+        self._exporter_thread = threading.Thread(target=loop, name="sandbox-exporter", daemon=True)
+        self._exporter_thread.start()
+
+    def stop_exporter(self) -> None:
+        self._exporter_stop.set()
+        if self._exporter_thread is not None:
+            self._exporter_thread.join(timeout=5)
+            self._exporter_thread = None
+
+    def _journal(self, caller: Identity | None, verb: str, entity: str, change: str) -> None:
+        database = entity.split("/", maxsplit=1)[0]
+        scope = "table" if "/" in entity else "database"
+        self.la.append(
+            self.workspace.workspace_id,
+            "ADXJournal",
+            {
+                "TenantId": self.workspace.workspace_id,
+                "Database": database,
+                "EntityName": entity,
+                "UpdatedEntityName": entity,
+                "EntityContainerName": database,
+                "ChangeCommand": f".{verb} {scope} {entity.rsplit('/', maxsplit=1)[-1]} {change}",
+                "Principal": caller.fqn if caller else "",
+                "User": caller.name if caller else "",
+                "OperationId": str(uuid.uuid4()),
+            },
+        )
+
+    # ---------------------------------------------------------------- scenario faults
+
+    def inject(self, kind: str, subdomain: str) -> ActiveFault:
+        """Break one app's export the way operators see it break. Returns the fault (with undo)."""
+        if kind not in SCENARIO_FAULTS:
+            raise ValueError(f"kind must be one of {', '.join(SCENARIO_FAULTS)}, not {kind!r}")
+        if subdomain not in self.iotc.apps:
+            raise ValueError(f"app must be one of {', '.join(self.iotc.apps)}, not {subdomain!r}")
+        target = self.target(subdomain)
+        with self.cluster.lock, self.lock:
+            fault: ActiveFault = getattr(self, "_fault_" + kind.replace("-", "_"))(target)
+            self.active[(kind, subdomain)] = fault
+            return fault
+
+    def clear(self, kind: str, subdomain: str) -> None:
+        """Undo a fault by hand (as an operator would); a healed fault is simply forgotten."""
+        with self.cluster.lock, self.lock:
+            fault = self.active.pop((kind, subdomain), None)
+            if fault is not None:
+                fault.undo()
+
+    def _app_identity(self, target: Target) -> Identity:
+        return self.iotc.identity_of(target.subdomain)
+
+    def _app_assignments(
+        self, target: Target, identity: Identity
+    ) -> tuple[list[Assignment], list[Assignment]]:
+        db = self.cluster.database(target.database)
+        table = db.tables.get(target.table)
+        db_rows = [a for a in db.principals if a.fqn.matches(identity)]
+        table_rows = [a for a in table.principals if a.fqn.matches(identity)] if table else []
+        return db_rows, table_rows
+
+    def _fault_stale_permission(self, target: Target) -> ActiveFault:
+        identity = self._app_identity(target)
+        db_rows, table_rows = self._app_assignments(target, identity)
+        if not db_rows and not table_rows:
+            raise ValueError(f"app {target.subdomain!r} holds no role in {target.database!r} to go stale")
+        for a in db_rows + table_rows:
+            a.stale = True
+
+        def undo() -> None:
+            for a in db_rows + table_rows:
+                a.stale = False
+
+        return ActiveFault("stale-permission", target.subdomain, undo)
+
+    def _fault_principal_removed(self, target: Target) -> ActiveFault:
+        identity = self._app_identity(target)
+        db = self.cluster.database(target.database)
+        table = db.tables.get(target.table)
+        db_rows, table_rows = self._app_assignments(target, identity)
+        db.principals[:] = [a for a in db.principals if a not in db_rows]
+        if table:
+            table.principals[:] = [a for a in table.principals if a not in table_rows]
+
+        def undo() -> None:
+            for a in db_rows:
+                self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
+            for a in table_rows:
+                self.cluster.grant(target.database, a.role, str(a.fqn), a.notes, table=target.table)
+
+        return ActiveFault(
+            "principal-removed", target.subdomain, undo, {"removed": [str(a.fqn) for a in db_rows]}
+        )
+
+    def _fault_identity_rotated(self, target: Target) -> ActiveFault:
+        old = self._app_identity(target)
+        new = self.directory.add(old.rotated())
+
+        def undo() -> None:
+            self.cluster.grant(
+                target.database,
+                target.role,
+                f"aadapp={new.object_id};{new.tenant_id}",
+                f"IoT Central {target.subdomain} data export",
+            )
+
+        return ActiveFault(
+            "identity-rotated",
+            target.subdomain,
+            undo,
+            {"old_object_id": old.object_id, "new_object_id": new.object_id},
+        )
+
+    def _fault_table_level_only(self, target: Target) -> ActiveFault:
+        identity = self._app_identity(target)
+        db = self.cluster.database(target.database)
+        table = self.cluster.table(target.database, target.table)
+        db_rows, _ = self._app_assignments(target, identity)
+        db.principals[:] = [a for a in db.principals if a not in db_rows]
+        fqn = Fqn.parse(f"aadapp={identity.object_id};{identity.tenant_id}")
+        added = Assignment("ingestors", fqn, self.cluster.display_name(fqn), "table-level grant")
+        table.principals.append(added)
+
+        def undo() -> None:
+            if added in table.principals:
+                table.principals.remove(added)
+            for a in db_rows:
+                self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
+
+        return ActiveFault("table-level-only", target.subdomain, undo)
+
+    def _fault_healer_not_admin(self, target: Target) -> ActiveFault:
+        removed = self._fault_principal_removed(target)
+        db = self.cluster.database(target.database)
+        healer_rows = [a for a in db.principals if a.fqn.matches(self.healer) and a.role == "admins"]
+        db.principals[:] = [a for a in db.principals if a not in healer_rows]
+        self.cluster.grant(target.database, "viewers", self.healer.fqn, "iotc-adx-healer (demoted)")
+
+        def undo() -> None:
+            db.principals[:] = [
+                a for a in db.principals if not (a.fqn.matches(self.healer) and a.role == "viewers")
+            ]
+            for a in healer_rows:
+                self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
+            removed.undo()
+
+        return ActiveFault("healer-not-admin", target.subdomain, undo)
+
+    def _fault_table_missing(self, target: Target) -> ActiveFault:
+        db = self.cluster.database(target.database)
+        table: Table | None = db.tables.pop(target.table, None)
+        if table is None:
+            raise ValueError(f"table {target.table!r} is already missing")
+
+        def undo() -> None:
+            db.tables.setdefault(target.table, table)
+
+        return ActiveFault("table-missing", target.subdomain, undo)
+
+    # ---------------------------------------------------------------- transport faults
+
+    def set_transport(self, service: str, **params: Any) -> None:
+        self.faults.set_transport(service, TransportFaults(**params))
+
+    # ---------------------------------------------------------------- state (for people and /state)
+
+    def state(self) -> dict[str, Any]:
+        with self.cluster.lock, self.iotc.lock:
+            return {
+                "apps": {
+                    app.subdomain: {
+                        "identity_object_id": self.iotc.identity_of(app.subdomain).object_id,
+                        "exports": {
+                            e["id"]: {
+                                "enabled": e.get("enabled"),
+                                "status": e.get("status"),
+                                "errors": e.get("errors", []),
+                            }
+                            for e in app.exports.values()
+                        },
+                    }
+                    for app in self.iotc.apps.values()
+                },
+                "databases": {
+                    db.name: {
+                        "principals": [
+                            {"role": a.role, "fqn": str(a.fqn), "notes": a.notes, "stale": a.stale}
+                            for a in db.principals
+                        ],
+                        "tables": {
+                            t.name: {
+                                "rows": len(t.rows),
+                                "principals": [{"role": a.role, "fqn": str(a.fqn)} for a in t.principals],
+                            }
+                            for t in db.tables.values()
+                        },
+                    }
+                    for db in self.cluster.databases.values()
+                },
+                "failed_ingestion_rows": len(self.workspace.tables["FailedIngestion"]),
+                "faults": [f"{k[0]}:{k[1]}" for k in self.active],
+                "transport": {s: vars(self.faults.transport(s)) for s in SERVICES},
+            }
+
+    def _control(self, request: Request) -> Response:
+        try:
+            body = request.get_json(silent=True) if request.method == "POST" else None
+            if request.path == "/state" and request.method == "GET":
+                return json_response(self.state())
+            if request.path == "/endpoints" and request.method == "GET":
+                return json_response(self.endpoints())
+            if request.path == "/exporter/tick" and request.method == "POST":
+                return json_response(self.export_once())
+            if request.path == "/faults" and request.method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("kind"), str):
+                    return json_response({"error": "body must be JSON with 'kind'"}, 400)
+                kind = body["kind"]
+                if kind in SCENARIO_FAULTS:
+                    self.inject(kind, str(body.get("app", "")))
+                elif kind == "transport":
+                    params = {k: v for k, v in body.items() if k not in ("kind", "service")}
+                    self.set_transport(str(body.get("service", "")), **params)
+                else:
+                    return json_response(
+                        {"error": f"kind must be one of {', '.join(SCENARIO_FAULTS)}, transport"}, 400
+                    )
+                return json_response({"injected": kind}, 201)
+            if request.path == "/faults/clear" and request.method == "POST":
+                if not isinstance(body, dict):
+                    return json_response({"error": "body must be JSON"}, 400)
+                if body.get("kind") == "transport":
+                    self.faults.clear_transport(body.get("service"))
+                else:
+                    self.clear(str(body.get("kind")), str(body.get("app")))
+                return json_response({"cleared": body.get("kind")})
+            return json_response({"error": f"no route {request.method} {request.path}"}, 404)
+        except (ValueError, TypeError) as exc:
+            return json_response({"error": str(exc)}, 400)
