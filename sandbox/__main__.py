@@ -40,8 +40,8 @@ def serve(apps: str, free_ports: bool, export_interval: float) -> None:
     azurite_ports = {} if free_ports else {"blob": 10000, "queue": 10001, "table": 10002}
     with Azurite(STATE_DIR / "azurite", azurite_ports) as azurite, World() as world:
         world.start({} if free_ports else DEFAULT_PORTS)
-        for app in filter(None, apps.split(",")):
-            world.add_app(app.strip())
+        for app in filter(None, (a.strip() for a in apps.split(","))):
+            world.add_app(app, table=app.title().replace("-", "") + "Telemetry")
         world.start_exporter(export_interval)
         endpoints = {
             **world.endpoints(),

@@ -12,6 +12,7 @@ from sandbox.symptoms import Observer, Symptoms
 from sandbox.world import SCENARIO_FAULTS, World
 
 APPS = ("contoso", "fabrikam")
+TABLES = ("DeviceTelemetry", "FactoryTelemetry")
 
 
 @dataclass
@@ -38,8 +39,8 @@ def run(console: Console | None = None) -> int:
     results: list[Row] = []
     with World() as world:
         world.start()
-        for app in APPS:
-            world.add_app(app)
+        for app, table_name in zip(APPS, TABLES, strict=True):
+            world.add_app(app, table=table_name)
         world.start_exporter(interval_s=0.3)
         observer = Observer(world)
         console.print(

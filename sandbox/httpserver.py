@@ -32,12 +32,16 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def reset_connection(environ: WSGIEnvironment) -> None:
-    """Abort the TCP connection with a RST, as a dying front end or load balancer would."""
+def drop_connection(environ: WSGIEnvironment) -> None:
+    """Drop the connection without an answer, as a dying front end or load balancer would.
+
+    Only shut down, never close: the server thread still holds the socket, and closing a file
+    descriptor under it could hit a newer connection that reused the number.
+    """
     sock = environ.get("werkzeug.socket")
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class ServiceServer:
@@ -68,7 +72,10 @@ class ServiceServer:
 
     def start(self) -> ServiceServer:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{self.name}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{self.name}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -86,7 +93,8 @@ class ServiceServer:
             if decision.latency_s > 0:
                 time.sleep(decision.latency_s)
             if decision.reset:
-                reset_connection(environ)
+                drop_connection(environ)
+                start_response("500 Connection dropped", [])
                 return []
             if decision.status and self._fault_error is not None:
                 return self._fault_error(decision.status, decision.retry_after_s)(environ, start_response)

@@ -94,7 +94,10 @@ def parse_datetime(text: str) -> datetime:
     if not match:
         raise KqlSyntaxError(f"datetime literal '{text}' is not valid")
     date, time_part, fraction, zone = match.groups()
-    base = datetime.fromisoformat(f"{date}T{time_part or '00:00:00'}")
+    try:
+        base = datetime.fromisoformat(f"{date}T{time_part or '00:00:00'}")
+    except ValueError as exc:
+        raise KqlSyntaxError(f"datetime literal '{text}' is not valid: {exc}") from exc
     if fraction:
         base += timedelta(microseconds=round(float(fraction) * 1_000_000))
     if zone and zone != "Z":

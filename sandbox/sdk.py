@@ -81,3 +81,25 @@ def iotc_pages(client: PipelineClient[Any, Any], path: str) -> Iterator[dict[str
         response = client.send_request(HttpRequest("GET", next_link), enforce_https=False)
         response.raise_for_status()
         page = response.json()
+
+
+ARM_SCOPE = "https://management.azure.com/.default"
+IOTC_ARM_API_VERSION = "2021-06-01"
+
+
+def arm_client(base_url: str, cred: Any) -> PipelineClient[Any, Any]:
+    from azure.core import PipelineClient
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+
+    return PipelineClient(
+        base_url=base_url, policies=[RetryPolicy(retry_total=3), BearerTokenCredentialPolicy(cred, ARM_SCOPE)]
+    )
+
+
+def arm_get(client: PipelineClient[Any, Any], resource_id: str) -> Any:
+    from azure.core.rest import HttpRequest
+
+    request = HttpRequest("GET", client.format_url(resource_id), params={"api-version": IOTC_ARM_API_VERSION})
+    response = client.send_request(request, enforce_https=False)
+    response.raise_for_status()
+    return response.json()
