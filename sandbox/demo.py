@@ -78,7 +78,7 @@ def run(console: Console | None = None) -> int:
         "FailedIngestion rows",
         "after repair by hand",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("fault", "error code"))
     ok = True
     for r in results:
         grew = r.rows_later > r.after.failed_ingestion_rows >= r.before.failed_ingestion_rows
