@@ -1,0 +1,216 @@
+"""IoT Central adapter: the data-export API through an azure-core pipeline, and ARM's view of an
+app's managed identity (which object id IoT Central writes as *now*)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.principals import PrincipalRef
+
+API_VERSION = "2022-10-31-preview"
+ARM_API_VERSION = "2021-06-01"
+IOTC_SCOPE = "https://apps.azureiotcentral.com/.default"
+ARM_SCOPE = "https://management.azure.com/.default"
+REQUESTS_PER_SECOND = 20.0  # IoT Central's documented data-plane limit per app
+
+
+class IotcError(Exception):
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ExportStatus:
+    export_id: str
+    enabled: bool
+    status: str
+    errors: tuple[tuple[str, str], ...]
+    destination_id: str
+    destination_status: str
+    destination_errors: tuple[tuple[str, str], ...]
+    destination: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self.enabled and self.status == "healthy" and self.destination_status == "healthy"
+
+    def all_errors(self) -> list[tuple[str, str]]:
+        return list(self.destination_errors) + [e for e in self.errors if e not in self.destination_errors]
+
+
+def _errors(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(e.get("code", "")), str(e.get("message", ""))) for e in body.get("errors") or [])
+
+
+class _RateLimiter:
+    """A token bucket per app: at most `rate` requests per second, shared by all threads."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+
+    def acquire(self, key: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next.get(key, now))
+            self._next[key] = start + 1.0 / self.rate
+        if start > now:
+            time.sleep(start - now)
+
+
+def _loopback(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "http://localhost"))
+
+
+class IoTCentralAdapter:
+    def __init__(
+        self,
+        base_url_template: str,
+        credential: Any,
+        arm_url: str = "https://management.azure.com",
+        rate_per_app: float = REQUESTS_PER_SECOND,
+    ) -> None:
+        self._template = base_url_template
+        self._credential = credential
+        self._arm_url = arm_url.rstrip("/")
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._limiter = _RateLimiter(rate_per_app)
+        self.requests = 0
+
+    def _client(self, base_url: str, scope: str) -> Any:
+        with self._lock:
+            client = self._clients.get(base_url)
+            if client is None:
+                from azure.core import PipelineClient
+                from azure.core.pipeline.policies import (
+                    BearerTokenCredentialPolicy,
+                    HeadersPolicy,
+                    RetryPolicy,
+                    UserAgentPolicy,
+                )
+
+                client = PipelineClient(
+                    base_url=base_url,
+                    policies=[
+                        HeadersPolicy(),
+                        UserAgentPolicy("iotc-adx-healer"),
+                        # Retries 408/429/5xx, honouring Retry-After, on idempotent and failed requests.
+                        RetryPolicy(retry_total=4, retry_backoff_factor=0.5, retry_backoff_max=20),
+                        BearerTokenCredentialPolicy(self._credential, scope),
+                    ],
+                )
+                self._clients[base_url] = client
+            return client
+
+    def _call(
+        self,
+        base_url: str,
+        scope: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        content_type: str | None = None,
+        limit_key: str | None = None,
+    ) -> Any:
+        from azure.core.exceptions import AzureError, HttpResponseError
+        from azure.core.rest import HttpRequest
+
+        client = self._client(base_url, scope)
+        url = path if path.startswith("http") else client.format_url(path)
+        headers = {"Content-Type": content_type} if content_type else None
+        request = HttpRequest(method, url, params=params, json=json_body, headers=headers)
+        if limit_key:
+            self._limiter.acquire(limit_key)
+        self.requests += 1
+        try:
+            response = client.send_request(request, enforce_https=not _loopback(base_url))
+            response.raise_for_status()
+        except HttpResponseError as exc:
+            code, message = "HttpError", str(exc.message or exc)
+            try:
+                body = json.loads(exc.response.text()) if exc.response is not None else {}
+                code = body["error"]["code"]
+                message = body["error"]["message"]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass
+            raise IotcError(exc.status_code, code, message) from exc
+        except AzureError as exc:
+            raise IotcError(None, type(exc).__name__, str(exc)[:300]) from exc
+        text = response.text()
+        return json.loads(text) if text else None
+
+    def _app(self, app: str, method: str, path: str, **kwargs: Any) -> Any:
+        base = self._template.format(subdomain=app)
+        params = {"api-version": API_VERSION} if not path.startswith("http") else None
+        return self._call(base, IOTC_SCOPE, method, path, params=params, limit_key=app, **kwargs)
+
+    # ---------------------------------------------------------------- data export
+
+    def pages(self, app: str, path: str) -> Iterator[dict[str, Any]]:
+        page = self._app(app, "GET", path)
+        while True:
+            yield from page.get("value", [])
+            next_link = page.get("nextLink")
+            if not next_link:
+                return
+            page = self._app(app, "GET", next_link)
+
+    def exports(self, app: str) -> list[dict[str, Any]]:
+        return list(self.pages(app, "/api/dataExport/exports"))
+
+    def destinations(self, app: str) -> list[dict[str, Any]]:
+        return list(self.pages(app, "/api/dataExport/destinations"))
+
+    def export(self, app: str, export_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._app(app, "GET", f"/api/dataExport/exports/{export_id}")
+        return result
+
+    def destination(self, app: str, destination_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._app(app, "GET", f"/api/dataExport/destinations/{destination_id}")
+        return result
+
+    def status(self, app: str, export_id: str, destination_id: str) -> ExportStatus:
+        export = self.export(app, export_id)
+        dest = self.destination(app, destination_id)
+        return ExportStatus(
+            export_id=export_id,
+            enabled=bool(export.get("enabled")),
+            status=str(export.get("status", "")),
+            errors=_errors(export),
+            destination_id=destination_id,
+            destination_status=str(dest.get("status", "")),
+            destination_errors=_errors(dest),
+            destination=dest,
+        )
+
+    def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
+        result: dict[str, Any] = self._app(
+            app,
+            "PATCH",
+            f"/api/dataExport/exports/{export_id}",
+            json_body={"enabled": enabled},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    # ---------------------------------------------------------------- ARM
+
+    def current_identity(self, resource_id: str) -> PrincipalRef | None:
+        """The system-assigned identity IoT Central has now (None if the app has none)."""
+        body = self._call(self._arm_url, ARM_SCOPE, "GET", resource_id, params={"api-version": ARM_API_VERSION})
+        identity = (body or {}).get("identity") or {}
+        if not identity.get("principalId"):
+            return None
+        return PrincipalRef(tenant_id=str(identity["tenantId"]), object_id=str(identity["principalId"]))

@@ -1,0 +1,237 @@
+"""ADX adapter (azure-kusto-data): principals, roles, metadata and the verification query.
+
+Transient failures (throttling, 5xx, network) are retried with tenacity: exponential backoff
+with jitter, Retry-After honoured, bounded by a time budget. Permanent ones (400, 403) are not.
+Role changes read first and act only on a difference; after a transient failure they read again
+before acting, because ADX does not document what re-adding a present principal does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from shared import kusto_commands as cmd
+from shared.principals import Assignment
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_RETRY_AFTER_S = 30.0
+
+
+class AdxError(Exception):
+    """An ADX failure in the healer's terms: code, message, and whether a retry may help."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        transient: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.transient = transient
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+    @property
+    def forbidden(self) -> bool:
+        return self.code == "Forbidden" or self.status == 403
+
+    @property
+    def not_found(self) -> bool:
+        return self.code in ("BadRequest_EntityNotFound", "BadRequest_DatabaseNotExist")
+
+
+def translate(exc: Exception) -> AdxError:
+    """SDK exceptions → AdxError. Note: KustoThrottlingError is not a KustoServiceError."""
+    from azure.kusto.data.exceptions import (
+        KustoApiError,
+        KustoNetworkError,
+        KustoServiceError,
+        KustoThrottlingError,
+    )
+
+    if isinstance(exc, KustoThrottlingError):
+        response = exc.args[1] if len(exc.args) > 1 else None
+        retry_after = _retry_after(getattr(response, "headers", {}) or {})
+        return AdxError(
+            "Throttled",
+            "the cluster throttled the request",
+            transient=True,
+            status=429,
+            retry_after_s=retry_after,
+        )
+    if isinstance(exc, KustoNetworkError):
+        return AdxError("NetworkError", "the cluster could not be reached", transient=True)
+    if isinstance(exc, KustoApiError):
+        error = exc.get_api_error()
+        status = exc.http_response.status_code if exc.http_response is not None else None
+        transient = (status is not None and status >= 500) or (error.permanent is False and status != 400)
+        return AdxError(str(error.code), str(error.description or error.message), transient=transient, status=status)
+    if isinstance(exc, KustoServiceError):
+        response = exc.http_response
+        status = getattr(response, "status_code", None)
+        transient = status is None or status >= 500
+        return AdxError(
+            "ServiceError",
+            str(exc.args[0])[:300] if exc.args else "service error",
+            transient=transient,
+            status=status,
+        )
+    raise exc
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After")
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class KustoAdapter:
+    """One cluster, one credential. `sent` records every command and query text, in order."""
+
+    def __init__(
+        self,
+        cluster_url: str,
+        credential: Any,
+        retry_budget_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.cluster_url = cluster_url
+        self._credential = credential
+        self._budget = retry_budget_s
+        self._sleep = sleep
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.sent: list[str] = []
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _kusto(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
+
+                kcsb = KustoConnectionStringBuilder.with_azure_token_credential(self.cluster_url, self._credential)
+                self._client = KustoClient(kcsb)
+            return self._client
+
+    def _retrying(self) -> Retrying:
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, AdxError) and error.retry_after_s is not None:
+                return error.retry_after_s
+            return float(wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5)(state))
+
+        return Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, AdxError) and e.transient),
+            wait=wait,
+            stop=stop_after_delay(self._budget),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=lambda s: log.warning(
+                "ADX call failed (%s), retrying", s.outcome.exception() if s.outcome else "?"
+            ),
+        )
+
+    def _send(self, kind: str, database: str, text: str) -> list[dict[str, Any]]:
+        self.sent.append(text)
+        client = self._kusto()
+        try:
+            execute = client.execute_mgmt if kind == "mgmt" else client.execute_query
+            response = execute(database, text)
+        except Exception as exc:
+            raise translate(exc) from exc
+        table = response.primary_results[0]
+        names = [c.column_name for c in table.columns]
+        return [{n: row[n] for n in names} for row in table]
+
+    def _read(self, kind: str, database: str, text: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._retrying()(self._send, kind, database, text)
+        return result
+
+    # ---------------------------------------------------------------- reads
+
+    def database_principals(self, database: str) -> list[Assignment]:
+        return [Assignment.from_row(r) for r in self._read("mgmt", database, cmd.show_database_principals(database))]
+
+    def table_principals(self, database: str, table: str) -> list[Assignment]:
+        return [Assignment.from_row(r) for r in self._read("mgmt", database, cmd.show_table_principals(table))]
+
+    def own_roles(self, database: str) -> set[str]:
+        """The healer's own roles on the database, as keywords (admins, viewers, …) or cluster roles."""
+        rows = self._read("mgmt", database, cmd.show_own_roles(database))
+        roles = set()
+        for row in rows:
+            role = str(row.get("Role", ""))
+            roles.add(role if role.startswith("AllDatabases") else role.lower() + "s")
+        return roles
+
+    def tables(self, database: str) -> list[str]:
+        return [str(r["TableName"]) for r in self._read("mgmt", database, cmd.show_tables())]
+
+    def ingestion_mappings(self, database: str, table: str) -> list[dict[str, Any]]:
+        return self._read("mgmt", database, cmd.show_ingestion_mappings(table))
+
+    def policy_enabled(self, database: str, table: str, policy: str) -> bool:
+        rows = self._read("mgmt", database, cmd.show_policy(table, policy))
+        if not rows:
+            return False
+        value = str(rows[0].get("Policy") or "null").strip()
+        if value in ("", "null", "false"):
+            return False
+        return '"IsEnabled": false' not in value.replace('"IsEnabled":false', '"IsEnabled": false')
+
+    def rows_since(self, database: str, table: str, since: datetime) -> int:
+        rows = self._read("query", database, cmd.rows_since(table, since))
+        return int(rows[0]["Count"]) if rows else 0
+
+    # ---------------------------------------------------------------- changes
+
+    def set_role(
+        self,
+        database: str,
+        role: str,
+        fqn: str,
+        *,
+        present: bool,
+        notes: str | None = None,
+        table: str | None = None,
+        current: list[Assignment] | None = None,
+    ) -> list[Assignment]:
+        """Make `fqn` hold (or not hold) `role`; returns the listing ADX answers after the change.
+
+        `current` is a listing read just before (saves one read). The command is sent only when
+        the listing differs from what is wanted.
+        """
+        scope = "table" if table else "database"
+        text = cmd.change_role("add" if present else "drop", database, role, fqn, notes if present else None, table)
+        wanted = fqn.lower()
+        state: dict[str, list[Assignment] | None] = {"current": current}
+
+        def attempt() -> list[Assignment]:
+            listing = state["current"]
+            if listing is None:
+                listing = self.table_principals(database, table) if table else self.database_principals(database)
+            holds = any(a.scope == scope and a.role == role and a.fqn.lower() == wanted for a in listing)
+            if holds == present:
+                return listing
+            state["current"] = None  # after a failure, read again before acting again
+            rows = self._send("mgmt", database, text)
+            return [Assignment.from_row(r) for r in rows]
+
+        result: list[Assignment] = self._retrying()(attempt)
+        return result

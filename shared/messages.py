@@ -1,0 +1,84 @@
+"""The remediation queue's message schema. Anything that does not fit is refused, never acted on."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.targets import describe_validation
+
+MAX_MESSAGE_BYTES = 16 * 1024
+Step = Literal["start", "readd", "verify"]
+Trigger = Literal["timer", "alert", "http", "sweep", "cli", "retry"]
+
+
+class MalformedMessage(ValueError):
+    """A queue message that must be dead-lettered; the text names the field and the value."""
+
+
+class RemediationMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    target: str = Field(min_length=5, max_length=300)
+    run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    step: Step = "start"
+    trigger: Trigger = "timer"
+    correlation_id: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")
+    reason: str = Field("", max_length=500)
+    action_at: datetime | None = None
+    verify_until: datetime | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9_\-]+:[A-Za-z0-9_\-]+", value):
+            raise ValueError(f"target={value!r} is not <app>:<export id>:<destination id>")
+        return value
+
+    @field_validator("action_at", "verify_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must carry a time zone")
+        return value.astimezone(UTC) if value else None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    def next(self, step: Step, **changes: object) -> RemediationMessage:
+        return self.model_copy(update={"step": step, **changes})
+
+
+def new_run(target: str, trigger: Trigger, correlation_id: str | None = None, reason: str = "") -> RemediationMessage:
+    run_id = uuid.uuid4().hex
+    return RemediationMessage(
+        target=target, run_id=run_id, trigger=trigger, correlation_id=correlation_id or run_id, reason=reason
+    )
+
+
+def parse_message(body: str | bytes) -> RemediationMessage:
+    if isinstance(body, bytes):
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise MalformedMessage(f"message is {len(body)} bytes; at most {MAX_MESSAGE_BYTES} are accepted")
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedMessage("message is not UTF-8") from exc
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message is {len(body)} characters; at most {MAX_MESSAGE_BYTES} are accepted")
+    try:
+        raw = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise MalformedMessage(f"message is not JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(raw, dict):
+        raise MalformedMessage(f"message must be a JSON object, not {type(raw).__name__}")
+    try:
+        return RemediationMessage.model_validate(raw)
+    except ValidationError as exc:
+        raise MalformedMessage(describe_validation(exc, "message")) from exc

@@ -1,0 +1,46 @@
+"""Builds the healer's collaborators from settings. One place, so triggers, CLI and tests agree."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from shared.credentials import build_credential
+from shared.iotcentral import IoTCentralAdapter
+from shared.kusto import KustoAdapter
+from shared.remediation import Healer, Services
+from shared.settings import Settings
+from shared.storage import RemediationQueue, StateStore
+from shared.targets import ConfigError
+
+
+def storage_urls(settings: Settings) -> tuple[str | None, str | None, str | None]:
+    """(connection string, table URL, queue URL): identity-based when only an account is named."""
+    if settings.storage_connection_string:
+        return settings.storage_connection_string, None, None
+    if settings.storage_account_name:
+        name = settings.storage_account_name
+        return None, f"https://{name}.table.core.windows.net", f"https://{name}.queue.core.windows.net"
+    raise ConfigError("storage is not configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName")
+
+
+def build_services(settings: Settings, credential: Any = None) -> Services:
+    credential = credential or build_credential(settings.identity_client_id)
+    connection, table_url, queue_url = storage_urls(settings)
+    store = StateStore(connection, table_url, credential, settings.table_prefix)
+    queue = RemediationQueue(settings.queue_name, connection, queue_url, credential)
+    adapters: dict[str, KustoAdapter] = {}
+    lock = threading.Lock()
+
+    def kusto(cluster_url: str) -> KustoAdapter:
+        with lock:
+            if cluster_url not in adapters:
+                adapters[cluster_url] = KustoAdapter(cluster_url, credential, settings.kusto_retry_budget_seconds)
+            return adapters[cluster_url]
+
+    iotc = IoTCentralAdapter(settings.iotc_base_url, credential, settings.arm_url)
+    return Services(settings, {t.key: t for t in settings.target_list}, store, queue, kusto, iotc)
+
+
+def build_healer(settings: Settings, credential: Any = None) -> Healer:
+    return Healer(build_services(settings, credential))

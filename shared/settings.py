@@ -1,0 +1,91 @@
+"""Typed settings, validated at start. Every error names the app setting and its value."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.targets import ConfigError, Target, describe_validation, load_targets
+
+
+class Settings(BaseSettings):
+    """All settings are app settings (environment variables) named HEALER_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="HEALER_", extra="ignore", frozen=True, populate_by_name=True)
+
+    mode: Literal["observe", "enforce"] = "observe"
+    targets: str | None = None
+    targets_file: str | None = None
+
+    refresh_wait_seconds: int = Field(60, ge=0, le=3600)
+    cooldown_seconds: int = Field(1800, ge=0, le=7 * 86400)
+    max_attempts: int = Field(3, ge=1, le=50)
+    attempt_window_seconds: int = Field(86400, ge=60, le=30 * 86400)
+    max_remediations_per_cycle: int = Field(5, ge=1, le=500)
+    verify_deadline_seconds: int = Field(900, ge=0, le=86400)
+    verify_poll_seconds: int = Field(60, ge=1, le=3600)
+    lease_seconds: int = Field(300, ge=10, le=86400)
+    sweep_grace_seconds: int = Field(120, ge=0, le=86400)
+    toggle_export: bool = False
+    kusto_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
+
+    queue_name: str = Field("healer-remediations", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+    table_prefix: str = Field("healer", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")
+    identity_client_id: str | None = None
+    iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
+    arm_url: str = "https://management.azure.com"
+    # Storage: the Functions host's own account. A connection string (Azurite, keys) or, with
+    # identity-based connections, the account name.
+    storage_connection_string: str | None = Field(
+        None, validation_alias=AliasChoices("HEALER_STORAGE_CONNECTION_STRING", "AzureWebJobsStorage")
+    )
+    storage_account_name: str | None = Field(
+        None,
+        validation_alias=AliasChoices("HEALER_STORAGE_ACCOUNT_NAME", "AzureWebJobsStorage__accountName"),
+        pattern=r"^[a-z0-9]{3,24}$",
+    )
+
+    @field_validator("queue_name")
+    @classmethod
+    def _queue_name(cls, value: str) -> str:
+        if "--" in value:
+            raise ValueError("queue names may not contain '--'")
+        return value
+
+    @field_validator("iotc_base_url")
+    @classmethod
+    def _has_subdomain(cls, value: str) -> str:
+        if "{subdomain}" not in value or not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https URL template containing {subdomain}")
+        return value.rstrip("/")
+
+    @cached_property
+    def target_list(self) -> list[Target]:
+        return load_targets(self.targets, self.targets_file)
+
+    @property
+    def observe_only(self) -> bool:
+        return self.mode == "observe"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (plus overrides), with targets parsed; ConfigError if bad."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_env_names(describe_validation(exc, "HEALER_"))) from exc
+    _ = settings.target_list  # parse now: a bad target must stop the start, not the first run
+    return settings
+
+
+def _env_names(text: str) -> str:
+    # describe_validation says "HEALER_ mode: …"; app settings are spelled HEALER_MODE.
+    parts = []
+    for part in text.split("; "):
+        head, _, rest = part.partition(": ")
+        prefix, _, field = head.partition(" ")
+        parts.append(f"{prefix}{field.upper()}: {rest}" if field else part)
+    return "; ".join(parts)

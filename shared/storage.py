@@ -1,0 +1,277 @@
+"""Durable state in Azure Storage: per-target state with an ETag-guarded lease, the journal of
+every side effect, the run history (azure-data-tables), and the remediation queue
+(azure-storage-queue)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+_EPOCH_MS_MAX = 10**13
+
+
+def _dt(value: datetime | None) -> str:
+    return value.astimezone(UTC).isoformat() if value else ""
+
+
+def _parse_dt(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class TargetState:
+    """What the healer remembers about one target between invocations."""
+
+    key: str
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    cooldown_until: datetime | None = None
+    attempts: list[datetime] = field(default_factory=list)
+    escalated: bool = False
+    escalation_reason: str = ""
+    last_outcome: str = ""
+    last_run_id: str = ""
+    last_diagnosis: str = ""
+    pending_readd: dict[str, Any] | None = None  # snapshot of a dropped principal not yet re-added
+    pending_enable: bool = False  # an export the healer disabled and has not re-enabled yet
+    etag: str | None = None
+
+    def leased(self, now: datetime, by: str | None = None) -> bool:
+        held = bool(self.lease_owner) and self.lease_until is not None and self.lease_until > now
+        return held and (by is None or self.lease_owner != by)
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": "target",
+            "RowKey": self.key,
+            "LeaseOwner": self.lease_owner,
+            "LeaseUntil": _dt(self.lease_until),
+            "CooldownUntil": _dt(self.cooldown_until),
+            "Attempts": json.dumps([_dt(a) for a in self.attempts]),
+            "Escalated": self.escalated,
+            "EscalationReason": self.escalation_reason,
+            "LastOutcome": self.last_outcome,
+            "LastRunId": self.last_run_id,
+            "LastDiagnosis": self.last_diagnosis,
+            "PendingReadd": json.dumps(self.pending_readd) if self.pending_readd else "",
+            "PendingEnable": self.pending_enable,
+        }
+
+    @staticmethod
+    def from_entity(entity: dict[str, Any], etag: str | None) -> TargetState:
+        return TargetState(
+            key=entity["RowKey"],
+            lease_owner=entity.get("LeaseOwner", ""),
+            lease_until=_parse_dt(entity.get("LeaseUntil")),
+            cooldown_until=_parse_dt(entity.get("CooldownUntil")),
+            attempts=[d for d in (_parse_dt(a) for a in json.loads(entity.get("Attempts") or "[]")) if d],
+            escalated=bool(entity.get("Escalated", False)),
+            escalation_reason=entity.get("EscalationReason", ""),
+            last_outcome=entity.get("LastOutcome", ""),
+            last_run_id=entity.get("LastRunId", ""),
+            last_diagnosis=entity.get("LastDiagnosis", ""),
+            pending_readd=json.loads(entity["PendingReadd"]) if entity.get("PendingReadd") else None,
+            pending_enable=bool(entity.get("PendingEnable", False)),
+            etag=etag,
+        )
+
+
+class Conflict(Exception):
+    """Someone else changed the entity first (ETag mismatch or it already exists)."""
+
+
+class StateStore:
+    def __init__(
+        self,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+        prefix: str = "healer",
+    ) -> None:
+        from azure.data.tables import TableServiceClient
+
+        if connection_string:
+            self._service = TableServiceClient.from_connection_string(connection_string)
+        elif account_url:
+            self._service = TableServiceClient(endpoint=account_url, credential=credential)
+        else:
+            raise ValueError("storage needs a connection string or an account URL")
+        self.state = self._service.get_table_client(f"{prefix}state")
+        self.journal = self._service.get_table_client(f"{prefix}journal")
+        self.history = self._service.get_table_client(f"{prefix}history")
+
+    def ensure(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        for table in (self.state, self.journal, self.history):
+            with contextlib.suppress(ResourceExistsError):
+                table.create_table()
+
+    # ---------------------------------------------------------------- target state (ETag-guarded)
+
+    def load(self, key: str) -> TargetState:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self.state.get_entity("target", key)
+        except ResourceNotFoundError:
+            return TargetState(key=key)
+        return TargetState.from_entity(dict(entity), entity.metadata.get("etag"))
+
+    def all_states(self) -> list[TargetState]:
+        return [
+            TargetState.from_entity(dict(e), e.metadata.get("etag"))
+            for e in self.state.query_entities("PartitionKey eq 'target'")
+        ]
+
+    def save(self, state: TargetState) -> TargetState:
+        """Write only if nobody wrote since `state` was read; raises Conflict otherwise."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.data.tables import UpdateMode
+
+        try:
+            if state.etag is None:
+                meta = self.state.create_entity(state.to_entity())
+            else:
+                meta = self.state.update_entity(
+                    state.to_entity(),
+                    mode=UpdateMode.REPLACE,
+                    etag=state.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError) as exc:
+            raise Conflict(state.key) from exc
+        state.etag = meta.get("etag")
+        return state
+
+    def update(self, key: str, mutate: Any) -> TargetState:
+        """Load, apply `mutate(state)`, save with the ETag; retried when another writer won."""
+        for _ in range(10):
+            state = self.load(key)
+            mutate(state)
+            try:
+                return self.save(state)
+            except Conflict:
+                continue
+        raise Conflict(key)
+
+    def acquire(self, key: str, owner: str, now: datetime, hold: timedelta) -> TargetState | None:
+        """Take the target's lease for `owner` (or extend it); None if another run holds it."""
+        for _ in range(5):
+            state = self.load(key)
+            if state.leased(now, by=owner):
+                return None
+            state.lease_owner = owner
+            state.lease_until = now + hold
+            try:
+                return self.save(state)
+            except Conflict:
+                continue
+        return None
+
+    def release(self, state: TargetState) -> TargetState:
+        state.lease_owner = ""
+        state.lease_until = None
+        return self.save(state)
+
+    # ---------------------------------------------------------------- journal and history
+
+    def write_journal(self, key: str, run_id: str, step: str, status: str, data: dict[str, Any], now: datetime) -> None:
+        """Upsert: a redelivered step rewrites the same row instead of adding a second one."""
+        from azure.data.tables import UpdateMode
+
+        self.journal.upsert_entity(
+            {
+                "PartitionKey": key,
+                "RowKey": f"{run_id}:{step}:{status}",
+                "RunId": run_id,
+                "Step": step,
+                "Status": status,
+                "At": _dt(now),
+                "Data": json.dumps(data, default=str),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+
+    def read_journal(self, key: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        query = "PartitionKey eq @key"
+        params: dict[str, Any] = {"key": key}
+        if run_id:
+            query += " and RunId eq @run"
+            params["run"] = run_id
+        rows = [dict(e) for e in self.journal.query_entities(query, parameters=params)]
+        for row in rows:
+            row["Data"] = json.loads(row.get("Data") or "{}")
+        return sorted(rows, key=lambda r: r["At"])
+
+    def append_history(self, key: str, run_id: str, record: dict[str, Any], now: datetime) -> None:
+        from azure.data.tables import UpdateMode
+
+        inverted = _EPOCH_MS_MAX - int(now.timestamp() * 1000)
+        entity: dict[str, Any] = {
+            "PartitionKey": key,
+            "RowKey": f"{inverted:013d}:{run_id}",
+            "RunId": run_id,
+            "At": _dt(now),
+        }
+        entity.update(
+            {k: v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str) for k, v in record.items()}
+        )
+        self.history.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def read_history(self, key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        entities = (
+            self.history.query_entities("PartitionKey eq @key", parameters={"key": key})
+            if key
+            else self.history.list_entities()
+        )
+        rows = []
+        for entity in entities:
+            rows.append(dict(entity))
+            if key and len(rows) >= limit:
+                break
+        return sorted(rows, key=lambda r: r["At"], reverse=True)[:limit]
+
+
+class RemediationQueue:
+    """The queue the queue trigger reads. Delays are visibility timeouts: nobody waits in-process."""
+
+    def __init__(
+        self,
+        name: str,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+    ) -> None:
+        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+        # The Functions host reads queue messages as base64 (host.json messageEncoding).
+        encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
+        if connection_string:
+            self.client = QueueClient.from_connection_string(
+                connection_string, name, message_encode_policy=encode, message_decode_policy=decode
+            )
+        elif account_url:
+            self.client = QueueClient(
+                account_url, name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
+            )
+        else:
+            raise ValueError("the queue needs a connection string or an account URL")
+        self.name = name
+
+    def ensure(self) -> None:
+        from azure.core.exceptions import ResourceExistsError
+
+        with contextlib.suppress(ResourceExistsError):
+            self.client.create_queue()
+
+    def send(self, body: str, delay_s: float = 0) -> None:
+        self.client.send_message(body.encode(), visibility_timeout=max(0, round(delay_s)) or None)

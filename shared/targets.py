@@ -1,0 +1,176 @@
+"""Targets: one IoT Central export destination into ADX, and the principal IoT Central writes as.
+
+Configured as a JSON array in the app setting HEALER_TARGETS (or a file named by
+HEALER_TARGETS_FILE). Schema of one element:
+
+    {
+      "app": "contoso",                      # IoT Central app subdomain
+      "export_id": "export-1",
+      "destination_id": "adx-1",
+      "cluster_url": "https://mycluster.westeurope.kusto.windows.net",
+      "database": "devicedata",
+      "table": "DeviceTelemetry",
+      "principal": {"object_id": "<guid>", "client_id": "<guid>", "tenant_id": "<guid>"},
+      "role": "ingestors",                   # or "admins" (IoT Central's docs prescribe Admin)
+      "iotc_resource_id": "/subscriptions/…/providers/Microsoft.IoTCentral/iotApps/contoso"  # optional
+    }
+
+At least one of principal.object_id / principal.client_id is required.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from shared import kusto_names
+from shared.principals import PrincipalRef
+
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+_ARM_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[\w.()\-]{1,90}/providers/Microsoft\.IoTCentral/iotApps/[a-z0-9-]{1,63}",
+    re.IGNORECASE,
+)
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the setting, the field and the value."""
+
+
+class PrincipalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenant_id: str
+    object_id: str | None = None
+    client_id: str | None = None
+
+    @field_validator("tenant_id", "object_id", "client_id")
+    @classmethod
+    def _guid(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else kusto_names.guid(f"principal.{info.field_name}", value)
+
+    @model_validator(mode="after")
+    def _one_id(self) -> PrincipalConfig:
+        if not (self.object_id or self.client_id):
+            raise ValueError("principal needs object_id or client_id")
+        return self
+
+    def ref(self) -> PrincipalRef:
+        return PrincipalRef(tenant_id=self.tenant_id, object_id=self.object_id, client_id=self.client_id)
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app: str
+    export_id: str
+    destination_id: str
+    cluster_url: str
+    database: str
+    table: str
+    principal: PrincipalConfig
+    role: Literal["ingestors", "admins"] = "ingestors"
+    iotc_resource_id: str | None = None
+
+    @field_validator("app")
+    @classmethod
+    def _subdomain(cls, value: str) -> str:
+        if not _SUBDOMAIN.fullmatch(value):
+            raise ValueError(f"app={value!r} is not an IoT Central subdomain (lowercase letters, digits, '-')")
+        return value
+
+    @field_validator("export_id", "destination_id")
+    @classmethod
+    def _id(cls, value: str, info: Any) -> str:
+        if not _ID.fullmatch(value):
+            raise ValueError(f"{info.field_name}={value!r} must be 1-128 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("cluster_url")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?/?", value):
+            raise ValueError(f"cluster_url={value!r} must be https://<cluster>.<region>.kusto.windows.net")
+        return value.rstrip("/")
+
+    @field_validator("database", "table")
+    @classmethod
+    def _entity(cls, value: str, info: Any) -> str:
+        return kusto_names.entity_name(str(info.field_name), value)
+
+    @field_validator("iotc_resource_id")
+    @classmethod
+    def _arm(cls, value: str | None) -> str | None:
+        if value is not None and not _ARM_ID.fullmatch(value):
+            raise ValueError(f"iotc_resource_id={value!r} is not an IoT Central app resource id")
+        return value
+
+    @property
+    def key(self) -> str:
+        """Stable id: also a valid Azure Table PartitionKey (no / \\ # ?)."""
+        return f"{self.app}:{self.export_id}:{self.destination_id}"
+
+    def __str__(self) -> str:
+        return f"{self.key} → {self.cluster_url}/{self.database}.{self.table}"
+
+
+Targets = Annotated[list[Target], Field()]
+_TARGETS = TypeAdapter(list[Target])
+
+
+def parse_targets(text: str, source: str = "HEALER_TARGETS") -> list[Target]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source} must be a JSON array of targets, not {type(raw).__name__}")
+    try:
+        targets = _TARGETS.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation(exc, source)) from exc
+    keys = [t.key for t in targets]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise ConfigError(f"{source} names the same target twice: {', '.join(duplicates)}")
+    return targets
+
+
+def load_targets(inline: str | None, file: str | None) -> list[Target]:
+    if inline and file:
+        raise ConfigError("set HEALER_TARGETS or HEALER_TARGETS_FILE, not both")
+    if file:
+        path = Path(file)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"HEALER_TARGETS_FILE={file!r} cannot be read: {exc.strerror}") from exc
+        return parse_targets(text, f"HEALER_TARGETS_FILE={file!r}")
+    return parse_targets(inline or "[]")
+
+
+def describe_validation(exc: ValidationError, source: str) -> str:
+    """One line per problem: where, the value, and why (pydantic's own words, minus noise)."""
+    lines = []
+    for error in exc.errors():
+        location = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        if error["type"] in ("value_error", "assertion_error") and "=" in message:
+            shown = ""  # our own messages already name the value
+        lines.append(f"{source}{location and ' ' + location}: {message}{shown}")
+    return "; ".join(lines)
