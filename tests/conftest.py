@@ -41,3 +41,16 @@ def kusto(world: World, credential: Any) -> Any:
 def azurite() -> Iterator[Azurite]:
     with Azurite() as server:
         yield server
+
+
+@pytest.fixture
+def healer_setup(world: World, azurite: Azurite) -> Iterator[Any]:
+    """(world, settings, healer, worker) with the exporter running, on free ports and fresh tables."""
+    from tests.healer_env import Worker, healer_for, make_settings, queue_client
+
+    settings = make_settings(world, azurite)
+    healer = healer_for(settings)
+    worker = Worker(healer, queue_client(settings))
+    world.start_exporter(interval_s=0.2)
+    yield world, settings, healer, worker
+    world.stop_exporter()

@@ -33,8 +33,6 @@ def parse_all(texts: list[str]) -> list[ParseResult]:
     if done.returncode != 0:
         raise RuntimeError(f"the Kusto parser failed: {done.stderr.strip()[:2000]}")
     return [
-        ParseResult(
-            r["text"], r["kind"], tuple(f"{e['code']}: {e['message']} (at {e['start']})" for e in r["errors"])
-        )
+        ParseResult(r["text"], r["kind"], tuple(f"{e['code']}: {e['message']} (at {e['start']})" for e in r["errors"]))
         for r in json.loads(done.stdout)
     ]

@@ -35,9 +35,9 @@ def test_serve_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert set(state["apps"]) == {"contoso", "fabrikam"}
         wait_until(
             lambda: (
-                requests.get(f"{endpoints['control_url']}/state", timeout=10).json()["apps"]["contoso"][
-                    "exports"
-                ]["export-1"]["status"]
+                requests.get(f"{endpoints['control_url']}/state", timeout=10).json()["apps"]["contoso"]["exports"][
+                    "export-1"
+                ]["status"]
                 == "healthy"
             ),
             20,

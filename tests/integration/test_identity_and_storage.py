@@ -29,9 +29,7 @@ def test_managed_identity_credential_gets_a_token_for_the_healer(world: World) -
 
 def test_user_assigned_identity_is_selected_by_client_id(world: World) -> None:
     other = world.directory.add(new_identity("other"))
-    token = ManagedIdentityCredential(client_id=other.client_id).get_token(
-        "https://api.loganalytics.io/.default"
-    )
+    token = ManagedIdentityCredential(client_id=other.client_id).get_token("https://api.loganalytics.io/.default")
     assert jwt.decode(token.token, options={"verify_signature": False})["appid"] == other.client_id
 
 

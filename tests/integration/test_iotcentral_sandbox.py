@@ -25,9 +25,7 @@ def contoso(world: World, credential: Any) -> Any:
 
 def test_list_exports_follows_next_link(world: World, credential: Any) -> None:
     world.add_app("northwind", exports=7)
-    client = sdk.iotc_client(
-        world.endpoints()["iotcentral_base_url"].format(subdomain="northwind"), credential
-    )
+    client = sdk.iotc_client(world.endpoints()["iotcentral_base_url"].format(subdomain="northwind"), credential)
     first = sdk.iotc_get(client, "/api/dataExport/exports")
     assert len(first["value"]) == 4 and first["nextLink"].startswith(world.iotc.base_url + "/northwind/api/")
     exports = list(sdk.iotc_pages(client, "/api/dataExport/exports"))
@@ -82,9 +80,7 @@ def test_error_body_and_auth_rules(world: World, contoso: Any, credential: Any) 
     body = json.loads(info.value.response.text())["error"]
     assert set(body) == {"code", "message", "requestId", "time"}
     base = world.endpoints()["iotcentral_base_url"].format(subdomain="contoso")
-    anonymous = requests.get(
-        f"{base}/api/dataExport/exports", params={"api-version": sdk.IOTC_API_VERSION}, timeout=10
-    )
+    anonymous = requests.get(f"{base}/api/dataExport/exports", params={"api-version": sdk.IOTC_API_VERSION}, timeout=10)
     assert anonymous.status_code == 401
     wrong_version = sdk.iotc_client(base, credential)
     response = wrong_version.send_request(

@@ -48,9 +48,7 @@ def test_show_database_principals_has_the_documented_columns(world: World, kusto
     ]
     listed = {(r["Role"], r["PrincipalFQN"]) for r in rows(result)}
     assert ("Database devicedata Admin", world.healer.fqn.lower()) in {(a, b.lower()) for a, b in listed}
-    assert ("Database devicedata Ingestor", app_fqn(world, "contoso").lower()) in {
-        (a, b.lower()) for a, b in listed
-    }
+    assert ("Database devicedata Ingestor", app_fqn(world, "contoso").lower()) in {(a, b.lower()) for a, b in listed}
     types = {r["PrincipalType"] for r in rows(result)}
     assert types == {"AAD Application"}
 
@@ -70,9 +68,7 @@ def test_cluster_admins_are_listed_but_cannot_be_changed_by_command(world: World
 def test_add_and_drop_with_notes_round_trip(world: World, kusto: Any) -> None:
     newcomer = world.directory.add(new_identity("newcomer"))
     fqn = f"aadapp={newcomer.client_id};{newcomer.tenant_id}"
-    added = rows(
-        kusto.execute_mgmt("devicedata", f".add database devicedata viewers ('{fqn}') 'added by test'")
-    )
+    added = rows(kusto.execute_mgmt("devicedata", f".add database devicedata viewers ('{fqn}') 'added by test'"))
     assert {
         "Role": "Database devicedata Viewer",
         "PrincipalFQN": fqn.lower(),
@@ -120,9 +116,7 @@ def test_table_role_needs_a_database_role_first(world: World, kusto: Any) -> Non
         kusto.execute_mgmt("devicedata", f".add table DeviceTelemetry ingestors ('{stranger.fqn}')")
     assert "must hold a role in database" in described(info.value)
     kusto.execute_mgmt("devicedata", f".add database devicedata users ('{stranger.fqn}')")
-    result = rows(
-        kusto.execute_mgmt("devicedata", f".add table DeviceTelemetry ingestors ('{stranger.fqn}') 'tbl'")
-    )
+    result = rows(kusto.execute_mgmt("devicedata", f".add table DeviceTelemetry ingestors ('{stranger.fqn}') 'tbl'"))
     assert {
         "Role": "Table DeviceTelemetry Ingestor",
         "PrincipalFQN": stranger.fqn.lower(),
@@ -188,14 +182,10 @@ def test_ingestion_needs_an_ingesting_role_and_failures_are_listed(world: World,
 
 
 def test_verification_query_counts_rows_after_a_point_in_time(world: World, kusto: Any) -> None:
-    before = rows(
-        kusto.execute_query("devicedata", "DeviceTelemetry | where ingestion_time() > ago(30m) | count")
-    )
+    before = rows(kusto.execute_query("devicedata", "DeviceTelemetry | where ingestion_time() > ago(30m) | count"))
     assert before == [{"Count": 0}]
     world.export_once()
-    after = rows(
-        kusto.execute_query("devicedata", "DeviceTelemetry | where ingestion_time() > ago(30m) | count")
-    )
+    after = rows(kusto.execute_query("devicedata", "DeviceTelemetry | where ingestion_time() > ago(30m) | count"))
     assert after == [{"Count": 3}]
     result = kusto.execute_query(
         "devicedata",
@@ -205,12 +195,8 @@ def test_verification_query_counts_rows_after_a_point_in_time(world: World, kust
     world.export_once()
     summary = {r["applicationId"]: r["Rows"] for r in rows(result)}
     assert summary == {"contoso": 3}
-    again = kusto.execute_query(
-        "devicedata", "DeviceTelemetry | summarize Rows=count() by applicationId, schema"
-    )
-    assert [(r["applicationId"], r["schema"], r["Rows"]) for r in rows(again)] == [
-        ("contoso", "default@v1", 6)
-    ]
+    again = kusto.execute_query("devicedata", "DeviceTelemetry | summarize Rows=count() by applicationId, schema")
+    assert [(r["applicationId"], r["schema"], r["Rows"]) for r in rows(again)] == [("contoso", "default@v1", 6)]
     kinds = {c.column_name: c.column_type for c in result.primary_results[0].columns}
     assert kinds == {"applicationId": "string", "Rows": "long", "Last": "datetime"}
 

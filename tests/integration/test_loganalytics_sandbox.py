@@ -64,9 +64,7 @@ def test_timespan_filters_rows(world: World, logs: Any) -> None:
 def test_adx_journal_records_principal_changes(world: World, logs: Any, kusto: Any) -> None:
     fqn = world.healer.fqn
     kusto.execute_mgmt("devicedata", f".add database devicedata viewers ('{fqn}') 'journal test'")
-    result = query(
-        world, logs, "ADXJournal | where ChangeCommand has 'viewers' | project ChangeCommand, Principal"
-    )
+    result = query(world, logs, "ADXJournal | where ChangeCommand has 'viewers' | project ChangeCommand, Principal")
     rows = result.tables[0].rows
     assert len(rows) == 1 and rows[0]["Principal"] == world.healer.fqn
     assert rows[0]["ChangeCommand"].startswith(".add database devicedata viewers")

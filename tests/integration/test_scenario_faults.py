@@ -25,9 +25,7 @@ def app_fqn(world: World, subdomain: str) -> str:
 def repair_stale(world: World, kusto: Any) -> None:
     fqn = app_fqn(world, "contoso")
     kusto.execute_mgmt("devicedata", f".drop database devicedata ingestors ('{fqn}')")
-    kusto.execute_mgmt(
-        "devicedata", f".add database devicedata ingestors ('{fqn}') 'IoT Central contoso data export'"
-    )
+    kusto.execute_mgmt("devicedata", f".add database devicedata ingestors ('{fqn}') 'IoT Central contoso data export'")
 
 
 def repair_add(world: World, kusto: Any) -> None:
@@ -108,9 +106,7 @@ def test_identity_rotation_leaves_the_old_principal_in_adx(world: World, kusto: 
 
 def test_table_level_only_keeps_a_table_role(world: World, kusto: Any) -> None:
     world.inject("table-level-only", "contoso")
-    table_roles = kusto.execute_mgmt("devicedata", ".show table DeviceTelemetry principals").primary_results[
-        0
-    ]
+    table_roles = kusto.execute_mgmt("devicedata", ".show table DeviceTelemetry principals").primary_results[0]
     assert [r["Role"] for r in table_roles] == ["Table DeviceTelemetry Ingestor"]
 
 
@@ -125,9 +121,7 @@ def call_service(world: World, credential: Any, service: str) -> tuple[int, str 
     endpoints = world.endpoints()
     try:
         if service == "kusto":
-            sdk.kusto_client(endpoints["kusto_cluster_url"], credential).execute_mgmt(
-                "devicedata", ".show tables"
-            )
+            sdk.kusto_client(endpoints["kusto_cluster_url"], credential).execute_mgmt("devicedata", ".show tables")
         elif service == "iotcentral":
             from azure.core import PipelineClient
             from azure.core.pipeline.policies import BearerTokenCredentialPolicy
@@ -177,9 +171,7 @@ def test_throttling_and_5xx_reach_every_service(world: World, credential: Any, s
 def test_control_endpoint_injects_and_reports(world: World) -> None:
     control = world.endpoints()["control_url"]
     assert (
-        requests.post(
-            f"{control}/faults", json={"kind": "principal-removed", "app": "contoso"}, timeout=10
-        ).status_code
+        requests.post(f"{control}/faults", json={"kind": "principal-removed", "app": "contoso"}, timeout=10).status_code
         == 201
     )
     tick = requests.post(f"{control}/exporter/tick", timeout=10).json()
@@ -194,7 +186,5 @@ def test_control_endpoint_injects_and_reports(world: World) -> None:
         f"{control}/faults", json={"kind": "transport", "service": "kusto", "throttle_rate": 2}, timeout=10
     )
     assert bad_rate.status_code == 400 and "throttle_rate" in bad_rate.json()["error"]
-    assert requests.post(
-        f"{control}/faults/clear", json={"kind": "principal-removed", "app": "contoso"}, timeout=10
-    ).ok
+    assert requests.post(f"{control}/faults/clear", json={"kind": "principal-removed", "app": "contoso"}, timeout=10).ok
     assert requests.post(f"{control}/exporter/tick", timeout=10).json()["contoso/export-1"] == "healthy"

@@ -30,8 +30,7 @@ VALID = [
     ".create table T (applicationId:string, enqueuedTime:datetime, telemetry:dynamic)",
     ".ingest inline into table T <| a,b,c",
     "DeviceTelemetry | where ingestion_time() > datetime(2026-11-27T10:00:00Z) | count",
-    "DeviceTelemetry | where ingestion_time() > ago(30m)"
-    " | summarize Rows=count(), Last=max(ingestion_time())",
+    "DeviceTelemetry | where ingestion_time() > ago(30m) | summarize Rows=count(), Last=max(ingestion_time())",
     "FailedIngestion | where ErrorCode in ('Forbidden') | summarize count() by Database, Table",
     "T | where a =~ 'x' and b !in ('y') | project a | take 5",
 ]

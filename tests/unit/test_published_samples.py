@@ -61,9 +61,7 @@ def test_sandbox_v2_frames_match_the_published_shape() -> None:
 
 def test_sandbox_v1_tables_match_the_published_shape() -> None:
     cluster, healer = sandbox_cluster()
-    ours = kusto_server.KustoService._v1(
-        execute(cluster, healer, "devicedata", ".show database devicedata principals")
-    )
+    ours = kusto_server.KustoService._v1(execute(cluster, healer, "devicedata", ".show database devicedata principals"))
     published = fixture("kusto/adminthenquery.json")["Tables"][0]
     assert set(published) == set(ours["Tables"][0])
     assert {"ColumnName", "DataType"} <= set(ours["Tables"][0]["Columns"][0])
@@ -122,7 +120,7 @@ def test_published_export_list_statuses_are_free_strings() -> None:
     sample = fixture("iotcentral/2022-06-30-preview/dataexports_exports_list.json")
     statuses = [e["status"] for e in sample["responses"]["200"]["body"]["value"]]
     assert statuses == ["notStarted", "starting", "healthy"]
-    error_sample = fixture("iotcentral/2022-10-31-preview/dataexports_destinations_get.json")["responses"][
-        "200"
-    ]["body"]
+    error_sample = fixture("iotcentral/2022-10-31-preview/dataexports_destinations_get.json")["responses"]["200"][
+        "body"
+    ]
     assert error_sample["status"] == "error" and set(error_sample["errors"][0]) == {"code", "message"}

@@ -1,0 +1,159 @@
+"""A healer wired to the sandbox and Azurite, plus a small queue worker standing in for the host."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+from sandbox import sdk
+from sandbox.azurite import Azurite
+from sandbox.world import World
+from shared.messages import MalformedMessage, new_run, parse_message
+from shared.remediation import Healer, Outcome
+from shared.services import build_services
+from shared.settings import Settings
+
+
+def targets_for(world: World) -> list[dict[str, Any]]:
+    out = []
+    for t in world.targets:
+        identity = world.iotc.identity_of(t.subdomain)
+        out.append(
+            {
+                "app": t.subdomain,
+                "export_id": t.export_id,
+                "destination_id": t.destination_id,
+                "cluster_url": world.cluster.url,
+                "database": t.database,
+                "table": t.table,
+                "principal": {
+                    "object_id": identity.object_id,
+                    "client_id": identity.client_id,
+                    "tenant_id": identity.tenant_id,
+                },
+                "role": t.role,
+                "iotc_resource_id": world.iotc.apps[t.subdomain].arm_id,
+            }
+        )
+    return out
+
+
+def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:
+    suffix = uuid.uuid4().hex[:10]
+    values: dict[str, Any] = {
+        "mode": "enforce",
+        "targets": json.dumps(targets_for(world)),
+        "refresh_wait_seconds": 1,
+        "verify_poll_seconds": 1,
+        "verify_deadline_seconds": 15,
+        "cooldown_seconds": 0,
+        "lease_seconds": 30,
+        "sweep_grace_seconds": 0,
+        "kusto_retry_budget_seconds": 20,
+        "queue_name": f"healer-{suffix}",
+        "table_prefix": f"h{suffix}",
+        "iotc_base_url": world.endpoints()["iotcentral_base_url"],
+        "arm_url": world.endpoints()["arm_url"],
+        "storage_connection_string": azurite.connection_string,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def healer_for(settings: Settings) -> Healer:
+    services = build_services(settings, sdk.credential())
+    services.store.ensure()
+    services.queue.ensure()
+    return Healer(services)
+
+
+def queue_client(settings: Settings) -> QueueClient:
+    assert settings.storage_connection_string
+    return QueueClient.from_connection_string(
+        settings.storage_connection_string,
+        settings.queue_name,
+        message_encode_policy=BinaryBase64EncodePolicy(),
+        message_decode_policy=BinaryBase64DecodePolicy(),
+    )
+
+
+class Crash(Exception):
+    """A worker dying at a chosen point (raised from the healer's checkpoint hook)."""
+
+
+@dataclass
+class Worker:
+    """Receives remediation messages like the Functions host: a failure leaves the message to be
+    redelivered after its visibility timeout; malformed ones go to the poison list."""
+
+    healer: Healer
+    queue: QueueClient
+    visibility_s: int = 2
+    outcomes: list[Outcome] = field(default_factory=list)
+    poison: list[str] = field(default_factory=list)
+    crashes: int = 0
+
+    def enqueue_start(self, target: str, trigger: str = "timer") -> str:
+        msg = new_run(target, trigger)  # type: ignore[arg-type]
+        self.healer.s.queue.send(msg.to_json())
+        return msg.run_id
+
+    def poll_once(self) -> int:
+        handled = 0
+        for message in self.queue.receive_messages(max_messages=8, visibility_timeout=self.visibility_s):
+            handled += 1
+            try:
+                parsed = parse_message(message.content)
+            except MalformedMessage as exc:
+                self.poison.append(str(exc))
+                self.queue.delete_message(message)
+                continue
+            try:
+                self.outcomes.append(self.healer.handle(parsed))
+            except Crash:
+                self.crashes += 1
+                continue
+            self.queue.delete_message(message)
+        return handled
+
+    def run_until(self, done: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.poll_once()
+            if done():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout_s}s; outcomes so far: {[o.status for o in self.outcomes]}")
+
+    def run_in_thread(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            while not stop.is_set():
+                self.poll_once()
+                stop.wait(0.05)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+
+def changing_commands(world: World, since: int = 0) -> list[str]:
+    return [
+        text
+        for _, path, text in world.cluster.command_log[since:]
+        if text.lstrip().startswith((".add", ".drop", ".set", ".create", ".alter"))
+    ]
+
+
+def outcome_of(worker: Worker, status: str) -> Callable[[], bool]:
+    return lambda: any(o.status == status for o in worker.outcomes)
+
+
+def iterate(values: Iterator[Any]) -> list[Any]:
+    return list(values)
