@@ -119,9 +119,7 @@ class Directory:
         except jwt.ExpiredSignatureError as exc:
             raise AuthError(401, "Unauthorized", "The access token has expired.") from exc
         except jwt.InvalidAudienceError as exc:
-            raise AuthError(
-                401, "Unauthorized", "The access token audience is not valid for this service."
-            ) from exc
+            raise AuthError(401, "Unauthorized", "The access token audience is not valid for this service.") from exc
         except jwt.PyJWTError as exc:
             raise AuthError(401, "Unauthorized", "The access token is not valid.") from exc
         identity = self.find(object_id=str(claims.get("oid", "")))

@@ -126,18 +126,13 @@ class IoTCentral:
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> Response:
-        body = {
-            "error": {"code": code, "message": message, "requestId": str(uuid.uuid4()), "time": now_iso()}
-        }
+        body = {"error": {"code": code, "message": message, "requestId": str(uuid.uuid4()), "time": now_iso()}}
         return json_response(body, status)
 
     def _caller_roles(self, request: Request, app: App) -> set[str]:
         identity = self.directory.authenticate(request, (IOTC_AUDIENCE,))
         for user in app.users.values():
-            if (
-                user["objectId"].lower() == identity.object_id.lower()
-                and user["tenantId"] == identity.tenant_id
-            ):
+            if user["objectId"].lower() == identity.object_id.lower() and user["tenantId"] == identity.tenant_id:
                 return {r["role"] for r in user["roles"]}
         raise ApiError(403, "Forbidden", "The caller is not a user of this application.")
 
@@ -146,9 +141,7 @@ class IoTCentral:
         if version is None:
             raise ApiError(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
         if version not in API_VERSIONS:
-            raise ApiError(
-                400, "InvalidApiVersionParameter", f"The api-version '{version}' is not supported."
-            )
+            raise ApiError(400, "InvalidApiVersionParameter", f"The api-version '{version}' is not supported.")
         roles = self._caller_roles(request, app)
         with self.lock:
             if path[:1] == ["users"] and len(path) == 2 and request.method == "PUT":
@@ -172,12 +165,7 @@ class IoTCentral:
                     return json_response(export)
                 if request.method == "PATCH":
                     return self._patch_export(request, export)
-            if (
-                len(rest) == 3
-                and rest[0] == "exports"
-                and rest[2] == "destinations"
-                and request.method == "GET"
-            ):
+            if len(rest) == 3 and rest[0] == "exports" and rest[2] == "destinations" and request.method == "GET":
                 export = app.exports.get(rest[1])
                 if export is None:
                     raise ApiError(404, "NotFound", f"Data export '{rest[1]}' was not found.")
@@ -192,9 +180,7 @@ class IoTCentral:
                 if dest is None:
                     raise ApiError(404, "NotFound", f"Destination '{rest[1]}' was not found.")
                 return json_response(self._public(dest))
-        raise ApiError(
-            405 if path else 404, "MethodNotAllowed", f"{request.method} is not supported on this resource."
-        )
+        raise ApiError(405 if path else 404, "MethodNotAllowed", f"{request.method} is not supported on this resource.")
 
     @staticmethod
     def _public(dest: dict[str, Any]) -> dict[str, Any]:
@@ -214,9 +200,7 @@ class IoTCentral:
         page = items[start : start + self.page_size]
         body: dict[str, Any] = {"value": page}
         if start + self.page_size < len(items):
-            query = urlencode(
-                {"api-version": request.args["api-version"], "$skiptoken": start + self.page_size}
-            )
+            query = urlencode({"api-version": request.args["api-version"], "$skiptoken": start + self.page_size})
             body["nextLink"] = f"{self.base_url}{request.path}?{query}"
         return json_response(body)
 
@@ -257,18 +241,12 @@ class IoTCentral:
         except ValueError as exc:
             raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from exc
         if not isinstance(body, dict) or body.get("type") != "servicePrincipal":
-            raise ApiError(
-                400, "InvalidRequestBody", "Only users of type 'servicePrincipal' are supported here."
-            )
+            raise ApiError(400, "InvalidRequestBody", "Only users of type 'servicePrincipal' are supported here.")
         for key in ("tenantId", "objectId", "roles"):
             if key not in body:
                 raise ApiError(400, "InvalidRequestBody", f"'{key}' is required.")
         roles = body["roles"]
-        if (
-            not isinstance(roles, list)
-            or not roles
-            or not all(isinstance(r, dict) and "role" in r for r in roles)
-        ):
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, dict) and "role" in r for r in roles):
             raise ApiError(400, "InvalidRequestBody", "'roles' must be a non-empty list of {role}.")
         user = {k: body[k] for k in ("type", "tenantId", "objectId", "roles")}
         app.users[user_id] = user

@@ -88,9 +88,7 @@ def unquote(literal: str) -> str:
 
 def parse_datetime(text: str) -> datetime:
     value = text.strip().strip("'\"")
-    match = re.fullmatch(
-        r"(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?", value
-    )
+    match = re.fullmatch(r"(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2})?)(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?", value)
     if not match:
         raise KqlSyntaxError(f"datetime literal '{text}' is not valid")
     date, time_part, fraction, zone = match.groups()
@@ -166,9 +164,7 @@ def _cmp(op: str, left: Any, right: Any) -> bool:
     if left is None or right is None:
         return False
     if isinstance(left, datetime) != isinstance(right, datetime):
-        raise KqlSemanticError(
-            f"cannot compare {type(left).__name__} with {type(right).__name__} using '{op}'"
-        )
+        raise KqlSemanticError(f"cannot compare {type(left).__name__} with {type(right).__name__} using '{op}'")
     if op == "==":
         return bool(left == right)
     if op == "!=":
@@ -187,8 +183,7 @@ def _cmp(op: str, left: Any, right: Any) -> bool:
         return str(left).lower() != str(right).lower()
     if op == "has":
         return (
-            re.search(rf"(?<![A-Za-z0-9]){re.escape(str(right).lower())}(?![A-Za-z0-9])", str(left).lower())
-            is not None
+            re.search(rf"(?<![A-Za-z0-9]){re.escape(str(right).lower())}(?![A-Za-z0-9])", str(left).lower()) is not None
         )
     if op == "contains":
         return str(right).lower() in str(left).lower()
@@ -245,9 +240,7 @@ class Parser:
     def name(self) -> str:
         tok = self.next()
         if tok.kind != "name":
-            raise KqlSyntaxError(
-                f"expected a name at position {tok.pos}, found '{tok.text or 'end of query'}'"
-            )
+            raise KqlSyntaxError(f"expected a name at position {tok.pos}, found '{tok.text or 'end of query'}'")
         return str(tok.value)
 
     # expr := or
@@ -268,9 +261,7 @@ class Parser:
     def comparison(self) -> Expr:
         left = self.additive()
         tok = self.tok
-        if (tok.kind == "op" and tok.text in _COMPARISONS) or (
-            tok.kind == "name" and tok.text in _WORD_OPERATORS
-        ):
+        if (tok.kind == "op" and tok.text in _COMPARISONS) or (tok.kind == "name" and tok.text in _WORD_OPERATORS):
             self.next()
             right = self.additive()
             op = tok.text
@@ -312,9 +303,7 @@ class Parser:
             value = self.next().value
             return lambda r, c: -value
         if tok.kind != "name":
-            raise KqlSyntaxError(
-                f"expected an expression at position {tok.pos}, found '{tok.text or 'end of query'}'"
-            )
+            raise KqlSyntaxError(f"expected an expression at position {tok.pos}, found '{tok.text or 'end of query'}'")
         word = str(tok.value)
         if word in ("true", "false"):
             flag = word == "true"
@@ -374,9 +363,7 @@ def _aggregate(func: str, args: list[Expr], rows: list[Row], ctx: Context) -> An
     raise KqlSemanticError(f"Unknown aggregation function: '{func}'")
 
 
-def run_query(
-    text: str, tables: Callable[[str], tuple[list[str], list[Row]]], now: datetime | None = None
-) -> Result:
+def run_query(text: str, tables: Callable[[str], tuple[list[str], list[Row]]], now: datetime | None = None) -> Result:
     """Run `text` against `tables(name) -> (columns, rows)`; rows may carry `$IngestionTime`."""
     ctx = Context(now=now or datetime.now(UTC))
     if not text.strip():
@@ -423,9 +410,7 @@ def run_query(
                 new_rows.append(base)
             rows = new_rows
             names = [o for o, _ in outputs]
-            current_columns = (
-                ([c for c in current_columns if c not in names] + names) if op == "extend" else names
-            )
+            current_columns = ([c for c in current_columns if c not in names] + names) if op == "extend" else names
         elif op in ("order", "sort", "top"):
             limit = None
             if op == "top":

@@ -58,9 +58,7 @@ def _unquote(text: str) -> str:
         text = text[1:]
     if text.startswith("@"):
         return text[2:-1]
-    return re.sub(
-        r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), text[1:-1]
-    )
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t", "r": "\r"}.get(m.group(1), m.group(1)), text[1:-1])
 
 
 def tokenize(text: str) -> tuple[list[Tok], str]:
@@ -291,9 +289,7 @@ def _caller_roles(cluster: Cluster, caller: Identity, name: str) -> Frame:
     for cluster_role, members in cluster.cluster_roles.items():
         if any(f.matches(caller) for f in members):
             rows.append(["Cluster", cluster.display_name(members[0]), caller.object_id, cluster_role])
-    return Frame(
-        [("Scope", "string"), ("DisplayName", "string"), ("AADObjectID", "string"), ("Role", "string")], rows
-    )
+    return Frame([("Scope", "string"), ("DisplayName", "string"), ("AADObjectID", "string"), ("Role", "string")], rows)
 
 
 def _ingestion_failures(cluster: Cluster, caller: Identity, database: str | None) -> Frame:
@@ -359,9 +355,7 @@ def _principals(cluster: Cluster, caller: Identity, database: str | None, verb: 
         if scope != "database":
             raise bad_request("Syntax error: '.set table … none' is not supported.")
         result = cluster.clear_role(caller, name, role)
-        return Frame(
-            _PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES)
-        )
+        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES))
     if not cur.accept("("):
         raise bad_request("Syntax error: expected '(' before the list of principals.")
     fqns = [cur.string()]
@@ -374,9 +368,7 @@ def _principals(cluster: Cluster, caller: Identity, database: str | None, verb: 
     cur.end()
     if scope == "database":
         result = cluster.change_principals(caller, verb, name, role, fqns, notes, None)
-        return Frame(
-            _PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES)
-        )
+        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES))
     db_name = _need_db(database)
     result = cluster.change_principals(caller, verb, db_name, role, fqns, notes, name)
     return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Table {name}", result, TABLE_ROLES))
@@ -436,12 +428,8 @@ def _ingest_inline(cluster: Cluster, caller: Identity, database: str | None, cur
     rows = []
     for record in csv.reader(io.StringIO(data.strip())):
         if len(record) > len(table.columns):
-            raise bad_request(
-                f"The record has {len(record)} fields; table '{name}' has {len(table.columns)} columns."
-            )
-        rows.append(
-            {col: _convert(value, kind) for (col, kind), value in zip(table.columns, record, strict=False)}
-        )
+            raise bad_request(f"The record has {len(record)} fields; table '{name}' has {len(table.columns)} columns.")
+        rows.append({col: _convert(value, kind) for (col, kind), value in zip(table.columns, record, strict=False)})
     try:
         count = cluster.ingest(caller, db_name, name, rows, "inline", by_command=True)
     except KustoFault as fault:

@@ -235,17 +235,13 @@ class Cluster:
     def db_roles_of(self, identity: Identity, database: str, *, for_ingest: bool = False) -> set[str]:
         with self.lock:
             db = self.database(database)
-            roles = {
-                a.role for a in db.principals if a.fqn.matches(identity) and not (for_ingest and a.stale)
-            }
+            roles = {a.role for a in db.principals if a.fqn.matches(identity) and not (for_ingest and a.stale)}
             for cluster_role, role in CLUSTER_ROLES.items():
                 if any(f.matches(identity) for f in self.cluster_roles[cluster_role]):
                     roles.add(role)
             return roles
 
-    def table_roles_of(
-        self, identity: Identity, database: str, table: str, *, for_ingest: bool = False
-    ) -> set[str]:
+    def table_roles_of(self, identity: Identity, database: str, table: str, *, for_ingest: bool = False) -> set[str]:
         with self.lock:
             t = self.table(database, table)
             return {a.role for a in t.principals if a.fqn.matches(identity) and not (for_ingest and a.stale)}
@@ -273,9 +269,7 @@ class Cluster:
         if db_roles & {"admins", "ingestors"}:
             return True
         table_roles = self.table_roles_of(identity, database, table, for_ingest=True)
-        return bool(table_roles & {"admins", "ingestors"}) and bool(
-            db_roles & {"users", "ingestors", "admins"}
-        )
+        return bool(table_roles & {"admins", "ingestors"}) and bool(db_roles & {"users", "ingestors", "admins"})
 
     # ------------------------------------------------------------------ principal changes
 
@@ -297,9 +291,7 @@ class Cluster:
                 holder = self.database(database).principals
             else:
                 if role not in TABLE_ROLES:
-                    raise bad_request(
-                        f"'{role}' is not a table security role (only admins and ingestors are)."
-                    )
+                    raise bad_request(f"'{role}' is not a table security role (only admins and ingestors are).")
                 self.require_table_admin(caller, database, table, f"{verb.capitalize()}TablePrincipals")
                 holder = self.table(database, table).principals
             parsed = [Fqn.parse(f) for f in fqns]
@@ -362,9 +354,7 @@ class Cluster:
                 if not by_command:
                     raise
                 self.ingestion_failures.append(
-                    IngestionFailure(
-                        str(uuid.uuid4()), database, table, datetime.now(UTC), source, fault.message
-                    )
+                    IngestionFailure(str(uuid.uuid4()), database, table, datetime.now(UTC), source, fault.message)
                 )
                 raise
             now = datetime.now(UTC)

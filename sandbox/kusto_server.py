@@ -143,9 +143,7 @@ class KustoService:
         if request.path == "/v1/rest/auth/metadata" and request.method == "GET":
             return json_response(_CLOUD_METADATA)
         if request.path not in ("/v1/rest/mgmt", "/v2/rest/query"):
-            return json_response(
-                {"error": {"code": "NotFound", "message": f"'{request.path}' does not exist."}}, 404
-            )
+            return json_response({"error": {"code": "NotFound", "message": f"'{request.path}' does not exist."}}, 404)
         if request.method != "POST":
             return json_response({"error": {"code": "MethodNotAllowed", "message": "Use POST."}}, 405)
         try:
@@ -207,9 +205,7 @@ class KustoService:
 
     def _fault(self, fault: KustoFault, request_id: str) -> Response:
         return json_response(
-            error_body(
-                fault.status, fault.code, fault.error_type, fault.message, fault.permanent, request_id
-            ),
+            error_body(fault.status, fault.code, fault.error_type, fault.message, fault.permanent, request_id),
             fault.status,
         )
 

@@ -149,8 +149,7 @@ class LogAnalytics:
             for schema in SCHEMAS.values():
                 types.update(schema)
             columns = [
-                {"name": c, "type": types.get(c) or _guess([r.get(c) for r in result.rows])}
-                for c in result.columns
+                {"name": c, "type": types.get(c) or _guess([r.get(c) for r in result.rows])} for c in result.columns
             ]
             rows = [[_wire(r.get(c)) for c in result.columns] for r in result.rows]
             answer: dict[str, Any] = {"tables": [{"name": "PrimaryResult", "columns": columns, "rows": rows}]}

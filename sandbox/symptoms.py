@@ -46,12 +46,8 @@ class Observer:
     def failed_ingestion(self, target: Target) -> int:
         from azure.monitor.query import LogsQueryStatus
 
-        query = (
-            f"FailedIngestion | where Database == '{target.database}' and Table == '{target.table}' | count"
-        )
-        result = self.logs.query_workspace(
-            self.workspace, query, timespan=timedelta(hours=1), enforce_https=False
-        )
+        query = f"FailedIngestion | where Database == '{target.database}' and Table == '{target.table}' | count"
+        result = self.logs.query_workspace(self.workspace, query, timespan=timedelta(hours=1), enforce_https=False)
         if result.status != LogsQueryStatus.SUCCESS:
             raise RuntimeError(f"Log Analytics answered {result.status}")
         return int(result.tables[0].rows[0][0])

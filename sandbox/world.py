@@ -101,9 +101,7 @@ class World:
         }
         try:
             for name, (handler, fault_error) in handlers.items():
-                self.servers[name] = ServiceServer(
-                    name, handler, self.faults, ports.get(name, 0), fault_error
-                ).start()
+                self.servers[name] = ServiceServer(name, handler, self.faults, ports.get(name, 0), fault_error).start()
         except OSError:
             self.stop()
             raise
@@ -246,9 +244,7 @@ class World:
                     outcome[f"{app.subdomain}/{export['id']}"] = export["status"]
         return outcome
 
-    def _push(
-        self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any]
-    ) -> dict[str, str] | None:
+    def _push(self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any]) -> dict[str, str] | None:
         self.batches += 1
         now = datetime.now(UTC)
         rows = [
@@ -361,9 +357,7 @@ class World:
     def _app_identity(self, target: Target) -> Identity:
         return self.iotc.identity_of(target.subdomain)
 
-    def _app_assignments(
-        self, target: Target, identity: Identity
-    ) -> tuple[list[Assignment], list[Assignment]]:
+    def _app_assignments(self, target: Target, identity: Identity) -> tuple[list[Assignment], list[Assignment]]:
         db = self.cluster.database(target.database)
         table = db.tables.get(target.table)
         db_rows = [a for a in db.principals if a.fqn.matches(identity)]
@@ -399,9 +393,7 @@ class World:
             for a in table_rows:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes, table=target.table)
 
-        return ActiveFault(
-            "principal-removed", target.subdomain, undo, {"removed": [str(a.fqn) for a in db_rows]}
-        )
+        return ActiveFault("principal-removed", target.subdomain, undo, {"removed": [str(a.fqn) for a in db_rows]})
 
     def _fault_identity_rotated(self, target: Target) -> ActiveFault:
         old = self._app_identity(target)
@@ -448,9 +440,7 @@ class World:
         self.cluster.grant(target.database, "viewers", self.healer.fqn, "iotc-adx-healer (demoted)")
 
         def undo() -> None:
-            db.principals[:] = [
-                a for a in db.principals if not (a.fqn.matches(self.healer) and a.role == "viewers")
-            ]
+            db.principals[:] = [a for a in db.principals if not (a.fqn.matches(self.healer) and a.role == "viewers")]
             for a in healer_rows:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
             removed.undo()
@@ -532,9 +522,7 @@ class World:
                     params = {k: v for k, v in body.items() if k not in ("kind", "service")}
                     self.set_transport(str(body.get("service", "")), **params)
                 else:
-                    return json_response(
-                        {"error": f"kind must be one of {', '.join(SCENARIO_FAULTS)}, transport"}, 400
-                    )
+                    return json_response({"error": f"kind must be one of {', '.join(SCENARIO_FAULTS)}, transport"}, 400)
                 return json_response({"injected": kind}, 201)
             if request.path == "/faults/clear" and request.method == "POST":
                 if not isinstance(body, dict):

@@ -134,7 +134,7 @@ class KustoAdapter:
             error = state.outcome.exception() if state.outcome else None
             if isinstance(error, AdxError) and error.retry_after_s is not None:
                 return error.retry_after_s
-            return float(wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5)(state))
+            return float(wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5)(state))
 
         return Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, AdxError) and e.transient),

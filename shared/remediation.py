@@ -141,6 +141,8 @@ class Healer:
         state = self.s.store.load(target.key)
         if state.pending_readd:
             return self._recover(target, msg)
+        if state.pending_enable and (not state.leased(self.s.clock()) or state.lease_owner == msg.run_id):
+            self._reenable(target, msg.run_id)
         if msg.step == "start":
             return self._start(target, msg, state)
         if msg.step == "readd":  # nothing pending: the re-add already happened
@@ -347,6 +349,13 @@ class Healer:
         self.s.store.update(target.key, lambda st: _set(st, pending_enable=False))
         self._journal(target, run_id, "toggle", "done")
 
+    def _reenable(self, target: Target, run_id: str) -> None:
+        """An export the healer disabled is enabled again before anything else happens."""
+        self._journal(target, run_id, "reenable", "intent")
+        self.s.iotc.set_enabled(target.app, target.export_id, True)
+        self.s.store.update(target.key, lambda st: _set(st, pending_enable=False))
+        self._journal(target, run_id, "reenable", "done")
+
     def _schedule_verify(self, target: Target, msg: RemediationMessage, action_at: datetime) -> Outcome:
         settings = self.s.settings
         if settings.toggle_export and not self._journal_has(target, msg.run_id, "toggle", "done"):
@@ -372,7 +381,7 @@ class Healer:
         listed = bool(changes) and all(r["Data"].get("listed") for r in changes)
         action_at = msg.action_at or now
         result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
-        self._journal(target, msg.run_id, f"verify-{now:%H%M%S%f}", "done", healed=result.healed, detail=result.detail)
+        self._journal(target, msg.run_id, "verify", "done", healed=result.healed, detail=result.detail)
         if result.healed:
             cooldown = now + timedelta(seconds=settings.cooldown_seconds)
             self._finish(target, msg.run_id, lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown))
@@ -424,8 +433,7 @@ class Healer:
                     self._recover(target, msg)
                     done.append(f"{target.key}: re-added overdue snapshot of run {run_id}")
             if state.pending_enable and not state.leased(now):
-                self.s.iotc.set_enabled(target.app, target.export_id, True)
-                self.s.store.update(target.key, lambda st: _set(st, pending_enable=False))
+                self._reenable(target, state.last_run_id or "sweep")
                 done.append(f"{target.key}: re-enabled the export")
         return done
 

@@ -90,14 +90,17 @@ class Crash(Exception):
 
 @dataclass
 class Worker:
-    """Receives remediation messages like the Functions host: a failure leaves the message to be
-    redelivered after its visibility timeout; malformed ones go to the poison list."""
+    """Receives remediation messages as the Functions host does: a message stays invisible while it
+    is processed; a failure makes it visible again after `visibility_s` (the host's retry delay);
+    after `max_dequeue` tries, or when malformed, it goes to the poison list."""
 
     healer: Healer
     queue: QueueClient
     visibility_s: int = 2
+    max_dequeue: int = 5
     outcomes: list[Outcome] = field(default_factory=list)
     poison: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     crashes: int = 0
 
     def enqueue_start(self, target: str, trigger: str = "timer") -> str:
@@ -107,7 +110,7 @@ class Worker:
 
     def poll_once(self) -> int:
         handled = 0
-        for message in self.queue.receive_messages(max_messages=8, visibility_timeout=self.visibility_s):
+        for message in self.queue.receive_messages(max_messages=1, visibility_timeout=60):
             handled += 1
             try:
                 parsed = parse_message(message.content)
@@ -117,8 +120,16 @@ class Worker:
                 continue
             try:
                 self.outcomes.append(self.healer.handle(parsed))
-            except Crash:
-                self.crashes += 1
+            except Exception as exc:  # the host retries any failure of the function
+                if isinstance(exc, Crash):
+                    self.crashes += 1
+                else:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                if message.dequeue_count >= self.max_dequeue:
+                    self.poison.append(f"gave up after {message.dequeue_count} tries: {exc}")
+                    self.queue.delete_message(message)
+                else:
+                    self.queue.update_message(message, visibility_timeout=self.visibility_s)
                 continue
             self.queue.delete_message(message)
         return handled
@@ -157,3 +168,13 @@ def outcome_of(worker: Worker, status: str) -> Callable[[], bool]:
 
 def iterate(values: Iterator[Any]) -> list[Any]:
     return list(values)
+
+
+def inject_and_wait(world: World, fault: str, app: str = "contoso", timeout_s: float = 10) -> None:
+    """Break an app's export and wait until IoT Central reports it (the exporter must be running)."""
+    world.inject(fault, app)
+    deadline = time.monotonic() + timeout_s
+    while world.iotc.apps[app].exports["export-1"].get("status") != "error":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{app}'s export did not break after {fault}")
+        time.sleep(0.05)

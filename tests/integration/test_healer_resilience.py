@@ -1,0 +1,179 @@
+"""Crash matrix, chaos, concurrency and the recovery sweep: a principal is never left dropped.
+
+Select these with `pytest -k "crash or chaos or inject or concurren"`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from sandbox.world import World
+from shared.remediation import Healer
+from tests.healer_env import Crash, Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+CONTOSO = "contoso:export-1:adx-1"
+NOTE = "IoT Central contoso data export"
+
+REFRESH_POINTS = [
+    "journal:plan:done",
+    "journal:snapshot:done",
+    "state:pending-readd",
+    "journal:drop-ingestors:intent",
+    "effect:drop-ingestors",
+    "journal:drop-ingestors:done",
+    "enqueue:readd",
+    "journal:readd-ingestors:intent",
+    "effect:readd-ingestors",
+    "journal:readd-ingestors:done",
+    "state:readd-cleared",
+    "enqueue:verify",
+    "journal:verify:done",
+]
+ADD_TOGGLE_POINTS = [
+    "journal:plan:done",
+    "journal:add:intent",
+    "effect:add",
+    "journal:add:done",
+    "journal:toggle:intent",
+    "effect:disable-export",
+    "effect:enable-export",
+    "journal:toggle:done",
+    "enqueue:verify",
+    "journal:verify:done",
+]
+
+
+def crash_once_at(point: str, seen: list[str]) -> Callable[[str], None]:
+    def hook(name: str) -> None:
+        seen.append(name)
+        if name == point and seen.count(name) == 1:  # die once, at the first pass
+            raise Crash(point)
+
+    return hook
+
+
+def principal_intact(world: World) -> bool:
+    identity = world.iotc.identity_of("contoso")
+    rows = [a for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)]
+    return any(a.role == "ingestors" and a.notes == NOTE for a in rows)
+
+
+def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -> None:
+    """Run the worker and the recovery sweep until the target settles."""
+
+    def settled() -> bool:
+        healer.sweep()
+        state = healer.s.store.load(CONTOSO)
+        finished = any(o.status in ("healed", "healthy", "not-healed") for o in worker.outcomes)
+        return finished and state.pending_readd is None and not state.pending_enable and state.lease_owner == ""
+
+    worker.run_until(settled, timeout_s)
+
+
+def test_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any, azurite: Any) -> None:
+    world, settings, healer, worker = healer_setup
+    seen: list[str] = []
+    healer.s.checkpoint = seen.append
+    inject_and_wait(world, "stale-permission")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 40)
+    assert list(dict.fromkeys(seen)) == REFRESH_POINTS
+
+    inject_and_wait(world, "principal-removed", "fabrikam")
+    toggling = healer_for(make_settings(world, azurite, toggle_export=True))
+    seen_add: list[str] = []
+    toggling.s.checkpoint = seen_add.append
+    other = Worker(toggling, queue_client(toggling.s.settings))
+    other.enqueue_start("fabrikam:export-1:adx-1")
+    other.run_until(lambda: any(o.status == "healed" for o in other.outcomes), 40)
+    assert list(dict.fromkeys(seen_add)) == ADD_TOGGLE_POINTS
+
+
+@pytest.mark.parametrize("point", REFRESH_POINTS)
+def test_crash_during_refresh_never_loses_the_principal(healer_setup: Any, point: str) -> None:
+    world, _, healer, worker = healer_setup
+    worker.visibility_s = 1
+    seen: list[str] = []
+    healer.s.checkpoint = crash_once_at(point, seen)
+    inject_and_wait(world, "stale-permission")
+    worker.enqueue_start(CONTOSO)
+    drive(world, healer, worker)
+    assert worker.crashes == 1
+    assert principal_intact(world), f"principal lost after a crash at {point}"
+    adds = [c for c in changing_commands(world) if c.startswith(".add")]
+    assert all(c.endswith(f"'{NOTE}'") for c in adds)  # every re-add carried the snapshot's notes
+
+
+@pytest.mark.parametrize("point", ADD_TOGGLE_POINTS)
+def test_crash_during_add_and_export_toggle(healer_setup: Any, azurite: Any, point: str) -> None:
+    world, _, _, _ = healer_setup
+    healer = healer_for(make_settings(world, azurite, toggle_export=True))
+    worker = Worker(healer, queue_client(healer.s.settings), visibility_s=1)
+    healer.s.checkpoint = crash_once_at(point, [])
+    inject_and_wait(world, "principal-removed")
+    worker.enqueue_start(CONTOSO)
+    drive(world, healer, worker)
+    assert worker.crashes == 1
+    assert world.iotc.apps["contoso"].exports["export-1"]["enabled"] is True, "export left disabled"
+    identity = world.iotc.identity_of("contoso")
+    assert [a.role for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)] == ["ingestors"]
+
+
+def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(healer_setup: Any) -> None:
+    world, _, healer, worker = healer_setup
+    inject_and_wait(world, "stale-permission")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: any(o.status == "waiting" for o in worker.outcomes), 20)
+    assert not principal_intact(world)  # dropped, waiting for its re-add
+    worker.queue.clear_messages()  # the delayed re-add message is lost
+    wait_until(lambda: bool(healer.sweep()), 10, "the sweep to find the overdue re-add")
+    assert principal_intact(world)
+    assert healer.s.store.load(CONTOSO).pending_readd is None
+
+
+def test_chaos_30_percent_of_kusto_calls_fail(healer_setup: Any) -> None:
+    world, _, healer, worker = healer_setup
+    worker.visibility_s = 1
+    for round_ in range(3):
+        inject_and_wait(world, "stale-permission", "contoso")
+        world.set_transport("kusto", throttle_rate=0.1, error_rate=0.1, reset_rate=0.1, retry_after_s=1)
+        worker.outcomes.clear()
+        worker.enqueue_start(CONTOSO)
+        drive(world, healer, worker, timeout_s=90)
+        world.faults.clear_transport("kusto")
+        assert principal_intact(world), f"round {round_}: principal lost"
+        assert healer.s.store.load(CONTOSO).pending_readd is None
+    counters = world.faults.counters["kusto"]
+    assert counters.throttled and counters.errors and counters.resets, f"every kind of fault happened: {counters}"
+    identity = world.iotc.identity_of("contoso")
+    grants = [a for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)]
+    assert [(a.role, a.notes) for a in grants] == [("ingestors", NOTE)]  # no duplicate grant, nothing lost
+    assert any(o.status == "healed" for o in worker.outcomes), [(o.status, o.detail) for o in worker.outcomes]
+
+
+def test_concurrent_workers_on_one_target_do_one_refresh(healer_setup: Any) -> None:
+    world, settings, healer, worker = healer_setup
+    second = Worker(healer_for(settings), queue_client(settings))
+    inject_and_wait(world, "stale-permission", "contoso")
+    before = len(world.cluster.command_log)
+    for _ in range(3):
+        worker.enqueue_start(CONTOSO)
+    stop = threading.Event()
+    threads = [worker.run_in_thread(stop), second.run_in_thread(stop)]
+    try:
+        wait_until(lambda: any(o.status == "healed" for o in worker.outcomes + second.outcomes), 40, "healed")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    changes = changing_commands(world, before)
+    assert [c.split()[0] for c in changes] == [".drop", ".add"]
+    statuses = [o.status for o in worker.outcomes + second.outcomes]
+    assert statuses.count("skipped") >= 2
+    assert principal_intact(world)
