@@ -125,7 +125,7 @@ class Worker:
                     self.crashes += 1
                 else:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
-                if message.dequeue_count >= self.max_dequeue:
+                if (message.dequeue_count or 0) >= self.max_dequeue:
                     self.poison.append(f"gave up after {message.dequeue_count} tries: {exc}")
                     self.queue.delete_message(message)
                 else:

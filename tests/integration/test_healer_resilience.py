@@ -77,7 +77,7 @@ def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -
 
 
 def test_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any, azurite: Any) -> None:
-    world, settings, healer, worker = healer_setup
+    world, _, healer, worker = healer_setup
     seen: list[str] = []
     healer.s.checkpoint = seen.append
     inject_and_wait(world, "stale-permission")
@@ -158,7 +158,7 @@ def test_chaos_30_percent_of_kusto_calls_fail(healer_setup: Any) -> None:
 
 
 def test_concurrent_workers_on_one_target_do_one_refresh(healer_setup: Any) -> None:
-    world, settings, healer, worker = healer_setup
+    world, settings, _, worker = healer_setup
     second = Worker(healer_for(settings), queue_client(settings))
     inject_and_wait(world, "stale-permission", "contoso")
     before = len(world.cluster.command_log)
