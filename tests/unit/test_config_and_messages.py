@@ -1,0 +1,154 @@
+"""Settings, targets and queue messages: bad input gets an error naming the field and the value."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.messages import MalformedMessage, new_run, parse_message
+from shared.settings import load_settings
+from shared.targets import ConfigError, parse_targets
+
+GUID = "0b4f8e1a-0000-4000-8000-000000000001"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def target(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "app": "contoso",
+        "export_id": "export-1",
+        "destination_id": "adx-1",
+        "cluster_url": "https://mycluster.westeurope.kusto.windows.net",
+        "database": "devicedata",
+        "table": "DeviceTelemetry",
+        "principal": {"object_id": GUID, "tenant_id": TENANT},
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_valid_target_and_its_defaults() -> None:
+    (parsed,) = parse_targets(json.dumps([target()]))
+    assert parsed.key == "contoso:export-1:adx-1" and parsed.role == "ingestors"
+    assert parsed.principal.ref().fqn() == f"aadapp={GUID};{TENANT}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"app": "Contoso!"}, "app='Contoso!'"),
+        ({"role": "viewers"}, "role: Input should be 'ingestors' or 'admins' (got 'viewers')"),
+        ({"cluster_url": "ftp://x"}, "cluster_url='ftp://x'"),
+        ({"principal": {"tenant_id": TENANT}}, "principal needs object_id or client_id"),
+        ({"principal": {"object_id": "nope", "tenant_id": TENANT}}, "principal.object_id='nope' is refused"),
+        ({"export_id": "a/b"}, "export_id='a/b'"),
+        ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
+        ({"iotc_resource_id": "/subscriptions/x"}, "iotc_resource_id='/subscriptions/x'"),
+    ],
+)
+def test_bad_targets_name_the_field_and_value(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_targets(json.dumps([target(**changes)]))
+    assert fragment in str(info.value)
+    assert str(info.value).startswith("HEALER_TARGETS [0]")
+
+
+def test_targets_text_errors() -> None:
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_targets("[{")
+    with pytest.raises(ConfigError, match="must be a JSON array"):
+        parse_targets("{}")
+    with pytest.raises(ConfigError, match="names the same target twice: contoso:export-1:adx-1"):
+        parse_targets(json.dumps([target(), target()]))
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEALER_MODE", "enforce")
+    monkeypatch.setenv("HEALER_TARGETS", json.dumps([target()]))
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    settings = load_settings()
+    assert settings.mode == "enforce" and not settings.observe_only
+    assert settings.storage_connection_string == "UseDevelopmentStorage=true"
+    assert [t.key for t in settings.target_list] == ["contoso:export-1:adx-1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("HEALER_MODE", "fix-everything", "HEALER_MODE: Input should be 'observe' or 'enforce' (got 'fix-everything')"),
+        (
+            "HEALER_REFRESH_WAIT_SECONDS",
+            "-5",
+            "HEALER_REFRESH_WAIT_SECONDS: Input should be greater than or equal to 0",
+        ),
+        ("HEALER_MAX_ATTEMPTS", "many", "HEALER_MAX_ATTEMPTS: Input should be a valid integer"),
+        ("HEALER_QUEUE_NAME", "Bad_Queue", "HEALER_QUEUE_NAME: String should match pattern"),
+        ("HEALER_IOTC_BASE_URL", "https://example.com", "HEALER_IOTC_BASE_URL: must be an https URL template"),
+        ("HEALER_TARGETS", "[1]", "HEALER_TARGETS [0]: Input should be a valid dictionary"),
+    ],
+)
+def test_settings_errors_name_the_variable_and_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert fragment in str(info.value)
+
+
+def test_targets_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "targets.json"
+    path.write_text(json.dumps([target()]))
+    monkeypatch.setenv("HEALER_TARGETS_FILE", str(path))
+    assert len(load_settings().target_list) == 1
+    monkeypatch.setenv("HEALER_TARGETS_FILE", str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="HEALER_TARGETS_FILE='.*missing.json' cannot be read"):
+        load_settings()
+
+
+def test_message_round_trip() -> None:
+    msg = new_run("contoso:export-1:adx-1", "alert", "alert-123", "Fired")
+    assert parse_message(msg.to_json()) == msg
+    assert parse_message(msg.to_json().encode()) == msg
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("not json", "message is not JSON"),
+        ("[]", "must be a JSON object, not list"),
+        ('{"target": "contoso:e:d"}', "message run_id: Field required"),
+        (
+            '{"target": "x", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c"}',
+            "String should have at least 5 characters",
+        ),
+        (
+            '{"target": "contoso:e:d/x", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c"}',
+            "target='contoso:e:d/x' is not <app>:<export id>:<destination id>",
+        ),
+        (
+            '{"target": "contoso:e:d", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c", '
+            '"step": "drop-everything"}',
+            "message step: Input should be 'start', 'readd' or 'verify'",
+        ),
+        (
+            '{"target": "contoso:e:d", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c", '
+            '"version": 2}',
+            "message version: Input should be 1",
+        ),
+        (
+            '{"target": "contoso:e:d", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c", '
+            '"action_at": "2026-11-27T10:00:00"}',
+            "must carry a time zone",
+        ),
+        ("x" * 20000, "at most 16384"),
+    ],
+)
+def test_malformed_messages_say_why(body: str, fragment: str) -> None:
+    with pytest.raises(MalformedMessage) as info:
+        parse_message(body)
+    assert fragment in str(info.value)
+    with pytest.raises(MalformedMessage):
+        parse_message(b"\xff\xfe")
