@@ -104,7 +104,7 @@ def test_targets_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEALER_TARGETS_FILE", str(path))
     assert len(load_settings().target_list) == 1
     monkeypatch.setenv("HEALER_TARGETS_FILE", str(tmp_path / "missing.json"))
-    with pytest.raises(ConfigError, match="HEALER_TARGETS_FILE='.*missing.json' cannot be read"):
+    with pytest.raises(ConfigError, match=r"HEALER_TARGETS_FILE='.*missing\.json' cannot be read"):
         load_settings()
 
 
