@@ -119,3 +119,44 @@ def test_history_records_every_run(healer_setup: Any) -> None:
     first = rows[-1]
     assert first["Trigger"] == "timer" and first["Diagnosis"] == "principal-missing" and first["CorrelationId"]
     assert outcome_of(worker, "healed")()
+
+
+def test_cooldown_after_healing_and_escalation_after_failed_attempts(healer_setup: Any, azurite: Any) -> None:
+    from tests.healer_env import healer_for, inject_and_wait, make_settings, queue_client
+
+    world, _, _, _ = healer_setup
+    settings = make_settings(world, azurite, cooldown_seconds=600, max_attempts=2, verify_deadline_seconds=0)
+    healer = healer_for(settings)
+    worker = Worker(healer, queue_client(settings))
+    inject_and_wait(world, "principal-removed")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(outcome_of(worker, "healed"), 30)
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: worker.outcomes[-1].status == "skipped", 10)
+    assert "cooling down" in worker.outcomes[-1].detail
+
+    # Fabrikam cannot heal: no batch arrives while the exporter is stopped, so verification fails.
+    inject_and_wait(world, "principal-removed", "fabrikam")
+    world.stop_exporter()
+    worker.enqueue_start("fabrikam:export-1:adx-1")
+    worker.run_until(outcome_of(worker, "escalated"), 40)
+    statuses = [o.status for o in worker.outcomes[2:]]
+    assert statuses.count("not-healed") == 1 and statuses[-1] == "escalated"
+    state = healer.s.store.load("fabrikam:export-1:adx-1")
+    assert state.escalated and "2 attempts" in state.escalation_reason and state.lease_owner == ""
+
+
+def test_permanent_adx_errors_are_not_retried(healer_setup: Any) -> None:
+    from sandbox import sdk
+    from sandbox.identity import new_identity
+    from shared.kusto import AdxError, KustoAdapter
+
+    world, _, _, _ = healer_setup
+    viewer = world.directory.add(new_identity("viewer"))
+    world.cluster.grant("devicedata", "viewers", viewer.fqn)
+    adapter = KustoAdapter(world.cluster.url, sdk.credential(viewer.client_id), retry_budget_s=30)
+    before = len(world.cluster.command_log)
+    with pytest.raises(AdxError) as info:
+        adapter.set_role("devicedata", "admins", viewer.fqn, present=True)
+    assert info.value.forbidden and not info.value.transient
+    assert len(world.cluster.command_log) - before == 2  # one read, one refused .add, no retry
