@@ -49,6 +49,7 @@ class Services:
     clock: Callable[[], datetime] = utcnow
     # Called after every side effect and journal write; tests make it raise to simulate a crash.
     checkpoint: Callable[[str], None] = field(default=lambda name: None)
+    credential: Any = None
 
 
 @dataclass
@@ -131,7 +132,10 @@ class Healer:
     def target(self, key: str) -> Target:
         target = self.s.targets.get(key)
         if target is None:
-            raise UnknownTarget(f"target={key!r} is not configured")
+            discovered = self.s.store.load(key).discovered
+            if discovered is None:
+                raise UnknownTarget(f"target={key!r} is not configured or discovered")
+            target = Target.model_validate(discovered)
         return target
 
     # ------------------------------------------------------------------ the step machine
@@ -188,7 +192,8 @@ class Healer:
         settings, now = self.s.settings, self.s.clock()
         if state.escalated:
             return self._history(target, msg, Outcome("skipped", f"escalated: {state.escalation_reason}"))
-        if state.cooldown_until and now < state.cooldown_until and state.lease_owner != msg.run_id:
+        manual = msg.trigger in ("http", "cli")
+        if state.cooldown_until and now < state.cooldown_until and state.lease_owner != msg.run_id and not manual:
             return self._history(
                 target, msg, Outcome("skipped", f"cooling down until {state.cooldown_until:%H:%M:%S}Z")
             )

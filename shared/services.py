@@ -39,7 +39,9 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
             return adapters[cluster_url]
 
     iotc = IoTCentralAdapter(settings.iotc_base_url, credential, settings.arm_url)
-    return Services(settings, {t.key: t for t in settings.target_list}, store, queue, kusto, iotc)
+    return Services(
+        settings, {t.key: t for t in settings.target_list}, store, queue, kusto, iotc, credential=credential
+    )
 
 
 def build_healer(settings: Settings, credential: Any = None) -> Healer:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.targets import ConfigError, Target, describe_validation, load_targets
+from shared.targets import AppConfig, ConfigError, Target, describe_validation, load_targets, parse_apps
 
 
 class Settings(BaseSettings):
@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     queue_name: str = Field("healer-remediations", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     table_prefix: str = Field("healer", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")
     identity_client_id: str | None = None
+    apps: str | None = None
+    log_analytics_workspace_id: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{36}$")
+    log_analytics_endpoint: str = "https://api.loganalytics.io/v1"
+    lookback_minutes: int = Field(30, ge=1, le=10080)
+    scan_concurrency: int = Field(16, ge=1, le=128)
+    timer_schedule: str = Field("0 */5 * * * *", pattern=r"^(\S+\s+){5}\S+$")
     iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
     arm_url: str = "https://management.azure.com"
     # Storage: the Functions host's own account. A connection string (Azurite, keys) or, with
@@ -66,6 +72,10 @@ class Settings(BaseSettings):
     def target_list(self) -> list[Target]:
         return load_targets(self.targets, self.targets_file)
 
+    @cached_property
+    def app_list(self) -> list[AppConfig]:
+        return parse_apps(self.apps) if self.apps else []
+
     @property
     def observe_only(self) -> bool:
         return self.mode == "observe"
@@ -78,6 +88,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_env_names(describe_validation(exc, "HEALER_"))) from exc
     _ = settings.target_list  # parse now: a bad target must stop the start, not the first run
+    _ = settings.app_list
     return settings
 
 

@@ -41,11 +41,26 @@ class TargetState:
     last_diagnosis: str = ""
     pending_readd: dict[str, Any] | None = None  # snapshot of a dropped principal not yet re-added
     pending_enable: bool = False  # an export the healer disabled and has not re-enabled yet
+    queued_until: datetime | None = None  # a start message is on its way (dedups timer, alerts, HTTP)
+    queued_run: str = ""
+    discovered: dict[str, Any] | None = None  # a target found through discovery, for the queue side
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
         held = bool(self.lease_owner) and self.lease_until is not None and self.lease_until > now
         return held and (by is None or self.lease_owner != by)
+
+    def why_busy(self, now: datetime, *, manual: bool = False) -> str:
+        """Why no new remediation may start now ("" if one may). Manual requests skip the cooldown."""
+        if self.escalated:
+            return f"escalated: {self.escalation_reason}"
+        if self.leased(now):
+            return "a remediation is in progress"
+        if self.queued_until and self.queued_until > now:
+            return "a remediation is already queued"
+        if self.cooldown_until and self.cooldown_until > now and not manual:
+            return f"cooling down until {self.cooldown_until:%H:%M:%S}Z"
+        return ""
 
     def to_entity(self) -> dict[str, Any]:
         return {
@@ -62,6 +77,9 @@ class TargetState:
             "LastDiagnosis": self.last_diagnosis,
             "PendingReadd": json.dumps(self.pending_readd) if self.pending_readd else "",
             "PendingEnable": self.pending_enable,
+            "QueuedUntil": _dt(self.queued_until),
+            "QueuedRun": self.queued_run,
+            "Discovered": json.dumps(self.discovered) if self.discovered else "",
         }
 
     @staticmethod
@@ -79,6 +97,9 @@ class TargetState:
             last_diagnosis=entity.get("LastDiagnosis", ""),
             pending_readd=json.loads(entity["PendingReadd"]) if entity.get("PendingReadd") else None,
             pending_enable=bool(entity.get("PendingEnable", False)),
+            queued_until=_parse_dt(entity.get("QueuedUntil")),
+            queued_run=entity.get("QueuedRun", ""),
+            discovered=json.loads(entity["Discovered"]) if entity.get("Discovered") else None,
             etag=etag,
         )
 
@@ -106,11 +127,12 @@ class StateStore:
         self.state = self._service.get_table_client(f"{prefix}state")
         self.journal = self._service.get_table_client(f"{prefix}journal")
         self.history = self._service.get_table_client(f"{prefix}history")
+        self.alerts = self._service.get_table_client(f"{prefix}alerts")
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
-        for table in (self.state, self.journal, self.history):
+        for table in (self.state, self.journal, self.history, self.alerts):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 
@@ -171,6 +193,7 @@ class StateStore:
                 return None
             state.lease_owner = owner
             state.lease_until = now + hold
+            state.queued_until, state.queued_run = None, ""
             try:
                 return self.save(state)
             except Conflict:
@@ -241,37 +264,57 @@ class StateStore:
         return sorted(rows, key=lambda r: r["At"], reverse=True)[:limit]
 
 
+def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetime) -> bool:
+    """True the first time an alert (id + condition) is seen; False for a repeat."""
+    from azure.core.exceptions import ResourceExistsError
+
+    entity = {"PartitionKey": "alert", "RowKey": key, "At": _dt(now)}
+    entity.update({k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in data.items()})
+    try:
+        store.alerts.create_entity(entity)
+    except ResourceExistsError:
+        return False
+    return True
+
+
 class RemediationQueue:
-    """The queue the queue trigger reads. Delays are visibility timeouts: nobody waits in-process."""
+    """The queue the queue trigger reads. Delays are visibility timeouts: nobody waits in-process.
+    Messages that must never be acted on go to `<name>-deadletter` with the reason."""
 
     def __init__(
-        self,
-        name: str,
-        connection_string: str | None = None,
-        account_url: str | None = None,
-        credential: Any = None,
+        self, name: str, connection_string: str | None = None, account_url: str | None = None, credential: Any = None
     ) -> None:
+        if not (connection_string or account_url):
+            raise ValueError("the queue needs a connection string or an account URL")
+        self.name = name
+        self.client = self._client(name, connection_string, account_url, credential)
+        self.dead = self._client(f"{name}-deadletter", connection_string, account_url, credential)
+
+    @staticmethod
+    def _client(name: str, connection_string: str | None, account_url: str | None, credential: Any) -> Any:
         from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 
         # The Functions host reads queue messages as base64 (host.json messageEncoding).
         encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
         if connection_string:
-            self.client = QueueClient.from_connection_string(
+            return QueueClient.from_connection_string(
                 connection_string, name, message_encode_policy=encode, message_decode_policy=decode
             )
-        elif account_url:
-            self.client = QueueClient(
-                account_url, name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
-            )
-        else:
-            raise ValueError("the queue needs a connection string or an account URL")
-        self.name = name
+        return QueueClient(
+            account_url or "", name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
+        )
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
-        with contextlib.suppress(ResourceExistsError):
-            self.client.create_queue()
+        for client in (self.client, self.dead):
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
 
     def send(self, body: str, delay_s: float = 0) -> None:
         self.client.send_message(body.encode(), visibility_timeout=max(0, round(delay_s)) or None)
+
+    def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        envelope = {"reason": reason, "at": _dt(now), "body": text[:8000]}
+        self.dead.send_message(json.dumps(envelope).encode())

@@ -127,6 +127,26 @@ class Target(BaseModel):
         return f"{self.key} → {self.cluster_url}/{self.database}.{self.table}"
 
 
+class AppConfig(BaseModel):
+    """An IoT Central app whose ADX destinations are discovered each cycle (HEALER_APPS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app: str
+    principal: PrincipalConfig | None = None
+    iotc_resource_id: str | None = None
+    role: Literal["ingestors", "admins"] = "ingestors"
+
+    _subdomain = field_validator("app")(Target._subdomain.__func__)  # type: ignore[attr-defined]
+    _arm = field_validator("iotc_resource_id")(Target._arm.__func__)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _who(self) -> AppConfig:
+        if self.principal is None and self.iotc_resource_id is None:
+            raise ValueError("an app needs principal or iotc_resource_id (to learn its managed identity)")
+        return self
+
+
 Targets = Annotated[list[Target], Field()]
 _TARGETS = TypeAdapter(list[Target])
 
@@ -147,6 +167,22 @@ def parse_targets(text: str, source: str = "HEALER_TARGETS") -> list[Target]:
     if duplicates:
         raise ConfigError(f"{source} names the same target twice: {', '.join(duplicates)}")
     return targets
+
+
+_APPS = TypeAdapter(list[AppConfig])
+
+
+def parse_apps(text: str, source: str = "HEALER_APPS") -> list[AppConfig]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source} must be a JSON array of apps, not {type(raw).__name__}")
+    try:
+        return _APPS.validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation(exc, source)) from exc
 
 
 def load_targets(inline: str | None, file: str | None) -> list[Target]:

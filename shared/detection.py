@@ -1,0 +1,249 @@
+"""One detection cycle: find failing exports, merge the evidence into one finding per target, and
+ask for at most N remediations. Runs from the timer (and the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.diagnosis import Evidence
+from shared.dispatch import request_remediation
+from shared.iotcentral import IotcError
+from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
+from shared.remediation import Healer
+from shared.targets import AppConfig, PrincipalConfig, Target
+
+log = logging.getLogger(__name__)
+HEALTHY_OR_YOUNG = {"healthy", "starting", "notStarted", "waiting"}
+
+
+@dataclass
+class Finding:
+    """Evidence that one target is failing, merged from every signal of this cycle."""
+
+    target: str
+    evidence: list[Evidence] = field(default_factory=list)
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    count: int = 0
+
+    @property
+    def permission(self) -> bool:
+        return any(e.permission for e in self.evidence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "permission": self.permission,
+            "signals": sorted({e.source for e in self.evidence}),
+            "evidence": [f"{e.source}: {e.code}: {e.message}" for e in self.evidence],
+            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "count": self.count,
+        }
+
+
+@dataclass
+class CycleReport:
+    targets: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    enqueued: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    swept: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "findings": [f.to_dict() for f in self.findings],
+            "enqueued": self.enqueued,
+            "skipped": self.skipped,
+            "swept": self.swept,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def evidence_from_status(export: dict[str, Any] | None, dest: dict[str, Any] | None) -> list[Evidence]:
+    """IoT Central's `status` is a free string: `errors[]` drives the classification."""
+    found: list[Evidence] = []
+    for body in (dest, export):
+        if not body:
+            continue
+        for error in body.get("errors") or []:
+            item = Evidence("iotcentral", str(error.get("code", "")), str(error.get("message", "")))
+            if item not in found:
+                found.append(item)
+        status = str(body.get("status", ""))
+        if status and status not in HEALTHY_OR_YOUNG and not body.get("errors"):
+            found.append(Evidence("iotcentral", "status", f"{body.get('id')} reports status '{status}'"))
+    return found
+
+
+def _discover(
+    app: AppConfig, exports: list[dict[str, Any]], dests: dict[str, dict[str, Any]], principal: PrincipalConfig | None
+) -> list[Target]:
+    found: list[Target] = []
+    if principal is None:
+        return found
+    for export in exports:
+        for ref in export.get("destinations") or []:
+            dest = dests.get(str(ref.get("id")))
+            if not dest or dest.get("type") != "dataexplorer@v1":
+                continue
+            try:
+                found.append(
+                    Target(
+                        app=app.app,
+                        export_id=str(export["id"]),
+                        destination_id=str(dest["id"]),
+                        cluster_url=str(dest["clusterUrl"]),
+                        database=str(dest["database"]),
+                        table=str(dest["table"]),
+                        principal=principal,
+                        role=app.role,
+                        iotc_resource_id=app.iotc_resource_id,
+                    )
+                )
+            except ValueError as exc:  # a destination the healer cannot safely act on
+                log.warning("skipping destination %s/%s: %s", app.app, dest.get("id"), exc)
+    return found
+
+
+class Detector:
+    def __init__(self, healer: Healer, logs: LogAnalyticsAdapter | None) -> None:
+        self.healer = healer
+        self.logs = logs
+
+    def _scan_app(
+        self, app: str, targets: list[Target], config: AppConfig | None
+    ) -> tuple[list[Target], dict[str, list[Evidence]], str | None]:
+        """List exports and destinations of one app (two paged calls), discover and read status."""
+        iotc = self.healer.s.iotc
+        try:
+            exports = iotc.exports(app)
+            dests = {str(d["id"]): d for d in iotc.destinations(app)}
+        except IotcError as exc:
+            return [], {}, f"{app}: IoT Central unavailable: {exc}"
+        discovered: list[Target] = []
+        if config is not None:
+            principal = config.principal
+            if principal is None and config.iotc_resource_id:
+                try:
+                    now = iotc.current_identity(config.iotc_resource_id)
+                    principal = PrincipalConfig(tenant_id=now.tenant_id, object_id=now.object_id) if now else None
+                except IotcError as exc:
+                    return [], {}, f"{app}: identity unavailable from ARM: {exc}"
+            discovered = _discover(config, exports, dests, principal)
+        by_id = {str(e["id"]): e for e in exports}
+        evidence = {}
+        for target in {t.key: t for t in discovered + targets}.values():
+            found = evidence_from_status(by_id.get(target.export_id), dests.get(target.destination_id))
+            if found:
+                evidence[target.key] = found
+        return discovered, evidence, None
+
+    def run_cycle(self) -> CycleReport:
+        started = time.monotonic()
+        services = self.healer.s
+        settings = services.settings
+        report = CycleReport()
+        configured = list(services.targets.values())
+        apps: dict[str, AppConfig | None] = {t.app: None for t in configured}
+        for config in settings.app_list:
+            apps[config.app] = config
+        by_app: dict[str, list[Target]] = {}
+        for t in configured:
+            by_app.setdefault(t.app, []).append(t)
+
+        findings: dict[str, Finding] = {}
+        all_targets: dict[str, Target] = {t.key: t for t in configured}
+        with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
+            scans = pool.map(lambda a: self._scan_app(a, by_app.get(a, []), apps[a]), list(apps))
+            for discovered, evidence, error in scans:
+                if error:
+                    report.errors.append(error)
+                for target in discovered:
+                    if target.key not in all_targets:
+                        all_targets[target.key] = target
+                        self._remember(target)
+                for key, items in evidence.items():
+                    findings.setdefault(key, Finding(key)).evidence.extend(items)
+                    findings[key].count += len(items)
+        report.targets = len(all_targets)
+        self._merge_logs(all_targets, findings, report)
+
+        states = {s.key: s for s in services.store.all_states()}
+        now = services.clock()
+        ordered = sorted(findings.values(), key=lambda f: (not f.permission, -f.count, f.target))
+        report.findings = ordered
+        budget = settings.max_remediations_per_cycle
+        for finding in ordered:
+            state = states.get(finding.target)
+            if state is not None and (reason := state.why_busy(now)):
+                report.skipped[finding.target] = reason
+                continue
+            if len(report.enqueued) >= budget:
+                report.skipped[finding.target] = f"cap of {budget} remediations per cycle reached"
+                continue
+            summary = "; ".join(f"{e.source}: {e.code}" for e in finding.evidence)[:400]
+            request = request_remediation(services, all_targets[finding.target], "timer", reason=summary)
+            if request.queued:
+                report.enqueued.append(finding.target)
+            else:
+                report.skipped[finding.target] = request.reason
+        report.swept = self.healer.sweep()
+        report.seconds = time.monotonic() - started
+        log.info(
+            "detection cycle: %d targets, %d findings, %d enqueued, %d skipped in %.2fs",
+            report.targets,
+            len(report.findings),
+            len(report.enqueued),
+            len(report.skipped),
+            report.seconds,
+        )
+        return report
+
+    def _remember(self, target: Target) -> None:
+        data = target.model_dump()
+
+        def keep(state: Any) -> None:
+            state.discovered = data
+
+        if self.healer.s.store.load(target.key).discovered != data:
+            self.healer.s.store.update(target.key, keep)
+
+    def _merge_logs(self, targets: dict[str, Target], findings: dict[str, Finding], report: CycleReport) -> None:
+        workspace = self.healer.s.settings.log_analytics_workspace_id
+        if self.logs is None or not workspace:
+            return
+        try:
+            groups = self.logs.failed_ingestion(workspace, self.healer.s.settings.lookback_minutes)
+        except LogAnalyticsError as exc:
+            report.errors.append(str(exc))
+            return
+        for group in groups:
+            for target in targets.values():
+                if not _same_table(target, group):
+                    continue
+                finding = findings.setdefault(target.key, Finding(target.key))
+                finding.evidence.append(Evidence("loganalytics", group.error_code, group.message))
+                finding.count += group.failures
+                finding.first_seen = min(filter(None, [finding.first_seen, group.first_seen]), default=None)
+                finding.last_seen = max(filter(None, [finding.last_seen, group.last_seen]), default=None)
+
+
+def _same_table(target: Target, group: FailureGroup) -> bool:
+    if (target.database, target.table) != (group.database, group.table):
+        return False
+    host = target.cluster_url.split("//", 1)[-1].split(":", 1)[0].lower()
+    # A resource id names the cluster; compare when both sides name one (a local cluster is an IP).
+    if not group.cluster_name or re.fullmatch(r"[\d.]+|localhost", host):
+        return True
+    return host.split(".", 1)[0] == group.cluster_name

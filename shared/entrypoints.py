@@ -1,0 +1,236 @@
+"""What the Functions triggers call. `function_app.py` only wires triggers to these functions.
+
+Everything heavy (settings, SDK clients) is built on first use and cached for the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.http_api import ApiError, ApiResponse, Handler, dispatch, error, json_object
+
+log = logging.getLogger("iotc_adx_healer")
+_lock = threading.Lock()
+_cache: dict[str, Context] = {}
+
+
+@dataclass
+class Context:
+    healer: Any  # shared.remediation.Healer
+    detector: Any  # shared.detection.Detector
+
+
+def context() -> Context:
+    with _lock:
+        if "context" not in _cache:
+            from shared.detection import Detector
+            from shared.loganalytics import LogAnalyticsAdapter
+            from shared.services import build_healer
+            from shared.settings import load_settings
+
+            settings = load_settings()
+            healer = build_healer(settings)
+            healer.s.store.ensure()
+            healer.s.queue.ensure()
+            logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
+            _cache["context"] = Context(healer, Detector(healer, logs))
+        return _cache["context"]
+
+
+def reset() -> None:
+    """Forget the cached context (settings changed: tests, the drill)."""
+    with _lock:
+        _cache.clear()
+
+
+# ---------------------------------------------------------------------- timer
+
+
+def timer_tick(past_due: bool = False) -> dict[str, Any]:
+    from shared.targets import ConfigError
+
+    try:
+        report = context().detector.run_cycle()
+    except ConfigError as exc:
+        log.error("detection skipped: configuration error: %s", exc)
+        return {"error": str(exc)}
+    result: dict[str, Any] = report.to_dict()
+    result["past_due"] = past_due
+    return result
+
+
+# ---------------------------------------------------------------------- queue
+
+
+def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
+    """Handle one remediation message. Malformed ones are dead-lettered with a reason, never acted
+    on; other failures raise, so the host retries and finally moves the message to the poison queue."""
+    from shared.messages import MalformedMessage, parse_message
+    from shared.remediation import UnknownTarget
+
+    ctx = context()
+    now = ctx.healer.s.clock()
+    try:
+        msg = parse_message(body)
+        outcome = ctx.healer.handle(msg)
+    except (MalformedMessage, UnknownTarget) as exc:
+        log.warning("dead-lettered a queue message: %s", exc)
+        ctx.healer.s.queue.dead_letter(body, str(exc), now)
+        return "dead-lettered"
+    log.info("target %s run %s step %s: %s (try %d)", msg.target, msg.run_id, msg.step, outcome.status, dequeue_count)
+    return str(outcome.status)
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+def _targets_known(ctx: Context) -> dict[str, Any]:
+    targets = dict(ctx.healer.s.targets)
+    for state in ctx.healer.s.store.all_states():
+        if state.discovered and state.key not in targets:
+            from shared.targets import Target
+
+            targets[state.key] = Target.model_validate(state.discovered)
+    return targets
+
+
+def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    from shared.dispatch import request_remediation
+
+    request = json_object(body, headers)
+    unknown = sorted(set(request) - {"target", "dry_run"})
+    if unknown:
+        raise ApiError(400, "InvalidBody", f"unknown field(s): {', '.join(unknown)}", unknown[0])
+    key = request.get("target")
+    if not isinstance(key, str) or not key:
+        raise ApiError(400, "InvalidBody", f"target={key!r} must be '<app>:<export id>:<destination id>'", "target")
+    dry_run = request.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "InvalidBody", f"dry_run={dry_run!r} must be true or false", "dry_run")
+    ctx = context()
+    target = _targets_known(ctx).get(key)
+    if target is None:
+        raise ApiError(404, "UnknownTarget", f"target={key!r} is not configured or discovered", "target")
+    settings = ctx.healer.s.settings
+    if dry_run:
+        _, plan = ctx.healer.plan(target, f"dry-run-{uuid.uuid4().hex[:8]}")
+        return ApiResponse(
+            200,
+            {"target": key, "dry_run": True, "mode": settings.mode, "plan": plan.to_dict(), "steps": plan.describe()},
+        )
+    queued = request_remediation(ctx.healer.s, target, "http", reason="manual heal", manual=True)
+    if not queued.queued:
+        return ApiResponse(409, {"target": key, "queued": False, "reason": queued.reason})
+    return ApiResponse(202, {"target": key, "queued": True, "run_id": queued.run_id, "mode": settings.mode})
+
+
+def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    ctx = context()
+    states = {s.key: s for s in ctx.healer.s.store.all_states()}
+    now = ctx.healer.s.clock()
+    rows = []
+    for key, target in sorted(_targets_known(ctx).items()):
+        state = states.get(key)
+        rows.append(
+            {
+                "target": key,
+                "app": target.app,
+                "cluster_url": target.cluster_url,
+                "database": target.database,
+                "table": target.table,
+                "role": target.role,
+                "last_outcome": state.last_outcome if state else "",
+                "last_diagnosis": state.last_diagnosis if state else "",
+                "in_progress": bool(state and state.leased(now)),
+                "cooldown_until": state.cooldown_until.isoformat() if state and state.cooldown_until else None,
+                "escalated": bool(state and state.escalated),
+                "escalation_reason": state.escalation_reason if state else "",
+                "pending_readd": bool(state and state.pending_readd),
+            }
+        )
+    return ApiResponse(200, {"mode": ctx.healer.s.settings.mode, "targets": rows})
+
+
+def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    from shared.alerts import AlertError, match_targets, parse_alert
+    from shared.dispatch import request_remediation
+    from shared.storage import record_alert
+
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    try:
+        alert = parse_alert(body, content_type)
+    except AlertError as exc:
+        return error(exc.status, "InvalidAlert", str(exc), exc.field)
+    ctx = context()
+    services = ctx.healer.s
+    matched = match_targets(alert, list(_targets_known(ctx).values()))
+    first = record_alert(
+        services.store,
+        alert.key,
+        {
+            "AlertId": alert.alert_id,
+            "Condition": alert.condition,
+            "Rule": alert.rule,
+            "Targets": [t.key for t in matched],
+        },
+        services.clock(),
+    )
+    answer: dict[str, Any] = {
+        "alert_id": alert.alert_id,
+        "condition": alert.condition,
+        "targets": [t.key for t in matched],
+        "queued": [],
+        "skipped": {},
+    }
+    if not first:
+        answer["duplicate"] = True
+        return ApiResponse(202, answer)
+    if alert.condition == "Resolved":
+        answer["note"] = "recorded; a resolved alert starts nothing"
+        return ApiResponse(202, answer)
+    if not matched:
+        answer["note"] = "no configured or discovered target matches the alert's dimensions or resource"
+        return ApiResponse(202, answer)
+    for target in matched:
+        request = request_remediation(services, target, "alert", reason=f"alert {alert.rule}"[:500])
+        if request.queued:
+            answer["queued"].append(target.key)
+        else:
+            answer["skipped"][target.key] = request.reason
+    return ApiResponse(202, answer)
+
+
+def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    from shared.targets import ConfigError
+
+    try:
+        ctx = context()
+    except ConfigError as exc:
+        return error(503, "ConfigurationError", str(exc))
+    settings = ctx.healer.s.settings
+    return ApiResponse(
+        200,
+        {"status": "ok", "mode": settings.mode, "targets": len(settings.target_list), "apps": len(settings.app_list)},
+    )
+
+
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "heal"): _heal,
+    ("GET", "targets"): _targets,
+    ("POST", "alerts"): _alerts,
+    ("GET", "health"): _health,
+}
+
+
+def http(method: str, route: str, params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
+    from shared.targets import ConfigError
+
+    try:
+        return dispatch(ROUTES, method, route, params, headers, body)
+    except ConfigError as exc:
+        return error(503, "ConfigurationError", str(exc))

@@ -1,0 +1,105 @@
+"""Log Analytics adapter (azure-monitor-query): `FailedIngestion` rows of the ADX diagnostic logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+AUDIENCE = "https://api.loganalytics.io"
+
+
+def failed_ingestion_query(lookback_minutes: int) -> str:
+    """One query per workspace per cycle: failures grouped by database, table and error code."""
+    if not 1 <= lookback_minutes <= 10080:
+        raise ValueError(f"lookback_minutes={lookback_minutes!r} must be between 1 and 10080")
+    return (
+        f"FailedIngestion | where TimeGenerated > ago({lookback_minutes}m) "
+        "| summarize Failures=count(), FirstSeen=min(TimeGenerated), LastSeen=max(TimeGenerated), "
+        "Details=take_any(Details), ResourceId=take_any(_ResourceId) by Database, Table, ErrorCode"
+    )
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    database: str
+    table: str
+    error_code: str
+    failures: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    message: str
+    resource_id: str
+
+    @property
+    def cluster_name(self) -> str:
+        return self.resource_id.rstrip("/").rsplit("/", 1)[-1].lower() if self.resource_id else ""
+
+
+class LogAnalyticsError(Exception):
+    pass
+
+
+def _message(details: Any) -> str:
+    """The human sentence inside `Details` (OneApi error JSON), or the raw text."""
+    try:
+        body = json.loads(details) if isinstance(details, str) else details
+        error = body.get("error", body)
+        return str(error.get("@message") or error.get("message") or details)
+    except (ValueError, AttributeError, TypeError):
+        return str(details or "")
+
+
+class LogAnalyticsAdapter:
+    def __init__(self, endpoint: str, credential: Any) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._credential = credential
+        self._client: Any = None
+        self.queries: list[str] = []
+        self.partial_errors = 0
+
+    def _logs(self) -> Any:
+        if self._client is None:
+            from azure.monitor.query import LogsQueryClient
+
+            self._client = LogsQueryClient(self._credential, endpoint=self.endpoint, audience=AUDIENCE)
+        return self._client
+
+    def failed_ingestion(self, workspace_id: str, lookback_minutes: int) -> list[FailureGroup]:
+        from azure.core.exceptions import HttpResponseError
+        from azure.monitor.query import LogsQueryPartialResult
+
+        query = failed_ingestion_query(lookback_minutes)
+        self.queries.append(query)
+        loopback = self.endpoint.startswith(("http://127.0.0.1", "http://localhost"))
+        try:
+            result = self._logs().query_workspace(
+                workspace_id, query, timespan=timedelta(minutes=lookback_minutes), enforce_https=not loopback
+            )
+        except HttpResponseError as exc:
+            raise LogAnalyticsError(f"Log Analytics query failed: {exc.message}") from exc
+        if isinstance(result, LogsQueryPartialResult):
+            # Use what came back; the rest is likely to show up in the next cycle.
+            self.partial_errors += 1
+            log.warning("Log Analytics returned a partial result: %s", result.partial_error)
+            tables = result.partial_data
+        else:
+            tables = result.tables
+        groups = []
+        for row in tables[0].rows if tables else []:
+            groups.append(
+                FailureGroup(
+                    database=str(row["Database"]),
+                    table=str(row["Table"]),
+                    error_code=str(row["ErrorCode"]),
+                    failures=int(row["Failures"]),
+                    first_seen=row["FirstSeen"],
+                    last_seen=row["LastSeen"],
+                    message=_message(row["Details"]),
+                    resource_id=str(row["ResourceId"] or ""),
+                )
+            )
+        return groups
