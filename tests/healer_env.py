@@ -14,35 +14,12 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 
 from sandbox import sdk
 from sandbox.azurite import Azurite
+from sandbox.healer_config import targets_for
 from sandbox.world import World
 from shared.messages import MalformedMessage, new_run, parse_message
 from shared.remediation import Healer, Outcome
 from shared.services import build_services
 from shared.settings import Settings
-
-
-def targets_for(world: World) -> list[dict[str, Any]]:
-    out = []
-    for t in world.targets:
-        identity = world.iotc.identity_of(t.subdomain)
-        out.append(
-            {
-                "app": t.subdomain,
-                "export_id": t.export_id,
-                "destination_id": t.destination_id,
-                "cluster_url": world.cluster.url,
-                "database": t.database,
-                "table": t.table,
-                "principal": {
-                    "object_id": identity.object_id,
-                    "client_id": identity.client_id,
-                    "tenant_id": identity.tenant_id,
-                },
-                "role": t.role,
-                "iotc_resource_id": world.iotc.apps[t.subdomain].arm_id,
-            }
-        )
-    return out
 
 
 def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:

@@ -1,0 +1,52 @@
+"""App settings that point the healer at a running sandbox (used by the runner, drill and tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sandbox.azurite import Azurite
+from sandbox.world import World
+
+
+def targets_for(world: World) -> list[dict[str, Any]]:
+    """HEALER_TARGETS for every export the sandbox set up."""
+    out = []
+    for t in world.targets:
+        identity = world.iotc.identity_of(t.subdomain)
+        out.append(
+            {
+                "app": t.subdomain,
+                "export_id": t.export_id,
+                "destination_id": t.destination_id,
+                "cluster_url": world.cluster.url,
+                "database": t.database,
+                "table": t.table,
+                "principal": {
+                    "object_id": identity.object_id,
+                    "client_id": identity.client_id,
+                    "tenant_id": identity.tenant_id,
+                },
+                "role": t.role,
+                "iotc_resource_id": world.iotc.apps[t.subdomain].arm_id,
+            }
+        )
+    return out
+
+
+def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, str]:
+    """Environment variables as the Function App would have them, aimed at the sandbox."""
+    endpoints = world.endpoints()
+    values: dict[str, Any] = {
+        "HEALER_MODE": "enforce",
+        "HEALER_TARGETS": json.dumps(targets_for(world)),
+        "HEALER_IOTC_BASE_URL": endpoints["iotcentral_base_url"],
+        "HEALER_ARM_URL": endpoints["arm_url"],
+        "HEALER_LOG_ANALYTICS_ENDPOINT": endpoints["loganalytics_endpoint"],
+        "HEALER_LOG_ANALYTICS_WORKSPACE_ID": endpoints["loganalytics_workspace_id"],
+        "HEALER_TIMER_SCHEDULE": "*/5 * * * * *",
+        "AzureWebJobsStorage": azurite.connection_string,
+        **world.identity_env(),
+    }
+    values.update({k: v for k, v in overrides.items()})
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in values.items()}

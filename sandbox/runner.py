@@ -1,0 +1,342 @@
+"""A local stand-in for the Azure Functions host, for machines without Core Tools.
+
+It loads `function_app.app`, and runs its triggers with the host's semantics:
+- timer: on its NCRONTAB schedule (six fields, UTC), or every `timer_interval_s` locally; one
+  instance at a time, as the host's storage lock ensures;
+- queue: polls the queue in Azure Storage (Azurite), base64 messages as host.json says; a message
+  stays invisible while it is processed, a failure makes it visible again after host.json's
+  `visibilityTimeout`, and after `maxDequeueCount` tries it moves to `<queue>-poison`;
+- HTTP: the routes under `/api/` on 127.0.0.1, with the function key check (`x-functions-key`
+  header or `code` query parameter).
+It can run several queue instances on one queue, as a scaled-out app would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.httpserver import ServiceServer, json_response
+
+log = logging.getLogger("sandbox.runner")
+ROOT = Path(__file__).resolve().parent.parent
+_FUNCTIONS: dict[str, list[Any]] = {}
+_ENV_DEFAULTS = {"HEALER_TIMER_SCHEDULE": "0 */5 * * * *", "HEALER_QUEUE_NAME": "healer-remediations"}
+
+
+def load_functions(module: str = "function_app") -> list[Any]:
+    """`app.get_functions()` may be called once per app: index once per process."""
+    if module not in _FUNCTIONS:
+        app = importlib.import_module(module).app
+        _FUNCTIONS[module] = list(app.get_functions())
+    return _FUNCTIONS[module]
+
+
+def resolve(value: str) -> str:
+    """Binding expressions like `%HEALER_QUEUE_NAME%` come from app settings."""
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = os.environ.get(name, _ENV_DEFAULTS.get(name))
+        if found is None:
+            raise KeyError(f"app setting {name} is not set (used by a trigger binding)")
+        return found
+
+    return re.sub(r"%([A-Za-z0-9_]+)%", lookup, value)
+
+
+# ---------------------------------------------------------------------- NCRONTAB
+
+
+def _field(spec: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for item in spec.split(","):
+        part, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if part == "*":
+            start, end = low, high
+        elif "-" in part:
+            start, end = (int(x) for x in part.split("-", 1))
+        else:
+            start = end = int(part)
+        if not (low <= start <= high and low <= end <= high and step > 0):
+            raise ValueError(f"NCRONTAB field {spec!r} is out of range {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def next_fire(expression: str, after: datetime) -> datetime:
+    """The next time a six-field NCRONTAB expression (second minute hour day month weekday) fires."""
+    parts = expression.split()
+    if len(parts) != 6:
+        raise ValueError(f"NCRONTAB needs six fields, got {expression!r}")
+    sec, minute, hour, day, month, weekday = (
+        _field(parts[0], 0, 59),
+        _field(parts[1], 0, 59),
+        _field(parts[2], 0, 23),
+        _field(parts[3], 1, 31),
+        _field(parts[4], 1, 12),
+        _field(parts[5], 0, 6),
+    )
+    moment = after.replace(microsecond=0) + timedelta(seconds=1)
+    for _ in range(3 * 24 * 3600):
+        if (
+            moment.month in month
+            and moment.day in day
+            and (moment.isoweekday() % 7) in weekday
+            and moment.hour in hour
+            and moment.minute in minute
+            and moment.second in sec
+        ):
+            return moment
+        moment += timedelta(seconds=1)
+    raise ValueError(f"NCRONTAB {expression!r} does not fire within three days")
+
+
+# ---------------------------------------------------------------------- the runner
+
+
+@dataclass
+class Stats:
+    invocations: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    busy_s: float = 0.0
+    poisoned: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, name: str, seconds: float, failed: bool) -> None:
+        with self.lock:
+            self.invocations[name] = self.invocations.get(name, 0) + 1
+            self.busy_s += seconds
+            if failed:
+                self.failures[name] = self.failures.get(name, 0) + 1
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        key: str | None = None,
+        http_port: int = 7071,
+        instances: int = 1,
+        timer_interval_s: float | None = None,
+        retry_delay_s: float | None = None,
+        poll_interval_s: float = 0.2,
+        processing_visibility_s: int = 120,
+    ) -> None:
+        host = json.loads((ROOT / "host.json").read_text())
+        queues = host.get("extensions", {}).get("queues", {})
+        self.max_dequeue = int(queues.get("maxDequeueCount", 5))
+        self.retry_delay_s = retry_delay_s if retry_delay_s is not None else _seconds(queues.get("visibilityTimeout"))
+        self.key = key or secrets.token_urlsafe(24)
+        self.http_port = http_port
+        self.instances = instances
+        self.timer_interval_s = timer_interval_s
+        self.poll_interval_s = poll_interval_s
+        self.processing_visibility_s = processing_visibility_s
+        self.stats = Stats()
+        self.timer_paused = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: ServiceServer | None = None
+        self.functions = load_functions()
+        self.timers = [f for f in self.functions if _trigger_type(f) == "timerTrigger"]
+        self.queues = [f for f in self.functions if _trigger_type(f) == "queueTrigger"]
+        self.routes = {
+            (str(_binding(f)["route"]).lower(), str(m.value if hasattr(m, "value") else m).upper()): f
+            for f in self.functions
+            if _trigger_type(f) == "httpTrigger"
+            for m in _binding(f)["methods"]
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return self._server.url
+
+    def start(self) -> Runner:
+        self._stop.clear()
+        self._server = ServiceServer("functions", self._http, None, self.http_port).start()
+        for function in self.timers:
+            self._spawn(f"timer-{function.get_function_name()}", self._timer_loop, function)
+        for function in self.queues:
+            for n in range(self.instances):
+                self._spawn(f"queue-{function.get_function_name()}-{n}", self._queue_loop, function)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads.clear()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, target: Callable[[Any], None], function: Any) -> None:
+        thread = threading.Thread(target=target, args=(function,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _invoke(self, function: Any, *args: Any) -> Any:
+        name = function.get_function_name()
+        started = time.perf_counter()
+        failed = False
+        try:
+            return function.get_user_function()(*args)
+        except Exception:
+            failed = True
+            raise
+        finally:
+            self.stats.record(name, time.perf_counter() - started, failed)
+
+    # ------------------------------------------------------------------ timer
+
+    def run_timer_now(self) -> None:
+        from azure.functions import timer
+
+        for function in self.timers:
+            self._invoke(function, timer.TimerRequest(past_due=False))
+
+    def _timer_loop(self, function: Any) -> None:
+        from azure.functions import timer
+
+        schedule = resolve(str(_binding(function)["schedule"]))
+        while not self._stop.is_set():
+            if self.timer_interval_s is not None:
+                wait = self.timer_interval_s
+            else:
+                now = datetime.now(UTC)
+                wait = (next_fire(schedule, now) - now).total_seconds()
+            if self._stop.wait(wait):
+                return
+            if self.timer_paused.is_set():
+                continue
+            try:
+                self._invoke(function, timer.TimerRequest(past_due=False))
+            except Exception:
+                log.exception("timer function %s failed", function.get_function_name())
+
+    # ------------------------------------------------------------------ queue
+
+    def _queue_client(self, name: str) -> Any:
+        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+        connection = os.environ["AzureWebJobsStorage"]  # noqa: SIM112 - the host's own setting name
+        return QueueClient.from_connection_string(
+            connection,
+            name,
+            message_encode_policy=BinaryBase64EncodePolicy(),
+            message_decode_policy=BinaryBase64DecodePolicy(),
+        )
+
+    def _queue_loop(self, function: Any) -> None:
+        import azure.functions.queue as fq
+        from azure.core.exceptions import AzureError, ResourceExistsError
+
+        name = resolve(str(_binding(function)["queueName"]))
+        queue, poison = self._queue_client(name), self._queue_client(f"{name}-poison")
+        for client in (queue, poison):
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+        while not self._stop.is_set():
+            try:
+                messages = list(queue.receive_messages(max_messages=1, visibility_timeout=self.processing_visibility_s))
+            except AzureError:
+                log.warning("queue %s unreachable; retrying", name)
+                self._stop.wait(1)
+                continue
+            if not messages:
+                self._stop.wait(self.poll_interval_s)
+                continue
+            for message in messages:
+                body = message.content
+                request = fq.QueueMessage(  # type: ignore[no-untyped-call]
+                    id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt
+                )
+                try:
+                    self._invoke(function, request)
+                except Exception:
+                    log.exception(
+                        "queue function %s failed (try %s)", function.get_function_name(), message.dequeue_count
+                    )
+                    if (message.dequeue_count or 0) >= self.max_dequeue:
+                        poison.send_message(body)
+                        queue.delete_message(message)
+                        with self.stats.lock:
+                            self.stats.poisoned += 1
+                    else:
+                        queue.update_message(message, visibility_timeout=int(self.retry_delay_s))
+                    continue
+                queue.delete_message(message)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self, request: Request) -> Response:
+        import azure.functions as func
+
+        path = request.path
+        if not path.startswith("/api/"):
+            return json_response({"error": {"code": "NotFound", "message": f"no route {path}"}}, 404)
+        route = path[len("/api/") :].strip("/").lower()
+        function = self.routes.get((route, request.method.upper()))
+        if function is None:
+            known = any(r == route for r, _ in self.routes)
+            status, code = (405, "MethodNotAllowed") if known else (404, "NotFound")
+            return json_response({"error": {"code": code, "message": f"{request.method} {path}"}}, status)
+        level = _binding(function).get("authLevel")
+        level_text = str(getattr(level, "value", level or "function")).lower()
+        supplied = request.headers.get("x-functions-key") or request.args.get("code")
+        if level_text != "anonymous" and not (supplied and secrets.compare_digest(supplied, self.key)):
+            return Response(status=401)
+        params = {k: v for k, v in request.args.items() if k != "code"}
+        http_request = func.HttpRequest(
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            params=params,
+            route_params={},
+            body=request.get_data(),
+        )
+        answer = self._invoke(function, http_request)
+        headers = dict(answer.headers)
+        headers.pop("Content-Type", None)
+        return Response(answer.get_body(), status=answer.status_code, headers=headers, mimetype=answer.mimetype)
+
+
+def _trigger_type(function: Any) -> str:
+    return str(function.get_trigger().get_dict_repr()["type"])
+
+
+def _binding(function: Any) -> dict[str, Any]:
+    result: dict[str, Any] = function.get_trigger().get_dict_repr()
+    return result
+
+
+def _seconds(text: Any) -> float:
+    if not text:
+        return 0.0
+    hours, minutes, seconds = (float(x) for x in str(text).split(":"))
+    return hours * 3600 + minutes * 60 + seconds
