@@ -40,7 +40,7 @@ test: install lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m sandbox demo
+	$(PY) -m sandbox drill --report .sandbox/drill-report.json
 
 sandbox: install
 	$(PY) -m sandbox serve

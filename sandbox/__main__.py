@@ -61,11 +61,34 @@ def serve(apps: str, free_ports: bool, export_interval: float) -> None:
 
 
 @main.command()
-def demo() -> None:
-    """Break exports with each scenario fault and show the symptoms in every service."""
+def breakage() -> None:
+    """Break exports with each scenario fault and show the symptoms in every service (no healer)."""
     from sandbox.demo import run
 
     sys.exit(run())
+
+
+@main.command()
+@click.option(
+    "--report",
+    "report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=STATE_DIR / "drill-report.json",
+    show_default=True,
+    help="Where to write the JSON report.",
+)
+@click.option("--scenario", "scenarios", multiple=True, help="Run only these scenarios (repeatable).")
+def drill(report: Path, scenarios: tuple[str, ...]) -> None:
+    """Run every failure scenario end to end through the real triggers and report."""
+    from sandbox.drill import SCENARIOS, run
+
+    unknown = set(scenarios) - {s.name for s in SCENARIOS}
+    if unknown:
+        raise click.BadParameter(
+            f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(s.name for s in SCENARIOS)}",
+            param_hint="--scenario",
+        )
+    sys.exit(run(report, list(scenarios) or None))
 
 
 if __name__ == "__main__":

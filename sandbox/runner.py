@@ -150,6 +150,7 @@ class Runner:
         self.processing_visibility_s = processing_visibility_s
         self.stats = Stats()
         self.timer_paused = threading.Event()
+        self.timer_running = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ServiceServer | None = None
@@ -214,6 +215,13 @@ class Runner:
 
     # ------------------------------------------------------------------ timer
 
+    def pause_timer(self, timeout_s: float = 30) -> None:
+        """Stop timer invocations and wait for a running one to finish."""
+        self.timer_paused.set()
+        deadline = time.monotonic() + timeout_s
+        while self.timer_running.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def run_timer_now(self) -> None:
         from azure.functions import timer
 
@@ -234,10 +242,13 @@ class Runner:
                 return
             if self.timer_paused.is_set():
                 continue
+            self.timer_running.set()
             try:
                 self._invoke(function, timer.TimerRequest(past_due=False))
             except Exception:
                 log.exception("timer function %s failed", function.get_function_name())
+            finally:
+                self.timer_running.clear()
 
     # ------------------------------------------------------------------ queue
 

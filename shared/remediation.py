@@ -21,7 +21,7 @@ from shared.iotcentral import IoTCentralAdapter, IotcError
 from shared.kusto import AdxError, KustoAdapter
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Action, Plan, make_plan
-from shared.principals import Assignment, PrincipalRef
+from shared.principals import INGESTING_DB_ROLES, Assignment, PrincipalRef
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore, TargetState
 from shared.targets import Target
@@ -92,13 +92,14 @@ class Healer:
                 current = self.s.iotc.current_identity(target.iotc_resource_id)
             except IotcError as exc:
                 notes.append(f"IoT Central identity unavailable from ARM: {exc}")
-        adx = self._read_adx(kusto, target)
+        principals = [p for p in (current, target.principal.ref()) if p is not None]
+        adx = self._read_adx(kusto, target, principals)
         diagnosis = diagnose(target.principal.ref(), current, adx, evidence, target.database, target.table)
         diagnosis.notes.extend(notes)
         return Reading(target, adx, diagnosis, notes)
 
     @staticmethod
-    def _read_adx(kusto: KustoAdapter, target: Target) -> AdxState:
+    def _read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]) -> AdxState:
         db, table = target.database, target.table
         try:
             db_rows = kusto.database_principals(db)
@@ -109,14 +110,18 @@ class Healer:
                 return AdxState(True, True, [], [], set())
             raise
         own = kusto.own_roles(db)
-        try:
-            table_rows = kusto.table_principals(db, table)
+        try:  # a policy read also proves the table exists
+            rls = kusto.policy_enabled(db, table, "row_level_security")
         except AdxError as exc:
             if exc.not_found:
                 return AdxState(True, False, db_rows, [], own)
             raise
-        rls = kusto.policy_enabled(db, table, "row_level_security")
         rva = kusto.policy_enabled(db, table, "restricted_view_access")
+        # Table-level roles matter only when the database-level ones cannot ingest (one read saved).
+        ingests = any(
+            a.scope == "database" and a.role in INGESTING_DB_ROLES and a.held_by(p) for a in db_rows for p in principals
+        )
+        table_rows = [] if ingests else kusto.table_principals(db, table)
         return AdxState(True, True, db_rows, table_rows, own, rls, rva)
 
     def plan(self, target: Target, correlation_id: str = "dry-run") -> tuple[Reading, Plan]:
