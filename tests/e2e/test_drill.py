@@ -1,0 +1,56 @@
+"""The drill, end to end through the runner (a fast subset), and what its logs must never contain."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from sandbox.azurite import ACCOUNT_KEY
+from sandbox.drill import SECRET_PATTERNS, run
+
+SUBSET = ["stale-permission", "healer-not-admin", "table-missing", "crash-after-drop", "alert-webhook", "observe-mode"]
+
+
+@pytest.mark.timeout(240)
+def test_drill_subset_and_its_logs(tmp_path: Path) -> None:
+    report_path = tmp_path / "drill-report.json"
+    console = Console(file=(tmp_path / "screen.txt").open("w"), width=200)
+    environment = dict(os.environ)
+    assert run(report_path, SUBSET, console) == 0
+    console.file.close()
+    assert dict(os.environ) == environment  # the drill restores the environment it changed
+
+    report = json.loads(report_path.read_text())
+    rows = {r["name"]: r for r in report["scenarios"]}
+    assert list(rows) == SUBSET
+    for row in rows.values():
+        assert set(row) >= {
+            "name",
+            "expected_outcome",
+            "outcome",
+            "healed",
+            "principal_lost",
+            "mttd_s",
+            "mttr_s",
+            "kusto_commands",
+            "changing_commands",
+            "busy_s",
+        }
+        assert row["outcome"] == row["expected_outcome"] and row["principal_lost"] is False
+    assert rows["stale-permission"]["healed"] and rows["stale-permission"]["changing_commands"] == 2
+    assert rows["crash-after-drop"]["healed"]
+    assert rows["alert-webhook"]["detected_by"] == "alert"
+    for quiet in ("healer-not-admin", "table-missing", "observe-mode"):
+        assert rows[quiet]["changing_commands"] == 0
+
+    log = (tmp_path / "drill.log").read_text()
+    assert "remediation" in log  # the capture saw the healer's own lines
+    for pattern in SECRET_PATTERNS:
+        assert not pattern.search(log), pattern.pattern
+    assert ACCOUNT_KEY not in log
+    screen = (tmp_path / "screen.txt").read_text()
+    assert "Every scenario ended as expected" in screen

@@ -1,0 +1,281 @@
+"""The Functions app through the local trigger runner: HTTP routes, the alert webhook, the queue's
+dead-lettering and the detection cycle, all against the sandbox and Azurite."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sandbox.azurite import Azurite
+from sandbox.healer_config import app_settings
+from sandbox.runner import Runner
+from sandbox.world import World
+from shared import entrypoints
+from shared.loganalytics import failed_ingestion_query
+from tests.helpers import wait_until
+from tests.kusto_parser import parse_all
+
+pytestmark = pytest.mark.integration
+CONTOSO = "contoso:export-1:adx-1"
+
+
+@pytest.fixture
+def app(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[World, Runner]]:
+    suffix = uuid.uuid4().hex[:8]
+    env = app_settings(
+        world,
+        azurite,
+        HEALER_QUEUE_NAME=f"q-{suffix}",
+        HEALER_TABLE_PREFIX=f"t{suffix}",
+        HEALER_REFRESH_WAIT_SECONDS=1,
+        HEALER_VERIFY_POLL_SECONDS=1,
+        HEALER_COOLDOWN_SECONDS=0,
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    entrypoints.reset()
+    world.start_exporter(interval_s=0.2)
+    runner = Runner(http_port=0, timer_interval_s=3600, retry_delay_s=1, instances=2).start()
+    try:
+        yield world, runner
+    finally:
+        runner.stop()
+        world.stop_exporter()
+        entrypoints.reset()
+
+
+def call(
+    runner: Runner,
+    method: str,
+    route: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    content_type: str = "application/json",
+    key: bool = True,
+) -> requests.Response:
+    headers = {"Content-Type": content_type}
+    if key:
+        headers["x-functions-key"] = runner.key
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    return requests.request(method, f"{runner.url}/api/{route}", data=data, headers=headers, timeout=30)
+
+
+def broken(world: World, app: str = "contoso") -> bool:
+    return world.iotc.apps[app].exports["export-1"].get("status") == "error"
+
+
+def test_health_and_key_check(app: tuple[World, Runner]) -> None:
+    _, runner = app
+    assert call(runner, "GET", "health").json() == {"status": "ok", "mode": "enforce", "targets": 2, "apps": 0}
+    assert call(runner, "GET", "health", key=False).status_code == 401
+    assert requests.get(f"{runner.url}/api/health?code={runner.key}", timeout=10).status_code == 200
+    assert call(runner, "DELETE", "health").status_code == 405
+    assert call(runner, "GET", "nowhere").status_code == 404
+
+
+def test_targets_route(app: tuple[World, Runner]) -> None:
+    _, runner = app
+    rows = call(runner, "GET", "targets").json()["targets"]
+    assert [r["target"] for r in rows] == [CONTOSO, "fabrikam:export-1:adx-1"]
+    assert set(rows[0]) >= {"last_outcome", "cooldown_until", "escalated", "in_progress", "pending_readd"}
+
+
+def test_heal_dry_run_plans_and_changes_nothing(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    world.inject("stale-permission", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    before = len(world.cluster.command_log)
+    answer = call(runner, "POST", "heal", {"target": CONTOSO, "dry_run": True})
+    assert answer.status_code == 200
+    plan = answer.json()["plan"]
+    assert plan["diagnosis"]["kind"] == "principal-stale"
+    assert [a["action"] for a in plan["actions"]] == ["refresh", "verify"]
+    assert not [t for _, _, t in world.cluster.command_log[before:] if t.startswith((".add", ".drop"))]
+
+
+def test_heal_enqueues_once_and_heals(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    world.inject("principal-removed", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    first = call(runner, "POST", "heal", {"target": CONTOSO})
+    second = call(runner, "POST", "heal", {"target": CONTOSO})
+    assert first.status_code == 202 and first.json()["queued"] is True
+    assert second.status_code == 409 and second.json()["queued"] is False
+    wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "field"),
+    [
+        ({"target": "nope:e:d"}, "application/json", 404, "target"),
+        ({"target": 5}, "application/json", 400, "target"),
+        ({}, "application/json", 400, "target"),
+        ({"target": CONTOSO, "dry_run": "yes"}, "application/json", 400, "dry_run"),
+        ({"target": CONTOSO, "force": True}, "application/json", 400, "force"),
+        ([1, 2], "application/json", 400, "body"),
+        ({"target": CONTOSO}, "text/plain", 415, "Content-Type"),
+    ],
+)
+def test_heal_bad_input(app: tuple[World, Runner], body: Any, content_type: str, status: int, field: str) -> None:
+    _, runner = app
+    answer = call(runner, "POST", "heal", body, content_type=content_type)
+    assert answer.status_code == status
+    assert answer.json()["error"]["field"] == field
+
+
+def test_heal_body_too_large_or_not_json(app: tuple[World, Runner]) -> None:
+    _, runner = app
+    assert call(runner, "POST", "heal", raw=b"{" + b" " * 70000 + b"}").status_code == 413
+    assert call(runner, "POST", "heal", raw=b"{nope").json()["error"]["code"] == "InvalidJson"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    route=st.sampled_from([("POST", "heal"), ("POST", "alerts"), ("GET", "targets"), ("GET", "health")]),
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+            max_leaves=10,
+        ).map(lambda v: json.dumps(v).encode()),
+    ),
+    content_type=st.sampled_from(["application/json", "text/plain", "", "application/json; charset=utf-8"]),
+)
+def test_random_bodies_never_get_a_5xx(
+    app: tuple[World, Runner], route: tuple[str, str], payload: bytes, content_type: str
+) -> None:
+    _, runner = app
+    answer = call(runner, route[0], route[1], raw=payload, content_type=content_type)
+    assert answer.status_code < 500, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+
+
+def alert(database: str, table: str, condition: str = "Fired", alert_id: str | None = None) -> dict[str, Any]:
+    return {
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": alert_id or f"/subscriptions/x/alerts/{uuid.uuid4()}",
+                "alertRule": "forbidden",
+                "monitorCondition": condition,
+                "monitoringService": "Log Alerts V2",
+                "alertTargetIDs": [],
+            },
+            "alertContext": {
+                "conditionType": "LogQueryCriteria",
+                "condition": {
+                    "allOf": [
+                        {"dimensions": [{"name": "Database", "value": database}, {"name": "Table", "value": table}]}
+                    ]
+                },
+            },
+        },
+    }
+
+
+def test_alert_fired_resolved_and_repeated(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    runner.pause_timer()
+    world.inject("principal-removed", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    fired = alert("devicedata", "DeviceTelemetry", alert_id="/subscriptions/x/alerts/one")
+    started = time.monotonic()
+    first = call(runner, "POST", "alerts", fired)
+    assert time.monotonic() - started < 1.0
+    assert first.status_code == 202 and first.json()["queued"] == [CONTOSO]
+    again = call(runner, "POST", "alerts", fired)
+    assert again.status_code == 202 and again.json().get("duplicate") is True
+    resolved = call(
+        runner, "POST", "alerts", alert("devicedata", "DeviceTelemetry", "Resolved", "/subscriptions/x/alerts/one")
+    )
+    assert resolved.status_code == 202 and resolved.json()["queued"] == [] and "resolved" in resolved.json()["note"]
+    nothing = call(runner, "POST", "alerts", alert("otherdb", "Other"))
+    assert nothing.json()["targets"] == [] and "no configured" in nothing.json()["note"]
+    wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
+
+
+def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    runner.pause_timer()
+    world.inject("stale-permission", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    answers: list[requests.Response] = []
+    lock = threading.Lock()
+
+    def fire(n: int) -> None:
+        response = call(runner, "POST", "alerts", alert("devicedata", "DeviceTelemetry", alert_id=f"storm-{n % 150}"))
+        with lock:
+            answers.append(response)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=fire, args=(n,)) for n in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert time.monotonic() - started < 10
+    assert len(answers) == 200 and {a.status_code for a in answers} == {202}
+    assert sum(len(a.json()["queued"]) for a in answers) == 1
+    wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
+    drops = [t for _, _, t in world.cluster.command_log if t.startswith(".drop")]
+    assert len(drops) == 1
+
+
+def test_malformed_queue_messages_are_dead_lettered_and_never_acted_on(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    services = entrypoints.context().healer.s  # creates the queues, as the app does at start
+    queue, dead = services.queue.client, services.queue.dead
+    before = len(world.cluster.command_log)
+    bodies = [
+        b"not json",
+        b'{"target": "contoso:export-1:adx-1"}',
+        b'{"target": "ghost:e:d", "run_id": "' + b"0" * 32 + b'", "correlation_id": "c"}',
+        json.dumps({"step": "drop"}).encode(),
+    ]
+    for raw in bodies:
+        queue.send_message(raw)  # the client base64-encodes, as the host expects
+
+    def parked() -> list[dict[str, Any]]:
+        return [json.loads(m.content) for m in dead.peek_messages(max_messages=32)]
+
+    wait_until(lambda: len(parked()) == len(bodies), 20, "every malformed message to be dead-lettered")
+    reasons = [p["reason"] for p in parked()]
+    assert any("not JSON" in r for r in reasons)
+    assert any("run_id: Field required" in r for r in reasons)
+    assert any("ghost:e:d" in r for r in reasons)
+    assert not [t for _, _, t in world.cluster.command_log[before:] if t.startswith((".add", ".drop"))]
+    assert runner.stats.poisoned == 0
+
+
+def test_detection_cycle_finds_each_fault_once_per_workspace(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    runner.pause_timer()
+    world.inject("stale-permission", "contoso")
+    world.inject("table-missing", "fabrikam")
+    wait_until(lambda: broken(world) and broken(world, "fabrikam"), 10, "both breaks")
+    context = entrypoints.context()
+    queries = len(context.detector.logs.queries)
+    report = entrypoints.timer_tick()
+    assert len(context.detector.logs.queries) == queries + 1  # one Log Analytics query per workspace per cycle
+    findings = {f["target"]: f for f in report["findings"]}
+    assert findings[CONTOSO]["permission"] is True
+    assert set(findings[CONTOSO]["signals"]) == {"iotcentral", "loganalytics"}
+    assert findings["fabrikam:export-1:adx-1"]["permission"] is False
+    assert sorted(report["enqueued"]) == sorted(findings)
+    again = entrypoints.timer_tick()
+    assert again["enqueued"] == [] and set(again["skipped"]) == set(findings)
+
+
+def test_detection_queries_parse() -> None:
+    assert [r.errors for r in parse_all([failed_ingestion_query(30), failed_ingestion_query(1440)])] == [(), ()]
