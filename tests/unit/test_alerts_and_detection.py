@@ -16,6 +16,7 @@ from tests.helpers import FIXTURES, fixture
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"
+ARM_PREFIX = f"/subscriptions/{OID}/resourceGroups/rg/providers/Microsoft.IoTCentral/iotApps"
 TARGETS = parse_targets(
     json.dumps(
         [
@@ -27,7 +28,7 @@ TARGETS = parse_targets(
                 "database": db,
                 "table": table,
                 "principal": {"object_id": OID, "tenant_id": TENANT},
-                "iotc_resource_id": f"/subscriptions/{OID}/resourceGroups/rg/providers/Microsoft.IoTCentral/iotApps/{app}",
+                "iotc_resource_id": f"{ARM_PREFIX}/{app}",
             }
             for app, export, dest, db, table in [
                 ("contoso", "export-1", "adx-1", "devicedata", "DeviceTelemetry"),
