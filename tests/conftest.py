@@ -54,3 +54,35 @@ def healer_setup(world: World, azurite: Azurite) -> Iterator[Any]:
     world.start_exporter(interval_s=0.2)
     yield world, settings, healer, worker
     world.stop_exporter()
+
+
+@pytest.fixture
+def app(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[World, Any]]:
+    """(world, runner): the Function App on the local runner (timer idle), aimed at this sandbox."""
+    import uuid
+
+    from sandbox.healer_config import app_settings
+    from sandbox.runner import Runner
+    from shared import entrypoints
+
+    suffix = uuid.uuid4().hex[:8]
+    env = app_settings(
+        world,
+        azurite,
+        HEALER_QUEUE_NAME=f"q-{suffix}",
+        HEALER_TABLE_PREFIX=f"t{suffix}",
+        HEALER_REFRESH_WAIT_SECONDS=1,
+        HEALER_VERIFY_POLL_SECONDS=1,
+        HEALER_COOLDOWN_SECONDS=0,
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    entrypoints.reset()
+    world.start_exporter(interval_s=0.2)
+    runner = Runner(http_port=0, timer_interval_s=3600, retry_delay_s=1, instances=2).start()
+    try:
+        yield world, runner
+    finally:
+        runner.stop()
+        world.stop_exporter()
+        entrypoints.reset()

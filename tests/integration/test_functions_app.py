@@ -7,7 +7,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,8 +14,6 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox.azurite import Azurite
-from sandbox.healer_config import app_settings
 from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints
@@ -26,31 +23,6 @@ from tests.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"
-
-
-@pytest.fixture
-def app(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[World, Runner]]:
-    suffix = uuid.uuid4().hex[:8]
-    env = app_settings(
-        world,
-        azurite,
-        HEALER_QUEUE_NAME=f"q-{suffix}",
-        HEALER_TABLE_PREFIX=f"t{suffix}",
-        HEALER_REFRESH_WAIT_SECONDS=1,
-        HEALER_VERIFY_POLL_SECONDS=1,
-        HEALER_COOLDOWN_SECONDS=0,
-    )
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    entrypoints.reset()
-    world.start_exporter(interval_s=0.2)
-    runner = Runner(http_port=0, timer_interval_s=3600, retry_delay_s=1, instances=2).start()
-    try:
-        yield world, runner
-    finally:
-        runner.stop()
-        world.stop_exporter()
-        entrypoints.reset()
 
 
 def call(
