@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     log_analytics_workspace_id: str | None = Field(None, pattern=r"^[0-9a-fA-F-]{36}$")
     log_analytics_endpoint: str = "https://api.loganalytics.io/v1"
     lookback_minutes: int = Field(30, ge=1, le=10080)
-    scan_concurrency: int = Field(16, ge=1, le=128)
+    scan_concurrency: int = Field(32, ge=1, le=128)
     timer_schedule: str = Field("0 */5 * * * *", pattern=r"^(\S+\s+){5}\S+$")
     iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
     arm_url: str = "https://management.azure.com"
