@@ -31,28 +31,53 @@ def main() -> None:
 @main.command()
 @click.option("--apps", default="contoso,fabrikam", show_default=True, help="IoT Central apps to create.")
 @click.option("--free-ports", is_flag=True, help="Pick free ports instead of 18080-18084 and 10000-10002.")
-@click.option("--export-interval", default=1.0, show_default=True, help="Seconds between exporter batches.")
-def serve(apps: str, free_ports: bool, export_interval: float) -> None:
-    """Start everything and keep it running until Ctrl-C; writes .sandbox/endpoints.json."""
+@click.option(
+    "--app-count",
+    type=click.IntRange(0, 1000),
+    default=0,
+    help="Instead of --apps: this many apps named app000, app001, ...",
+)
+@click.option("--exports", type=click.IntRange(1, 10), default=1, show_default=True, help="ADX exports per app.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=4,
+    show_default=True,
+    help="Items per page of IoT Central list calls (small, so paging is exercised).",
+)
+@click.option("--export-interval", default=1.0, show_default=True, help="Seconds between exporter batches (0: off).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=STATE_DIR,
+    show_default=True,
+    help="Where endpoints.json and Azurite's data go.",
+)
+def serve(
+    apps: str, app_count: int, exports: int, page_size: int, free_ports: bool, export_interval: float, state_dir: Path
+) -> None:
+    """Start everything and keep it running until Ctrl-C (or SIGTERM); writes <state-dir>/endpoints.json."""
     from sandbox.world import World
 
-    STATE_DIR.mkdir(exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
     azurite_ports = {} if free_ports else {"blob": 10000, "queue": 10001, "table": 10002}
-    with Azurite(STATE_DIR / "azurite", azurite_ports) as azurite, World() as world:
+    names = [f"app{n:03d}" for n in range(app_count)] or [a.strip() for a in apps.split(",") if a.strip()]
+    with Azurite(state_dir / "azurite", azurite_ports) as azurite, World(page_size=page_size) as world:
         world.start({} if free_ports else DEFAULT_PORTS)
-        for app in filter(None, (a.strip() for a in apps.split(","))):
-            world.add_app(app, table=app.title().replace("-", "") + "Telemetry")
-        world.start_exporter(export_interval)
+        for app in names:
+            world.add_app(app, table=app.title().replace("-", "") + "Telemetry", exports=exports)
+        if export_interval > 0:
+            world.start_exporter(export_interval)
         endpoints = {
             **world.endpoints(),
             **world.identity_env(),
             "storage_connection_string": azurite.connection_string,
         }
-        (STATE_DIR / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
+        (state_dir / "endpoints.json").write_text(json.dumps(endpoints, indent=2))
         for key, value in endpoints.items():
             if key not in ("IDENTITY_HEADER", "storage_connection_string"):
                 click.echo(f"{key:28} {value}")
-        click.echo(f"{'(all, with secrets)':28} {STATE_DIR / 'endpoints.json'}")
+        click.echo(f"{'(all, with secrets)':28} {state_dir / 'endpoints.json'}")
         click.echo("Ctrl-C stops the sandbox.")
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -510,6 +510,10 @@ class World:
                 return json_response(self.state())
             if request.path == "/endpoints" and request.method == "GET":
                 return json_response(self.endpoints())
+            if request.path == "/healer-targets" and request.method == "GET":
+                from sandbox.healer_config import targets_for
+
+                return json_response(targets_for(self))
             if request.path == "/exporter/tick" and request.method == "POST":
                 return json_response(self.export_once())
             if request.path == "/faults" and request.method == "POST":
