@@ -144,10 +144,17 @@ class IoTCentral:
             raise ApiError(400, "InvalidApiVersionParameter", f"The api-version '{version}' is not supported.")
         roles = self._caller_roles(request, app)
         with self.lock:
-            if path[:1] == ["users"] and len(path) == 2 and request.method == "PUT":
+            if path[:1] == ["users"]:
                 if ROLE_ADMINISTRATOR not in roles:
                     raise ApiError(403, "Forbidden", "Only an Administrator can manage users.")
-                return self._put_user(request, app, path[1])
+                if len(path) == 2 and request.method == "PUT":
+                    return self._put_user(request, app, path[1])
+                if len(path) == 1 and request.method == "GET":
+                    return self._page(request, app, [{"id": k, **v} for k, v in app.users.items()])
+                if len(path) == 2 and request.method == "GET":
+                    if path[1] not in app.users:
+                        raise ApiError(404, "NotFound", f"User '{path[1]}' was not found.")
+                    return json_response({"id": path[1], **app.users[path[1]]})
             if path[:1] != ["dataExport"]:
                 raise ApiError(404, "NotFound", f"No route for '/api/{'/'.join(path)}'.")
             if not roles & DATA_EXPORT_ROLES:

@@ -205,6 +205,12 @@ class IoTCentralAdapter:
         )
         return result
 
+    def put_user(self, app: str, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._app(
+            app, "PUT", f"/api/users/{user_id}", json_body=body, content_type="application/json"
+        )
+        return result
+
     # ---------------------------------------------------------------- ARM
 
     def current_identity(self, resource_id: str) -> PrincipalRef | None:

@@ -251,3 +251,29 @@ def test_detection_cycle_finds_each_fault_once_per_workspace(app: tuple[World, R
 
 def test_detection_queries_parse() -> None:
     assert [r.errors for r in parse_all([failed_ingestion_query(30), failed_ingestion_query(1440)])] == [(), ()]
+
+
+@pytest.mark.parametrize(
+    ("fault", "permission"),
+    [
+        ("stale-permission", True),
+        ("principal-removed", True),
+        ("identity-rotated", True),
+        ("table-level-only", True),
+        ("healer-not-admin", True),
+        ("table-missing", False),
+    ],
+)
+def test_detection_classifies_every_sandbox_fault(app: tuple[World, Runner], fault: str, permission: bool) -> None:
+    world, runner = app
+    runner.pause_timer()
+    world.inject(fault, "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    wait_until(lambda: bool(world.workspace.tables["FailedIngestion"]), 10, "a FailedIngestion row")
+    report = entrypoints.timer_tick()
+    findings = {f["target"]: f for f in report["findings"]}
+    assert list(findings) == [CONTOSO]  # the healthy app yields no finding
+    assert findings[CONTOSO]["permission"] is permission
+    assert set(findings[CONTOSO]["signals"]) == {"iotcentral", "loganalytics"}
+    assert findings[CONTOSO]["count"] >= 2 and findings[CONTOSO]["last_seen"]
+    assert report["enqueued"] == [CONTOSO]

@@ -1,0 +1,5 @@
+"""`python -m shared`: the operator CLI."""
+
+from shared.cli import run
+
+run()
