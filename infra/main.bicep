@@ -1,0 +1,175 @@
+// iotc-adx-healer: Function App (Flex Consumption, Python 3.11) with a user-assigned identity,
+// identity-only storage, monitoring, and least-privilege access to the ADX databases it heals.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(40)
+@description('azd environment name; names and tags derive from it.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the healer\'s resources.')
+param location string
+
+@allowed(['observe', 'enforce'])
+@description('observe plans and records only; enforce repairs.')
+param healerMode string = 'observe'
+
+@description('HEALER_TARGETS: JSON array of targets (see README).')
+param healerTargets string = '[]'
+
+@description('HEALER_APPS: JSON array of IoT Central apps whose ADX destinations are discovered.')
+param healerApps string = '[]'
+
+@description('NCRONTAB (six fields, UTC) of the detection timer.')
+param timerSchedule string = '0 */5 * * * *'
+
+@minValue(0)
+@maxValue(3600)
+param refreshWaitSeconds int = 60
+
+@description('Disable and re-enable the export after a repair.')
+param toggleExport bool = false
+
+@description('Resource id of the ADX cluster the targets write to.')
+param adxClusterResourceId string
+
+@description('Comma-separated ADX databases the healer may repair (it gets Database Admin on each, nothing else).')
+param adxDatabases string
+
+@description('Resource id of the Log Analytics workspace that holds (or will hold) the ADX diagnostic logs. Empty: the healer creates its own workspace and uses it.')
+param adxLogsWorkspaceResourceId string = ''
+
+@description('Send the ADX cluster\'s FailedIngestion and Journal logs to the workspace.')
+param enableAdxDiagnostics bool = false
+
+@description('Comma-separated resource ids of the IoT Central apps (Reader, so the healer can see their managed identity; optional metric alerts).')
+param iotCentralAppIds string = ''
+
+@description('Create the FailedIngestion log alert and the IoT Central dataExport.error metric alerts, calling /api/alerts.')
+param enableAlerts bool = false
+
+var tags = { 'azd-env-name': environmentName }
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var databases = filter(map(split(adxDatabases, ','), d => trim(d)), d => !empty(d))
+var appIds = filter(map(split(iotCentralAppIds, ','), a => trim(a)), a => !empty(a))
+var adxSubscription = split(adxClusterResourceId, '/')[2]
+var adxResourceGroup = split(adxClusterResourceId, '/')[4]
+var adxClusterName = last(split(adxClusterResourceId, '/'))
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-healer-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    workspaceName: 'log-healer-${token}'
+    appInsightsName: 'appi-healer-${token}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'sthealer${take(token, 14)}'
+    location: location
+    tags: tags
+    principalId: identity.outputs.principalId
+  }
+}
+
+// The workspace that holds the ADX diagnostic logs: an existing one, or the healer's own.
+var ownWorkspace = empty(adxLogsWorkspaceResourceId)
+var logsWorkspaceSubscription = ownWorkspace ? subscription().subscriptionId : split(adxLogsWorkspaceResourceId, '/')[2]
+var logsWorkspaceResourceGroup = ownWorkspace ? rg.name : split(adxLogsWorkspaceResourceId, '/')[4]
+var logsWorkspaceName = ownWorkspace ? 'log-healer-${token}' : last(split(adxLogsWorkspaceResourceId, '/'))
+
+module workspaceReader 'modules/workspace-reader.bicep' = {
+  name: 'workspace-reader'
+  scope: resourceGroup(logsWorkspaceSubscription, logsWorkspaceResourceGroup)
+  dependsOn: [monitoring]
+  params: {
+    workspaceName: logsWorkspaceName
+    principalId: identity.outputs.principalId
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: 'func-healer-${token}'
+    planName: 'plan-healer-${token}'
+    location: location
+    tags: union(tags, { 'azd-service-name': 'healer' })
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    appInsightsName: monitoring.outputs.appInsightsName
+    healerMode: healerMode
+    healerTargets: healerTargets
+    healerApps: healerApps
+    timerSchedule: timerSchedule
+    refreshWaitSeconds: refreshWaitSeconds
+    toggleExport: toggleExport
+    logsWorkspaceCustomerId: workspaceReader.outputs.customerId
+  }
+}
+
+module adxAccess 'modules/adx-access.bicep' = {
+  name: 'adx-access'
+  scope: resourceGroup(adxSubscription, adxResourceGroup)
+  params: {
+    clusterName: adxClusterName
+    databases: databases
+    healerClientId: identity.outputs.clientId
+    enableDiagnostics: enableAdxDiagnostics
+    workspaceId: workspaceReader.outputs.id
+  }
+}
+
+module appReaders 'modules/iotcentral-reader.bicep' = [for (appId, i) in appIds: {
+  name: 'iotc-reader-${i}'
+  scope: resourceGroup(split(appId, '/')[2], split(appId, '/')[4])
+  params: {
+    appName: last(split(appId, '/'))
+    principalId: identity.outputs.principalId
+  }
+}]
+
+module alerts 'modules/alerts.bicep' = if (enableAlerts) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    functionAppName: functionApp.outputs.name
+    workspaceId: workspaceReader.outputs.id
+    iotCentralAppIds: appIds
+  }
+}
+
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
+output HEALER_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output HEALER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = workspaceReader.outputs.id

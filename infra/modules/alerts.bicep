@@ -1,0 +1,108 @@
+// Alerts that start a remediation in seconds: a log alert on FailedIngestion (ErrorCode
+// Forbidden) and a metric alert per IoT Central app on dataExport.error, both through an action
+// group whose webhook calls /api/alerts with the common alert schema.
+param location string
+param tags object
+param functionAppName string
+param workspaceId string
+param iotCentralAppIds array
+
+@secure()
+@description('A function key created for the webhook alone (rotated on every deployment).')
+param webhookKey string = newGuid()
+
+resource site 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: functionAppName
+}
+
+resource key 'Microsoft.Web/sites/host/functionKeys@2024-04-01' = {
+  name: '${functionAppName}/default/alertwebhook'
+  properties: {
+    name: 'alertwebhook'
+    value: webhookKey
+  }
+}
+
+resource group 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: 'ag-iotc-adx-healer'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'iotchealer'
+    enabled: true
+    webhookReceivers: [
+      {
+        name: 'healer'
+        serviceUri: 'https://${site.properties.defaultHostName}/api/alerts?code=${webhookKey}'
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+  dependsOn: [key]
+}
+
+resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'iotc-adx-healer-failed-ingestion'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'ADX ingestion refused (Forbidden)'
+    severity: 2
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    scopes: [workspaceId]
+    criteria: {
+      allOf: [
+        {
+          query: 'FailedIngestion | where ErrorCode == "Forbidden"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            { name: 'Database', operator: 'Include', values: ['*'] }
+            { name: 'Table', operator: 'Include', values: ['*'] }
+          ]
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [group.id] }
+  }
+}
+
+resource exportErrors 'Microsoft.Insights/metricAlerts@2018-03-01' = [for (appId, i) in iotCentralAppIds: {
+  name: 'iotc-adx-healer-export-error-${i}'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'IoT Central data export errors'
+    severity: 2
+    enabled: true
+    scopes: [appId]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'dataExportError'
+          metricNamespace: 'Microsoft.IoTCentral/IoTApps'
+          metricName: 'dataExport.error'
+          operator: 'GreaterThan'
+          threshold: 0
+          timeAggregation: 'Total'
+          dimensions: [
+            { name: 'exportId', operator: 'Include', values: ['*'] }
+            { name: 'destinationId', operator: 'Include', values: ['*'] }
+          ]
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: [{ actionGroupId: group.id }]
+  }
+}]
