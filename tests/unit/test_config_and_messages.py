@@ -152,3 +152,12 @@ def test_malformed_messages_say_why(body: str, fragment: str) -> None:
     assert fragment in str(info.value)
     with pytest.raises(MalformedMessage):
         parse_message(b"\xff\xfe")
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    from shared.settings import Settings
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"HEALER_{name.upper()}" in readme, f"HEALER_{name.upper()} is not documented"
