@@ -68,7 +68,8 @@ def _wire(value: Any) -> Any:
     return value
 
 
-def _kind_of(values: list[Any]) -> str:
+def kind_of(values: list[Any]) -> str:
+    """The Kusto scalar type of a computed column, from its first non-null value."""
     for v in values:
         if v is None:
             continue
@@ -264,7 +265,7 @@ class KustoService:
                 ) from exc
         columns = []
         for name in result.columns:
-            kind = schema.get(name) or _kind_of([r.get(name) for r in result.rows])
+            kind = schema.get(name) or kind_of([r.get(name) for r in result.rows])
             if name == "Count" or name.startswith("count_"):
                 kind = "long"
             columns.append({"ColumnName": name, "ColumnType": kind})

@@ -20,6 +20,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox import kql
 from sandbox.httpserver import json_response
 from sandbox.identity import LOGANALYTICS_AUDIENCE, AuthError, Directory
+from sandbox.kusto_server import kind_of
 
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "FailedIngestion": [
@@ -149,7 +150,7 @@ class LogAnalytics:
             for schema in SCHEMAS.values():
                 types.update(schema)
             columns = [
-                {"name": c, "type": types.get(c) or _guess([r.get(c) for r in result.rows])} for c in result.columns
+                {"name": c, "type": types.get(c) or kind_of([r.get(c) for r in result.rows])} for c in result.columns
             ]
             rows = [[_wire(r.get(c)) for c in result.columns] for r in result.rows]
             answer: dict[str, Any] = {"tables": [{"name": "PrimaryResult", "columns": columns, "rows": rows}]}
@@ -202,21 +203,6 @@ def _wire(value: Any) -> Any:
     if isinstance(value, timedelta):
         return str(value)
     return value
-
-
-def _guess(values: list[Any]) -> str:
-    for v in values:
-        if isinstance(v, bool):
-            return "bool"
-        if isinstance(v, int):
-            return "long"
-        if isinstance(v, float):
-            return "real"
-        if isinstance(v, datetime):
-            return "datetime"
-        if v is not None:
-            return "string"
-    return "string"
 
 
 def _error(status: int, code: str, message: str, inner: dict[str, Any] | None = None) -> Response:

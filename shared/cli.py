@@ -239,22 +239,10 @@ def status(obj: Ctx) -> None:
     healer = obj.healer()
     states = {s.key: s for s in healer.s.store.all_states()}
     now = datetime.now(UTC)
-    rows = []
-    for key, target in sorted(healer.s.targets.items()):
-        state = states.get(key)
-        rows.append(
-            {
-                "target": key,
-                "database": target.database,
-                "table": target.table,
-                "last_outcome": state.last_outcome if state else "",
-                "last_diagnosis": state.last_diagnosis if state else "",
-                "in_progress": bool(state and state.leased(now)),
-                "cooldown_until": state.cooldown_until.isoformat() if state and state.cooldown_until else None,
-                "escalated": bool(state and state.escalated),
-                "escalation_reason": state.escalation_reason if state else "",
-            }
-        )
+    from shared.status import known_targets, target_row
+
+    targets = known_targets(healer.s)
+    rows = [target_row(target, states.get(key), now) for key, target in sorted(targets.items())]
 
     def show() -> None:
         from rich.table import Table

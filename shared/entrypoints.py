@@ -90,13 +90,9 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
 
 
 def _targets_known(ctx: Context) -> dict[str, Any]:
-    targets = dict(ctx.healer.s.targets)
-    for state in ctx.healer.s.store.all_states():
-        if state.discovered and state.key not in targets:
-            from shared.targets import Target
+    from shared.status import known_targets
 
-            targets[state.key] = Target.model_validate(state.discovered)
-    return targets
+    return known_targets(ctx.healer.s)
 
 
 def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
@@ -133,26 +129,9 @@ def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes)
     ctx = context()
     states = {s.key: s for s in ctx.healer.s.store.all_states()}
     now = ctx.healer.s.clock()
-    rows = []
-    for key, target in sorted(_targets_known(ctx).items()):
-        state = states.get(key)
-        rows.append(
-            {
-                "target": key,
-                "app": target.app,
-                "cluster_url": target.cluster_url,
-                "database": target.database,
-                "table": target.table,
-                "role": target.role,
-                "last_outcome": state.last_outcome if state else "",
-                "last_diagnosis": state.last_diagnosis if state else "",
-                "in_progress": bool(state and state.leased(now)),
-                "cooldown_until": state.cooldown_until.isoformat() if state and state.cooldown_until else None,
-                "escalated": bool(state and state.escalated),
-                "escalation_reason": state.escalation_reason if state else "",
-                "pending_readd": bool(state and state.pending_readd),
-            }
-        )
+    from shared.status import target_row
+
+    rows = [target_row(target, states.get(key), now) for key, target in sorted(_targets_known(ctx).items())]
     return ApiResponse(200, {"mode": ctx.healer.s.settings.mode, "targets": rows})
 
 

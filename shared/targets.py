@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -147,21 +146,26 @@ class AppConfig(BaseModel):
         return self
 
 
-Targets = Annotated[list[Target], Field()]
 _TARGETS = TypeAdapter(list[Target])
+_APPS = TypeAdapter(list[AppConfig])
+T = TypeVar("T")
 
 
-def parse_targets(text: str, source: str = "HEALER_TARGETS") -> list[Target]:
+def _parse_array(text: str, source: str, adapter: TypeAdapter[list[T]], what: str) -> list[T]:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     if not isinstance(raw, list):
-        raise ConfigError(f"{source} must be a JSON array of targets, not {type(raw).__name__}")
+        raise ConfigError(f"{source} must be a JSON array of {what}, not {type(raw).__name__}")
     try:
-        targets = _TARGETS.validate_python(raw)
+        return adapter.validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(describe_validation(exc, source)) from exc
+
+
+def parse_targets(text: str, source: str = "HEALER_TARGETS") -> list[Target]:
+    targets = _parse_array(text, source, _TARGETS, "targets")
     keys = [t.key for t in targets]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
@@ -169,20 +173,8 @@ def parse_targets(text: str, source: str = "HEALER_TARGETS") -> list[Target]:
     return targets
 
 
-_APPS = TypeAdapter(list[AppConfig])
-
-
 def parse_apps(text: str, source: str = "HEALER_APPS") -> list[AppConfig]:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    if not isinstance(raw, list):
-        raise ConfigError(f"{source} must be a JSON array of apps, not {type(raw).__name__}")
-    try:
-        return _APPS.validate_python(raw)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation(exc, source)) from exc
+    return _parse_array(text, source, _APPS, "apps")
 
 
 def load_targets(inline: str | None, file: str | None) -> list[Target]:

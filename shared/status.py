@@ -1,0 +1,36 @@
+"""One target's state as people read it (the /api/targets route and `python -m shared status`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.storage import TargetState
+from shared.targets import Target
+
+
+def target_row(target: Target, state: TargetState | None, now: datetime) -> dict[str, Any]:
+    return {
+        "target": target.key,
+        "app": target.app,
+        "cluster_url": target.cluster_url,
+        "database": target.database,
+        "table": target.table,
+        "role": target.role,
+        "last_outcome": state.last_outcome if state else "",
+        "last_diagnosis": state.last_diagnosis if state else "",
+        "in_progress": bool(state and state.leased(now)),
+        "cooldown_until": state.cooldown_until.isoformat() if state and state.cooldown_until else None,
+        "escalated": bool(state and state.escalated),
+        "escalation_reason": state.escalation_reason if state else "",
+        "pending_readd": bool(state and state.pending_readd),
+    }
+
+
+def known_targets(services: Any) -> dict[str, Target]:
+    """Configured targets, plus those detection discovered (remembered in the state table)."""
+    targets = dict(services.targets)
+    for state in services.store.all_states():
+        if state.discovered and state.key not in targets:
+            targets[state.key] = Target.model_validate(state.discovered)
+    return targets
