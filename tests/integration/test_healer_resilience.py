@@ -68,7 +68,10 @@ def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -
     """Run the worker and the recovery sweep until the target settles."""
 
     def settled() -> bool:
-        healer.sweep()
+        try:  # the sweep runs in the timer; it can die at a crash point too
+            healer.sweep()
+        except Crash:
+            worker.crashes += 1
         state = healer.s.store.load(CONTOSO)
         finished = any(o.status in ("healed", "healthy", "not-healed") for o in worker.outcomes)
         return finished and state.pending_readd is None and not state.pending_enable and state.lease_owner == ""
