@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,21 +50,25 @@ def _errors(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((str(e.get("code", "")), str(e.get("message", ""))) for e in body.get("errors") or [])
 
 
-class _RateLimiter:
-    """A token bucket per app: at most `rate` requests per second, shared by all threads."""
+class RateLimiter:
+    """Requests per key (an app) spaced at least 1/rate seconds apart, across all threads."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(
+        self, rate: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
         self._lock = threading.Lock()
         self._next: dict[str, float] = {}
 
     def acquire(self, key: str) -> None:
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, self._next.get(key, now))
             self._next[key] = start + 1.0 / self.rate
         if start > now:
-            time.sleep(start - now)
+            self._sleep(start - now)
 
 
 def _loopback(url: str) -> bool:
@@ -84,7 +88,7 @@ class IoTCentralAdapter:
         self._arm_url = arm_url.rstrip("/")
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._limiter = _RateLimiter(rate_per_app)
+        self._limiter = RateLimiter(rate_per_app)
         self.requests = 0
 
     def _client(self, base_url: str, scope: str) -> Any:
