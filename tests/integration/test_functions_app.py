@@ -277,3 +277,19 @@ def test_detection_classifies_every_sandbox_fault(app: tuple[World, Runner], fau
     assert set(findings[CONTOSO]["signals"]) == {"iotcentral", "loganalytics"}
     assert findings[CONTOSO]["count"] >= 2 and findings[CONTOSO]["last_seen"]
     assert report["enqueued"] == [CONTOSO]
+
+
+def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner], monkeypatch: pytest.MonkeyPatch) -> None:
+    world, runner = app
+    runner.pause_timer()
+    apps = [{"app": name, "iotc_resource_id": world.iotc.apps[name].arm_id} for name in ("contoso", "fabrikam")]
+    monkeypatch.setenv("HEALER_TARGETS", "[]")
+    monkeypatch.setenv("HEALER_APPS", json.dumps(apps))
+    entrypoints.reset()
+    world.inject("principal-removed", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    report = entrypoints.timer_tick()
+    assert report["targets"] == 2 and report["enqueued"] == [CONTOSO]
+    rows = {r["target"]: r for r in call(runner, "GET", "targets").json()["targets"]}
+    assert set(rows) == {CONTOSO, "fabrikam:export-1:adx-1"} and rows[CONTOSO]["database"] == "devicedata"
+    wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
