@@ -272,14 +272,7 @@ class Drill:
             world.clear(str(scenario.fault), scenario.app)  # people fix what the healer escalated
 
     def write_report(self, path: Path) -> dict[str, Any]:
-        scenarios = []
-        for r in self.results:
-            row = asdict(r)
-            row.pop("detected_by"), row.pop("diagnosis"), row.pop("actions"), row.pop("detail")
-            row.update(
-                {"detected_by": r.detected_by, "diagnosis": r.diagnosis, "actions": r.actions, "detail": r.detail}
-            )
-            scenarios.append(row)
+        scenarios = [asdict(r) for r in self.results]
         report = {
             "generated_at": datetime.now(UTC).isoformat(),
             "all_as_expected": all(r.ok for r in self.results),
