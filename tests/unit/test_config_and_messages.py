@@ -161,3 +161,13 @@ def test_every_setting_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"HEALER_{name.upper()}" in readme, f"HEALER_{name.upper()} is not documented"
+
+
+def test_the_local_settings_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.helpers import ROOT
+
+    values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.observe_only and len(settings.target_list) == 1
