@@ -46,82 +46,54 @@ def scan(apps: int = 100, exports: int = 10, latency_s: float = 0.02) -> dict[st
     The sandbox runs in its own process, as the real services would: sharing this process's GIL
     would measure the stand-ins' CPU, not the healer's waiting.
     """
-    import signal
     import tempfile
 
     import requests
 
     from sandbox import sdk
+    from sandbox.process import sandbox_process
     from shared.detection import Detector
     from shared.loganalytics import LogAnalyticsAdapter
     from shared.services import build_healer
     from shared.settings import Settings
 
-    with tempfile.TemporaryDirectory() as state_dir:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sandbox",
-                "serve",
-                "--free-ports",
-                "--app-count",
-                str(apps),
-                "--exports",
-                str(exports),
-                "--page-size",
-                "25",
-                "--export-interval",
-                "0",
-                "--state-dir",
-                state_dir,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            endpoints_file = Path(state_dir) / "endpoints.json"
-            _until(endpoints_file.exists, 120)
-            endpoints = json.loads(endpoints_file.read_text())
-            os.environ.update({k: endpoints[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")})
-            control = endpoints["control_url"]
-            for service in ("iotcentral", "kusto", "loganalytics"):
-                body = {"kind": "transport", "service": service, "latency_s": latency_s}
-                requests.post(f"{control}/faults", json=body, timeout=10).raise_for_status()
-            targets = json.dumps(requests.get(f"{control}/healer-targets", timeout=60).json())
+    options = ("--app-count", str(apps), "--exports", str(exports), "--page-size", "25", "--export-interval", "0")
+    with tempfile.TemporaryDirectory() as state_dir, sandbox_process(Path(state_dir), *options) as endpoints:
+        os.environ.update({k: endpoints[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")})
+        control = endpoints["control_url"]
+        for service in ("iotcentral", "kusto", "loganalytics"):
+            body = {"kind": "transport", "service": service, "latency_s": latency_s}
+            requests.post(f"{control}/faults", json=body, timeout=10).raise_for_status()
+        targets = json.dumps(requests.get(f"{control}/healer-targets", timeout=60).json())
 
-            def cycle(concurrency: int) -> float:
-                values: dict[str, Any] = dict(
-                    mode="observe",
-                    targets=targets,
-                    scan_concurrency=concurrency,
-                    queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-                    table_prefix=f"b{uuid.uuid4().hex[:8]}",
-                    iotc_base_url=endpoints["iotcentral_base_url"],
-                    arm_url=endpoints["arm_url"],
-                    log_analytics_endpoint=endpoints["loganalytics_endpoint"],
-                    log_analytics_workspace_id=endpoints["loganalytics_workspace_id"],
-                    storage_connection_string=endpoints["storage_connection_string"],
-                )
-                settings = Settings(**values)
-                healer = build_healer(settings, sdk.credential())
-                healer.s.store.ensure()
-                healer.s.queue.ensure()
-                logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
-                detector = Detector(healer, logs)
-                detector.run_cycle()  # warm: tokens, connections
-                started = time.perf_counter()
-                report = detector.run_cycle()
-                elapsed = time.perf_counter() - started
-                assert report.targets == apps * exports and not report.errors, report.errors[:3]
-                return elapsed
+        def cycle(concurrency: int) -> float:
+            values: dict[str, Any] = dict(
+                mode="observe",
+                targets=targets,
+                scan_concurrency=concurrency,
+                queue_name=f"bench-{uuid.uuid4().hex[:8]}",
+                table_prefix=f"b{uuid.uuid4().hex[:8]}",
+                iotc_base_url=endpoints["iotcentral_base_url"],
+                arm_url=endpoints["arm_url"],
+                log_analytics_endpoint=endpoints["loganalytics_endpoint"],
+                log_analytics_workspace_id=endpoints["loganalytics_workspace_id"],
+                storage_connection_string=endpoints["storage_connection_string"],
+            )
+            settings = Settings(**values)
+            healer = build_healer(settings, sdk.credential())
+            healer.s.store.ensure()
+            healer.s.queue.ensure()
+            logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
+            detector = Detector(healer, logs)
+            detector.run_cycle()  # warm: tokens, connections
+            started = time.perf_counter()
+            report = detector.run_cycle()
+            elapsed = time.perf_counter() - started
+            assert report.targets == apps * exports and not report.errors, report.errors[:3]
+            return elapsed
 
-            bounded = cycle(Settings.model_fields["scan_concurrency"].default)
-            sequential = cycle(1)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+        bounded = cycle(Settings.model_fields["scan_concurrency"].default)
+        sequential = cycle(1)
     return {
         "scan_cycle_s": round(bounded, 3),
         "scan_sequential_s": round(sequential, 3),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox.process import sandbox_process
 from tests.helpers import ROOT, wait_until
 
 CONTOSO = "contoso:export-1:adx-1"
@@ -23,29 +23,8 @@ CONTOSO = "contoso:export-1:adx-1"
 @pytest.fixture(scope="module")
 def sandbox_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("sandbox")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "serve",
-            "--free-ports",
-            "--export-interval",
-            "0.2",
-            "--state-dir",
-            str(state),
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until((state / "endpoints.json").exists, 60, "the sandbox")
+    with sandbox_process(state, "--export-interval", "0.2"):
         yield state
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def cli(sandbox_dir: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, Any, str]:
