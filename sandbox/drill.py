@@ -119,7 +119,7 @@ class Drill:
             "changing",
             "busy s",
         ):
-            table.add_column(column, no_wrap=column in ("scenario", "outcome"))
+            table.add_column(column, no_wrap=column in ("scenario", "outcome", "diagnosis"))
         for r in self.results:
             mark = "" if r.outcome in ("pending", "running") else (" ✓" if r.ok else " ✗")
             style = "green" if r.ok else ("yellow" if r.outcome in ("pending", "running") else "red")
