@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from sandbox.azurite import Azurite
+from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import app_settings
 from sandbox.runner import Runner
 from sandbox.world import World
@@ -100,6 +100,7 @@ class Drill:
         self.state_dir = state_dir
         self.results = [Result(s.name, s.expected) for s in scenarios]
         self.capture = _Capture()
+        self.secrets: list[str] = []  # what must never appear in the captured log
         self.capture.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     # ------------------------------------------------------------------ display
@@ -179,6 +180,7 @@ class Drill:
                         live.update(self.table())
                         self._scenario(world, runner, scenario, result, lambda: live.update(self.table()))
                         live.update(self.table())
+                    self.secrets = [runner.key, world.directory.identity_header, ACCOUNT_KEY]
                 entrypoints.reset()
         finally:
             root.removeHandler(self.capture)
@@ -271,12 +273,19 @@ class Drill:
         if result.outcome in ("escalated", "planned"):
             world.clear(str(scenario.fault), scenario.app)  # people fix what the healer escalated
 
+    def log_contains_secret(self) -> bool:
+        """Tokens (JWTs, bearer headers), the function key, the identity header, storage keys."""
+        text = "\n".join(self.capture.lines)
+        return any(p.search(text) for p in SECRET_PATTERNS) or any(s and s in text for s in self.secrets)
+
     def write_report(self, path: Path) -> dict[str, Any]:
         scenarios = [asdict(r) for r in self.results]
         report = {
             "generated_at": datetime.now(UTC).isoformat(),
             "all_as_expected": all(r.ok for r in self.results),
             "principal_lost_anywhere": any(r.principal_lost for r in self.results),
+            "log_lines": len(self.capture.lines),
+            "log_contains_secret": self.log_contains_secret(),
             "scenarios": scenarios,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -377,4 +386,6 @@ def run(report_path: Path, names: list[str] | None = None, console: Console | No
         console.print(f"[red]Not as expected: {', '.join(bad)}[/]")
     else:
         console.print("[green]Every scenario ended as expected; no principal was lost.[/]")
-    return 0 if report["all_as_expected"] else 1
+    if report["log_contains_secret"]:
+        console.print("[red]The captured log contains a token, key or secret.[/]")
+    return 0 if report["all_as_expected"] and not report["log_contains_secret"] else 1

@@ -1,4 +1,4 @@
-"""The drill, end to end through the runner (a fast subset), and what its logs must never contain."""
+"""The whole drill, end to end through the runner, and what its logs must never contain."""
 
 from __future__ import annotations
 
@@ -10,23 +10,24 @@ import pytest
 from rich.console import Console
 
 from sandbox.azurite import ACCOUNT_KEY
-from sandbox.drill import SECRET_PATTERNS, run
+from sandbox.drill import SCENARIOS, SECRET_PATTERNS, run
 
-SUBSET = ["stale-permission", "healer-not-admin", "table-missing", "crash-after-drop", "alert-webhook", "observe-mode"]
+ALL = [s.name for s in SCENARIOS]
 
 
-@pytest.mark.timeout(240)
-def test_drill_subset_and_its_logs(tmp_path: Path) -> None:
+@pytest.mark.timeout(300)
+def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     report_path = tmp_path / "drill-report.json"
     console = Console(file=(tmp_path / "screen.txt").open("w"), width=200)
     environment = dict(os.environ)
-    assert run(report_path, SUBSET, console) == 0
+    assert run(report_path, None, console) == 0
     console.file.close()
     assert dict(os.environ) == environment  # the drill restores the environment it changed
 
     report = json.loads(report_path.read_text())
     rows = {r["name"]: r for r in report["scenarios"]}
-    assert list(rows) == SUBSET
+    assert list(rows) == ALL
+    assert report["log_contains_secret"] is False and report["log_lines"] > 100
     for row in rows.values():
         assert set(row) >= {
             "name",
@@ -44,6 +45,7 @@ def test_drill_subset_and_its_logs(tmp_path: Path) -> None:
     assert rows["stale-permission"]["healed"] and rows["stale-permission"]["changing_commands"] == 2
     assert rows["crash-after-drop"]["healed"]
     assert rows["alert-webhook"]["detected_by"] == "alert"
+    assert all(rows[n]["healed"] for n in ALL if rows[n]["expected_outcome"] == "healed")
     for quiet in ("healer-not-admin", "table-missing", "observe-mode"):
         assert rows[quiet]["changing_commands"] == 0
 
@@ -54,3 +56,20 @@ def test_drill_subset_and_its_logs(tmp_path: Path) -> None:
     assert ACCOUNT_KEY not in log
     screen = (tmp_path / "screen.txt").read_text()
     assert "Every scenario ended as expected" in screen
+
+
+def test_the_secret_check_catches_secrets(tmp_path: Path) -> None:
+    from sandbox.drill import Drill
+
+    drill = Drill([], Console(file=(tmp_path / "x.txt").open("w")), tmp_path)
+    drill.secrets = ["function-key-123"]
+    drill.capture.lines = ["GET /api/health 200"]
+    assert not drill.log_contains_secret()
+    for leak in (
+        "Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123",
+        "key=function-key-123",
+        "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig",
+        f"AccountKey={ACCOUNT_KEY}",
+    ):
+        drill.capture.lines = ["ok", leak]
+        assert drill.log_contains_secret(), leak
