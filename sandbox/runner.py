@@ -253,15 +253,10 @@ class Runner:
     # ------------------------------------------------------------------ queue
 
     def _queue_client(self, name: str) -> Any:
-        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+        from shared.storage import queue_client
 
-        connection = os.environ["AzureWebJobsStorage"]  # noqa: SIM112 - the host's own setting name
-        return QueueClient.from_connection_string(
-            connection,
-            name,
-            message_encode_policy=BinaryBase64EncodePolicy(),
-            message_decode_policy=BinaryBase64DecodePolicy(),
-        )
+        # The host's own connection setting, base64 messages as host.json says.
+        return queue_client(name, os.environ["AzureWebJobsStorage"])  # noqa: SIM112
 
     def _queue_loop(self, function: Any) -> None:
         import azure.functions.queue as fq

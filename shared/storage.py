@@ -277,6 +277,22 @@ def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetim
     return True
 
 
+def queue_client(
+    name: str, connection_string: str | None, account_url: str | None = None, credential: Any = None
+) -> Any:
+    from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+    # The Functions host reads queue messages as base64 (host.json messageEncoding).
+    encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
+    if connection_string:
+        return QueueClient.from_connection_string(
+            connection_string, name, message_encode_policy=encode, message_decode_policy=decode
+        )
+    return QueueClient(
+        account_url or "", name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
+    )
+
+
 class RemediationQueue:
     """The queue the queue trigger reads. Delays are visibility timeouts: nobody waits in-process.
     Messages that must never be acted on go to `<name>-deadletter` with the reason."""
@@ -287,22 +303,8 @@ class RemediationQueue:
         if not (connection_string or account_url):
             raise ValueError("the queue needs a connection string or an account URL")
         self.name = name
-        self.client = self._client(name, connection_string, account_url, credential)
-        self.dead = self._client(f"{name}-deadletter", connection_string, account_url, credential)
-
-    @staticmethod
-    def _client(name: str, connection_string: str | None, account_url: str | None, credential: Any) -> Any:
-        from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
-
-        # The Functions host reads queue messages as base64 (host.json messageEncoding).
-        encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
-        if connection_string:
-            return QueueClient.from_connection_string(
-                connection_string, name, message_encode_policy=encode, message_decode_policy=decode
-            )
-        return QueueClient(
-            account_url or "", name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
-        )
+        self.client = queue_client(name, connection_string, account_url, credential)
+        self.dead = queue_client(f"{name}-deadletter", connection_string, account_url, credential)
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError

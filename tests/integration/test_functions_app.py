@@ -293,3 +293,23 @@ def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner], m
     rows = {r["target"]: r for r in call(runner, "GET", "targets").json()["targets"]}
     assert set(rows) == {CONTOSO, "fabrikam:export-1:adx-1"} and rows[CONTOSO]["database"] == "devicedata"
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
+
+
+def test_a_message_that_keeps_failing_goes_to_the_poison_queue(
+    app: tuple[World, Runner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, runner = app
+    runner.pause_timer()
+    monkeypatch.setenv("HEALER_KUSTO_RETRY_BUDGET_SECONDS", "0.5")
+    entrypoints.reset()
+    services = entrypoints.context().healer.s
+    world.set_transport("kusto", error_rate=1.0)  # ADX answers 503 to everything
+    from shared.messages import new_run
+    from shared.storage import queue_client
+
+    services.queue.send(new_run(CONTOSO, "http").to_json())
+    poison = queue_client(f"{services.settings.queue_name}-poison", services.settings.storage_connection_string)
+    wait_until(lambda: runner.stats.poisoned == 1, 60, "the message to reach the poison queue")
+    assert runner.stats.failures["remediate"] == runner.max_dequeue == 5
+    (parked,) = poison.peek_messages()
+    assert json.loads(parked.content)["target"] == CONTOSO
