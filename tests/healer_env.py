@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+from azure.storage.queue import QueueClient
 
 from sandbox import sdk
 from sandbox.azurite import Azurite
@@ -52,13 +52,10 @@ def healer_for(settings: Settings) -> Healer:
 
 
 def queue_client(settings: Settings) -> QueueClient:
-    assert settings.storage_connection_string
-    return QueueClient.from_connection_string(
-        settings.storage_connection_string,
-        settings.queue_name,
-        message_encode_policy=BinaryBase64EncodePolicy(),
-        message_decode_policy=BinaryBase64DecodePolicy(),
-    )
+    from shared.storage import queue_client as client
+
+    result: QueueClient = client(settings.queue_name, settings.storage_connection_string)
+    return result
 
 
 class Crash(Exception):
