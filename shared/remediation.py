@@ -209,6 +209,9 @@ class Healer:
             return self._history(target, msg, Outcome("escalated", reason))
         if self._hold(target, msg.run_id) is None:
             return self._history(target, msg, Outcome("skipped", "another remediation holds this target"))
+        resumed = self._resume_add(target, msg)
+        if resumed is not None:
+            return resumed
 
         reading, plan = self.plan(target, msg.correlation_id)
         self._journal(target, msg.run_id, "plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
@@ -251,6 +254,22 @@ class Healer:
         self._journal(target, msg.run_id, "add", "done", listed=listed)
         self._history(target, msg, Outcome("waiting", f"added {action.role} for {action.fqn}; verifying", plan), plan)
         return self._schedule_verify(target, msg, now)
+
+    def _resume_add(self, target: Target, msg: RemediationMessage) -> Outcome | None:
+        """A redelivered start whose add already began: finish that add, do not diagnose afresh
+        (the export still reports the old failure until its next batch)."""
+        journal = self.s.store.read_journal(target.key, msg.run_id)
+        intent = next((r for r in journal if r["Step"] == "add" and r["Status"] == "intent"), None)
+        if intent is None:
+            return None
+        data = intent["Data"]
+        if not any(r["Step"] == "add" and r["Status"] == "done" for r in journal):
+            listing = self.s.kusto(target.cluster_url).set_role(
+                target.database, data["role"], data["fqn"], present=True, notes=data["notes"] or None
+            )
+            self.s.checkpoint("effect:add")
+            self._journal(target, msg.run_id, "add", "done", listed=_holds(listing, data["role"], data["fqn"]))
+        return self._schedule_verify(target, msg, datetime.fromisoformat(str(intent["At"])))
 
     # ------------------------------------------------------------------ refresh: snapshot → drop
 

@@ -126,6 +126,8 @@ def test_crash_during_add_and_export_toggle(healer_setup: Any, azurite: Any, poi
     assert world.iotc.apps["contoso"].exports["export-1"]["enabled"] is True, "export left disabled"
     identity = world.iotc.identity_of("contoso")
     assert [a.role for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)] == ["ingestors"]
+    changes = changing_commands(world)
+    assert changes and all(c.startswith(".add") for c in changes), changes  # resumed the add; no refresh
 
 
 def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(healer_setup: Any) -> None:
