@@ -154,6 +154,10 @@ class Healer:
             self._reenable(target, msg.run_id)
         if msg.step == "start":
             return self._start(target, msg, state)
+        if state.last_run_id == msg.run_id and state.lease_owner != msg.run_id:
+            # A duplicate of a step whose run already ended (a redelivered message can fork the
+            # verification chain); carrying it on would hold the lease against the next run.
+            return Outcome("skipped", f"run {msg.run_id} already ended")
         if msg.step == "readd":  # nothing pending: the re-add already happened
             return self._schedule_verify(target, msg, msg.action_at or self.s.clock())
         return self._verify(target, msg)
