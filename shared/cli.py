@@ -236,13 +236,10 @@ def status(obj: Ctx) -> None:
     """Every target: last outcome, diagnosis, cooldown, escalation."""
     from datetime import UTC, datetime
 
-    healer = obj.healer()
-    states = {s.key: s for s in healer.s.store.all_states()}
-    now = datetime.now(UTC)
-    from shared.status import known_targets, target_row
+    from shared.status import target_rows
 
-    targets = known_targets(healer.s)
-    rows = [target_row(target, states.get(key), now) for key, target in sorted(targets.items())]
+    healer = obj.healer()
+    rows = target_rows(healer.s, datetime.now(UTC))
 
     def show() -> None:
         from rich.table import Table

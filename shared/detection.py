@@ -16,6 +16,7 @@ from shared.dispatch import request_remediation
 from shared.iotcentral import IotcError
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
 from shared.remediation import Healer
+from shared.storage import TargetState
 from shared.targets import AppConfig, PrincipalConfig, Target
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ class Detector:
         for t in configured:
             by_app.setdefault(t.app, []).append(t)
 
+        # One read of the state table serves discovery and the skip checks; the enqueue itself
+        # re-checks under an ETag, so a lease taken meanwhile is still honoured.
+        states = {s.key: s for s in services.store.all_states()}
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
@@ -172,14 +176,13 @@ class Detector:
                 for target in discovered:
                     if target.key not in all_targets:
                         all_targets[target.key] = target
-                        self._remember(target)
+                        self._remember(target, states.get(target.key))
                 for key, items in evidence.items():
                     findings.setdefault(key, Finding(key)).evidence.extend(items)
                     findings[key].count += len(items)
         report.targets = len(all_targets)
         self._merge_logs(all_targets, findings, report)
 
-        states = {s.key: s for s in services.store.all_states()}
         now = services.clock()
         ordered = sorted(findings.values(), key=lambda f: (not f.permission, -f.count, f.target))
         report.findings = ordered
@@ -210,13 +213,13 @@ class Detector:
         )
         return report
 
-    def _remember(self, target: Target) -> None:
+    def _remember(self, target: Target, state: TargetState | None) -> None:
         data = target.model_dump()
 
-        def keep(state: Any) -> None:
-            state.discovered = data
+        def keep(current: TargetState) -> None:
+            current.discovered = data
 
-        if self.healer.s.store.load(target.key).discovered != data:
+        if state is None or state.discovered != data:
             self.healer.s.store.update(target.key, keep)
 
     def _merge_logs(self, targets: dict[str, Target], findings: dict[str, Finding], report: CycleReport) -> None:

@@ -126,12 +126,10 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
 
 
 def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    ctx = context()
-    states = {s.key: s for s in ctx.healer.s.store.all_states()}
-    now = ctx.healer.s.clock()
-    from shared.status import target_row
+    from shared.status import target_rows
 
-    rows = [target_row(target, states.get(key), now) for key, target in sorted(_targets_known(ctx).items())]
+    ctx = context()
+    rows = target_rows(ctx.healer.s, ctx.healer.s.clock())
     return ApiResponse(200, {"mode": ctx.healer.s.settings.mode, "targets": rows})
 
 

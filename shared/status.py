@@ -27,10 +27,17 @@ def target_row(target: Target, state: TargetState | None, now: datetime) -> dict
     }
 
 
-def known_targets(services: Any) -> dict[str, Target]:
+def known_targets(services: Any, states: list[TargetState] | None = None) -> dict[str, Target]:
     """Configured targets, plus those detection discovered (remembered in the state table)."""
     targets = dict(services.targets)
-    for state in services.store.all_states():
+    for state in services.store.all_states() if states is None else states:
         if state.discovered and state.key not in targets:
             targets[state.key] = Target.model_validate(state.discovered)
     return targets
+
+
+def target_rows(services: Any, now: datetime) -> list[dict[str, Any]]:
+    """A row per known target, from one read of the state table."""
+    states = services.store.all_states()
+    by_key = {s.key: s for s in states}
+    return [target_row(t, by_key.get(key), now) for key, t in sorted(known_targets(services, states).items())]
