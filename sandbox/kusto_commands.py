@@ -14,6 +14,7 @@ from sandbox.identity import Identity
 from sandbox.kusto_model import (
     CLUSTER_ROLES,
     DB_ROLES,
+    PRINCIPAL_TYPES,
     TABLE_ROLES,
     Assignment,
     Cluster,
@@ -151,14 +152,13 @@ _POLICY_COLUMNS: list[Column] = [
     ("ChildEntities", "dynamic"),
     ("EntityType", "string"),
 ]
-_PRINCIPAL_TYPES = {"aadapp": "AAD Application", "aaduser": "AAD User", "aadgroup": "AAD Group"}
 
 
 def _principal_rows(scope: str, assignments: list[Assignment], roles: dict[str, str]) -> list[list[Any]]:
     return [
         [
             f"{scope} {roles[a.role]}",
-            _PRINCIPAL_TYPES[a.fqn.kind],
+            PRINCIPAL_TYPES[a.fqn.kind],
             a.display_name,
             a.fqn.id,
             str(a.fqn),
@@ -231,7 +231,7 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
                 rows.append(
                     [
                         cluster_role,
-                        _PRINCIPAL_TYPES[fqn.kind],
+                        PRINCIPAL_TYPES[fqn.kind],
                         cluster.display_name(fqn),
                         fqn.id,
                         str(fqn),

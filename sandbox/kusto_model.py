@@ -45,7 +45,7 @@ _FQN_RE = re.compile(
     rf"^(?P<kind>aadapp|aaduser|aadgroup)=(?P<id>{_GUID}|[^;=\s'\"]{{1,256}})(?:;(?P<tenant>{_TENANT}))?$",
     re.IGNORECASE,
 )
-_PRINCIPAL_TYPES = {"aadapp": "AAD Application", "aaduser": "AAD User", "aadgroup": "AAD Group"}
+PRINCIPAL_TYPES = {"aadapp": "AAD Application", "aaduser": "AAD User", "aadgroup": "AAD Group"}
 
 
 class KustoFault(Exception):

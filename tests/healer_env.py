@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from shared.messages import MalformedMessage, new_run, parse_message
 from shared.remediation import Healer, Outcome
 from shared.services import build_services
 from shared.settings import Settings
+from tests.helpers import wait_until
 
 
 def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:
@@ -140,15 +141,11 @@ def outcome_of(worker: Worker, status: str) -> Callable[[], bool]:
     return lambda: any(o.status == status for o in worker.outcomes)
 
 
-def iterate(values: Iterator[Any]) -> list[Any]:
-    return list(values)
-
-
 def inject_and_wait(world: World, fault: str, app: str = "contoso", timeout_s: float = 10) -> None:
     """Break an app's export and wait until IoT Central reports it (the exporter must be running)."""
     world.inject(fault, app)
-    deadline = time.monotonic() + timeout_s
-    while world.iotc.apps[app].exports["export-1"].get("status") != "error":
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{app}'s export did not break after {fault}")
-        time.sleep(0.05)
+    wait_until(
+        lambda: world.iotc.apps[app].exports["export-1"].get("status") == "error",
+        timeout_s,
+        f"{app}'s export to break after {fault}",
+    )
