@@ -166,11 +166,10 @@ def parser_batch_speedup() -> dict[str, float]:
 
 
 def _until(check: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark setup did not reach its state in time")
-        time.sleep(0.1)
+    from sandbox.waiting import wait_for
+
+    if not wait_for(check, timeout_s, interval=0.1):
+        raise TimeoutError("benchmark setup did not reach its state in time")
 
 
 GOALS = {

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from functools import partial
 
 from rich.console import Console
 from rich.table import Table
 
 from sandbox.symptoms import Observer, Symptoms
-from sandbox.world import SCENARIO_FAULTS, World
+from sandbox.waiting import wait_for
+from sandbox.world import SCENARIO_FAULTS, Target, World
 
 APPS = ("contoso", "fabrikam")
 TABLES = ("DeviceTelemetry", "FactoryTelemetry")
@@ -25,13 +26,16 @@ class Row:
     recovered: Symptoms
 
 
-def wait_until(check: object, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(check) and check():
-            return True
-        time.sleep(0.1)
-    return False
+def is_broken(observer: Observer, target: Target) -> bool:
+    return observer.read(target).broken
+
+
+def is_healthy(observer: Observer, target: Target) -> bool:
+    return not observer.read(target).broken
+
+
+def batches_reach(world: World, wanted: int) -> bool:
+    return world.batches >= wanted
 
 
 def run(console: Console | None = None) -> int:
@@ -50,18 +54,18 @@ def run(console: Console | None = None) -> int:
         for n, fault in enumerate(SCENARIO_FAULTS):
             app = APPS[n % len(APPS)]
             target = world.target(app)
-            if not wait_until(lambda t=target: not observer.read(t).broken, 10):
+            if not wait_for(partial(is_healthy, observer, target), 10):
                 console.print(f"[red]{app} did not start healthy[/]")
                 return 1
             before = observer.read(target)
             world.inject(fault, app)
-            wait_until(lambda t=target: observer.read(t).broken, 10)
+            wait_for(partial(is_broken, observer, target), 10)
             after = observer.read(target)
             wanted = world.batches + 2 * len(APPS)
-            wait_until(lambda n=wanted: world.batches >= n, 10)
+            wait_for(partial(batches_reach, world, wanted), 10)
             rows_later = observer.failed_ingestion(target)
             world.clear(fault, app)
-            wait_until(lambda t=target: not observer.read(t).broken, 10)
+            wait_for(partial(is_healthy, observer, target), 10)
             results.append(Row(fault, app, before, after, rows_later, observer.read(target)))
             console.print(
                 f"  {fault:<18} on {app:<9} → export {after.export_status}, "

@@ -27,6 +27,7 @@ from rich.table import Table
 from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import app_settings
 from sandbox.runner import Runner
+from sandbox.waiting import wait_for
 from sandbox.world import World
 
 DATABASE = "devicedata"
@@ -195,7 +196,7 @@ class Drill:
         from shared import entrypoints
 
         key = f"{scenario.app}:export-1:adx-1"
-        if not _wait(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "healthy", 15):
+        if not wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "healthy", 15):
             result.outcome, result.detail = "not-started", "the export never became healthy"
             return
         if scenario.name == "observe-mode":
@@ -216,7 +217,7 @@ class Drill:
         world.inject(str(scenario.fault), scenario.app)
         before = _principals(world, scenario.database)
         if scenario.name == "alert-webhook":
-            _wait(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
+            wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
             started = time.monotonic()
             response = requests.post(
                 f"{runner.url}/api/alerts",
@@ -253,13 +254,13 @@ class Drill:
             refresh()
             return False
 
-        if not _wait(progress, 60, interval=0.1):
+        if not wait_for(progress, 60, interval=0.1):
             result.outcome = "timeout"
         sent = [t for who, _, t in world.cluster.command_log[log_start:] if who == healer_fqn]
         result.kusto_commands = len(sent)
         result.changing_commands = sum(1 for t in sent if t.lstrip().startswith((".add", ".drop", ".set")))
         # Let in-flight verification finish before the next scenario takes the stage.
-        _wait(lambda: not healer.s.store.load(key).leased(datetime.now(UTC)), 15)
+        wait_for(lambda: not healer.s.store.load(key).leased(datetime.now(UTC)), 15)
         result.busy_s = round(runner.stats.busy_s - busy_start, 3)
         after = _principals(world, scenario.database)
         # A principal is lost when a role that stood after the fault is gone once the healer is done.
@@ -347,15 +348,6 @@ def _alert(scenario: Scenario, key: str) -> dict[str, Any]:
             "customProperties": None,
         },
     }
-
-
-def _wait(check: Callable[[], bool], timeout_s: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def _num(value: float | None) -> str:

@@ -8,10 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from sandbox.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,11 +30,9 @@ def sandbox_process(state_dir: Path, *options: str, timeout_s: float = 120) -> I
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + timeout_s
-        while not endpoints_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the sandbox did not start (exit code {process.poll()})")
-            time.sleep(0.1)
+        wait_for(lambda: endpoints_file.exists() or process.poll() is not None, timeout_s, interval=0.1)
+        if not endpoints_file.exists():
+            raise RuntimeError(f"the sandbox did not start (exit code {process.poll()})")
         yield json.loads(endpoints_file.read_text())
     finally:
         process.send_signal(signal.SIGTERM)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sandbox.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("HEALER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
@@ -17,12 +18,8 @@ FIXTURES = Path(os.environ.get("HEALER_FIXTURES", ROOT.parent / "shared" / "fixt
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
     """Wait for a condition with a deadline; fail with `what` if it never holds."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    if not wait_for(check, timeout_s):
+        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def fixture(relative: str) -> Any:
