@@ -41,7 +41,7 @@ class Ctx:
         return self._healer
 
     def target(self, key: str) -> Any:
-        from shared.remediation import UnknownTarget
+        from shared.runs import UnknownTarget
 
         try:
             return self.healer().target(key)

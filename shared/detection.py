@@ -15,7 +15,8 @@ from shared.diagnosis import Evidence
 from shared.dispatch import request_remediation
 from shared.iotcentral import IotcError
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
-from shared.remediation import Healer
+from shared.runs import Healer
+from shared.runs.sweep import sweep
 from shared.storage import TargetState
 from shared.targets import AppConfig, PrincipalConfig, Target
 
@@ -163,9 +164,13 @@ class Detector:
         for t in configured:
             by_app.setdefault(t.app, []).append(t)
 
-        # One read of the state table serves discovery and the skip checks; the enqueue itself
-        # re-checks under an ETag, so a lease taken meanwhile is still honoured.
-        states = {s.key: s for s in services.store.all_states()}
+        # One read of the state table serves the sweep, discovery and the skip checks; the enqueue
+        # itself re-checks under an ETag, so a lease taken meanwhile is still honoured.
+        state_list = services.store.all_states()
+        states = {s.key: s for s in state_list}
+        # The sweep comes first: nothing later in the cycle may keep a dropped principal dropped.
+        swept = sweep(self.healer, state_list)
+        report.swept, report.errors = swept.done, list(swept.errors)
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
@@ -201,7 +206,6 @@ class Detector:
                 report.enqueued.append(finding.target)
             else:
                 report.skipped[finding.target] = request.reason
-        report.swept = self.healer.sweep()
         report.seconds = time.monotonic() - started
         log.info(
             "detection cycle: %d targets, %d findings, %d enqueued, %d skipped in %.2fs",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.messages import Trigger, new_run
-from shared.remediation import Services
+from shared.runs import Services
 from shared.storage import TargetState
 from shared.targets import Target
 

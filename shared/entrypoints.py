@@ -21,7 +21,7 @@ _cache: dict[str, Context] = {}
 
 @dataclass
 class Context:
-    healer: Any  # shared.remediation.Healer
+    healer: Any  # shared.runs.Healer
     detector: Any  # shared.detection.Detector
 
 
@@ -71,7 +71,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
     """Handle one remediation message. Malformed ones are dead-lettered with a reason, never acted
     on; other failures raise, so the host retries and finally moves the message to the poison queue."""
     from shared.messages import MalformedMessage, parse_message
-    from shared.remediation import UnknownTarget
+    from shared.runs import UnknownTarget
 
     ctx = context()
     now = ctx.healer.s.clock()

@@ -8,7 +8,7 @@ from typing import Any
 from shared.credentials import build_credential
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
-from shared.remediation import Healer, Services
+from shared.runs import Healer, Services
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
 from shared.targets import ConfigError

@@ -24,6 +24,7 @@ def target_row(target: Target, state: TargetState | None, now: datetime) -> dict
         "escalated": bool(state and state.escalated),
         "escalation_reason": state.escalation_reason if state else "",
         "pending_readd": bool(state and state.pending_readd),
+        "phase": state.phase if state else "",
     }
 
 

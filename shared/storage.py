@@ -7,12 +7,42 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 log = logging.getLogger(__name__)
 _EPOCH_MS_MAX = 10**13
+
+
+class Dropped(BaseModel):
+    """One role assignment a refresh dropped, exactly as it was listed (re-added as is)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: str
+    fqn: str
+    notes: str = ""
+
+
+class PendingReadd(BaseModel):
+    """Everything needed to put a dropped principal back, from this record alone: the sweep can
+    finish a re-add for a target that is no longer configured or discovered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    cluster_url: str
+    database: str
+    principal: str
+    snapshot: tuple[Dropped, ...]
+    dropped_at: datetime
+    due: datetime
+    correlation_id: str
+    trigger: str = "timer"
 
 
 def _dt(value: datetime | None) -> str:
@@ -39,11 +69,17 @@ class TargetState:
     last_outcome: str = ""
     last_run_id: str = ""
     last_diagnosis: str = ""
-    pending_readd: dict[str, Any] | None = None  # snapshot of a dropped principal not yet re-added
+    pending_readd: PendingReadd | None = None  # snapshot of a dropped principal not yet re-added
     pending_enable: bool = False  # an export the healer disabled and has not re-enabled yet
     queued_until: datetime | None = None  # a start message is on its way (dedups timer, alerts, HTTP)
     queued_run: str = ""
     discovered: dict[str, Any] | None = None  # a target found through discovery, for the queue side
+    # The run state machine: which run is in progress on this target and how far it got. Changed
+    # only by ETag-guarded updates of the run holding the lease (shared/runs/fencing.py).
+    run_id: str = ""
+    phase: str = ""
+    phase_at: datetime | None = None
+    run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -75,11 +111,15 @@ class TargetState:
             "LastOutcome": self.last_outcome,
             "LastRunId": self.last_run_id,
             "LastDiagnosis": self.last_diagnosis,
-            "PendingReadd": json.dumps(self.pending_readd) if self.pending_readd else "",
+            "PendingReadd": self.pending_readd.model_dump_json() if self.pending_readd else "",
             "PendingEnable": self.pending_enable,
             "QueuedUntil": _dt(self.queued_until),
             "QueuedRun": self.queued_run,
             "Discovered": json.dumps(self.discovered) if self.discovered else "",
+            "RunId": self.run_id,
+            "Phase": self.phase,
+            "PhaseAt": _dt(self.phase_at),
+            "RunData": json.dumps(self.run_data) if self.run_data else "",
         }
 
     @staticmethod
@@ -95,11 +135,17 @@ class TargetState:
             last_outcome=entity.get("LastOutcome", ""),
             last_run_id=entity.get("LastRunId", ""),
             last_diagnosis=entity.get("LastDiagnosis", ""),
-            pending_readd=json.loads(entity["PendingReadd"]) if entity.get("PendingReadd") else None,
+            pending_readd=PendingReadd.model_validate_json(entity["PendingReadd"])
+            if entity.get("PendingReadd")
+            else None,
             pending_enable=bool(entity.get("PendingEnable", False)),
             queued_until=_parse_dt(entity.get("QueuedUntil")),
             queued_run=entity.get("QueuedRun", ""),
             discovered=json.loads(entity["Discovered"]) if entity.get("Discovered") else None,
+            run_id=entity.get("RunId", ""),
+            phase=entity.get("Phase", ""),
+            phase_at=_parse_dt(entity.get("PhaseAt")),
+            run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
             etag=etag,
         )
 
@@ -174,7 +220,7 @@ class StateStore:
         state.etag = meta.get("etag")
         return state
 
-    def update(self, key: str, mutate: Any) -> TargetState:
+    def update(self, key: str, mutate: Callable[[TargetState], None]) -> TargetState:
         """Load, apply `mutate(state)`, save with the ETag; retried when another writer won."""
         for _ in range(10):
             state = self.load(key)

@@ -17,7 +17,7 @@ from sandbox.azurite import Azurite
 from sandbox.healer_config import targets_for
 from sandbox.world import World
 from shared.messages import MalformedMessage, new_run, parse_message
-from shared.remediation import Healer, Outcome
+from shared.runs import Healer, Outcome
 from shared.services import build_services
 from shared.settings import Settings
 from tests.helpers import wait_until

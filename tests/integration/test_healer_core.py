@@ -9,7 +9,7 @@ import pytest
 
 from sandbox.world import World
 from shared.diagnosis import Kind
-from shared.remediation import Healer
+from shared.runs import Healer
 from tests.healer_env import Worker, changing_commands, outcome_of
 from tests.helpers import wait_until
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox.world import World
-from shared.remediation import Healer
+from shared.runs import Healer
 from tests.healer_env import Crash, Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
 from tests.helpers import wait_until
 
@@ -22,28 +22,37 @@ NOTE = "IoT Central contoso data export"
 
 REFRESH_POINTS = [
     "journal:plan:done",
+    "phase:planned",
     "journal:snapshot:done",
-    "state:pending-readd",
+    "phase:snapshotted",
     "journal:drop-ingestors:intent",
     "effect:drop-ingestors",
     "journal:drop-ingestors:done",
+    "phase:dropped",
     "enqueue:readd",
+    "phase:re-adding",
     "journal:readd-ingestors:intent",
     "effect:readd-ingestors",
     "journal:readd-ingestors:done",
-    "state:readd-cleared",
+    "phase:verifying",
     "enqueue:verify",
     "journal:verify:done",
 ]
 ADD_TOGGLE_POINTS = [
     "journal:plan:done",
+    "phase:planned",
+    "phase:adding",
     "journal:add:intent",
     "effect:add",
     "journal:add:done",
-    "journal:toggle:intent",
+    "phase:toggling",
+    "journal:disable-export:intent",
     "effect:disable-export",
+    "journal:disable-export:done",
+    "journal:enable-export:intent",
     "effect:enable-export",
-    "journal:toggle:done",
+    "journal:enable-export:done",
+    "phase:verifying",
     "enqueue:verify",
     "journal:verify:done",
 ]

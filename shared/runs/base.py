@@ -1,0 +1,69 @@
+"""What every part of a run shares: the collaborators, the outcome, the phases and the errors
+that stop a run without acting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from shared.iotcentral import IoTCentralAdapter
+from shared.kusto import KustoAdapter
+from shared.plan import Plan
+from shared.settings import Settings
+from shared.storage import RemediationQueue, StateStore
+from shared.targets import Target
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+# Phases of a run, kept in the target's state entity. Remedies add their own (refresh: snapshotted,
+# dropped, re-adding; add-role: adding); these are the ones every run passes through.
+IDLE = ""
+PLANNED = "planned"
+TOGGLING = "toggling"
+VERIFYING = "verifying"
+DONE = "done"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UnknownTarget(ValueError):
+    pass
+
+
+class RunStopped(Exception):
+    """The run may not go on: another run owns the target now, or the phase moved on."""
+
+
+class LeaseLost(RunStopped):
+    pass
+
+
+class PhaseConflict(RunStopped):
+    pass
+
+
+@dataclass
+class Services:
+    settings: Settings
+    targets: dict[str, Target]
+    store: StateStore
+    queue: RemediationQueue
+    kusto: Callable[[str], KustoAdapter]
+    iotc: IoTCentralAdapter
+    clock: Callable[[], datetime] = utcnow
+    # Called after every side effect, state change and journal write. Tests make it raise (or
+    # block, so a test can kill the process there) to prove a run survives dying at that point.
+    checkpoint: Callable[[str], None] = field(default=lambda name: None)
+    credential: TokenCredential | None = None
+
+
+@dataclass
+class Outcome:
+    status: str  # planned | healthy | waiting | healed | not-healed | escalated | skipped | recovered
+    detail: str
+    plan: Plan | None = None

@@ -1,0 +1,137 @@
+"""The single path by which a run changes anything: fenced state transitions and journaled effects.
+
+A run acts only while it holds the target's lease. Every state change is an ETag-guarded update
+that first checks the lease is still this run's (fencing): a holder whose lease was taken by
+another run is refused, whatever it believes. Every side effect renews the lease first (so one
+bounded step always fits inside it; settings validation guarantees that) and is journaled
+intent → effect → result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from shared.runs.base import LeaseLost, PhaseConflict, Services
+from shared.storage import TargetState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+JournalValue = str | int | float | bool | None | list[object] | dict[str, object]
+
+
+class Run:
+    """One run's hands on one target.
+
+    `run_id` names the run whose phases are changed; `holder` is who holds the lease for it
+    (the run itself, or the recovery sweep acting on its behalf).
+    """
+
+    def __init__(self, services: Services, key: str, run_id: str, holder: str | None = None) -> None:
+        self.s = services
+        self.key = key
+        self.run_id = run_id
+        self.holder = holder or run_id
+
+    # ---------------------------------------------------------------- the lease
+
+    def _hold(self, extra_s: float) -> timedelta:
+        return timedelta(seconds=self.s.settings.lease_seconds + extra_s)
+
+    def acquire(self, extra_s: float = 0, *, exclusive: bool = False) -> TargetState | None:
+        """Take (or extend) the lease; None when another holder has it. `exclusive` also refuses a
+        live lease of this same holder (the sweep must not act beside the run it stands in for)."""
+        now = self.s.clock()
+        if exclusive:
+            current = self.s.store.load(self.key)
+            if current.leased(now):
+                return None
+        return self.s.store.acquire(self.key, self.holder, now, self._hold(extra_s))
+
+    def _check(self, state: TargetState) -> None:
+        # The owner is overwritten by whoever takes the lease, so "still mine" means nobody else
+        # acted since: a lapsed lease nobody took may be renewed; a taken one may not.
+        if state.lease_owner != self.holder:
+            taken = f"held by {state.lease_owner}" if state.lease_owner else "released"
+            raise LeaseLost(f"run {self.run_id} no longer holds {self.key} (lease {taken})")
+
+    def renew(self, extra_s: float = 0) -> TargetState:
+        """Extend the lease before acting; LeaseLost if another holder took it meanwhile."""
+        until = self.s.clock() + self._hold(extra_s)
+
+        def apply(state: TargetState) -> None:
+            self._check(state)
+            state.lease_until = until
+
+        return self.s.store.update(self.key, apply)
+
+    # ---------------------------------------------------------------- phases
+
+    def transition(
+        self,
+        expect: Collection[str] | None,
+        to: str,
+        mutate: Callable[[TargetState], None] | None = None,
+        *,
+        hold_s: float | None = None,
+        lease_until: datetime | None = None,
+    ) -> TargetState:
+        """Move this run's phase from one of `expect` (None: any) to `to`, fenced by the lease."""
+        now = self.s.clock()
+
+        def apply(state: TargetState) -> None:
+            self._check(state)
+            if expect is not None:
+                phase = state.phase if state.run_id == self.run_id else None
+                if phase not in expect:
+                    raise PhaseConflict(
+                        f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, "
+                        f"expected one of {sorted(expect)}"
+                    )
+            if mutate is not None:
+                mutate(state)
+            state.run_id, state.phase, state.phase_at = self.run_id, to, now
+            state.lease_until = lease_until or now + self._hold(hold_s or 0)
+
+        state = self.s.store.update(self.key, apply)
+        self.s.checkpoint(f"phase:{to}")
+        return state
+
+    def finish(self, mutate: Callable[[TargetState], None] | None = None) -> TargetState:
+        """End the run: phase done, the lease released. Refused if another holder took the lease."""
+        now = self.s.clock()
+
+        def apply(state: TargetState) -> None:
+            if state.lease_owner not in (self.holder, ""):
+                self._check(state)
+            if mutate is not None:
+                mutate(state)
+            state.last_run_id = self.run_id
+            if state.run_id in (self.run_id, ""):
+                state.run_id, state.phase, state.phase_at = self.run_id, "done", now
+            state.lease_owner, state.lease_until = "", None
+
+        return self.s.store.update(self.key, apply)
+
+    # ---------------------------------------------------------------- journal and effects
+
+    def journal(self, step: str, status: str, **data: JournalValue) -> None:
+        self.s.store.write_journal(self.key, self.run_id, step, status, dict(data), self.s.clock())
+        self.s.checkpoint(f"journal:{step}:{status}")
+
+    def effect(
+        self,
+        step: str,
+        act: Callable[[], T],
+        result: Callable[[T], Mapping[str, JournalValue]] = lambda _: {},
+        **intent: JournalValue,
+    ) -> T:
+        """Renew the lease, journal the intent, act, journal the result. Nothing acts without the lease."""
+        self.renew()
+        self.journal(step, "intent", **intent)
+        value = act()
+        self.s.checkpoint(f"effect:{step}")
+        self.journal(step, "done", **dict(result(value)))
+        return value

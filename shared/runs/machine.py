@@ -1,0 +1,324 @@
+"""The run state machine: every message is decided from the run's phase (in the target's state)
+and the message's step. start → planned → (a remedy's phases) → [toggling] → verifying → done.
+
+A redelivered message of a run that already acted resumes from its phase or does nothing; it
+never plans again. Whatever a message asks for, a pending re-add is done first: a principal is
+never left dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+
+from shared.diagnosis import Evidence
+from shared.messages import RemediationMessage, new_run
+from shared.plan import Plan
+from shared.runs import reading
+from shared.runs.add_role import AddRole
+from shared.runs.base import DONE, PLANNED, TOGGLING, VERIFYING, Outcome, RunStopped, Services, UnknownTarget
+from shared.runs.fencing import JournalValue, Run
+from shared.runs.refresh import ReaddBlocked, Refresh, escalate_blocked, readd
+from shared.runs.remedy import FollowUp, Remedy, Step
+from shared.storage import PendingReadd, TargetState
+from shared.targets import Target
+from shared.verification import verify
+
+log = logging.getLogger(__name__)
+
+# The remedies, mildest first, and what may follow a healed verification. A new remedy or
+# follow-up is a module with its phases, registered here (and its queue steps in messages.Step).
+REMEDIES: tuple[Remedy, ...] = (AddRole(), Refresh())
+FOLLOW_UPS: tuple[FollowUp, ...] = ()
+
+
+class Healer:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.remedies: dict[str, Remedy] = {r.action: r for r in REMEDIES}
+        self.follow_ups: tuple[FollowUp, ...] = FOLLOW_UPS
+
+    # ------------------------------------------------------------------ reading and planning
+
+    def read(self, target: Target, extra: list[Evidence] | None = None) -> reading.Reading:
+        return reading.read(self.s, target, extra)
+
+    def plan(
+        self, target: Target, correlation_id: str = "dry-run", extra: list[Evidence] | None = None
+    ) -> tuple[reading.Reading, Plan]:
+        return reading.plan(self.s, target, correlation_id, extra)
+
+    def known(self, key: str, state: TargetState | None = None) -> Target | None:
+        target = self.s.targets.get(key)
+        if target is None:
+            discovered = (state or self.s.store.load(key)).discovered
+            if discovered is not None:
+                target = Target.model_validate(discovered)
+        return target
+
+    def target(self, key: str) -> Target:
+        target = self.known(key)
+        if target is None:
+            raise UnknownTarget(f"target={key!r} is not configured or discovered")
+        return target
+
+    def sweep(self) -> list[str]:
+        """The recovery sweep (shared/runs/sweep.py): what it re-added or re-enabled."""
+        from shared.runs.sweep import sweep
+
+        return sweep(self).done
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, msg: RemediationMessage) -> Outcome:
+        state = self.s.store.load(msg.target)
+        target = self.known(msg.target, state)
+        pending = state.pending_readd
+        if pending is not None and pending.run_id != msg.run_id:
+            return self._recover_first(target, msg, pending)
+        if target is None and pending is None:
+            raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
+        step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
+        try:
+            if pending is not None and state.phase not in Refresh.phases:
+                if step.run.acquire() is None:
+                    return Outcome("skipped", "another remediation holds this target")
+                return self.finish_readd(step, pending)
+            if state.pending_enable and (not state.leased(self.s.clock()) or state.lease_owner == msg.run_id):
+                self._reenable(step)
+            if state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, ""):
+                if step.run.acquire() is None:
+                    return Outcome("skipped", "another remediation holds this target")
+                return self._resume(step, state)
+            if msg.step == "start":
+                return self._start(step, state)
+            return Outcome("skipped", f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
+        except RunStopped as stopped:
+            log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
+            return Outcome("skipped", str(stopped))
+
+    def _resume(self, step: Step, state: TargetState) -> Outcome:
+        for remedy in self.remedies.values():
+            if state.phase in remedy.phases:
+                if step.target is None and state.pending_readd is None:
+                    raise UnknownTarget(f"target={step.key!r} is not configured or discovered")
+                return remedy.resume(step, state)
+        for follow_up in self.follow_ups:
+            if state.phase in follow_up.phases:
+                return follow_up.resume(step, state)
+        if state.phase == TOGGLING:
+            return self.to_verify(step, {TOGGLING}, step.msg.action_at or self.s.clock())
+        if state.phase == VERIFYING:
+            if step.msg.step == "verify":
+                return self._verify(step)
+            return self._send_verify(step, step.msg.action_at or state.phase_at or self.s.clock())
+        raise RuntimeError(f"{step.key}: run {state.run_id} is in an unknown phase {state.phase!r}")
+
+    # ------------------------------------------------------------------ start
+
+    def _start(self, step: Step, state: TargetState) -> Outcome:
+        settings, now, msg = self.s.settings, self.s.clock(), step.msg
+        target = step.target
+        assert target is not None
+        if state.last_run_id == msg.run_id or (state.run_id == msg.run_id and state.phase == DONE):
+            return Outcome("skipped", f"run {msg.run_id} already ended")
+        if state.escalated:
+            return self.history(step, Outcome("skipped", f"escalated: {state.escalation_reason}"))
+        manual = msg.trigger in ("http", "cli")
+        if state.cooldown_until and now < state.cooldown_until and state.lease_owner != msg.run_id and not manual:
+            return self.history(step, Outcome("skipped", f"cooling down until {state.cooldown_until:%H:%M:%S}Z"))
+        window = now - timedelta(seconds=settings.attempt_window_seconds)
+        if len([a for a in state.attempts if a > window]) >= settings.max_attempts:
+            reason = f"{settings.max_attempts} failed attempts within {settings.attempt_window_seconds}s"
+            self.s.store.update(target.key, lambda st: _escalate(st, reason))
+            return self.history(step, Outcome("escalated", reason))
+        if step.run.acquire() is None:
+            return self.history(step, Outcome("skipped", "another remediation holds this target"))
+        if state.run_id != msg.run_id and any(
+            r["Status"] == "intent" for r in self.s.store.read_journal(target.key, msg.run_id)
+        ):
+            # A start delivered again after its run ended and another began: it acted once already.
+            step.run.finish()
+            return Outcome("skipped", f"run {msg.run_id} already acted")
+
+        read, plan = self.plan(target, msg.correlation_id)
+        step.run.journal("plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
+        kind = str(plan.diagnosis.kind)
+        step.run.transition(None, PLANNED, lambda st: _set(st, last_diagnosis=kind, run_data={}))
+        if settings.observe_only:
+            step.run.finish(lambda st: _set(st, last_outcome="planned"))
+            return self.history(step, Outcome("planned", "observe mode: plan recorded, nothing changed", plan), plan)
+        if plan.escalates:
+            reason = plan.actions[0].reason
+            step.run.finish(lambda st: _escalate(st, reason, kind))
+            return self.history(step, Outcome("escalated", reason, plan), plan)
+        if not plan.actions:
+            step.run.finish(lambda st: _set(st, last_outcome="healthy"))
+            return self.history(step, Outcome("healthy", plan.diagnosis.summary, plan), plan)
+        first = plan.actions[0]
+        remedy = self.remedies.get(first.kind)
+        if remedy is None:
+            raise RuntimeError(f"no remedy carries out {first.kind!r}")
+        return remedy.begin(step, read, first, plan)
+
+    # ------------------------------------------------------------------ re-add (refresh and recovery)
+
+    def _recover_first(self, target: Target | None, msg: RemediationMessage, pending: PendingReadd) -> Outcome:
+        """Another run's principal is dropped: re-add it (as that run) before anything else."""
+        owner = msg.model_copy(
+            update={"run_id": pending.run_id, "correlation_id": pending.correlation_id, "step": "readd"}
+        )
+        step = Step(self, Run(self.s, msg.target, pending.run_id), target, owner)
+        if step.run.acquire(exclusive=True) is None:
+            return Outcome("skipped", f"run {pending.run_id} holds this target (its re-add is pending)")
+        try:
+            outcome = self.finish_readd(step, pending, verb="recovered: re-added first")
+        except RunStopped as stopped:
+            return Outcome("skipped", str(stopped))
+        if msg.step == "start" and target is not None:
+            self.history(
+                Step(self, Run(self.s, msg.target, msg.run_id), target, msg),
+                Outcome("skipped", f"superseded: finished run {pending.run_id} first"),
+            )
+        return outcome
+
+    def finish_readd(self, step: Step, pending: PendingReadd, verb: str = "re-added") -> Outcome:
+        """Re-add the pending snapshot, then verify (or, for a target no longer known, end the run)."""
+        try:
+            readd(self.s, step.run, pending)
+        except ReaddBlocked as blocked:
+            escalate_blocked(self.s, step.key, step.run.holder, str(blocked))
+            return self.history(step, Outcome("escalated", str(blocked)))
+
+        def cleared(state: TargetState) -> None:
+            state.pending_readd = None
+            if state.escalated and state.escalation_reason.startswith("re-add pending"):
+                state.escalated, state.escalation_reason = False, ""
+
+        detail = f"{verb} {len(pending.snapshot)} role(s) of {pending.principal}"
+        if step.target is None:
+            step.run.finish(cleared)
+            return self.history(step, Outcome("recovered", f"{detail}; the target is no longer configured"))
+        self.history(step, Outcome("waiting", f"{detail}; listed again"))
+        return self.to_verify(step, {"re-adding"}, pending.dropped_at, cleared)
+
+    # ------------------------------------------------------------------ export toggle and verify
+
+    def to_verify(
+        self,
+        step: Step,
+        expect: Collection[str],
+        action_at: datetime,
+        mutate: Callable[[TargetState], None] | None = None,
+    ) -> Outcome:
+        """After a remedy: toggle the export when asked, then schedule verification."""
+        if self.s.settings.toggle_export:
+            target = step.target
+            assert target is not None
+
+            def disabling(state: TargetState) -> None:
+                if mutate is not None:
+                    mutate(state)
+                state.pending_enable = True
+
+            step.run.transition(expect, TOGGLING, disabling)
+            step.run.effect("disable-export", lambda: self.s.iotc.set_enabled(target.app, target.export_id, False))
+            step.run.effect("enable-export", lambda: self.s.iotc.set_enabled(target.app, target.export_id, True))
+            expect, mutate = {TOGGLING}, lambda st: _set(st, pending_enable=False)
+        step.run.transition(expect, VERIFYING, mutate, hold_s=self.s.settings.verify_poll_seconds)
+        return self._send_verify(step, action_at)
+
+    def _send_verify(self, step: Step, action_at: datetime) -> Outcome:
+        settings = self.s.settings
+        until = self.s.clock() + timedelta(seconds=settings.verify_deadline_seconds)
+        self.s.queue.send(
+            step.msg.next("verify", action_at=action_at, verify_until=until).to_json(),
+            delay_s=settings.verify_poll_seconds,
+        )
+        self.s.checkpoint("enqueue:verify")
+        return Outcome("waiting", f"verification scheduled until {until:%H:%M:%S}Z")
+
+    def _reenable(self, step: Step) -> None:
+        """An export the healer disabled is enabled again before anything else happens."""
+        target = step.target
+        if target is None:
+            return
+        step.run.journal("reenable", "intent")
+        self.s.iotc.set_enabled(target.app, target.export_id, True)
+        self.s.store.update(target.key, lambda st: _set(st, pending_enable=False))
+        step.run.journal("reenable", "done")
+
+    def _verify(self, step: Step) -> Outcome:
+        settings, now, msg, target = self.s.settings, self.s.clock(), step.msg, step.target
+        assert target is not None
+        journal = self.s.store.read_journal(target.key, msg.run_id)
+        changes = [
+            r for r in journal if r["Status"] == "done" and (r["Step"] == "add" or r["Step"].startswith("readd-"))
+        ]
+        listed = bool(changes) and all(r["Data"].get("listed") for r in changes)
+        action_at = msg.action_at or now
+        result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
+        step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
+        if result.healed:
+            state = self.s.store.load(target.key)
+            for follow_up in self.follow_ups:
+                taken = follow_up.after_healed(step, state)
+                if taken is not None:
+                    return taken
+            cooldown = now + timedelta(seconds=settings.cooldown_seconds)
+            step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown))
+            return self.history(step, Outcome("healed", result.detail))
+        if msg.verify_until and now < msg.verify_until:
+            step.run.renew(extra_s=settings.verify_poll_seconds)
+            self.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
+            self.s.checkpoint("enqueue:verify-again")
+            return Outcome("waiting", f"not yet: {result.detail}")
+        window = now - timedelta(seconds=settings.attempt_window_seconds)
+
+        def failed(state: TargetState) -> None:
+            state.attempts = [a for a in state.attempts if a > window] + [now]
+            state.last_outcome = "not-healed"
+            if len(state.attempts) >= settings.max_attempts:
+                _escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
+
+        state = step.run.finish(failed)
+        if state.escalated:
+            return self.history(step, Outcome("escalated", state.escalation_reason))
+        retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
+        self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
+        return self.history(step, Outcome("not-healed", f"{result.detail}; retry scheduled"))
+
+    # ------------------------------------------------------------------ history
+
+    def history(self, step: Step, outcome: Outcome, plan: Plan | None = None) -> Outcome:
+        msg = step.msg
+        record: dict[str, JournalValue] = {
+            "Target": str(step.target) if step.target else step.key,
+            "Trigger": msg.trigger,
+            "CorrelationId": msg.correlation_id,
+            "Mode": self.s.settings.mode,
+            "Outcome": outcome.status,
+            "Detail": outcome.detail[:8000],
+        }
+        if plan is not None:
+            record["Diagnosis"] = str(plan.diagnosis.kind)
+            record["Summary"] = plan.diagnosis.summary[:2000]
+            record["Actions"] = [a.to_dict() for a in plan.actions]
+            record["Notes"] = list(plan.diagnosis.notes)
+        self.s.store.append_history(step.key, msg.run_id, record, self.s.clock())
+        log.info("remediation %s %s: %s (%s)", step.key, msg.run_id, outcome.status, outcome.detail)
+        return outcome
+
+
+def _set(state: TargetState, **fields: object) -> None:
+    for name, value in fields.items():
+        setattr(state, name, value)
+
+
+def _escalate(state: TargetState, reason: str, diagnosis: str = "") -> None:
+    state.escalated = True
+    state.escalation_reason = reason[:1000]
+    state.last_outcome = "escalated"
+    if diagnosis:
+        state.last_diagnosis = diagnosis

@@ -1,0 +1,149 @@
+"""Remedy: refresh a stale principal (planned → snapshotted → dropped → re-adding → verifying).
+
+Rule 1: never drop what cannot be put back. The exact snapshot (role, FQN, notes), with the
+cluster and database, is stored in the target's state before the first drop; the re-add works
+from that record alone. The wait is a delayed queue message, never a sleep.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import ClassVar
+
+from shared.diagnosis import healer_is_admin
+from shared.kusto import AdxError
+from shared.plan import Action, Plan
+from shared.principals import Assignment
+from shared.runs.base import PLANNED, Outcome, Services
+from shared.runs.fencing import Run
+from shared.runs.reading import Reading
+from shared.runs.remedy import Step, holds
+from shared.storage import Dropped, PendingReadd, TargetState
+
+log = logging.getLogger(__name__)
+SNAPSHOTTED = "snapshotted"
+DROPPED = "dropped"
+READDING = "re-adding"
+
+
+class ReaddBlocked(Exception):
+    """The re-add cannot be done now; the text is the reason people are told."""
+
+
+class Refresh:
+    action: ClassVar[str] = "refresh"
+    phases: ClassVar[tuple[str, ...]] = (SNAPSHOTTED, DROPPED, READDING)
+    steps: ClassVar[tuple[str, ...]] = ("readd",)
+
+    def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
+        services, target = step.healer.s, reading.target
+        if not healer_is_admin(reading.adx.healer_roles):  # rule 1: never drop what cannot be put back
+            raise RuntimeError("refusing to drop: the healer is not Database Admin")
+        now = services.clock()
+        pending = PendingReadd(
+            run_id=step.run.run_id,
+            cluster_url=target.cluster_url,
+            database=target.database,
+            principal=action.snapshot[0].fqn,
+            snapshot=tuple(Dropped(role=a.role, fqn=a.fqn, notes=a.notes) for a in action.snapshot),
+            dropped_at=now,
+            due=now + timedelta(seconds=services.settings.refresh_wait_seconds),
+            correlation_id=step.msg.correlation_id,
+            trigger=step.msg.trigger,
+        )
+        step.run.journal("snapshot", "done", snapshot=[d.model_dump() for d in pending.snapshot])
+        kind = str(plan.diagnosis.kind)
+
+        def keep(state: TargetState) -> None:
+            state.pending_readd, state.last_diagnosis = pending, kind
+
+        step.run.transition({PLANNED}, SNAPSHOTTED, keep)
+        return self._drop(step, pending, reading.adx.database_principals, plan)
+
+    def _drop(self, step: Step, pending: PendingReadd, listing: list[Assignment] | None, plan: Plan | None) -> Outcome:
+        services = step.healer.s
+        kusto = services.kusto(pending.cluster_url)
+        for item in pending.snapshot:
+
+            def drop(item: Dropped = item, current: list[Assignment] | None = listing) -> list[Assignment]:
+                # set_role reads first when given no listing: a drop that landed is not sent again.
+                return kusto.set_role(pending.database, item.role, item.fqn, present=False, current=current)
+
+            listing = step.run.effect(
+                f"drop-{item.role}",
+                drop,
+                lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
+                **item.model_dump(),
+            )
+        step.run.transition({SNAPSHOTTED}, DROPPED, lease_until=pending.due)
+        self._send_readd(step, pending)
+        roles = ", ".join(i.role for i in pending.snapshot)
+        detail = f"dropped {roles} of {pending.principal}; re-add due {pending.due:%H:%M:%S}Z"
+        return step.healer.history(step, Outcome("waiting", detail, plan), plan)
+
+    @staticmethod
+    def _send_readd(step: Step, pending: PendingReadd) -> None:
+        services = step.healer.s
+        delay = max(0.0, (pending.due - services.clock()).total_seconds())
+        services.queue.send(step.msg.next("readd", action_at=pending.dropped_at).to_json(), delay_s=delay)
+        services.checkpoint("enqueue:readd")
+
+    def resume(self, step: Step, state: TargetState) -> Outcome:
+        pending = state.pending_readd
+        if pending is None:  # cannot happen: the phases of a refresh keep the record until re-added
+            raise RuntimeError(f"{step.key}: phase {state.phase} without a pending re-add")
+        if state.phase == SNAPSHOTTED:
+            return self._drop(step, pending, None, None)
+        if state.phase == DROPPED and step.msg.step != "readd" and step.healer.s.clock() < pending.due:
+            self._send_readd(step, pending)  # the delivery that died may not have sent it
+            return Outcome("waiting", f"re-add due {pending.due:%H:%M:%S}Z")
+        return step.healer.finish_readd(step, pending)
+
+
+def readd(services: Services, run: Run, pending: PendingReadd) -> None:
+    """Re-add the snapshot exactly, from the pending record alone; ReaddBlocked with the reason
+    people are told when it cannot be done (the record is kept and the sweep tries again)."""
+    # Any phase: while the record exists, putting the principal back is always right.
+    run.transition(None, READDING)
+    kusto = services.kusto(pending.cluster_url)
+    missing = []
+    for item in pending.snapshot:
+
+        def add(item: Dropped = item) -> list[Assignment]:
+            return kusto.set_role(pending.database, item.role, item.fqn, present=True, notes=item.notes or None)
+
+        try:
+            listing = run.effect(
+                f"readd-{item.role}",
+                add,
+                lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
+                **item.model_dump(),
+            )
+        except AdxError as exc:
+            if exc.forbidden:
+                raise ReaddBlocked(
+                    f"re-add pending: the healer is not Database Admin on {pending.database} "
+                    f"({item.role} of {item.fqn} is dropped)"
+                ) from exc
+            if not exc.transient:
+                raise ReaddBlocked(f"re-add pending: {pending.database} refused it: {exc}") from exc
+            raise
+        if not holds(listing, item.role, item.fqn):
+            missing.append(item.role)
+    if missing:
+        raise ReaddBlocked(f"re-add pending: {', '.join(missing)} of {pending.principal} not listed after the re-add")
+
+
+def escalate_blocked(services: Services, key: str, holder: str, reason: str) -> None:
+    """Tell people at once; keep the record (the sweep keeps trying); let go of the lease."""
+
+    def apply(state: TargetState) -> None:
+        state.escalated = True
+        state.escalation_reason = reason[:1000]
+        state.last_outcome = "escalated"
+        if state.lease_owner == holder:
+            state.lease_owner, state.lease_until = "", None
+
+    services.store.update(key, apply)
+    log.error("%s: %s", key, reason)

@@ -1,0 +1,64 @@
+"""What a remedy is. Each remedy is one module: the plan action it carries out, the phases it
+owns, the queue steps it answers, and how it begins and resumes. The machine knows remedies only
+through this interface (`shared/runs/machine.py` lists them), so a new one is a new module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from shared.messages import RemediationMessage
+from shared.plan import Action, Plan
+from shared.principals import Assignment
+from shared.runs.base import Outcome
+from shared.runs.fencing import Run
+from shared.runs.reading import Reading
+from shared.storage import TargetState
+from shared.targets import Target
+
+if TYPE_CHECKING:
+    from shared.runs.machine import Healer
+
+
+@dataclass
+class Step:
+    """One invocation's view of a run: the machine, the run's fenced hands, its target, its message."""
+
+    healer: Healer
+    run: Run
+    target: Target | None  # None: a run whose target left the configuration (only a re-add may go on)
+    msg: RemediationMessage
+
+    @property
+    def key(self) -> str:
+        return self.run.key
+
+
+class Remedy(Protocol):
+    action: ClassVar[str]  # the plan action it carries out (Action.kind)
+    phases: ClassVar[tuple[str, ...]]  # the run phases it owns, in order
+    steps: ClassVar[tuple[str, ...]]  # queue message steps it sends (they come back to `resume`)
+
+    def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
+        """Act on a fresh plan; the run is in phase `planned` and holds the lease."""
+
+    def resume(self, step: Step, state: TargetState) -> Outcome:
+        """A message of this run found it in one of `phases`: carry on from there, never re-plan."""
+
+
+class FollowUp(Protocol):
+    """A phase after verification (for example a backfill of the rows missed while broken)."""
+
+    phases: ClassVar[tuple[str, ...]]
+    steps: ClassVar[tuple[str, ...]]
+
+    def after_healed(self, step: Step, state: TargetState) -> Outcome | None:
+        """Called once verification healed the target, before the run ends. An outcome means the
+        follow-up took over (it moved the phase on and ends the run itself); None, nothing to do."""
+
+    def resume(self, step: Step, state: TargetState) -> Outcome:
+        """A message of this run found it in one of `phases`."""
+
+
+def holds(listing: list[Assignment], role: str, fqn: str) -> bool:
+    return any(a.scope == "database" and a.role == role and a.fqn.lower() == fqn.lower() for a in listing)

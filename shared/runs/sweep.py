@@ -1,0 +1,89 @@
+"""The recovery sweep: the first thing every timer run does. It re-adds every dropped principal
+whose re-add is overdue, from the state record alone (configured, discovered or since removed),
+and re-enables exports the healer left disabled. Each target is isolated: one that fails is
+escalated with the reason and retried next time, and never stops the others."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from shared.messages import RemediationMessage
+from shared.runs.base import Services
+from shared.runs.fencing import Run
+from shared.runs.machine import Healer
+from shared.runs.refresh import escalate_blocked
+from shared.runs.remedy import Step
+from shared.storage import PendingReadd, TargetState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    overdue: list[str] = field(default_factory=list)
+
+
+def overdue(state: TargetState, now: datetime, grace_s: float) -> bool:
+    pending = state.pending_readd
+    return pending is not None and now >= pending.due + timedelta(seconds=grace_s)
+
+
+def overdue_readds(services: Services, states: list[TargetState] | None = None) -> list[str]:
+    """Targets whose dropped principal is past its re-add time plus the grace (for /api/health)."""
+    now, grace = services.clock(), services.settings.sweep_grace_seconds
+    return [s.key for s in (services.store.all_states() if states is None else states) if overdue(s, now, grace)]
+
+
+def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepReport:
+    services = healer.s
+    report = SweepReport()
+    now, grace = services.clock(), services.settings.sweep_grace_seconds
+    for state in services.store.all_states() if states is None else states:
+        try:
+            if state.pending_readd is not None and overdue(state, now, grace):
+                report.overdue.append(state.key)
+                log.error(
+                    "%s: re-add of run %s overdue since %s; the sweep re-adds it",
+                    state.key,
+                    state.pending_readd.run_id,
+                    state.pending_readd.due.isoformat(),
+                )
+                report.done.extend(_readd(healer, state, state.pending_readd))
+            if state.pending_enable and not state.leased(now):
+                target = healer.known(state.key, state)
+                if target is not None:
+                    services.iotc.set_enabled(target.app, target.export_id, True)
+                    services.store.update(state.key, lambda st: setattr(st, "pending_enable", False))
+                    report.done.append(f"{state.key}: re-enabled the export")
+        except Exception as exc:  # one target's failure never stops the sweep of the others
+            log.exception("sweep of %s failed", state.key)
+            report.errors.append(f"{state.key}: {type(exc).__name__}: {exc}"[:500])
+            if state.pending_readd is not None:
+                try:
+                    reason = f"re-add pending: {type(exc).__name__}: {exc}"
+                    escalate_blocked(services, state.key, state.pending_readd.run_id, reason)
+                except Exception:
+                    log.exception("could not escalate %s", state.key)
+    return report
+
+
+def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
+    msg = RemediationMessage(
+        target=state.key,
+        run_id=pending.run_id,
+        step="readd",
+        trigger="sweep",
+        reason="recovery sweep: re-add overdue",
+        correlation_id=pending.correlation_id,
+    )
+    step = Step(healer, Run(healer.s, state.key, pending.run_id), healer.known(state.key, state), msg)
+    if step.run.acquire(exclusive=True) is None:
+        return []  # the run itself is re-adding right now
+    outcome = healer.finish_readd(step, pending, verb="recovery sweep: re-added overdue")
+    if outcome.status == "escalated":
+        return [f"{state.key}: {outcome.detail}"]
+    return [f"{state.key}: re-added overdue snapshot of run {pending.run_id}"]
