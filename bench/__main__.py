@@ -116,19 +116,17 @@ def refresh(wait_s: int) -> dict[str, float]:
             world.start()
             world.add_app("contoso")
             world.start_exporter(0.5)
-            os.environ.update(
-                app_settings(
-                    world,
-                    azurite,
-                    HEALER_REFRESH_WAIT_SECONDS=wait_s,
-                    HEALER_VERIFY_POLL_SECONDS=2,
-                    HEALER_LEASE_SECONDS=60,
-                    HEALER_SWEEP_GRACE_SECONDS=60,
-                )
+            settings = app_settings(
+                world,
+                azurite,
+                HEALER_REFRESH_WAIT_SECONDS=wait_s,
+                HEALER_VERIFY_POLL_SECONDS=2,
+                HEALER_LEASE_SECONDS=60,
+                HEALER_SWEEP_GRACE_SECONDS=60,
             )
             entrypoints.reset()
             _until(lambda: world.iotc.apps["contoso"].exports["export-1"].get("status") == "healthy", 20)
-            with Runner(http_port=0, timer_interval_s=1.0, retry_delay_s=2) as runner:
+            with Runner(app_settings=settings, http_port=0, timer_interval_s=1.0, retry_delay_s=2) as runner:
                 _until(lambda: runner.stats.invocations.get("detect", 0) >= 1, 20)
                 runner.pause_timer()
                 world.inject("stale-permission", "contoso")

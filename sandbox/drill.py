@@ -155,25 +155,25 @@ class Drill:
                     table = "".join(p.title() for p in scenario.app.split("-")) + "Telemetry"
                     world.add_app(scenario.app, database=scenario.database, table=table)
                 world.start_exporter(interval_s=0.25)
-                os.environ.update(
-                    app_settings(
-                        world,
-                        azurite,
-                        HEALER_REFRESH_WAIT_SECONDS=2,
-                        HEALER_VERIFY_POLL_SECONDS=1,
-                        HEALER_VERIFY_DEADLINE_SECONDS=20,
-                        HEALER_COOLDOWN_SECONDS=300,
-                        HEALER_LEASE_SECONDS=60,
-                        HEALER_SWEEP_GRACE_SECONDS=30,
-                        HEALER_KUSTO_RETRY_BUDGET_SECONDS=30,
-                        HEALER_MAX_REMEDIATIONS_PER_CYCLE=5,
-                    )
+                settings = app_settings(
+                    world,
+                    azurite,
+                    HEALER_REFRESH_WAIT_SECONDS=2,
+                    HEALER_VERIFY_POLL_SECONDS=1,
+                    HEALER_VERIFY_DEADLINE_SECONDS=20,
+                    HEALER_COOLDOWN_SECONDS=300,
+                    HEALER_LEASE_SECONDS=60,
+                    HEALER_SWEEP_GRACE_SECONDS=30,
+                    HEALER_KUSTO_RETRY_BUDGET_SECONDS=30,
+                    HEALER_MAX_REMEDIATIONS_PER_CYCLE=5,
                 )
                 from shared import entrypoints
 
                 entrypoints.reset()
                 with (
-                    Runner(http_port=0, timer_interval_s=1.0, retry_delay_s=1, instances=2) as runner,
+                    Runner(
+                        app_settings=settings, http_port=0, timer_interval_s=1.0, retry_delay_s=1, instances=2
+                    ) as runner,
                     Live(self.table(), console=self.console, refresh_per_second=4, transient=False) as live,
                 ):
                     for scenario, result in zip(self.scenarios, self.results, strict=True):
@@ -200,7 +200,7 @@ class Drill:
             result.outcome, result.detail = "not-started", "the export never became healthy"
             return
         if scenario.name == "observe-mode":
-            os.environ["HEALER_MODE"] = "observe"
+            runner.set_app_setting("HEALER_MODE", "observe")
             entrypoints.reset()
         healer = entrypoints.context().healer
         if scenario.name == "crash-after-drop":
@@ -269,7 +269,7 @@ class Drill:
         world.faults.clear_transport()
         runner.timer_paused.clear()
         if scenario.name == "observe-mode":
-            os.environ["HEALER_MODE"] = "enforce"
+            runner.set_app_setting("HEALER_MODE", "enforce")
             entrypoints.reset()
         if result.outcome in ("escalated", "planned"):
             world.clear(str(scenario.fault), scenario.app)  # people fix what the healer escalated

@@ -35,9 +35,11 @@ def targets_for(world: World) -> list[dict[str, Any]]:
 
 
 def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, str]:
-    """Environment variables as the Function App would have them, aimed at the sandbox."""
+    """Every app setting the Function App needs (as in the Bicep), aimed at the sandbox: the runner
+    takes these and nothing from its own environment."""
     endpoints = world.endpoints()
     values: dict[str, Any] = {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
         "HEALER_MODE": "enforce",
         "HEALER_TARGETS": json.dumps(targets_for(world)),
         "HEALER_IOTC_BASE_URL": endpoints["iotcentral_base_url"],
@@ -45,6 +47,7 @@ def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, 
         "HEALER_LOG_ANALYTICS_ENDPOINT": endpoints["loganalytics_endpoint"],
         "HEALER_LOG_ANALYTICS_WORKSPACE_ID": endpoints["loganalytics_workspace_id"],
         "HEALER_TIMER_SCHEDULE": "*/5 * * * * *",
+        "HEALER_QUEUE_NAME": "healer-remediations",
         "AzureWebJobsStorage": azurite.connection_string,
         **world.identity_env(),
     }

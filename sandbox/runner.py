@@ -22,9 +22,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,13 @@ from sandbox.httpserver import ServiceServer, json_response
 log = logging.getLogger("sandbox.runner")
 ROOT = Path(__file__).resolve().parent.parent
 _FUNCTIONS: dict[str, list[Any]] = {}
-_ENV_DEFAULTS = {"HEALER_TIMER_SCHEDULE": "0 */5 * * * *", "HEALER_QUEUE_NAME": "healer-remediations"}
+_EXPRESSION = re.compile(r"%([^%]+)%")
+# Connections that non-HTTP triggers need; Core Tools refuses to start them without one.
+_STORAGE = "AzureWebJobsStorage"
+
+
+class FunctionIndexError(Exception):
+    """A function the host would refuse to index (and so never run)."""
 
 
 def load_functions(module: str = "function_app") -> list[Any]:
@@ -46,65 +52,54 @@ def load_functions(module: str = "function_app") -> list[Any]:
     return _FUNCTIONS[module]
 
 
-def resolve(value: str) -> str:
-    """Binding expressions like `%HEALER_QUEUE_NAME%` come from app settings."""
+def load_local_settings(path: Path) -> dict[str, str]:
+    """The `Values` of a local.settings.json, as Core Tools reads them (every value a string)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read local settings: {exc}") from exc
+    values = document.get("Values") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: 'Values' must be an object of app settings")
+    if document.get("IsEncrypted"):
+        raise ValueError(f"{path}: IsEncrypted=true is not supported here")
+    bad = sorted(k for k, v in values.items() if not isinstance(v, str))
+    if bad:
+        raise ValueError(f"{path}: app settings are strings; {', '.join(bad)} is not")
+    return dict(values)
+
+
+def resolve(value: str, settings: Mapping[str, str], function_name: str = "") -> str:
+    """A binding expression like `%HEALER_QUEUE_NAME%`, from app settings only (no default).
+
+    The host refuses to index a function whose expression does not resolve, with
+    "The 'NAME' function is in error: '%SETTING%' does not resolve to a value." (WebJobs SDK
+    name resolution); the same text is raised here.
+    """
 
     def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
-        found = os.environ.get(name, _ENV_DEFAULTS.get(name))
+        found = settings.get(name)
         if found is None:
-            raise KeyError(f"app setting {name} is not set (used by a trigger binding)")
+            raise FunctionIndexError(
+                f"The '{function_name}' function is in error: '%{name}%' does not resolve to a value."
+            )
         return found
 
-    return re.sub(r"%([A-Za-z0-9_]+)%", lookup, value)
+    return _EXPRESSION.sub(lookup, value)
 
 
 # ---------------------------------------------------------------------- NCRONTAB
 
 
-def _field(spec: str, low: int, high: int) -> set[int]:
-    values: set[int] = set()
-    for item in spec.split(","):
-        part, _, step_text = item.partition("/")
-        step = int(step_text) if step_text else 1
-        if part == "*":
-            start, end = low, high
-        elif "-" in part:
-            start, end = (int(x) for x in part.split("-", 1))
-        else:
-            start = end = int(part)
-        if not (low <= start <= high and low <= end <= high and step > 0):
-            raise ValueError(f"NCRONTAB field {spec!r} is out of range {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return values
-
-
 def next_fire(expression: str, after: datetime) -> datetime:
     """The next time a six-field NCRONTAB expression (second minute hour day month weekday) fires."""
-    parts = expression.split()
-    if len(parts) != 6:
-        raise ValueError(f"NCRONTAB needs six fields, got {expression!r}")
-    sec, minute, hour, day, month, weekday = (
-        _field(parts[0], 0, 59),
-        _field(parts[1], 0, 59),
-        _field(parts[2], 0, 23),
-        _field(parts[3], 1, 31),
-        _field(parts[4], 1, 12),
-        _field(parts[5], 0, 6),
-    )
-    moment = after.replace(microsecond=0) + timedelta(seconds=1)
-    for _ in range(3 * 24 * 3600):
-        if (
-            moment.month in month
-            and moment.day in day
-            and (moment.isoweekday() % 7) in weekday
-            and moment.hour in hour
-            and moment.minute in minute
-            and moment.second in sec
-        ):
-            return moment
-        moment += timedelta(seconds=1)
-    raise ValueError(f"NCRONTAB {expression!r} does not fire within three days")
+    from croniter import croniter
+
+    if len(expression.split()) != 6 or not croniter.is_valid(expression, second_at_beginning=True):
+        raise ValueError(f"NCRONTAB needs six valid fields (second minute hour day month weekday), got {expression!r}")
+    fire: datetime = croniter(expression, after, second_at_beginning=True).get_next(datetime)
+    return fire
 
 
 # ---------------------------------------------------------------------- the runner
@@ -130,6 +125,8 @@ class Runner:
     def __init__(
         self,
         *,
+        app_settings: Mapping[str, str] | None = None,
+        settings_file: Path | None = None,
         key: str | None = None,
         http_port: int = 7071,
         instances: int = 1,
@@ -138,6 +135,16 @@ class Runner:
         poll_interval_s: float = 0.2,
         processing_visibility_s: int = 120,
     ) -> None:
+        """App settings come from `app_settings` or a local.settings.json (`settings_file`), never
+        from this process's environment: the host knows only its app settings."""
+        if (app_settings is None) == (settings_file is None):
+            raise ValueError("pass exactly one of app_settings (a dict) or settings_file (a local.settings.json)")
+        self.settings: dict[str, str] = (
+            dict(app_settings) if app_settings is not None else load_local_settings(settings_file)  # type: ignore[arg-type]
+        )
+        bad = sorted(k for k, v in self.settings.items() if not isinstance(v, str))
+        if bad:
+            raise ValueError(f"app settings are strings; {', '.join(bad)} is not")
         host = json.loads((ROOT / "host.json").read_text())
         queues = host.get("extensions", {}).get("queues", {})
         self.max_dequeue = int(queues.get("maxDequeueCount", 5))
@@ -154,15 +161,60 @@ class Runner:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: ServiceServer | None = None
-        self.functions = load_functions()
+        self._saved_env: dict[str, str] | None = None
+        # Indexing as the host does it: a function whose bindings do not resolve is left out
+        # (and reported), the others run.
+        self.errors: dict[str, str] = {}
+        self.functions: list[Any] = []
+        self.bindings: dict[str, dict[str, Any]] = {}
+        for function in load_functions():
+            name = function.get_function_name()
+            try:
+                self.bindings[name] = self._index(function)
+            except FunctionIndexError as exc:
+                self.errors[name] = str(exc)
+                log.error("%s", exc)
+                continue
+            self.functions.append(function)
         self.timers = [f for f in self.functions if _trigger_type(f) == "timerTrigger"]
         self.queues = [f for f in self.functions if _trigger_type(f) == "queueTrigger"]
         self.routes = {
-            (str(_binding(f)["route"]).lower(), str(m.value if hasattr(m, "value") else m).upper()): f
+            (str(self.bindings[f.get_function_name()]["route"]).lower(), str(getattr(m, "value", m)).upper()): f
             for f in self.functions
             if _trigger_type(f) == "httpTrigger"
-            for m in _binding(f)["methods"]
+            for m in self.bindings[f.get_function_name()]["methods"]
         }
+
+    def _index(self, function: Any) -> dict[str, Any]:
+        """The trigger binding with every `%NAME%` resolved, or FunctionIndexError as the host says it."""
+        name = function.get_function_name()
+        trigger = _trigger_type(function)
+        for binding in function.get_bindings():
+            for value in binding.get_dict_repr().values():
+                if isinstance(value, str):
+                    resolve(value, self.settings, name)
+        resolved = {
+            k: resolve(v, self.settings, name) if isinstance(v, str) else v for k, v in _binding(function).items()
+        }
+        if trigger in ("timerTrigger", "queueTrigger"):
+            connection = str(resolved.get("connection") or _STORAGE)
+            if not any(k == connection or k.startswith(f"{connection}__") for k in self.settings):
+                raise FunctionIndexError(
+                    f"The '{name}' function is in error: Missing value for {connection} in the app settings. "
+                    "This is required for all triggers other than httptrigger."
+                )
+        if trigger == "timerTrigger" and self.timer_interval_s is None:
+            try:
+                next_fire(str(resolved["schedule"]), datetime.now(UTC))
+            except ValueError as exc:
+                raise FunctionIndexError(f"The '{name}' function is in error: {exc}") from exc
+        return resolved
+
+    def set_app_setting(self, name: str, value: str) -> None:
+        """Change one app setting (in Azure this restarts the app; the caller drops cached state)."""
+        self.settings[name] = value
+        if self._saved_env is not None:
+            os.environ[name] = value
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -172,6 +224,9 @@ class Runner:
         return self._server.url
 
     def start(self) -> Runner:
+        # The worker sees the app settings as environment variables, as in Azure.
+        self._saved_env = dict(os.environ)
+        os.environ.update(self.settings)
         self._stop.clear()
         self._server = ServiceServer("functions", self._http, None, self.http_port).start()
         for function in self.timers:
@@ -189,6 +244,10 @@ class Runner:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._saved_env is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_env)
+            self._saved_env = None
 
     def __enter__(self) -> Runner:
         return self.start()
@@ -231,7 +290,7 @@ class Runner:
     def _timer_loop(self, function: Any) -> None:
         from azure.functions import timer
 
-        schedule = resolve(str(_binding(function)["schedule"]))
+        schedule = str(self.bindings[function.get_function_name()]["schedule"])
         while not self._stop.is_set():
             if self.timer_interval_s is not None:
                 wait = self.timer_interval_s
@@ -256,13 +315,13 @@ class Runner:
         from shared.storage import queue_client
 
         # The host's own connection setting, base64 messages as host.json says.
-        return queue_client(name, os.environ["AzureWebJobsStorage"])  # noqa: SIM112
+        return queue_client(name, self.settings[_STORAGE])
 
     def _queue_loop(self, function: Any) -> None:
         import azure.functions.queue as fq
         from azure.core.exceptions import AzureError, ResourceExistsError
 
-        name = resolve(str(_binding(function)["queueName"]))
+        name = str(self.bindings[function.get_function_name()]["queueName"])
         queue, poison = self._queue_client(name), self._queue_client(f"{name}-poison")
         for client in (queue, poison):
             with contextlib.suppress(ResourceExistsError):
@@ -312,7 +371,7 @@ class Runner:
             known = any(r == route for r, _ in self.routes)
             status, code = (405, "MethodNotAllowed") if known else (404, "NotFound")
             return json_response({"error": {"code": code, "message": f"{request.method} {path}"}}, status)
-        level = _binding(function).get("authLevel")
+        level = self.bindings[function.get_function_name()].get("authLevel")
         level_text = str(getattr(level, "value", level or "function")).lower()
         supplied = request.headers.get("x-functions-key") or request.args.get("code")
         if level_text != "anonymous" and not (supplied and secrets.compare_digest(supplied, self.key)):

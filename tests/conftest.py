@@ -57,7 +57,7 @@ def healer_setup(world: World, azurite: Azurite) -> Iterator[Any]:
 
 
 @pytest.fixture
-def app(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[World, Any]]:
+def app(world: World, azurite: Azurite) -> Iterator[tuple[World, Any]]:
     """(world, runner): the Function App on the local runner (timer idle), aimed at this sandbox."""
     import uuid
 
@@ -75,11 +75,9 @@ def app(world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iter
         HEALER_VERIFY_POLL_SECONDS=1,
         HEALER_COOLDOWN_SECONDS=0,
     )
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     entrypoints.reset()
     world.start_exporter(interval_s=0.2)
-    runner = Runner(http_port=0, timer_interval_s=3600, retry_delay_s=1, instances=2).start()
+    runner = Runner(app_settings=env, http_port=0, timer_interval_s=3600, retry_delay_s=1, instances=2).start()
     try:
         yield world, runner
     finally:

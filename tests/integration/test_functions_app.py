@@ -279,12 +279,12 @@ def test_detection_classifies_every_sandbox_fault(app: tuple[World, Runner], fau
     assert report["enqueued"] == [CONTOSO]
 
 
-def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner]) -> None:
     world, runner = app
     runner.pause_timer()
     apps = [{"app": name, "iotc_resource_id": world.iotc.apps[name].arm_id} for name in ("contoso", "fabrikam")]
-    monkeypatch.setenv("HEALER_TARGETS", "[]")
-    monkeypatch.setenv("HEALER_APPS", json.dumps(apps))
+    runner.set_app_setting("HEALER_TARGETS", "[]")
+    runner.set_app_setting("HEALER_APPS", json.dumps(apps))
     entrypoints.reset()
     world.inject("principal-removed", "contoso")
     wait_until(lambda: broken(world), 10, "the break")
@@ -295,12 +295,10 @@ def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner], m
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
 
 
-def test_a_message_that_keeps_failing_goes_to_the_poison_queue(
-    app: tuple[World, Runner], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_message_that_keeps_failing_goes_to_the_poison_queue(app: tuple[World, Runner]) -> None:
     world, runner = app
     runner.pause_timer()
-    monkeypatch.setenv("HEALER_KUSTO_RETRY_BUDGET_SECONDS", "0.5")
+    runner.set_app_setting("HEALER_KUSTO_RETRY_BUDGET_SECONDS", "0.5")
     entrypoints.reset()
     services = entrypoints.context().healer.s
     world.set_transport("kusto", error_rate=1.0)  # ADX answers 503 to everything
