@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from sandbox.azurite import ACCOUNT_KEY, Azurite
-from sandbox.healer_config import app_settings
+from sandbox.healer_config import ALERT_AUDIENCE, app_settings
 from sandbox.runner import Runner
 from sandbox.waiting import wait_for
 from sandbox.world import World
@@ -221,7 +221,8 @@ class Drill:
             started = time.monotonic()
             response = requests.post(
                 f"{runner.url}/api/alerts",
-                headers={"x-functions-key": runner.key},
+                # What an action group's secure webhook sends: an Entra token, no function key.
+                headers={"Authorization": f"Bearer {world.directory.mint_action_group(ALERT_AUDIENCE)}"},
                 json=_alert(scenario, key),
                 timeout=10,
             )

@@ -6,7 +6,11 @@ import json
 from typing import Any
 
 from sandbox.azurite import Azurite
+from sandbox.identity import TENANT_ID
 from sandbox.world import World
+
+# The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).
+ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"
 
 
 def targets_for(world: World) -> list[dict[str, Any]]:
@@ -48,6 +52,9 @@ def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, 
         "HEALER_LOG_ANALYTICS_WORKSPACE_ID": endpoints["loganalytics_workspace_id"],
         "HEALER_TIMER_SCHEDULE": "*/5 * * * * *",
         "HEALER_QUEUE_NAME": "healer-remediations",
+        "HEALER_ALERT_AUDIENCE": ALERT_AUDIENCE,
+        "HEALER_ALERT_TENANT_ID": TENANT_ID,
+        "HEALER_ENTRA_AUTHORITY": endpoints["entra_authority"],
         "AzureWebJobsStorage": azurite.connection_string,
         **world.identity_env(),
     }

@@ -1,12 +1,14 @@
 """Entra ID stand-in: identities, signed tokens, and an App Service style managed-identity endpoint.
 
-Tokens are JWTs signed with a per-sandbox key, carrying the claims the real services read
-(`aud`, `tid`, `oid`, `appid`, `idtyp`). Each stand-in verifies signature, expiry and audience,
-so a token minted for one service is refused by another, as in Azure.
+Tokens are JWTs signed RS256 with a per-sandbox key whose public half is published as a JWKS
+(`/{tenant}/discovery/v2.0/keys`, as login.microsoftonline.com does), carrying the claims the real
+services read (`aud`, `iss`, `tid`, `oid`, `appid`, `idtyp`, `roles`). Each stand-in verifies
+signature, expiry and audience, so a token minted for one service is refused by another, as in Azure.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -14,6 +16,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from werkzeug.wrappers import Request, Response
 
 from sandbox.httpserver import json_response
@@ -24,6 +27,10 @@ LOGANALYTICS_AUDIENCE = "https://api.loganalytics.io"
 ARM_AUDIENCE = "https://management.azure.com"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 TOKEN_LIFETIME_S = 3600
+# The first-party application that sends an action group's secure webhook, and the app role it
+# must hold on the receiving application (Microsoft: "Action groups", secure webhook script).
+ACTION_GROUPS_APP_ID = "461e8683-5575-4561-ac7f-899cc907d62a"
+ACTION_GROUPS_ROLE = "ActionGroupsSecureWebhook"
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,10 @@ class Directory:
     """Identities and the key that signs their tokens."""
 
     def __init__(self) -> None:
-        self._key = secrets.token_bytes(32)
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_id = secrets.token_hex(8)
+        # The action groups' service principal as this tenant knows it (its object id is per tenant).
+        self.action_groups_object_id = str(uuid.uuid4())
         self._lock = threading.Lock()
         self._by_name: dict[str, Identity] = {}
         self.identity_header = secrets.token_hex(16)
@@ -104,7 +114,46 @@ class Directory:
             "idtyp": "app",
             "name": identity.name,
         }
-        return jwt.encode(claims, self._key, algorithm="HS256")
+        return self._sign(claims)
+
+    def mint_action_group(
+        self,
+        audience: str,
+        *,
+        tenant_id: str = TENANT_ID,
+        roles: tuple[str, ...] = (ACTION_GROUPS_ROLE,),
+        **extra: object,
+    ) -> str:
+        """The token an action group's secure webhook carries: a v1 app-only token from the
+        first-party action groups application for the receiver's application (`aud` = its
+        identifier URI), with the app role assigned to it. `extra` overrides claims (tests)."""
+        now = int(time.time())
+        claims: dict[str, object] = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant_id}/",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + TOKEN_LIFETIME_S,
+            "tid": tenant_id,
+            "appid": ACTION_GROUPS_APP_ID,
+            "appidacr": "2",
+            "idtyp": "app",
+            "oid": self.action_groups_object_id,
+            "sub": self.action_groups_object_id,
+            "roles": list(roles),
+            "ver": "1.0",
+        }
+        claims.update(extra)
+        return self._sign(claims)
+
+    def _sign(self, claims: dict[str, object]) -> str:
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def jwks(self) -> dict[str, object]:
+        """The signing keys as Entra publishes them (`{"keys": [JWK…]}`)."""
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
+        jwk.update({"kid": self.key_id, "use": "sig", "alg": "RS256"})
+        return {"keys": [jwk]}
 
     def authenticate(self, request: Request, audiences: tuple[str, ...]) -> Identity:
         """The caller's identity from its bearer token, or AuthError (401) as the service would."""
@@ -114,7 +163,11 @@ class Directory:
             raise AuthError(401, "Unauthorized", "A bearer token is required.")
         try:
             claims = jwt.decode(
-                token, self._key, algorithms=["HS256"], audience=list(audiences), options={"require": ["exp"]}
+                token,
+                self._key.public_key(),
+                algorithms=["RS256"],
+                audience=list(audiences),
+                options={"require": ["exp"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise AuthError(401, "Unauthorized", "The access token has expired.") from exc
@@ -137,6 +190,8 @@ class TokenEndpoint:
         self.default_identity = default_identity
 
     def __call__(self, request: Request) -> Response:
+        if request.path.endswith("/discovery/v2.0/keys"):  # /{tenant}/discovery/v2.0/keys
+            return json_response(self.directory.jwks())
         if request.method != "GET":
             return _msi_error(405, "Only GET is supported.")
         if request.headers.get("X-IDENTITY-HEADER") != self.directory.identity_header:

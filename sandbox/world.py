@@ -129,6 +129,7 @@ class World:
             "loganalytics_endpoint": self.servers["loganalytics"].url + "/v1",
             "loganalytics_workspace_id": self.workspace.workspace_id,
             "identity_endpoint": self.servers["identity"].url + "/msi/token",
+            "entra_authority": self.servers["identity"].url,
             "control_url": self.servers["control"].url,
             "healer_client_id": self.healer.client_id,
             "healer_object_id": self.healer.object_id,

@@ -33,15 +33,25 @@ def request_remediation(
     *,
     manual: bool = False,
 ) -> Request:
-    """Enqueue a start for `target` unless it is escalated, in progress, cooling down or queued."""
+    """Enqueue a start for `target` unless it is escalated, in progress, cooling down or queued.
+    Manual requests skip the cooldown but come at most once per HEALER_MANUAL_HEAL_MIN_INTERVAL_SECONDS
+    per target, whoever holds a key."""
     now = services.clock()
     msg = new_run(target.key, trigger, correlation_id, reason[:500])
     hold = timedelta(seconds=services.settings.lease_seconds)
+    interval = timedelta(seconds=services.settings.manual_heal_min_interval_seconds)
 
     def claim(state: TargetState) -> None:
         reason = state.why_busy(now, manual=manual)
         if reason:
             raise _Skip(reason)
+        if manual:
+            if state.last_manual_at and now < state.last_manual_at + interval:
+                raise _Skip(
+                    f"a manual heal was queued at {state.last_manual_at:%H:%M:%S}Z; the next may come after "
+                    f"{state.last_manual_at + interval:%H:%M:%S}Z (HEALER_MANUAL_HEAL_MIN_INTERVAL_SECONDS)"
+                )
+            state.last_manual_at = now
         state.queued_until = now + hold
         state.queued_run = msg.run_id
 

@@ -137,7 +137,10 @@ def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
     from shared.alerts import AlertError, match_targets, parse_alert
     from shared.dispatch import request_remediation
     from shared.storage import record_alert
+    from shared.webhook_auth import check_action_group_token
 
+    # Anonymous to the host: the action group's Entra token is the only credential accepted here.
+    check_action_group_token(headers, context().healer.s.settings)
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
     try:
         alert = parse_alert(body, content_type)

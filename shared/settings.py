@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     lookback_minutes: int = Field(30, ge=1, le=10080)
     scan_concurrency: int = Field(32, ge=1, le=128)
     timer_schedule: str = Field("0 */5 * * * *", pattern=r"^(\S+\s+){5}\S+$")
+    manual_heal_min_interval_seconds: int = Field(300, ge=0, le=86400)
+    # The alert webhook's Entra token (shared/webhook_auth.py): the webhook application's
+    # identifier URI, its tenant, and where the tenant's signing keys are published.
+    alert_audience: str | None = None
+    alert_tenant_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+    entra_authority: str = "https://login.microsoftonline.com"
     iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
     arm_url: str = "https://management.azure.com"
     # Storage: the Functions host's own account. A connection string (Azurite, keys) or, with
@@ -60,6 +66,13 @@ class Settings(BaseSettings):
         if "--" in value:
             raise ValueError("queue names may not contain '--'")
         return value
+
+    @field_validator("entra_authority")
+    @classmethod
+    def _authority(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https URL")
+        return value.rstrip("/")
 
     @field_validator("iotc_base_url")
     @classmethod

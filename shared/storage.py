@@ -80,6 +80,7 @@ class TargetState:
     phase: str = ""
     phase_at: datetime | None = None
     run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
+    last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -120,6 +121,7 @@ class TargetState:
             "Phase": self.phase,
             "PhaseAt": _dt(self.phase_at),
             "RunData": json.dumps(self.run_data) if self.run_data else "",
+            "LastManualAt": _dt(self.last_manual_at),
         }
 
     @staticmethod
@@ -146,6 +148,7 @@ class TargetState:
             phase=entity.get("Phase", ""),
             phase_at=_parse_dt(entity.get("PhaseAt")),
             run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
+            last_manual_at=_parse_dt(entity.get("LastManualAt")),
             etag=etag,
         )
 

@@ -14,6 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints
@@ -34,12 +35,24 @@ def call(
     raw: bytes | None = None,
     content_type: str = "application/json",
     key: bool = True,
+    token: str | None = None,
 ) -> requests.Response:
     headers = {"Content-Type": content_type}
     if key:
         headers["x-functions-key"] = runner.key
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     return requests.request(method, f"{runner.url}/api/{route}", data=data, headers=headers, timeout=30)
+
+
+def webhook_token(world: World, **claims: Any) -> str:
+    """What an action group's secure webhook sends for the healer's webhook application."""
+    return world.directory.mint_action_group(ALERT_AUDIENCE, **claims)
+
+
+def post_alert(world: World, runner: Runner, body: Any) -> requests.Response:
+    return call(runner, "POST", "alerts", body, key=False, token=webhook_token(world))
 
 
 def broken(world: World, app: str = "contoso") -> bool:
@@ -127,8 +140,9 @@ def test_heal_body_too_large_or_not_json(app: tuple[World, Runner]) -> None:
 def test_random_bodies_never_get_a_5xx(
     app: tuple[World, Runner], route: tuple[str, str], payload: bytes, content_type: str
 ) -> None:
-    _, runner = app
-    answer = call(runner, route[0], route[1], raw=payload, content_type=content_type)
+    world, runner = app
+    token = webhook_token(world) if route[1] == "alerts" else None
+    answer = call(runner, route[0], route[1], raw=payload, content_type=content_type, token=token)
     assert answer.status_code < 500, answer.text
     assert answer.headers["Content-Type"].startswith("application/json")
 
@@ -163,16 +177,16 @@ def test_alert_fired_resolved_and_repeated(app: tuple[World, Runner]) -> None:
     wait_until(lambda: broken(world), 10, "the break")
     fired = alert("devicedata", "DeviceTelemetry", alert_id="/subscriptions/x/alerts/one")
     started = time.monotonic()
-    first = call(runner, "POST", "alerts", fired)
+    first = post_alert(world, runner, fired)
     assert time.monotonic() - started < 1.0
     assert first.status_code == 202 and first.json()["queued"] == [CONTOSO]
-    again = call(runner, "POST", "alerts", fired)
+    again = post_alert(world, runner, fired)
     assert again.status_code == 202 and again.json().get("duplicate") is True
-    resolved = call(
-        runner, "POST", "alerts", alert("devicedata", "DeviceTelemetry", "Resolved", "/subscriptions/x/alerts/one")
+    resolved = post_alert(
+        world, runner, alert("devicedata", "DeviceTelemetry", "Resolved", "/subscriptions/x/alerts/one")
     )
     assert resolved.status_code == 202 and resolved.json()["queued"] == [] and "resolved" in resolved.json()["note"]
-    nothing = call(runner, "POST", "alerts", alert("otherdb", "Other"))
+    nothing = post_alert(world, runner, alert("otherdb", "Other"))
     assert nothing.json()["targets"] == [] and "no configured" in nothing.json()["note"]
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
 
@@ -186,7 +200,7 @@ def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -
     lock = threading.Lock()
 
     def fire(n: int) -> None:
-        response = call(runner, "POST", "alerts", alert("devicedata", "DeviceTelemetry", alert_id=f"storm-{n % 150}"))
+        response = post_alert(world, runner, alert("devicedata", "DeviceTelemetry", alert_id=f"storm-{n % 150}"))
         with lock:
             answers.append(response)
 

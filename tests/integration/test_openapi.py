@@ -11,6 +11,7 @@ import requests
 from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 from openapi_spec_validator import validate
 
+from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner, load_functions
 from sandbox.world import World
 from tests.helpers import ROOT, wait_until
@@ -69,10 +70,17 @@ def test_answers_match_the_document(app: tuple[World, Runner]) -> None:
     world, runner = app
     key = {"x-functions-key": runner.key}
 
+    webhook = {"Authorization": f"Bearer {world.directory.mint_action_group(ALERT_AUDIENCE)}"}
+
     def send(method: str, route: str, body: Any = None, content_type: str = "application/json") -> None:
         data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+        credential = webhook if route == "alerts" else key
         response = requests.request(
-            method, f"{runner.url}/api/{route}", data=data, headers={**key, "Content-Type": content_type}, timeout=30
+            method,
+            f"{runner.url}/api/{route}",
+            data=data,
+            headers={**credential, "Content-Type": content_type},
+            timeout=30,
         )
         check(route, method, response)
 
@@ -94,3 +102,5 @@ def test_answers_match_the_document(app: tuple[World, Runner]) -> None:
     send("POST", "alerts", alert)  # duplicate
     send("POST", "alerts", {"schemaId": "other"})
     send("POST", "alerts", b"x" * (300 * 1024))
+    webhook = {}
+    send("POST", "alerts", alert)  # 401: no token
