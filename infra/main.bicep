@@ -7,19 +7,57 @@ targetScope = 'subscription'
 @description('azd environment name; names and tags derive from it.')
 param environmentName string
 
+// Flex Consumption runs in these regions only (the list the official azd Flex Consumption
+// samples allow; Azure-Samples/functions-quickstart-python-http-azd). azd offers only these.
 @minLength(1)
-@description('Region of the healer\'s resources.')
+@description('Region of the healer\'s resources (a Flex Consumption region).')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({ azd: { type: 'location' } })
 param location string
 
 @allowed(['observe', 'enforce'])
 @description('observe plans and records only; enforce repairs.')
 param healerMode string = 'observe'
 
-@description('HEALER_TARGETS: JSON array of targets (see README).')
-param healerTargets string = '[]'
+// Arrays, not strings: azd (>= 1.23.4, required in azure.yaml) encodes an array or object value
+// from the environment into main.parameters.json as JSON; a string parameter would take it raw.
+@description('HEALER_TARGETS: targets (see README).')
+param healerTargets array = []
 
-@description('HEALER_APPS: JSON array of IoT Central apps whose ADX destinations are discovered.')
-param healerApps string = '[]'
+@description('HEALER_APPS: IoT Central apps whose ADX destinations are discovered.')
+param healerApps array = []
 
 @description('NCRONTAB (six fields, UTC) of the detection timer.')
 param timerSchedule string = '0 */5 * * * *'
@@ -46,7 +84,7 @@ param enableAdxDiagnostics bool = false
 @description('Comma-separated resource ids of the IoT Central apps (Reader, so the healer can see their managed identity; optional metric alerts).')
 param iotCentralAppIds string = ''
 
-@description('Create the FailedIngestion log alert and the IoT Central dataExport.error metric alerts, calling /api/alerts.')
+@description('Create the FailedIngestion log alert and the IoT Central dataExport.error metric alerts, calling /api/alerts through a secure webhook (needs rights to create an Entra application).')
 param enableAlerts bool = false
 
 var tags = { 'azd-env-name': environmentName }
@@ -56,6 +94,10 @@ var appIds = filter(map(split(iotCentralAppIds, ','), a => trim(a)), a => !empty
 var adxSubscription = split(adxClusterResourceId, '/')[2]
 var adxResourceGroup = split(adxClusterResourceId, '/')[4]
 var adxClusterName = last(split(adxClusterResourceId, '/'))
+// The Entra application an action group's secure webhook gets its token for; its identifier
+// URI is the audience the healer checks (HEALER_ALERT_AUDIENCE). Empty: the webhook refuses all.
+var webhookAppName = 'iotc-adx-healer-webhook-${token}'
+var alertAudience = enableAlerts ? 'api://${tenant().tenantId}/${webhookAppName}' : ''
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: 'rg-${environmentName}'
@@ -95,6 +137,16 @@ module storage 'modules/storage.bicep' = {
   }
 }
 
+// Application Insights takes telemetry from the healer's identity only (local auth is off).
+module monitoringAccess 'modules/monitoring-access.bicep' = {
+  name: 'monitoring-access'
+  scope: rg
+  params: {
+    appInsightsName: monitoring.outputs.appInsightsName
+    principalId: identity.outputs.principalId
+  }
+}
+
 // The workspace that holds the ADX diagnostic logs: an existing one, or the healer's own.
 var ownWorkspace = empty(adxLogsWorkspaceResourceId)
 var logsWorkspaceSubscription = ownWorkspace ? subscription().subscriptionId : split(adxLogsWorkspaceResourceId, '/')[2]
@@ -122,6 +174,7 @@ module functionApp 'modules/functionapp.bicep' = {
     identityId: identity.outputs.id
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
+    storageEndpoints: storage.outputs.endpoints
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appInsightsName: monitoring.outputs.appInsightsName
     healerMode: healerMode
@@ -131,9 +184,14 @@ module functionApp 'modules/functionapp.bicep' = {
     refreshWaitSeconds: refreshWaitSeconds
     toggleExport: toggleExport
     logsWorkspaceCustomerId: workspaceReader.outputs.customerId
+    alertAudience: alertAudience
+    alertTenantId: enableAlerts ? tenant().tenantId : ''
   }
+  dependsOn: [monitoringAccess]
 }
 
+// Entra replicates a new identity within minutes; an ADX principal assignment made before that
+// fails ("principal not found"). Everything is idempotent: the README says to re-run `azd up`.
 module adxAccess 'modules/adx-access.bicep' = {
   name: 'adx-access'
   scope: resourceGroup(adxSubscription, adxResourceGroup)
@@ -155,6 +213,15 @@ module appReaders 'modules/iotcentral-reader.bicep' = [for (appId, i) in appIds:
   }
 }]
 
+module webhookApp 'modules/webhook-app.bicep' = if (enableAlerts) {
+  name: 'webhook-app'
+  scope: rg
+  params: {
+    uniqueName: webhookAppName
+    identifierUri: alertAudience
+  }
+}
+
 module alerts 'modules/alerts.bicep' = if (enableAlerts) {
   name: 'alerts'
   scope: rg
@@ -164,8 +231,13 @@ module alerts 'modules/alerts.bicep' = if (enableAlerts) {
     functionAppName: functionApp.outputs.name
     workspaceId: workspaceReader.outputs.id
     iotCentralAppIds: appIds
+    webhookAppObjectId: webhookApp.outputs.objectId
+    webhookIdentifierUri: alertAudience
   }
 }
+
+// More modules (a workbook, further alert rules) go here, scoped to `rg`; alerts.outputs.actionGroupId
+// is the action group that calls the healer.
 
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_URL string = functionApp.outputs.url
@@ -173,3 +245,4 @@ output HEALER_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output HEALER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = workspaceReader.outputs.id
+output HEALER_ALERT_AUDIENCE string = alertAudience

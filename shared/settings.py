@@ -67,6 +67,12 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain '--'")
         return value
 
+    @field_validator("alert_tenant_id", "alert_audience", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # The Bicep sets these to '' when alerts are off: that means "not configured".
+        return None if value == "" else value
+
     @field_validator("entra_authority")
     @classmethod
     def _authority(cls, value: str) -> str:

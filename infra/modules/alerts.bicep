@@ -1,28 +1,24 @@
 // Alerts that start a remediation in seconds: a log alert on FailedIngestion (ErrorCode
 // Forbidden) and a metric alert per IoT Central app on dataExport.error, both through an action
-// group whose webhook calls /api/alerts with the common alert schema.
+// group whose secure webhook calls /api/alerts with the common alert schema.
 param location string
 param tags object
 param functionAppName string
 param workspaceId string
 param iotCentralAppIds array
 
-@secure()
-@description('A function key created for the webhook alone (rotated on every deployment).')
-param webhookKey string = newGuid()
+@description('Object id of the Entra application the secure webhook gets its token for (webhook-app.bicep).')
+param webhookAppObjectId string
+
+@description('Its identifier URI: the token\'s audience, HEALER_ALERT_AUDIENCE.')
+param webhookIdentifierUri string
 
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
 
-resource key 'Microsoft.Web/sites/host/functionKeys@2024-04-01' = {
-  name: '${functionAppName}/default/alertwebhook'
-  properties: {
-    name: 'alertwebhook'
-    value: webhookKey
-  }
-}
-
+// A secure webhook: no key in the URL (anyone with Reader on the action group could read one);
+// the action group sends an Entra token that the healer validates (shared/webhook_auth.py).
 resource group 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: 'ag-iotc-adx-healer'
   location: 'global'
@@ -33,12 +29,15 @@ resource group 'Microsoft.Insights/actionGroups@2023-01-01' = {
     webhookReceivers: [
       {
         name: 'healer'
-        serviceUri: 'https://${site.properties.defaultHostName}/api/alerts?code=${webhookKey}'
+        serviceUri: 'https://${site.properties.defaultHostName}/api/alerts'
         useCommonAlertSchema: true
+        useAadAuth: true
+        objectId: webhookAppObjectId
+        identifierUri: webhookIdentifierUri
+        tenantId: tenant().tenantId
       }
     ]
   }
-  dependsOn: [key]
 }
 
 resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
@@ -69,6 +68,8 @@ resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-prev
       ]
     }
     autoMitigate: true
+    // A workspace gets its FailedIngestion table with the first row; validation would fail before.
+    skipQueryValidation: true
     actions: { actionGroups: [group.id] }
   }
 }
@@ -106,3 +107,5 @@ resource exportErrors 'Microsoft.Insights/metricAlerts@2018-03-01' = [for (appId
     actions: [{ actionGroupId: group.id }]
   }
 }]
+
+output actionGroupId string = group.id

@@ -1,4 +1,6 @@
 // Flex Consumption Function App (Python 3.11, Functions 4.x) running as the user-assigned identity.
+// Every %NAME% that function_app.py binds to is an app setting here (the host reads app settings
+// only); tests/unit/test_infra_consistency.py keeps it so.
 param name string
 param planName string
 param location string
@@ -6,15 +8,20 @@ param tags object
 param identityId string
 param identityClientId string
 param storageAccountName string
+@description('The storage account\'s blob, queue and table endpoints (https://…/).')
+param storageEndpoints object
 param deploymentContainerUrl string
 param appInsightsName string
 param healerMode string
-param healerTargets string
-param healerApps string
+param healerTargets array
+param healerApps array
 param timerSchedule string
 param refreshWaitSeconds int
 param toggleExport bool
 param logsWorkspaceCustomerId string
+@description('HEALER_ALERT_AUDIENCE: identifier URI of the secure webhook\'s Entra application; empty: /api/alerts refuses every call.')
+param alertAudience string
+param alertTenantId string
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -50,18 +57,27 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       appSettings: [
-        { name: 'AzureWebJobsStorage__accountName', value: storageAccountName }
+        // The host's storage, by identity, with the service URIs (as the official Flex samples).
+        { name: 'AzureWebJobsStorage__blobServiceUri', value: storageEndpoints.blob }
+        { name: 'AzureWebJobsStorage__queueServiceUri', value: storageEndpoints.queue }
+        { name: 'AzureWebJobsStorage__tableServiceUri', value: storageEndpoints.table }
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
         { name: 'AzureWebJobsStorage__clientId', value: identityClientId }
+        // Telemetry with Entra auth: Application Insights has local auth disabled.
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identityClientId};Authorization=AAD' }
         { name: 'HEALER_MODE', value: healerMode }
-        { name: 'HEALER_TARGETS', value: healerTargets }
-        { name: 'HEALER_APPS', value: healerApps }
+        { name: 'HEALER_TARGETS', value: string(healerTargets) }
+        { name: 'HEALER_APPS', value: string(healerApps) }
         { name: 'HEALER_TIMER_SCHEDULE', value: timerSchedule }
+        { name: 'HEALER_QUEUE_NAME', value: 'healer-remediations' }
         { name: 'HEALER_REFRESH_WAIT_SECONDS', value: string(refreshWaitSeconds) }
         { name: 'HEALER_TOGGLE_EXPORT', value: string(toggleExport) }
         { name: 'HEALER_IDENTITY_CLIENT_ID', value: identityClientId }
+        { name: 'HEALER_STORAGE_ACCOUNT_NAME', value: storageAccountName }
         { name: 'HEALER_LOG_ANALYTICS_WORKSPACE_ID', value: logsWorkspaceCustomerId }
+        { name: 'HEALER_ALERT_AUDIENCE', value: alertAudience }
+        { name: 'HEALER_ALERT_TENANT_ID', value: alertTenantId }
       ]
     }
     functionAppConfig: {

@@ -22,6 +22,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: workspace.id
+    // Entra-only ingestion: the app authenticates as its identity (Monitoring Metrics Publisher).
+    DisableLocalAuth: true
   }
 }
 

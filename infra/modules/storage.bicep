@@ -49,4 +49,9 @@ resource assignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for
 }]
 
 output name string = account.name
+output endpoints object = {
+  blob: account.properties.primaryEndpoints.blob
+  queue: account.properties.primaryEndpoints.queue
+  table: account.properties.primaryEndpoints.table
+}
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${deploymentContainer}'
