@@ -15,6 +15,7 @@ import pytest
 import yaml
 from tree_sitter_language_pack import get_parser
 
+from tests.bicep_types import source
 from tests.helpers import ROOT
 from tools.package import package_files
 
@@ -33,17 +34,11 @@ BUILTIN_ROLES = {
 
 # GUIDs in the Bicep that are not role definitions.
 NOT_ROLES = {"461e8683-5575-4561-ac7f-899cc907d62a": "the action groups application (an app id)"}
-# The grammar predates Bicep's `extension` statement; it is blanked (same length) before parsing.
-EXTENSION = re.compile(rb"^extension [A-Za-z0-9_]+[ \t]*$", re.M)
-
-
-def source_bytes(path: Path) -> bytes:
-    return EXTENSION.sub(lambda m: b" " * len(m.group(0)), path.read_bytes())
 
 
 @cache
 def tree(path: Path) -> Any:
-    return get_parser("bicep").parse(source_bytes(path))
+    return get_parser("bicep").parse(source(path))  # `extension` lines blanked: the grammar predates them
 
 
 def text(path: Path, node: Any) -> str:
