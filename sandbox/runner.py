@@ -9,6 +9,11 @@ It loads `function_app.app`, and runs its triggers with the host's semantics:
 - HTTP: the routes under `/api/` on 127.0.0.1, with the function key check (`x-functions-key`
   header or `code` query parameter).
 It can run several queue instances on one queue, as a scaled-out app would.
+
+Settings as the host has them: only the app settings handed over (a dict, or the `Values` of a
+local.settings.json), never this process's environment, no defaults. A function whose binding
+names a `%SETTING%` that is not there is not indexed (the host's message is in `errors`); the
+functions see the app settings as environment variables while the runner runs.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ log = logging.getLogger("sandbox.runner")
 ROOT = Path(__file__).resolve().parent.parent
 _FUNCTIONS: dict[str, list[Any]] = {}
 _EXPRESSION = re.compile(r"%([^%]+)%")
-# Connections that non-HTTP triggers need; Core Tools refuses to start them without one.
+# The connection non-HTTP triggers need; Core Tools refuses to start them without it.
 _STORAGE = "AzureWebJobsStorage"
 
 
