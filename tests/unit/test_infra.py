@@ -188,3 +188,19 @@ def test_the_package_leaves_out_what_must_not_deploy() -> None:
     for left_out in ("sandbox/", "tests/", "bench/", "tools/", "infra/", "node_modules/", ".venv/"):
         assert not [f for f in files if f.startswith(left_out)], left_out
     assert "requirements-dev.txt" not in files
+
+
+def test_the_alert_webhook_is_secure_and_no_key_is_made() -> None:
+    source = "".join(p.read_text() for p in BICEP)
+    assert "functionKeys" not in source and "listKeys" not in source and "?code=" not in source
+    alerts = (INFRA / "modules" / "alerts.bicep").read_text()
+    assert "useAadAuth: true" in alerts and "identifierUri: webhookIdentifierUri" in alerts
+    assert "skipQueryValidation: true" in alerts
+
+
+def test_bicep_extensions_are_configured() -> None:
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    for path in BICEP:
+        for name in re.findall(r"^extension (\w+)", path.read_text(), re.M):
+            assert name in config["extensions"], f"{path.name} uses extension {name}, not in infra/bicepconfig.json"
+            assert config["extensions"][name].startswith("br:mcr.microsoft.com/bicep/extensions/")
