@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
+from sandbox import iotc_data
 from sandbox.httpserver import json_response
 from sandbox.identity import ARM_AUDIENCE, IOTC_AUDIENCE, AuthError, Directory, Identity
 
@@ -51,6 +52,9 @@ class App:
     exports: dict[str, dict[str, Any]] = field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    telemetry: iotc_data.TelemetryStore = field(default_factory=iotc_data.TelemetryStore)
 
     @property
     def arm_id(self) -> str:
@@ -70,6 +74,8 @@ class IoTCentral:
         self.apps: dict[str, App] = {}
         self.base_url = ""  # set when the server starts
         self.requests = 0
+        self.query_throttle = iotc_data.QueryThrottle()
+        self.queries: list[str] = []  # every query text answered or refused, in order
 
     # ---------------------------------------------------------------- setup
 
@@ -100,6 +106,24 @@ class IoTCentral:
             export["status"] = "starting" if export.get("enabled") else "notStarted"
             self.apps[subdomain].exports[export_id] = export
             return export
+
+    def put_template(self, subdomain: str, template: dict[str, Any]) -> None:
+        with self.lock:
+            self.apps[subdomain].templates[template["@id"]] = copy.deepcopy(template)
+
+    def put_device(self, subdomain: str, device_id: str, template_id: str, display_name: str = "") -> dict[str, Any]:
+        with self.lock:
+            device = {
+                "id": device_id,
+                "etag": str(uuid.uuid4()),
+                "displayName": display_name or device_id,
+                "template": template_id,
+                "simulated": False,
+                "provisioned": True,
+                "enabled": True,
+            }
+            self.apps[subdomain].devices[device_id] = device
+            return device
 
     def identity_of(self, subdomain: str) -> Identity:
         return self.directory.get(self.apps[subdomain].identity_name)
@@ -155,6 +179,8 @@ class IoTCentral:
                     if path[1] not in app.users:
                         raise ApiError(404, "NotFound", f"User '{path[1]}' was not found.")
                     return json_response({"id": path[1], **app.users[path[1]]})
+            if path[:1] in (["deviceTemplates"], ["devices"], ["query"]):
+                return self._devices_api(request, app, path)
             if path[:1] != ["dataExport"]:
                 raise ApiError(404, "NotFound", f"No route for '/api/{'/'.join(path)}'.")
             if not roles & DATA_EXPORT_ROLES:
@@ -188,6 +214,51 @@ class IoTCentral:
                     raise ApiError(404, "NotFound", f"Destination '{rest[1]}' was not found.")
                 return json_response(self._public(dest))
         raise ApiError(405 if path else 404, "MethodNotAllowed", f"{request.method} is not supported on this resource.")
+
+    def _devices_api(self, request: Request, app: App, path: list[str]) -> Response:
+        """Any app user may read templates and devices and run queries (Operators included)."""
+        if path == ["deviceTemplates"] and request.method == "GET":
+            return self._page(request, app, list(app.templates.values()))
+        if len(path) == 2 and path[0] == "deviceTemplates" and request.method == "GET":
+            template = app.templates.get(path[1])
+            if template is None:
+                raise ApiError(404, "NotFound", f"Device template '{path[1]}' was not found.")
+            return json_response(template)
+        if path == ["devices"] and request.method == "GET":
+            return self._page(request, app, list(app.devices.values()))
+        if len(path) == 2 and path[0] == "devices" and request.method == "GET":
+            device = app.devices.get(path[1])
+            if device is None:
+                raise ApiError(404, "NotFound", f"Device '{path[1]}' was not found.")
+            return json_response(device)
+        if path == ["query"] and request.method == "POST":
+            return self._query(request, app)
+        raise ApiError(405 if path else 404, "MethodNotAllowed", f"{request.method} is not supported on this resource.")
+
+    def _query(self, request: Request, app: App) -> Response:
+        try:
+            body = json.loads(request.get_data(as_text=True))
+        except ValueError as exc:
+            raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise ApiError(400, "InvalidRequestBody", 'The request body must be {"query": "SELECT …"}.')
+        text: str = body["query"]
+        self.queries.append(text)
+        try:
+            self.query_throttle.admit(app.subdomain)
+            now = datetime.now(UTC)
+            query = iotc_data.parse_query(
+                text,
+                lambda t: iotc_data.template_capabilities(app.templates[t]) if t in app.templates else None,
+                now,
+            )
+            messages = app.telemetry.between(query.template, query.start, query.end)
+            return json_response({"results": iotc_data.run_query(query, messages)})
+        except iotc_data.QueryError as exc:
+            response = self._error(exc.status, exc.code, exc.message)
+            if exc.retry_after_s is not None:
+                response.headers["Retry-After"] = str(max(1, round(exc.retry_after_s + 0.49)))
+            return response
 
     @staticmethod
     def _public(dest: dict[str, Any]) -> dict[str, Any]:

@@ -185,6 +185,8 @@ def execute(cluster: Cluster, caller: Identity, database: str | None, text: str)
             return _create_table(cluster, caller, database, cur)
         if verb.value == ".ingest":
             return _ingest_inline(cluster, caller, database, cur, inline)
+        if verb.value == ".get":
+            return _get(cluster, caller, cur)
     raise bad_request(f"Syntax error: unknown control command '{verb.value}'.")
 
 
@@ -242,9 +244,22 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
     # table
     db_name = _need_db(database)
     name = cur.entity()
-    kind = cur.word("principals", "ingestion", "policy")
+    kind = cur.word("principals", "ingestion", "policy", "cslschema")
     table = cluster.table(db_name, name)
     cluster.require_metadata_reader(caller, db_name, "ShowTable")
+    if kind == "cslschema":
+        cur.end()
+        schema = ", ".join(f"{c}:{t}" for c, t in table.columns)
+        return Frame(
+            [
+                ("TableName", "string"),
+                ("Schema", "string"),
+                ("DatabaseName", "string"),
+                ("Folder", "string"),
+                ("DocString", "string"),
+            ],
+            [[name, schema, db_name, "", ""]],
+        )
     if kind == "principals":
         cur.end()
         return Frame(_PRINCIPAL_COLUMNS, _principal_rows(f"Table {name}", table.principals, TABLE_ROLES))
@@ -270,14 +285,37 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
             ],
             rows,
         )
-    policy = cur.word("row_level_security", "restricted_view_access")
+    policy = cur.word("row_level_security", "restricted_view_access", "streamingingestion")
     cur.end()
     entity = f"[{db_name}].[{name}]"
+    if policy == "streamingingestion":
+        value = json.dumps({"IsEnabled": True, "HintAllocatedRate": None}) if table.streaming_ingestion else "null"
+        return Frame(_POLICY_COLUMNS, [["StreamingIngestionPolicy", entity, value, None, "Table"]])
     if policy == "row_level_security":
         value = json.dumps(table.row_level_security) if table.row_level_security else "null"
         return Frame(_POLICY_COLUMNS, [["RowLevelSecurityPolicy", entity, value, None, "Table"]])
     value = "true" if table.restricted_view_access else "null"
     return Frame(_POLICY_COLUMNS, [["RestrictedViewAccessPolicy", entity, value, None, "Table"]])
+
+
+def _get(cluster: Cluster, caller: Identity, cur: Cursor) -> Frame:
+    """`.get ingestion resources` and `.get kusto identity token`: the data-management commands
+    azure-kusto-ingest sends (its _ResourceManager) before queuing a blob."""
+    service = cluster.ingestion
+    what = cur.word("ingestion", "kusto")
+    if what == "ingestion":
+        cur.word("resources")
+    else:
+        cur.word("identity")
+        cur.word("token")
+    cur.end()
+    if service is None:
+        raise bad_request("Queued ingestion is not configured on this cluster.", "BadRequest_NotSupported")
+    if not any(cluster.db_roles_of(caller, db) & {"admins", "ingestors"} for db in cluster.databases):
+        raise forbidden(caller, "GetIngestionResources", cluster.url)
+    if what == "ingestion":
+        return Frame([("ResourceTypeName", "string"), ("StorageRoot", "string")], service.resources())
+    return Frame([("AuthorizationContext", "string")], [[service.identity_token(caller)]])
 
 
 def _caller_roles(cluster: Cluster, caller: Identity, name: str) -> Frame:

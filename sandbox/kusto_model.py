@@ -13,6 +13,7 @@ the symptom operators report after cluster updates.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -144,6 +145,8 @@ class Table:
     mappings: list[dict[str, Any]] = field(default_factory=list)
     row_level_security: dict[str, Any] | None = None
     restricted_view_access: bool = False
+    streaming_ingestion: bool = False  # the table's streaming ingestion policy
+    ingest_by_tags: set[str] = field(default_factory=set)  # `ingest-by:` tags of the table's extents
 
 
 @dataclass
@@ -176,6 +179,7 @@ class Cluster:
         self.ingestion_failures: list[IngestionFailure] = []
         self.command_log: list[tuple[str, str, str]] = []  # (caller fqn, endpoint, text)
         self.on_principal_change: list[Callable[[Identity | None, str, str, str], None]] = []
+        self.ingestion: Any = None  # sandbox.ingestion.IngestionService once storage is attached
 
     # ------------------------------------------------------------------ setup (ARM's side)
 
@@ -339,6 +343,8 @@ class Cluster:
         source: str,
         *,
         by_command: bool = False,
+        tags: list[str] | None = None,
+        if_not_exists: list[str] | None = None,
     ) -> int:
         """Ingest as `identity`, or raise KustoFault.
 
@@ -357,10 +363,32 @@ class Cluster:
                     IngestionFailure(str(uuid.uuid4()), database, table, datetime.now(UTC), source, fault.message)
                 )
                 raise
+            # ingestIfNotExists: nothing is ingested when an extent already carries one of the tags.
+            if if_not_exists and any(f"ingest-by:{tag}" in t.ingest_by_tags for tag in if_not_exists):
+                return 0
             now = datetime.now(UTC)
-            names = {c for c, _ in t.columns}
+            kinds = dict(t.columns)
             for row in rows:
-                stored = {k: v for k, v in row.items() if k in names}
+                stored = {k: coerce(v, kinds[k]) for k, v in row.items() if k in kinds}
                 stored["$IngestionTime"] = now
                 t.rows.append(stored)
+            t.ingest_by_tags.update(tag for tag in tags or [] if tag.startswith("ingest-by:"))
             return len(rows)
+
+
+def coerce(value: Any, kind: str) -> Any:
+    """JSON values into the column's type, as ingestion by column name does."""
+    if value is None:
+        return None
+    try:
+        if kind == "datetime" and isinstance(value, str):
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        if kind in ("real", "double") and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind in ("long", "int") and isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+        if kind == "string" and not isinstance(value, str):
+            return json.dumps(value) if isinstance(value, dict | list) else str(value)
+    except ValueError:
+        return None
+    return value

@@ -143,6 +143,8 @@ class KustoService:
         request_id = request.headers.get("x-ms-client-request-id", "")
         if request.path == "/v1/rest/auth/metadata" and request.method == "GET":
             return json_response(_CLOUD_METADATA)
+        if request.path.startswith("/v1/rest/ingest/"):
+            return self._stream(request, request_id)
         if request.path not in ("/v1/rest/mgmt", "/v2/rest/query"):
             return json_response({"error": {"code": "NotFound", "message": f"'{request.path}' does not exist."}}, 404)
         if request.method != "POST":
@@ -203,6 +205,32 @@ class KustoService:
                 ),
                 request_id,
             )
+
+    def _stream(self, request: Request, request_id: str) -> Response:
+        from sandbox.ingestion import streaming_ingest
+
+        if request.method != "POST":
+            return json_response({"error": {"code": "MethodNotAllowed", "message": "Use POST."}}, 405)
+        parts = [p for p in request.path.split("/") if p][3:]
+        try:
+            caller = self.directory.authenticate(request, (KUSTO_AUDIENCE, self.cluster.url))
+        except AuthError as exc:
+            fault = KustoFault(401, exc.code, "Kusto.Data.Exceptions.UnauthorizedException", exc.message)
+            return self._fault(fault, request_id)
+        try:
+            if len(parts) != 2:
+                raise KustoFault(
+                    400,
+                    "BadRequest_InvalidUri",
+                    "Kusto.Data.Exceptions.KustoBadRequestException",
+                    "Use /v1/rest/ingest/{database}/{table}.",
+                )
+            body = streaming_ingest(
+                self.cluster, caller, parts[0], parts[1], request.get_data(), request.args.get("streamFormat", "")
+            )
+        except KustoFault as fault:
+            return self._fault(fault, request_id)
+        return json_response(body)
 
     def _fault(self, fault: KustoFault, request_id: str) -> Response:
         return json_response(

@@ -14,13 +14,14 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from sandbox import exporter as exporter_mod
 from sandbox import iotcentral as iotc_mod
 from sandbox import kusto_server, loganalytics
 from sandbox.faults import SERVICES, Faults, TransportFaults
 from sandbox.httpserver import Handler, ServiceServer, json_response
 from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
 from sandbox.iotcentral import ROLE_ADMINISTRATOR, IoTCentral
-from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table
+from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table, forbidden
 from sandbox.loganalytics import LogAnalytics
 
 SCENARIO_FAULTS = (
@@ -40,6 +41,12 @@ TELEMETRY_COLUMNS = [
     ("telemetry", "dynamic"),
 ]
 HEALER = "healer"
+
+
+def kusto_model_forbidden(cluster: Cluster, identity: Identity, dest: dict[str, Any]) -> KustoFault:
+    return forbidden(identity, "Ingest", f"{cluster.url}/{dest['database']}/{dest['table']}")
+
+
 ADX_RESOURCE_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-adx"
     "/providers/microsoft.kusto/clusters/sandbox"
@@ -87,6 +94,8 @@ class World:
         self.servers: dict[str, ServiceServer] = {}
         self._exporter_stop = threading.Event()
         self._exporter_thread: threading.Thread | None = None
+        self.fleets: dict[str, exporter_mod.Fleet] = {}
+        self.ingestion: Any = None  # sandbox.ingestion.IngestionService after attach_storage
 
     # ---------------------------------------------------------------- servers
 
@@ -111,6 +120,8 @@ class World:
 
     def stop(self) -> None:
         self.stop_exporter()
+        if self.ingestion is not None:
+            self.ingestion.stop()
         for server in self.servers.values():
             server.stop()
         self.servers.clear()
@@ -156,12 +167,13 @@ class World:
         table: str = "DeviceTelemetry",
         role: str = "ingestors",
         exports: int = 1,
+        columns: list[tuple[str, str]] | None = None,
     ) -> list[Target]:
         """An IoT Central app whose exports write to ADX as its system-assigned identity."""
         with self.lock:
             if database not in self.cluster.databases:
                 self.add_database(database)
-            self.cluster.create_table(database, table, list(TELEMETRY_COLUMNS))
+            self.cluster.create_table(database, table, list(columns or TELEMETRY_COLUMNS))
             identity = self.directory.add(new_identity(f"iotc-{subdomain}"))
             self.iotc.add_app(subdomain, identity.name)
             self.iotc.add_user(subdomain, self.healer, ROLE_ADMINISTRATOR)
@@ -202,6 +214,43 @@ class World:
                 created.append(target)
             return created
 
+    def add_fleet_app(
+        self,
+        subdomain: str,
+        fleet: exporter_mod.Fleet,
+        database: str = "devicedata",
+        table: str = "DeviceTelemetry",
+        columns: list[tuple[str, str]] | None = None,
+        transform: str | None = None,
+        export_filter: str | None = None,
+    ) -> Target:
+        """An app with device templates and devices whose telemetry IoT Central retains; its export
+        applies `export_filter` and the destination's jq `transform`, as IoT Central does."""
+        target = self.add_app(subdomain, database=database, table=table, columns=columns)[0]
+        with self.iotc.lock:
+            for template in fleet.templates:
+                self.iotc.put_template(subdomain, template)
+            for device_id, template_id in fleet.devices.items():
+                self.iotc.put_device(subdomain, device_id, template_id, f"Sensor {device_id}")
+            export = self.iotc.apps[subdomain].exports[target.export_id]
+            if export_filter:
+                export["filter"] = export_filter
+            if transform:
+                export["destinations"] = [{"id": target.destination_id, "transform": transform}]
+        self.fleets[subdomain] = fleet
+        return target
+
+    def attach_storage(self, connection_string: str, account_key: str) -> None:
+        """Queued ingestion through Azurite (blob + queue), with the data-management worker running."""
+        from sandbox.ingestion import IngestionService
+
+        def failed(database: str, table: str, fault: KustoFault, source: str) -> None:
+            self._failed_ingestion({"database": database, "table": table}, fault, source)
+
+        self.ingestion = IngestionService(self.cluster, connection_string, account_key, failed).setup()
+        self.cluster.ingestion = self.ingestion
+        self.ingestion.start()
+
     def target(self, subdomain: str) -> Target:
         for t in self.targets:
             if t.subdomain == subdomain:
@@ -217,6 +266,8 @@ class World:
             apps = list(self.iotc.apps.values())
         for app in apps:
             identity = self.iotc.identity_of(app.subdomain)
+            fleet = self.fleets.get(app.subdomain)
+            sent = fleet.tick(app) if fleet else []
             with self.iotc.lock:
                 exports = [e for e in app.exports.values() if e.get("enabled")]
             for export in exports:
@@ -225,7 +276,11 @@ class World:
                     dest = app.destinations.get(ref["id"])
                     if dest is None or dest.get("type") != "dataexplorer@v1":
                         continue
-                    error = self._push(app.subdomain, export["id"], identity, dest)
+                    if fleet is not None:
+                        rows = exporter_mod.export_rows(app, export, ref, sent)
+                        error = self._push_rows(app.subdomain, export["id"], identity, dest, rows)
+                    else:
+                        error = self._push(app.subdomain, export["id"], identity, dest)
                     with self.iotc.lock:
                         if error is None:
                             dest["status"] = "healthy"
@@ -265,6 +320,29 @@ class World:
         except KustoFault as fault:
             self._failed_ingestion(dest, fault, source)
             return {"code": fault.code, "message": fault.message}
+
+    def _push_rows(
+        self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> dict[str, str] | None:
+        self.batches += 1
+        source = f"https://iotc-{subdomain}.blob.core.windows.net/export/{export_id}/{uuid.uuid4()}.json"
+        try:
+            if rows:
+                self.cluster.ingest(identity, dest["database"], dest["table"], rows, source)
+            elif not self.cluster.can_ingest(identity, dest["database"], dest["table"]):
+                # nothing to send still proves (or disproves) the permission, as a probe would
+                raise kusto_model_forbidden(self.cluster, identity, dest)
+            return None
+        except KustoFault as fault:
+            self._failed_ingestion(dest, fault, source)
+            return {"code": fault.code, "message": fault.message}
+
+    def expected_rows(self, subdomain: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """What the export would have written for messages enqueued in [start, end]."""
+        app = self.iotc.apps[subdomain]
+        export = app.exports["export-1"]
+        messages = [m for m in app.telemetry.all() if start <= m.enqueued <= end]
+        return exporter_mod.export_rows(app, export, export["destinations"][0], messages)
 
     def _failed_ingestion(self, dest: dict[str, Any], fault: KustoFault, source: str) -> None:
         operation = str(uuid.uuid4())
