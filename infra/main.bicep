@@ -69,6 +69,19 @@ param refreshWaitSeconds int = 60
 @description('Disable and re-enable the export after a repair.')
 param toggleExport bool = false
 
+@description('After a verified healing: off, plan (measure the gap, record what would be ingested) or on (ingest it).')
+@allowed([
+  'off'
+  'plan'
+  'on'
+])
+param backfill string = 'plan'
+
+@description('Seconds one queue invocation spends on a backfill before the next message continues it.')
+@minValue(5)
+@maxValue(540)
+param backfillInvocationSeconds int = 120
+
 @description('Resource id of the ADX cluster the targets write to.')
 param adxClusterResourceId string
 
@@ -183,6 +196,8 @@ module functionApp 'modules/functionapp.bicep' = {
     timerSchedule: timerSchedule
     refreshWaitSeconds: refreshWaitSeconds
     toggleExport: toggleExport
+    backfill: backfill
+    backfillInvocationSeconds: backfillInvocationSeconds
     logsWorkspaceCustomerId: workspaceReader.outputs.customerId
     alertAudience: alertAudience
     alertTenantId: enableAlerts ? tenant().tenantId : ''

@@ -17,6 +17,9 @@ ARM_API_VERSION = "2021-06-01"
 IOTC_SCOPE = "https://apps.azureiotcentral.com/.default"
 ARM_SCOPE = "https://management.azure.com/.default"
 REQUESTS_PER_SECOND = 20.0  # IoT Central's documented data-plane limit per app
+# The query API allows about one request per second per app; a little slower, so the service's
+# own clock never sees two inside one second.
+QUERY_INTERVAL_S = 1.05
 
 
 class IotcError(Exception):
@@ -89,7 +92,9 @@ class IoTCentralAdapter:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._limiter = RateLimiter(rate_per_app)
+        self._query_limiter = RateLimiter(1.0 / QUERY_INTERVAL_S)
         self.requests = 0
+        self.queries = 0
 
     def _client(self, base_url: str, scope: str) -> Any:
         with self._lock:
@@ -215,7 +220,30 @@ class IoTCentralAdapter:
         )
         return result
 
+    # ---------------------------------------------------------------- devices and the query API
+
+    def device_templates(self, app: str) -> list[dict[str, Any]]:
+        return list(self.pages(app, "/api/deviceTemplates"))
+
+    def devices(self, app: str) -> list[dict[str, Any]]:
+        return list(self.pages(app, "/api/devices"))
+
+    def query(self, app: str, text: str) -> list[dict[str, Any]]:
+        """`POST /api/query`: at most one per QUERY_INTERVAL_S per app from this process."""
+        self._query_limiter.acquire(app)
+        self.queries += 1
+        body = self._app(app, "POST", "/api/query", json_body={"query": text}, content_type="application/json")
+        results = (body or {}).get("results")
+        if not isinstance(results, list):
+            raise IotcError(None, "InvalidResponse", "the query answer has no 'results' list")
+        return [r for r in results if isinstance(r, dict)]
+
     # ---------------------------------------------------------------- ARM
+
+    def application_id(self, resource_id: str) -> str:
+        """The app's GUID (`properties.applicationId`): the `applicationId` of exported messages."""
+        body = self._call(self._arm_url, ARM_SCOPE, "GET", resource_id, params={"api-version": ARM_API_VERSION})
+        return str(((body or {}).get("properties") or {}).get("applicationId", ""))
 
     def current_identity(self, resource_id: str) -> PrincipalRef | None:
         """The system-assigned identity IoT Central has now (None if the app has none)."""

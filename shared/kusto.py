@@ -199,6 +199,32 @@ class KustoAdapter:
         rows = self._read("query", database, cmd.rows_since(table, since))
         return int(rows[0]["Count"]) if rows else 0
 
+    def table_schema(self, database: str, table: str) -> list[tuple[str, str]]:
+        """(column, type) in order, from `.show table T cslschema` (`Schema`: `a:string, b:datetime`)."""
+        rows = self._read("mgmt", database, cmd.show_cslschema(table))
+        text = str(rows[0].get("Schema", "")) if rows else ""
+        columns = []
+        for part in text.split(","):
+            name, _, kind = part.strip().rpartition(":")
+            if name:
+                columns.append((name.strip().strip("[]'\""), kind.strip().lower()))
+        return columns
+
+    def last_ingestion(self, database: str, table: str) -> datetime | None:
+        rows = self._read("query", database, cmd.last_ingestion(table))
+        value = rows[0].get("Last") if rows else None
+        return value if isinstance(value, datetime) else None
+
+    def first_ingestion_since(self, database: str, table: str, since: datetime) -> datetime | None:
+        rows = self._read("query", database, cmd.first_ingestion_since(table, since))
+        value = rows[0].get("First") if rows else None
+        return value if isinstance(value, datetime) else None
+
+    def rows_between(
+        self, database: str, table: str, column: str, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        return self._read("query", database, cmd.rows_between(table, column, start, end))
+
     # ---------------------------------------------------------------- changes
 
     def set_role(

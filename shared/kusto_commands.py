@@ -28,8 +28,10 @@ def show_ingestion_mappings(table: str) -> str:
 
 
 def show_policy(table: str, policy: str) -> str:
-    if policy not in ("row_level_security", "restricted_view_access"):
-        raise names.UnsafeKustoValue("policy", policy, "must be row_level_security or restricted_view_access")
+    if policy not in ("row_level_security", "restricted_view_access", "streamingingestion"):
+        raise names.UnsafeKustoValue(
+            "policy", policy, "must be row_level_security, restricted_view_access or streamingingestion"
+        )
     return f".show table {names.quote_entity('table', table)} policy {policy}"
 
 
@@ -55,3 +57,33 @@ def rows_since(table: str, since: datetime) -> str:
         raise ValueError("since must be timezone-aware")
     stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return f"{names.quote_entity('table', table)} | where ingestion_time() > datetime({stamp}) | count"
+
+
+def _stamp(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def show_cslschema(table: str) -> str:
+    return f".show table {names.quote_entity('table', table)} cslschema"
+
+
+def last_ingestion(table: str) -> str:
+    """When the table last received a row (the end of the last good export before a failure)."""
+    return f"{names.quote_entity('table', table)} | summarize Last=max(ingestion_time())"
+
+
+def first_ingestion_since(table: str, since: datetime) -> str:
+    """The first row ingested after a repair (where the gap ends)."""
+    quoted = names.quote_entity("table", table)
+    return f"{quoted} | where ingestion_time() > datetime({_stamp(since)}) | summarize First=min(ingestion_time())"
+
+
+def rows_between(table: str, column: str, start: datetime, end: datetime) -> str:
+    """Every row whose `column` lies in [start, end): what a backfill window must not add again."""
+    col = names.quote_entity("column", column)
+    return (
+        f"{names.quote_entity('table', table)} | where {col} >= datetime({_stamp(start)})"
+        f" and {col} < datetime({_stamp(end)})"
+    )

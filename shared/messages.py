@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.targets import describe_validation
 
 MAX_MESSAGE_BYTES = 16 * 1024
-Step = Literal["start", "readd", "verify"]
+Step = Literal["start", "readd", "verify", "backfill"]
 Trigger = Literal["timer", "alert", "http", "sweep", "cli", "retry"]
 
 
@@ -33,6 +33,10 @@ class RemediationMessage(BaseModel):
     reason: str = Field("", max_length=500)
     action_at: datetime | None = None
     verify_until: datetime | None = None
+    # step "backfill": the message-time window and whether to ingest or only plan
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    backfill_mode: Literal["plan", "on"] | None = None
 
     @field_validator("target")
     @classmethod
@@ -41,7 +45,7 @@ class RemediationMessage(BaseModel):
             raise ValueError(f"target={value!r} is not <app>:<export id>:<destination id>")
         return value
 
-    @field_validator("action_at", "verify_until")
+    @field_validator("action_at", "verify_until", "window_start", "window_end")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:

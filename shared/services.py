@@ -38,9 +38,26 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
                 adapters[cluster_url] = KustoAdapter(cluster_url, credential, settings.kusto_retry_budget_seconds)
             return adapters[cluster_url]
 
+    ingestors: dict[str, Any] = {}
+
+    def ingestor(cluster_url: str) -> Any:
+        from shared.backfill.ingest import Ingestor
+
+        with lock:
+            if cluster_url not in ingestors:
+                ingestors[cluster_url] = Ingestor(cluster_url, credential)
+            return ingestors[cluster_url]
+
     iotc = IoTCentralAdapter(settings.iotc_base_url, credential, settings.arm_url)
     return Services(
-        settings, {t.key: t for t in settings.target_list}, store, queue, kusto, iotc, credential=credential
+        settings,
+        {t.key: t for t in settings.target_list},
+        store,
+        queue,
+        kusto,
+        iotc,
+        credential=credential,
+        ingestor=ingestor,
     )
 
 

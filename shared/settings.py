@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(300, ge=10, le=86400)
     sweep_grace_seconds: int = Field(120, ge=0, le=86400)
     toggle_export: bool = False
+    # After a verified healing: off, plan (measure the gap and record what would be ingested) or on.
+    backfill: Literal["off", "plan", "on"] = "plan"
+    backfill_invocation_seconds: int = Field(120, ge=5, le=540)
     kusto_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
 
     queue_name: str = Field("healer-remediations", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")

@@ -81,6 +81,7 @@ class TargetState:
     phase_at: datetime | None = None
     run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
     last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
+    gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -122,6 +123,7 @@ class TargetState:
             "PhaseAt": _dt(self.phase_at),
             "RunData": json.dumps(self.run_data) if self.run_data else "",
             "LastManualAt": _dt(self.last_manual_at),
+            "Gap": json.dumps(self.gap) if self.gap else "",
         }
 
     @staticmethod
@@ -149,6 +151,7 @@ class TargetState:
             phase_at=_parse_dt(entity.get("PhaseAt")),
             run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
             last_manual_at=_parse_dt(entity.get("LastManualAt")),
+            gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
             etag=etag,
         )
 

@@ -18,6 +18,8 @@ param healerApps array
 param timerSchedule string
 param refreshWaitSeconds int
 param toggleExport bool
+param backfill string
+param backfillInvocationSeconds int
 param logsWorkspaceCustomerId string
 @description('HEALER_ALERT_AUDIENCE: identifier URI of the secure webhook\'s Entra application; empty: /api/alerts refuses every call.')
 param alertAudience string
@@ -73,6 +75,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'HEALER_QUEUE_NAME', value: 'healer-remediations' }
         { name: 'HEALER_REFRESH_WAIT_SECONDS', value: string(refreshWaitSeconds) }
         { name: 'HEALER_TOGGLE_EXPORT', value: string(toggleExport) }
+        { name: 'HEALER_BACKFILL', value: backfill }
+        { name: 'HEALER_BACKFILL_INVOCATION_SECONDS', value: string(backfillInvocationSeconds) }
         { name: 'HEALER_IDENTITY_CLIENT_ID', value: identityClientId }
         { name: 'HEALER_STORAGE_ACCOUNT_NAME', value: storageAccountName }
         { name: 'HEALER_LOG_ANALYTICS_WORKSPACE_ID', value: logsWorkspaceCustomerId }

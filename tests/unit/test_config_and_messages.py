@@ -131,7 +131,7 @@ def test_message_round_trip() -> None:
         (
             '{"target": "contoso:e:d", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c", '
             '"step": "drop-everything"}',
-            "message step: Input should be 'start', 'readd' or 'verify'",
+            "message step: Input should be 'start', 'readd', 'verify' or 'backfill'",
         ),
         (
             '{"target": "contoso:e:d", "run_id": "0123456789abcdef0123456789abcdef", "correlation_id": "c", '

@@ -1,0 +1,6 @@
+"""Backfill: the telemetry an outage kept out of ADX, recovered from IoT Central's query API.
+
+templates (what to ask for) → planner (queries within the documented limits) → records (the
+messages the export would have sent: filter + jq transform) → dedupe (skip what ADX has) →
+ingest (azure-kusto-ingest, tagged per chunk) → engine (windows, journal, time budget).
+"""

@@ -1,0 +1,85 @@
+"""Skip what the table already holds: rows are compared whole, column by column in the table's
+types (as ingestion by column name stores them), as multisets."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+Schema = list[tuple[str, str]]  # (column, Kusto type)
+Key = tuple[Any, ...]
+
+
+def _number_tree(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _number_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_number_tree(v) for v in value]
+    return str(value)
+
+
+def canonical(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if kind == "datetime":
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if isinstance(value, datetime):
+                value = value if value.tzinfo else value.replace(tzinfo=UTC)
+                return value.astimezone(UTC).isoformat(timespec="microseconds")
+            return None
+        if kind in ("real", "double", "decimal"):
+            return float(value)
+        if kind in ("long", "int"):
+            return int(value)
+        if kind in ("bool", "boolean"):
+            return bool(value)
+        if kind == "dynamic":
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    return json.dumps(value)
+            return json.dumps(_number_tree(value), sort_keys=True)
+        if isinstance(value, dict | list):
+            return json.dumps(value, separators=(",", ":"))
+        return str(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def key(row: dict[str, Any], schema: Schema) -> Key:
+    return tuple(canonical(row.get(name), kind) for name, kind in schema)
+
+
+def missing(rows: list[dict[str, Any]], present: Iterable[dict[str, Any]], schema: Schema) -> list[dict[str, Any]]:
+    """`rows` minus `present` (as multisets, by the whole row in the table's types)."""
+    have = Counter(key(r, schema) for r in present)
+    out = []
+    for row in rows:
+        k = key(row, schema)
+        if have[k] > 0:
+            have[k] -= 1
+        else:
+            out.append(row)
+    return out
+
+
+def time_column(pairs: list[tuple[datetime, dict[str, Any]]], schema: Schema) -> str | None:
+    """The datetime column that carries each row's message time (so existing rows of a window can
+    be read back by it); None when no column does for every row."""
+    candidates = [name for name, kind in schema if kind == "datetime"]
+    for name in candidates:
+        if pairs and all(
+            canonical(row.get(name), "datetime") == canonical(enqueued, "datetime") for enqueued, row in pairs
+        ):
+            return name
+    return None

@@ -1,0 +1,297 @@
+"""The backfill of one gap: windows over [start, end), each queried, rebuilt, compared with the
+table and ingested as one tagged chunk; progress journaled per window so a crash resumes where it
+stopped, and each invocation bounded in time (the rest continues on a later queue message).
+
+Journal (the run's `backfill`/`progress` entry) before a chunk is sent: the window and its tag
+(`pending`); after: the cursor moves past it. A redelivered message finds `pending` and redoes
+exactly that window with the same tag: `ingestIfNotExists` drops it if the first send landed, and
+the comparison with the table skips whatever the table already shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.backfill import dedupe
+from shared.backfill.planner import RECORD_CAP, PlanError, Window, ceil_second, floor_second, next_size, split_select
+from shared.backfill.planner import query_text as build_query
+from shared.backfill.planner import stamp as stamp_s
+from shared.backfill.records import (
+    NOT_RETURNED,
+    ExportFilter,
+    FilterUnsupported,
+    TransformError,
+    join_parts,
+    messages_from,
+    parse_ts,
+    rows_for,
+)
+from shared.backfill.templates import TemplateInfo, parse_template
+
+log = logging.getLogger(__name__)
+RETENTION = timedelta(days=30)  # IoT Central keeps telemetry available to queries this long
+FIRST_WINDOW = timedelta(minutes=10)
+
+
+class BackfillRefused(Exception):
+    """The gap cannot be backfilled faithfully (unsupported filter or source, no time column…)."""
+
+
+@dataclass
+class Progress:
+    target: str
+    run_id: str
+    mode: str  # plan | on
+    start: str
+    end: str
+    cursor: str
+    size_s: int = int(FIRST_WINDOW.total_seconds())
+    pending: dict[str, str] | None = None
+    windows: int = 0
+    queries: int = 0
+    rows_found: int = 0  # rows the export would have written in the windows done
+    rows_present: int = 0  # of those, already in the table
+    rows_sent: int = 0  # sent for ingestion (mode on)
+    chunks: int = 0
+    templates: list[str] = field(default_factory=list)
+    unrecoverable: list[str] = field(default_factory=list)
+    refused: str = ""
+    done: bool = False
+    ingestion: str = ""  # queued | streamed
+
+    @property
+    def rows_missing(self) -> int:
+        return self.rows_found - self.rows_present
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rows_missing"] = self.rows_missing
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Progress:
+        known = {k: v for k, v in data.items() if k in Progress.__dataclass_fields__}
+        return Progress(**known)
+
+
+def tag_for(target_key: str, window: Window) -> str:
+    """One ingest-by tag per chunk, the same whenever the same window is sent again."""
+    return f"iotc-adx-healer;{target_key};{stamp_s(window.start)};{stamp_s(window.end)}"
+
+
+@dataclass
+class Context:
+    """What a backfill needs to know about its target, read once per invocation."""
+
+    application_id: str
+    templates: list[TemplateInfo]
+    groups: dict[str, list[list[str]]]
+    devices: dict[str, dict[str, Any]]
+    export_filter: ExportFilter
+    transform: str | None
+    schema: list[tuple[str, str]]
+    streaming: bool
+
+
+class BackfillEngine:
+    def __init__(
+        self,
+        services: Any,
+        ingestor: Callable[[str], Any],
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.s = services
+        self.ingestor = ingestor
+        self.clock = clock or services.clock
+        self.monotonic = monotonic
+
+    # ---------------------------------------------------------------- progress in the journal
+
+    def load(self, target_key: str, run_id: str) -> Progress | None:
+        for row in self.s.store.read_journal(target_key, run_id):
+            if row["Step"] == "backfill" and row["Status"] == "progress":
+                return Progress.from_dict(row["Data"])
+        return None
+
+    def save(self, progress: Progress) -> None:
+        self.s.store.write_journal(
+            progress.target, progress.run_id, "backfill", "progress", progress.to_dict(), self.clock()
+        )
+
+    def begin(self, target: Any, run_id: str, start: datetime, end: datetime, mode: str) -> Progress:
+        existing = self.load(target.key, run_id)
+        if existing is not None:
+            return existing
+        now = self.clock()
+        oldest = now - RETENTION
+        unrecoverable: list[str] = []
+        if start < oldest:
+            unrecoverable.append(
+                f"telemetry before {stamp_s(oldest)} (older than IoT Central's 30 days): "
+                f"{stamp_s(start)} to {stamp_s(min(end, oldest))}"
+            )
+            start = oldest
+        start, end = floor_second(start), ceil_second(min(end, now))
+        progress = Progress(target.key, run_id, mode, stamp_s(start), stamp_s(end), stamp_s(start))
+        progress.unrecoverable = unrecoverable
+        self.save(progress)
+        return progress
+
+    # ---------------------------------------------------------------- reading the target
+
+    def context(self, target: Any, progress: Progress) -> Context:
+        iotc = self.s.iotc
+        export = iotc.export(target.app, target.export_id)
+        if export.get("source", "telemetry") != "telemetry":
+            raise BackfillRefused(
+                f"export {target.export_id} exports {export.get('source')!r}: only telemetry can be recovered "
+                "(the query API has no history of property changes or lifecycle events)"
+            )
+        try:
+            export_filter = ExportFilter.parse(export.get("filter"))
+        except FilterUnsupported as exc:
+            raise BackfillRefused(str(exc)) from exc
+        transform = next(
+            (d.get("transform") for d in export.get("destinations") or [] if d.get("id") == target.destination_id),
+            None,
+        )
+        application_id = iotc.application_id(target.iotc_resource_id) if target.iotc_resource_id else ""
+        templates = [parse_template(t) for t in iotc.device_templates(target.app)]
+        templates = [t for t in templates if export_filter.covers(t.template_id) and t.telemetry]
+        groups: dict[str, list[list[str]]] = {}
+        for info in templates:
+            try:
+                groups[info.template_id] = split_select(info.template_id, info.telemetry)
+            except PlanError as exc:
+                raise BackfillRefused(str(exc)) from exc
+        devices = {str(d.get("id")): d for d in iotc.devices(target.app)}
+        kusto = self.s.kusto(target.cluster_url)
+        schema = kusto.table_schema(target.database, target.table)
+        streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
+        notes = [n for info in templates for n in info.unrecoverable]
+        notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
+        if not application_id:
+            notes.append("applicationId: unknown without iotc_resource_id (rebuilt empty)")
+        for note in notes:
+            if note not in progress.unrecoverable:
+                progress.unrecoverable.append(note)
+        progress.templates = [t.template_id for t in templates]
+        return Context(application_id, templates, groups, devices, export_filter, transform, schema, streaming)
+
+    # ---------------------------------------------------------------- the windows
+
+    def run(self, target: Any, progress: Progress, budget_s: float) -> Progress:
+        """Work through windows until done or `budget_s` is spent; progress is saved after each."""
+        if progress.done:
+            return progress
+        started = self.monotonic()
+        try:
+            ctx = self.context(target, progress)
+        except BackfillRefused as exc:
+            progress.refused, progress.done = str(exc), True
+            self.save(progress)
+            return progress
+        end = parse_ts(progress.end)
+        while not progress.done and self.monotonic() - started < budget_s:
+            cursor = parse_ts(progress.cursor)
+            if cursor >= end:
+                progress.done = True
+                break
+            if progress.pending:
+                window = Window(parse_ts(progress.pending["start"]), parse_ts(progress.pending["end"]))
+            else:
+                window = Window(cursor, min(end, cursor + timedelta(seconds=progress.size_s)))
+            try:
+                self._window(target, ctx, progress, window)
+            except (BackfillRefused, TransformError, PlanError) as exc:
+                progress.refused, progress.done = str(exc), True
+            self.save(progress)
+        return progress
+
+    def _query(self, target: Any, ctx: Context, progress: Progress, window: Window) -> tuple[list[Any], int] | None:
+        """Every message of the window, or None when an answer hit the record cap (split and retry)."""
+        messages = []
+        most = 0
+        for info in ctx.templates:
+            parts = []
+            for items in ctx.groups[info.template_id]:
+                answer = self.s.iotc.query(target.app, build_query(info.template_id, items, window.start, window.end))
+                progress.queries += 1
+                most = max(most, len(answer))
+                if len(answer) >= RECORD_CAP:
+                    return None
+                parts.append(answer)
+            messages += [m for m in messages_from(info, join_parts(parts)) if window.owns(m.enqueued)]
+        return messages, most
+
+    def _window(self, target: Any, ctx: Context, progress: Progress, window: Window) -> None:
+        answer = self._query(target, ctx, progress, window)
+        if answer is None:
+            first, _ = window.halves()
+            progress.size_s = int(first.size.total_seconds())
+            if progress.pending:  # the journaled window itself was cut off: it was never sent
+                progress.pending = None
+            return
+        messages, most = answer
+        rows_by_message = []
+        for info in ctx.templates:
+            mine = [m for m in messages if m.template_id == info.template_id]
+            rows_by_message += rows_for(
+                mine,
+                application_id=ctx.application_id,
+                info=info,
+                devices=ctx.devices,
+                export_filter=ctx.export_filter,
+                transform=ctx.transform,
+            )
+        rows = [r for _, r in rows_by_message]
+        if rows:
+            column = dedupe.time_column([(m.enqueued, r) for m, r in rows_by_message], ctx.schema)
+            if column is None:
+                raise BackfillRefused(
+                    "no datetime column of the table carries the message time, so rows already delivered "
+                    "cannot be told apart: nothing is ingested"
+                )
+            present = self.s.kusto(target.cluster_url).rows_between(
+                target.database, target.table, column, window.start, window.end
+            )
+            todo = dedupe.missing(rows, present, ctx.schema)
+            progress.rows_found += len(rows)
+            progress.rows_present += len(rows) - len(todo)
+            if todo and progress.mode == "on":
+                tag = tag_for(target.key, window)
+                progress.pending = {"start": stamp_s(window.start), "end": stamp_s(window.end), "tag": tag}
+                self.save(progress)
+                self.s.checkpoint("backfill:intent")
+                how = self.ingestor(target.cluster_url).ingest(
+                    target.database, target.table, todo, tag, streaming=ctx.streaming
+                )
+                self.s.checkpoint("effect:backfill-ingest")
+                progress.ingestion = how
+                progress.rows_sent += len(todo)
+                progress.chunks += 1
+        progress.pending = None
+        progress.windows += 1
+        progress.cursor = stamp_s(window.end)
+        progress.size_s = int(next_size(window.size, most).total_seconds())
+        if parse_ts(progress.cursor) >= parse_ts(progress.end):
+            progress.done = True
+        self.save(progress)
+        self.s.checkpoint("backfill:window-done")
+
+
+def gap_window(
+    last_good: datetime | None, first_new: datetime | None, fallback_start: datetime, now: datetime, margin: timedelta
+) -> tuple[datetime, datetime]:
+    """Message-time window to backfill: from the last good ingestion before the failure (or the
+    first failure evidence) to the first new row after healing, widened by `margin` on both sides
+    for the export's delivery latency (what is already there is skipped, so wider is only slower)."""
+    start = (last_good or fallback_start) - margin
+    end = (first_new or now) + margin
+    return start.astimezone(UTC), min(end, now).astimezone(UTC)

@@ -1,0 +1,100 @@
+"""Queries within the query API's documented limits (howto-query-with-rest-api.md): at most 15
+SELECT items, no `*`, at most 350 characters, at most 10 logical operations, at most 10,000
+telemetry records per answer (more are cut off), about one request per second per app.
+
+Windows are owned half-open, [start, end) in whole seconds; a query asks for one second more at
+the start (`WITHIN_WINDOW('start-1s/end')`) because the docs do not say whether the range
+includes its ends, and records outside [start, end) are dropped by the caller. So every record
+belongs to exactly one window, whatever the service does at the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from shared.backfill.templates import Capability
+
+MAX_ITEMS = 15
+MAX_CHARS = 350
+RECORD_CAP = 10_000
+TARGET_RECORDS = 8_000  # aim below the cap so a window is rarely cut off and re-asked
+MIN_WINDOW = timedelta(seconds=1)
+MAX_WINDOW = timedelta(days=1)
+FIXED_ITEMS = ("$id", "$ts")
+
+
+class PlanError(ValueError):
+    """A template or window that cannot be queried within the limits."""
+
+
+def stamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def query_text(template_id: str, items: list[str], start: datetime, end: datetime) -> str:
+    select = ", ".join([*FIXED_ITEMS, *items])
+    window = f"WITHIN_WINDOW('{stamp(start - MIN_WINDOW)}/{stamp(end)}')"
+    return f"SELECT {select} FROM {template_id} WHERE {window}"  # noqa: S608 - IoT Central query, not SQL
+
+
+def split_select(template_id: str, telemetry: list[Capability]) -> list[list[str]]:
+    """Groups of telemetry paths so each query has ≤ 15 items (with $id, $ts) and ≤ 350 characters.
+    The window stamps have a fixed length, so one probe window sizes every query of the template."""
+    probe = datetime(2000, 1, 1, tzinfo=UTC)
+    groups: list[list[str]] = []
+    current: list[str] = []
+    for cap in telemetry:
+        trial = [*current, cap.path]
+        fits = (
+            len(trial) + len(FIXED_ITEMS) <= MAX_ITEMS
+            and len(query_text(template_id, trial, probe, probe)) <= MAX_CHARS
+        )
+        if fits:
+            current = trial
+            continue
+        if not current:
+            raise PlanError(f"telemetry {cap.path!r} of {template_id} alone makes a query over {MAX_CHARS} characters")
+        groups.append(current)
+        current = [cap.path]
+        if len(query_text(template_id, current, probe, probe)) > MAX_CHARS:
+            raise PlanError(f"telemetry {cap.path!r} of {template_id} alone makes a query over {MAX_CHARS} characters")
+    if current:
+        groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    @property
+    def size(self) -> timedelta:
+        return self.end - self.start
+
+    def halves(self) -> tuple[Window, Window]:
+        seconds = int(self.size.total_seconds())
+        if seconds < 2:
+            raise PlanError(f"more than {RECORD_CAP} records in one second ({stamp(self.start)}): cannot split further")
+        middle = self.start + timedelta(seconds=seconds // 2)
+        return Window(self.start, middle), Window(middle, self.end)
+
+    def owns(self, ts: datetime) -> bool:
+        return self.start <= ts < self.end
+
+
+def floor_second(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def ceil_second(value: datetime) -> datetime:
+    floored = floor_second(value)
+    return floored if floored == value else floored + MIN_WINDOW
+
+
+def next_size(previous: timedelta, records: int) -> timedelta:
+    """Size the next window so it should hold about TARGET_RECORDS, from the last one's density."""
+    grown = previous * 4 if records <= 0 else previous * (TARGET_RECORDS / records)
+    seconds = max(MIN_WINDOW.total_seconds(), min(MAX_WINDOW.total_seconds(), grown.total_seconds()))
+    return timedelta(seconds=int(seconds))

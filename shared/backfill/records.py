@@ -1,0 +1,259 @@
+"""Query results → the messages IoT Central's data export would have sent → the destination's rows.
+
+Message formats (MicrosoftDocs/azure-docs, articles/iot-central/core/):
+- the exported telemetry message (data export how-tos, "telemetry format"): `applicationId,
+  messageSource, deviceId, schema, templateId, enqueuedTime, telemetry {name: value}, enrichments,
+  messageProperties`, plus `component` only when the capability is in a component and `module`
+  only when an IoT Edge module sent it. Without a transform, an ADX destination receives this.
+- the transform's input (howto-transform-data-internally.md): the same message with `telemetry` as
+  `[{id, name, value}]` and a `device` object (`id, name, templateId, templateName, properties,
+  cloudProperties, simulated, approved, blocked, provisioned`); `import "iotc" as iotc;` provides
+  `iotc::find(f)`. Each output object is one row (keys are column names).
+
+What the query API cannot give back is reported, never invented: `messageProperties` and
+`enrichments` (rebuilt empty), the device's properties at the time (rebuilt empty), and message
+ids. `$ts` is taken as the message's `enqueuedTime` (the time IoT Central received it).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared.backfill.templates import TemplateInfo
+
+IOTC_JQ_MODULE = "def find(f): .[] | select(f);\n"
+NOT_RETURNED = (
+    "messageProperties and enrichments (the query API does not return them)",
+    "device properties and cloud properties as they were then (only today's device record is known)",
+)
+
+
+class FilterUnsupported(ValueError):
+    """An export filter this healer cannot evaluate: the backfill refuses rather than guess."""
+
+
+class TransformError(ValueError):
+    """The destination's jq program does not compile or fails on a rebuilt message."""
+
+
+@dataclass(frozen=True)
+class Message:
+    device_id: str
+    template_id: str
+    enqueued: datetime
+    component: str | None
+    telemetry: dict[str, Any]
+
+
+def parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def iso_ms(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def join_parts(parts: list[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Re-join the answers of a split SELECT on device and timestamp."""
+    joined: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        for record in part:
+            key = (str(record.get("$id")), str(record.get("$ts")))
+            merged = joined.setdefault(key, {})
+            for name, value in record.items():
+                if name not in ("$id", "$ts") and value is not None:
+                    merged[name] = value
+    return joined
+
+
+def messages_from(info: TemplateInfo, joined: dict[tuple[str, str], dict[str, Any]]) -> list[Message]:
+    """One message per device, timestamp and component (a device sends each component's telemetry
+    in its own message)."""
+    by_path = {c.path: c for c in info.telemetry}
+    messages = []
+    for (device_id, ts), values in joined.items():
+        groups: dict[str | None, dict[str, Any]] = {}
+        for path, value in values.items():
+            cap = by_path.get(path)
+            if cap is not None:
+                groups.setdefault(cap.component, {})[cap.name] = value
+        for component, telemetry in sorted(groups.items(), key=lambda g: g[0] or ""):
+            messages.append(Message(device_id, info.template_id, parse_ts(ts), component, telemetry))
+    return sorted(messages, key=lambda m: (m.enqueued, m.device_id, m.component or ""))
+
+
+def exported_message(application_id: str, message: Message) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "applicationId": application_id,
+        "messageSource": "telemetry",
+        "deviceId": message.device_id,
+        "schema": "default@v1",
+        "templateId": message.template_id,
+        "enqueuedTime": iso_ms(message.enqueued),
+        "telemetry": dict(message.telemetry),
+        "enrichments": {},
+        "messageProperties": {},
+    }
+    if message.component:
+        body["component"] = message.component
+    return body
+
+
+def transform_input(
+    application_id: str, message: Message, info: TemplateInfo, device: dict[str, Any] | None
+) -> dict[str, Any]:
+    body = exported_message(application_id, message)
+    ids = {(c.component, c.name): c.capability_id for c in info.telemetry}
+    body["telemetry"] = [
+        {"id": ids.get((message.component, name), ""), "name": name, "value": value}
+        for name, value in message.telemetry.items()
+    ]
+    device = device or {}
+    body["device"] = {
+        "id": message.device_id,
+        "name": device.get("displayName", message.device_id),
+        "cloudProperties": [],
+        "properties": {"reported": []},
+        "templateId": message.template_id,
+        "templateName": info.display_name,
+        "simulated": bool(device.get("simulated", False)),
+        "approved": True,
+        "blocked": not device.get("enabled", True),
+        "provisioned": bool(device.get("provisioned", True)),
+    }
+    return body
+
+
+# ---------------------------------------------------------------------- the export's filter
+
+_FILTER = re.compile(r"\s*SELECT\s+\*\s+FROM\s+(?P<source>\S+)(?:\s+WHERE\s+(?P<where>.+?))?\s*", re.I | re.S)
+_CONDITION = re.compile(
+    r"\s*(?P<field>\$?[A-Za-z_][\w.]*)\s*(?P<op>!=|<>|>=|<=|=|>|<)\s*(?P<value>\"[^\"]*\"|'[^']*'|-?\d+(?:\.\d+)?|true|false)\s*",
+    re.I,
+)
+_OPS = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<>": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+@dataclass(frozen=True)
+class ExportFilter:
+    """`SELECT * FROM devices|<template id> [WHERE c AND c …]` with comparisons on `$id`,
+    `$displayName`, `$template`, `$simulated` and telemetry. Anything else is FilterUnsupported."""
+
+    source: str
+    conditions: tuple[tuple[str, str, Any], ...]
+
+    @staticmethod
+    def parse(text: str | None) -> ExportFilter:
+        if not text or not text.strip():
+            return ExportFilter("devices", ())
+        match = _FILTER.fullmatch(text)
+        if not match:
+            understood = "SELECT * FROM devices|<template> [WHERE …]"
+            raise FilterUnsupported(f"filter={text!r}: only '{understood}' is understood")
+        conditions = []
+        where = match.group("where") or ""
+        if re.search(r"\bOR\b|\bIN\b|\(", where, re.I):
+            raise FilterUnsupported(f"filter={text!r}: OR, IN and functions are not understood")
+        for part in re.split(r"\s+AND\s+", where, flags=re.I) if where else []:
+            cond = _CONDITION.fullmatch(part)
+            if not cond:
+                raise FilterUnsupported(f"filter={text!r}: condition {part.strip()!r} is not understood")
+            raw = cond.group("value")
+            value: Any
+            if raw[0] in "\"'":
+                value = raw[1:-1]
+            elif raw.lower() in ("true", "false"):
+                value = raw.lower() == "true"
+            else:
+                value = float(raw)
+            conditions.append((cond.group("field"), cond.group("op"), value))
+        return ExportFilter(match.group("source"), tuple(conditions))
+
+    def covers(self, template_id: str) -> bool:
+        return self.source in ("devices", template_id)
+
+    def matches(self, message: Message, device: dict[str, Any] | None) -> bool:
+        if not self.covers(message.template_id):
+            return False
+        device = device or {}
+        facts: dict[str, Any] = {
+            "$id": message.device_id,
+            "$displayName": device.get("displayName", message.device_id),
+            "$template": message.template_id,
+            "$simulated": device.get("simulated", False),
+        }
+        for name, value in message.telemetry.items():
+            facts[f"{message.component}.{name}" if message.component else name] = value
+        for name, op, value in self.conditions:
+            actual = facts.get(name)
+            if actual is None:
+                return False
+            try:
+                if not _OPS[op](actual, value):
+                    return False
+            except TypeError:
+                return False
+        return True
+
+
+# ---------------------------------------------------------------------- the destination's transform
+
+
+@functools.cache
+def _module_dir() -> str:
+    path = Path(tempfile.mkdtemp(prefix="iotc-jq-")) / "iotc.jq"
+    path.write_text(IOTC_JQ_MODULE)
+    return str(path.parent)
+
+
+@functools.cache
+def compile_transform(program: str) -> Any:
+    """The jq program with IoT Central's `iotc` module made importable (a search path added to its
+    import directive; the module's text is the documented `find`)."""
+    import jq
+
+    text = re.sub(r'import\s+"iotc"\s+as\s+iotc\s*;', f'import "iotc" as iotc {{search: "{_module_dir()}"}};', program)
+    try:
+        return jq.compile(text)
+    except ValueError as exc:
+        raise TransformError(f"transform does not compile: {str(exc)[:300]}") from exc
+
+
+def rows_for(
+    messages: list[Message],
+    *,
+    application_id: str,
+    info: TemplateInfo,
+    devices: dict[str, dict[str, Any]],
+    export_filter: ExportFilter,
+    transform: str | None,
+) -> list[tuple[Message, dict[str, Any]]]:
+    """(source message, row) for every row the destination would have received."""
+    kept = [m for m in messages if export_filter.matches(m, devices.get(m.device_id))]
+    if not transform:
+        return [(m, exported_message(application_id, m)) for m in kept]
+    program = compile_transform(transform)
+    out: list[tuple[Message, dict[str, Any]]] = []
+    inputs = [transform_input(application_id, m, info, devices.get(m.device_id)) for m in kept]
+    for message, value in zip(kept, inputs, strict=True):
+        try:
+            results = program.input_value(value).all()
+        except ValueError as exc:
+            raise TransformError(f"transform failed on a message of {message.device_id}: {str(exc)[:300]}") from exc
+        out.extend((message, r) for r in results if isinstance(r, dict))
+    return out
