@@ -139,6 +139,7 @@ class BackfillEngine:
             start = oldest
         start, end = floor_second(start), ceil_second(min(end, now))
         progress = Progress(target.key, run_id, mode, stamp_s(start), stamp_s(end), stamp_s(start))
+        progress.size_s = int(FIRST_WINDOW.total_seconds())
         progress.unrecoverable = unrecoverable
         self.save(progress)
         return progress

@@ -1,0 +1,156 @@
+"""Backfill end to end: an outage across two templates with a filter and a jq transform, healed,
+then backfilled from the query API through queued ingestion on Azurite: nothing missing, nothing
+twice, a second backfill adds nothing, and a crash in the middle resumes to the same result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sandbox import backfill_fleet
+from sandbox.azurite import ACCOUNT_KEY, Azurite
+from sandbox.waiting import wait_for
+from sandbox.world import World
+from shared.messages import new_run
+from tests.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+KEY = "fleet:export-1:adx-1"
+TABLE = "FleetTelemetry"
+
+
+@pytest.fixture
+def fleet_world(world: World, azurite: Azurite) -> Iterator[World]:
+    world.attach_storage(azurite.connection_string, ACCOUNT_KEY)
+    backfill_fleet.add_fleet_app(world, "fleet", TABLE)
+    world.start_exporter(interval_s=0.2)
+    yield world
+    world.stop_exporter()
+
+
+def _setup(world: World, azurite: Azurite, **overrides: Any) -> tuple[Any, Worker]:
+    settings = make_settings(world, azurite, backfill="on", **overrides)
+    healer = healer_for(settings)
+    return healer, Worker(healer, queue_client(settings))
+
+
+def _outage(world: World, worker: Worker) -> None:
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    inject_and_wait(world, "principal-removed", "fleet")
+    lost = world.batches
+    wait_until(lambda: world.batches >= lost + 10, 10, "batches lost in the outage")
+    worker.enqueue_start(KEY)
+
+
+def _settled(world: World, until: datetime) -> dict[str, int]:
+    """Compare once queued ingestion has drained (the worker polls Azurite)."""
+    result: dict[str, int] = {}
+
+    def done() -> bool:
+        result.update(backfill_fleet.compare(world, "fleet", TABLE, until))
+        return result["rows_missing"] == 0 and result["rows_duplicated"] == 0
+
+    wait_for(done, 15)  # the caller asserts on the counts, which say more than a timeout would
+    return result
+
+
+def _gap_end(healer: Any) -> datetime:
+    gap = healer.s.store.load(KEY).gap
+    assert gap and gap["status"] == "done", gap
+    return datetime.fromisoformat(gap["end"].replace("Z", "+00:00"))
+
+
+def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
+    fleet_world: World, azurite: Azurite
+) -> None:
+    world = fleet_world
+    healer, worker = _setup(world, azurite)
+    _outage(world, worker)
+    worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 60)
+    gap = healer.s.store.load(KEY).gap
+    assert gap["rows_missing"] > 0 and gap["rows_ingested"] == gap["rows_missing"], gap
+    assert gap["last_good"] and gap["first_new"], gap
+    assert any("messageProperties" in n for n in gap["unrecoverable"])
+    until = _gap_end(healer)
+    before = _settled(world, until)
+    assert before["rows_missing"] == 0 and before["rows_duplicated"] == 0, before
+    assert before["rows_expected"] > 0
+
+    # Every query the healer sent kept to the documented limits.
+    assert world.iotc.queries and all(len(q) <= 350 and "*" not in q for q in world.iotc.queries)
+    assert world.iotc.query_throttle.refused == 0
+
+    # The same window again: everything is already there.
+    start = datetime.fromisoformat(gap["start"].replace("Z", "+00:00"))
+    again = new_run(KEY, "cli").next("backfill", window_start=start, window_end=until, backfill_mode="on")
+    outcome = healer.backfill(healer.target(KEY), again)
+    assert outcome.status == "backfilled"
+    assert healer.s.store.load(KEY).gap["rows_ingested"] == 0
+    assert backfill_fleet.compare(world, "fleet", TABLE, until) == before
+
+
+@pytest.mark.parametrize("point", ["effect:backfill-ingest", "backfill:window-done"])
+def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplicated(
+    fleet_world: World, azurite: Azurite, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import remediation
+    from shared.backfill import engine, planner
+
+    # Small windows over a short gap: several windows and several chunks, in seconds.
+    monkeypatch.setattr(remediation, "GAP_MARGIN", timedelta(seconds=1))
+    monkeypatch.setattr(engine, "FIRST_WINDOW", timedelta(seconds=1))
+    monkeypatch.setattr(planner, "TARGET_RECORDS", 5)
+    world = fleet_world
+    healer, worker = _setup(world, azurite)
+    seen: list[str] = []
+
+    def crash(name: str) -> None:
+        seen.append(name)
+        if name == point and seen.count(name) == 2:  # die at the second chunk, after the first landed
+            raise Crash(point)
+
+    healer.s.checkpoint = crash
+    _outage(world, worker)
+    worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 90)
+    assert worker.crashes == 1
+    gap = healer.s.store.load(KEY).gap
+    assert gap["status"] == "done" and gap["rows_ingested"] > 0, gap
+    assert seen.count("effect:backfill-ingest") >= 2, "the gap was not spread over several chunks"
+    result = _settled(world, _gap_end(healer))
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, credential: Any) -> None:
+    """ingestIfNotExists through the real azure-kusto-ingest client, Azurite and the worker."""
+    from shared.backfill.ingest import Ingestor
+
+    world = fleet_world
+    rows = [{"DeviceId": "probe", "Timestamp": "2026-01-01T00:00:00.000Z", "Values": {"a": 1}}]
+    ingestor = Ingestor(world.cluster.url, credential)
+    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False) == "queued"
+    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False) == "queued"
+    assert world.ingestion is not None
+    wait_until(lambda: world.ingestion.ingested_blobs + world.ingestion.skipped_blobs == 2, 10, "both blobs handled")
+    probes = [r for r in world.cluster.table("devicedata", TABLE).rows if r["DeviceId"] == "probe"]
+    assert len(probes) == 1 and world.ingestion.skipped_blobs == 1
+    assert "ingest-by:chunk-1" in world.cluster.table("devicedata", TABLE).ingest_by_tags
+
+
+def test_streaming_needs_the_tables_policy(fleet_world: World, credential: Any) -> None:
+    from azure.kusto.data.exceptions import KustoApiError
+
+    from shared.backfill.ingest import Ingestor
+
+    world = fleet_world
+    rows = [{"DeviceId": "streamed", "Timestamp": "2026-01-01T00:00:00.000Z"}]
+    ingestor = Ingestor(world.cluster.url, credential)
+    with pytest.raises(KustoApiError) as refused:
+        ingestor.ingest("devicedata", TABLE, rows, "s-1", streaming=True)
+    assert refused.value.get_api_error().code == "BadRequest_StreamingIngestionPolicyNotEnabled"
+    world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    assert ingestor.ingest("devicedata", TABLE, rows, "s-1", streaming=True) == "streamed"
+    assert [r["DeviceId"] for r in world.cluster.table("devicedata", TABLE).rows if r["DeviceId"] == "streamed"]
