@@ -39,7 +39,10 @@ def fleet(thermostats: int = 3, pumps: int = 3, extra_telemetry: int = 0) -> Fle
     """`extra_telemetry` adds pump telemetry so one SELECT cannot hold it all (split queries)."""
     thermostat = telemetry_template(THERMOSTAT, "Thermostat", ["temperature", "humidity"], {"battery": ["level"]})
     pump = telemetry_template(
-        PUMP, "Pump", ["pressure", "flow", *[f"vibration{n:02d}" for n in range(extra_telemetry)]]
+        PUMP,
+        "Pump",
+        ["pressure", "flow", *[f"vibration{n:02d}" for n in range(extra_telemetry)]],
+        properties=["firmware"],
     )
     devices = {f"thermostat-{n}": THERMOSTAT for n in range(thermostats)}
     devices.update({f"pump-{n}": PUMP for n in range(pumps)})

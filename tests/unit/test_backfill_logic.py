@@ -1,0 +1,186 @@
+"""Backfill's pure logic: query planning within the documented limits, re-joining split answers,
+rebuilding messages in Microsoft's documented shapes, the export filter, the jq transform with
+IoT Central's `iotc` module, and dedupe against rows already in the table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.backfill import dedupe
+from shared.backfill.planner import (
+    MAX_CHARS,
+    MAX_ITEMS,
+    PlanError,
+    Window,
+    next_size,
+    query_text,
+    split_select,
+)
+from shared.backfill.records import (
+    ExportFilter,
+    FilterUnsupported,
+    Message,
+    TransformError,
+    compile_transform,
+    join_parts,
+    messages_from,
+    rows_for,
+    transform_input,
+)
+from shared.backfill.templates import Capability, TemplateInfo, parse_template
+
+T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+
+
+def caps(*paths: str) -> list[Capability]:
+    out = []
+    for path in paths:
+        component, _, name = path.rpartition(".")
+        out.append(Capability(path, name, component or None, f"dtmi:x:{name};1"))
+    return out
+
+
+def test_select_lists_are_split_within_fifteen_items_and_350_characters() -> None:
+    telemetry = caps(*[f"t{n}" for n in range(40)])
+    groups = split_select("dtmi:contoso:pump;1", telemetry)
+    assert [p for g in groups for p in g] == [c.path for c in telemetry]
+    for group in groups:
+        text = query_text("dtmi:contoso:pump;1", group, T0, T0 + timedelta(hours=1))
+        assert len(group) + 2 <= MAX_ITEMS and len(text) <= MAX_CHARS and "*" not in text
+    long_names = caps(*[f"component{n}.averyveryverylongtelemetryname{n:03d}" for n in range(12)])
+    for group in split_select("dtmi:contoso:pump;1", long_names):
+        assert len(query_text("dtmi:contoso:pump;1", group, T0, T0)) <= MAX_CHARS
+    with pytest.raises(PlanError, match="350"):
+        split_select("dtmi:contoso:pump;1", caps("x" * 300))
+
+
+def test_a_query_asks_one_second_more_at_the_start_and_windows_own_their_start() -> None:
+    text = query_text("dtmi:c:t;1", ["temperature"], T0, T0 + timedelta(minutes=5))
+    assert text == (
+        "SELECT $id, $ts, temperature FROM dtmi:c:t;1 WHERE WITHIN_WINDOW('2026-11-27T06:59:59Z/2026-11-27T07:05:00Z')"
+    )
+    window = Window(T0, T0 + timedelta(seconds=10))
+    assert window.owns(T0) and not window.owns(T0 + timedelta(seconds=10))
+    first, second = window.halves()
+    assert (first.start, first.end, second.end) == (T0, T0 + timedelta(seconds=5), window.end)
+    with pytest.raises(PlanError):
+        Window(T0, T0 + timedelta(seconds=1)).halves()
+    assert next_size(timedelta(minutes=10), 16_000) == timedelta(minutes=5)
+    assert next_size(timedelta(minutes=10), 0) == timedelta(minutes=40)
+    assert next_size(timedelta(hours=20), 1) == timedelta(days=1)
+
+
+def test_split_answers_are_rejoined_and_components_become_their_own_messages() -> None:
+    info = TemplateInfo("dtmi:c:t;1", "Thermostat", caps("temperature", "humidity", "battery.level"))
+    ts = "2026-11-27T07:00:00.123Z"
+    parts = [
+        [{"$id": "d1", "$ts": ts, "temperature": 21.5}],
+        [{"$id": "d1", "$ts": ts, "humidity": 40, "battery.level": 88}, {"$id": "d2", "$ts": ts, "humidity": None}],
+    ]
+    messages = messages_from(info, join_parts(parts))
+    assert [(m.device_id, m.component, m.telemetry) for m in messages] == [
+        ("d1", None, {"temperature": 21.5, "humidity": 40}),
+        ("d1", "battery", {"level": 88}),
+    ]
+    assert messages[0].enqueued == datetime(2026, 11, 27, 7, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_templates_list_root_component_and_extended_telemetry_and_say_what_modules_lose() -> None:
+    template = {
+        "@id": "dtmi:c:t;1",
+        "displayName": "T",
+        "capabilityModel": {
+            "contents": [
+                {"@type": ["Telemetry", "Temperature"], "name": "temperature", "@id": "dtmi:c:t:temperature;1"},
+                {"@type": "Property", "name": "firmware"},
+                {
+                    "@type": "Component",
+                    "name": "battery",
+                    "schema": {"contents": [{"@type": "Telemetry", "name": "level"}]},
+                },
+                {"@type": ["Relationship", "EdgeModule"], "name": "vision", "target": [{"contents": []}]},
+            ],
+            "extends": [{"contents": [{"@type": "Telemetry", "name": "uptime"}]}],
+        },
+    }
+    info = parse_template(template)
+    assert [c.path for c in info.telemetry] == ["temperature", "battery.level", "uptime"]
+    assert info.telemetry[0].capability_id == "dtmi:c:t:temperature;1"
+    assert len(info.unrecoverable) == 1 and "vision" in info.unrecoverable[0]
+
+
+def test_the_transform_input_has_the_documented_shape_and_the_iotc_module_works() -> None:
+    """howto-transform-data-internally.md, scenario 1: the documented query gives the documented row."""
+    info = TemplateInfo("dtmi:modelDefinition:nhhbjotee:qytxnp8hi", "hapticsensors", caps("t1", "t2", "t3"))
+    message = Message("oozrnl1zs857", info.template_id, T0, None, {"t1": 1.5, "t2": 2.5, "t3": 3.5})
+    body = transform_input("c57fe8d9-d15d-4659-9814-d3cc38ca9e1b", message, info, {"displayName": "haptic alarm"})
+    assert {"applicationId", "enqueuedTime", "messageSource", "telemetry", "device"} <= set(body)
+    assert body["telemetry"][0] == {"id": "dtmi:x:t1;1", "name": "t1", "value": 1.5}
+    assert set(body["device"]) >= {"id", "name", "templateId", "templateName", "properties", "cloudProperties"}
+    program = (
+        'import "iotc" as iotc;\n{\n  deviceId: .device.id,\n  Timestamp: .enqueuedTime,\n'
+        '  T1: .telemetry | iotc::find(.name == "t1").value,\n  T2: .telemetry | iotc::find(.name == "t2").value,\n'
+        '  T3: .telemetry | iotc::find(.name == "t3").value,\n}'
+    )
+    rows = rows_for(
+        [message],
+        application_id="app",
+        info=info,
+        devices={},
+        export_filter=ExportFilter.parse(None),
+        transform=program,
+    )
+    assert [r for _, r in rows] == [
+        {"deviceId": "oozrnl1zs857", "Timestamp": "2026-11-27T07:00:00.000Z", "T1": 1.5, "T2": 2.5, "T3": 3.5}
+    ]
+    with pytest.raises(TransformError):
+        compile_transform("{ broken")
+
+
+def test_without_a_transform_the_row_is_the_exported_message() -> None:
+    info = TemplateInfo("dtmi:c:t;1", "T", caps("battery.level"))
+    message = Message("d1", "dtmi:c:t;1", T0, "battery", {"level": 3})
+    [(_, row)] = rows_for(
+        [message], application_id="a", info=info, devices={}, export_filter=ExportFilter.parse(""), transform=None
+    )
+    assert row == {
+        "applicationId": "a",
+        "messageSource": "telemetry",
+        "deviceId": "d1",
+        "schema": "default@v1",
+        "templateId": "dtmi:c:t;1",
+        "enqueuedTime": "2026-11-27T07:00:00.000Z",
+        "telemetry": {"level": 3},
+        "enrichments": {},
+        "messageProperties": {},
+        "component": "battery",
+    }
+
+
+def test_the_export_filter_of_the_published_sample_is_understood_and_anything_else_refused() -> None:
+    sample = ExportFilter.parse('SELECT * FROM devices WHERE $displayName != "abc" AND $id = "a"')
+    message = Message("a", "dtmi:c:t;1", T0, None, {"temperature": 30})
+    assert sample.matches(message, {"displayName": "x"})
+    assert not sample.matches(message, {"displayName": "abc"})
+    hot = ExportFilter.parse("SELECT * FROM dtmi:c:t;1 WHERE temperature > 25")
+    assert hot.matches(message, None) and not hot.covers("dtmi:c:other;1")
+    assert not hot.matches(Message("a", "dtmi:c:t;1", T0, None, {"temperature": 20}), None)
+    for text in ('SELECT * FROM devices WHERE $id = "a" OR $id = "b"', "SELECT temperature FROM devices"):
+        with pytest.raises(FilterUnsupported):
+            ExportFilter.parse(text)
+
+
+def test_rows_already_in_the_table_are_skipped_as_a_multiset_in_the_tables_types() -> None:
+    schema = [("DeviceId", "string"), ("Timestamp", "datetime"), ("Values", "dynamic"), ("T", "real")]
+    rebuilt = [
+        {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:00.100Z", "Values": {"b": 1, "a": 2}, "T": 1},
+        {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:00.100Z", "Values": {"b": 1, "a": 2}, "T": 1},
+        {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:01.000Z", "Values": None, "T": None},
+    ]
+    present = [{"DeviceId": "d", "Timestamp": T0 + timedelta(milliseconds=100), "Values": {"a": 2.0, "b": 1}, "T": 1.0}]
+    assert dedupe.missing(rebuilt, present, schema) == rebuilt[1:]
+    pairs = [(T0 + timedelta(milliseconds=100), rebuilt[0])]
+    assert dedupe.time_column(pairs, schema) == "Timestamp"
+    assert dedupe.time_column(pairs, [("DeviceId", "string")]) is None
