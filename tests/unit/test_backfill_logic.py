@@ -5,6 +5,7 @@ IoT Central's `iotc` module, and dedupe against rows already in the table."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_a_query_asks_one_second_more_at_the_start_and_windows_own_their_start()
 def test_split_answers_are_rejoined_and_components_become_their_own_messages() -> None:
     info = TemplateInfo("dtmi:c:t;1", "Thermostat", caps("temperature", "humidity", "battery.level"))
     ts = "2026-11-27T07:00:00.123Z"
-    parts = [
+    parts: list[list[dict[str, Any]]] = [
         [{"$id": "d1", "$ts": ts, "temperature": 21.5}],
         [{"$id": "d1", "$ts": ts, "humidity": 40, "battery.level": 88}, {"$id": "d2", "$ts": ts, "humidity": None}],
     ]
@@ -174,7 +175,7 @@ def test_the_export_filter_of_the_published_sample_is_understood_and_anything_el
 
 def test_rows_already_in_the_table_are_skipped_as_a_multiset_in_the_tables_types() -> None:
     schema = [("DeviceId", "string"), ("Timestamp", "datetime"), ("Values", "dynamic"), ("T", "real")]
-    rebuilt = [
+    rebuilt: list[dict[str, Any]] = [
         {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:00.100Z", "Values": {"b": 1, "a": 2}, "T": 1},
         {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:00.100Z", "Values": {"b": 1, "a": 2}, "T": 1},
         {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:01.000Z", "Values": None, "T": None},
