@@ -210,8 +210,8 @@ class KustoAdapter:
                 columns.append((name.strip().strip("[]'\""), kind.strip().lower()))
         return columns
 
-    def last_ingestion(self, database: str, table: str) -> datetime | None:
-        rows = self._read("query", database, cmd.last_ingestion(table))
+    def last_ingestion_before(self, database: str, table: str, before: datetime) -> datetime | None:
+        rows = self._read("query", database, cmd.last_ingestion_before(table, before))
         value = rows[0].get("Last") if rows else None
         return value if isinstance(value, datetime) else None
 

@@ -69,9 +69,10 @@ def show_cslschema(table: str) -> str:
     return f".show table {names.quote_entity('table', table)} cslschema"
 
 
-def last_ingestion(table: str) -> str:
-    """When the table last received a row (the end of the last good export before a failure)."""
-    return f"{names.quote_entity('table', table)} | summarize Last=max(ingestion_time())"
+def last_ingestion_before(table: str, before: datetime) -> str:
+    """The last row ingested before a repair: where the export stopped delivering."""
+    quoted = names.quote_entity("table", table)
+    return f"{quoted} | where ingestion_time() < datetime({_stamp(before)}) | summarize Last=max(ingestion_time())"
 
 
 def first_ingestion_since(table: str, since: datetime) -> str:

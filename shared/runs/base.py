@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
@@ -60,6 +60,8 @@ class Services:
     # block, so a test can kill the process there) to prove a run survives dying at that point.
     checkpoint: Callable[[str], None] = field(default=lambda name: None)
     credential: TokenCredential | None = None
+    # cluster URL → shared.backfill.ingest.Ingestor (azure-kusto-ingest clients, built on first use)
+    ingestor: Callable[[str], Any] | None = None
 
 
 @dataclass

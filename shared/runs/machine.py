@@ -17,6 +17,7 @@ from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
 from shared.runs import reading
 from shared.runs.add_role import AddRole
+from shared.runs.backfill import Backfill
 from shared.runs.base import DONE, PLANNED, TOGGLING, VERIFYING, Outcome, RunStopped, Services, UnknownTarget
 from shared.runs.fencing import JournalValue, Run
 from shared.runs.refresh import ReaddBlocked, Refresh, escalate_blocked, readd
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 # The remedies, mildest first, and what may follow a healed verification. A new remedy or
 # follow-up is a module with its phases, registered here (and its queue steps in messages.Step).
 REMEDIES: tuple[Remedy, ...] = (AddRole(), Refresh())
-FOLLOW_UPS: tuple[FollowUp, ...] = ()
+FOLLOW_UPS: tuple[FollowUp, ...] = (Backfill(),)
 
 
 class Healer:
@@ -93,6 +94,8 @@ class Healer:
                 return self._resume(step, state)
             if msg.step == "start":
                 return self._start(step, state)
+            if msg.step == "backfill" and target is not None:  # asked for by hand: a run of its own
+                return Backfill().begin(step, state)
             return Outcome("skipped", f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
@@ -291,7 +294,9 @@ class Healer:
 
     # ------------------------------------------------------------------ history
 
-    def history(self, step: Step, outcome: Outcome, plan: Plan | None = None) -> Outcome:
+    def history(
+        self, step: Step, outcome: Outcome, plan: Plan | None = None, gap: dict[str, object] | None = None
+    ) -> Outcome:
         msg = step.msg
         record: dict[str, JournalValue] = {
             "Target": str(step.target) if step.target else step.key,
@@ -306,6 +311,8 @@ class Healer:
             record["Summary"] = plan.diagnosis.summary[:2000]
             record["Actions"] = [a.to_dict() for a in plan.actions]
             record["Notes"] = list(plan.diagnosis.notes)
+        if gap is not None:
+            record["Gap"] = gap
         self.s.store.append_history(step.key, msg.run_id, record, self.s.clock())
         log.info("remediation %s %s: %s (%s)", step.key, msg.run_id, outcome.status, outcome.detail)
         return outcome

@@ -41,8 +41,11 @@ def _setup(world: World, azurite: Azurite, **overrides: Any) -> tuple[Any, Worke
 def _outage(world: World, worker: Worker) -> None:
     wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
     inject_and_wait(world, "principal-removed", "fleet")
-    lost = world.batches
-    wait_until(lambda: world.batches >= lost + 10, 10, "batches lost in the outage")
+
+    def lost() -> int:
+        return sum(1 for r in world.workspace.tables["FailedIngestion"] if r["Table"] == TABLE)
+
+    wait_until(lambda: lost() >= 12, 10, "batches lost in the outage")  # over two seconds of telemetry
     worker.enqueue_start(KEY)
 
 
@@ -87,8 +90,8 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
     # The same window again: everything is already there.
     start = datetime.fromisoformat(gap["start"].replace("Z", "+00:00"))
     again = new_run(KEY, "cli").next("backfill", window_start=start, window_end=until, backfill_mode="on")
-    outcome = healer.backfill(healer.target(KEY), again)
-    assert outcome.status == "backfilled"
+    outcome = healer.handle(again)
+    assert outcome.status == "backfilled", outcome
     assert healer.s.store.load(KEY).gap["rows_ingested"] == 0
     assert backfill_fleet.compare(world, "fleet", TABLE, until) == before
 
@@ -97,11 +100,11 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
 def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplicated(
     fleet_world: World, azurite: Azurite, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import remediation
     from shared.backfill import engine, planner
+    from shared.runs import backfill
 
     # Small windows over a short gap: several windows and several chunks, in seconds.
-    monkeypatch.setattr(remediation, "GAP_MARGIN", timedelta(seconds=1))
+    monkeypatch.setattr(backfill, "GAP_MARGIN", timedelta(seconds=1))
     monkeypatch.setattr(engine, "FIRST_WINDOW", timedelta(seconds=1))
     monkeypatch.setattr(planner, "TARGET_RECORDS", 5)
     world = fleet_world
@@ -116,8 +119,8 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     healer.s.checkpoint = crash
     _outage(world, worker)
     worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 90)
-    assert worker.crashes == 1
     gap = healer.s.store.load(KEY).gap
+    assert worker.crashes == 1, gap
     assert gap["status"] == "done" and gap["rows_ingested"] > 0, gap
     assert seen.count("effect:backfill-ingest") >= 2, "the gap was not spread over several chunks"
     result = _settled(world, _gap_end(healer))

@@ -1,0 +1,186 @@
+"""The phase after a verified healing: measure the export's gap and backfill it.
+
+Gap: from the last row ingested before the repair (the last good export; with none, the lookback
+before the repair) to the first row ingested after it, widened by GAP_MARGIN on both sides for
+the export's delivery latency. It is recorded in the target's state (`/api/targets`, `status`)
+and in the run's history.
+
+`HEALER_BACKFILL`: `off` ends the run at verification; `plan` (the default, and always in observe
+mode) runs the queries and the comparison and records what would be ingested; `on` ingests it.
+The run stays in phase `backfilling`, holding the target's lease, one bounded invocation per
+queue message (`HEALER_BACKFILL_INVOCATION_SECONDS`), until the whole window is done.
+
+A backfill can also be asked for by hand (CLI, `/api/heal` with `backfill`): it is a run of its
+own that starts in this phase.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from shared.kusto import AdxError
+from shared.messages import RemediationMessage
+from shared.runs.base import VERIFYING, Outcome
+from shared.runs.remedy import Step
+from shared.storage import TargetState
+
+log = logging.getLogger(__name__)
+BACKFILLING = "backfilling"
+# The export delivers in batches: widen the gap by this much on both sides (rows already in the
+# table are skipped, so a wider window costs queries, never duplicates).
+GAP_MARGIN = timedelta(seconds=120)
+
+
+def backfill_mode(settings: Any, asked: str | None = None) -> str:
+    if settings.observe_only:
+        return "plan"  # observe mode never changes a table
+    return asked or ("on" if settings.backfill == "on" else "plan")
+
+
+class Backfill:
+    phases: ClassVar[tuple[str, ...]] = (BACKFILLING,)
+    steps: ClassVar[tuple[str, ...]] = ("backfill",)
+
+    # ---------------------------------------------------------------- after verification
+
+    def after_healed(self, step: Step, state: TargetState) -> Outcome | None:
+        s = step.healer.s
+        if s.settings.backfill == "off" or step.target is None:
+            return None
+        target, now = step.target, s.clock()
+        action_at = step.msg.action_at or now
+        kusto = s.kusto(target.cluster_url)
+        try:
+            last_good = kusto.last_ingestion_before(target.database, target.table, action_at)
+            first_new = kusto.first_ingestion_since(target.database, target.table, action_at)
+        except AdxError as exc:
+            log.warning("gap of %s not measured: %s", target.key, exc)
+            last_good = first_new = None
+        from shared.backfill.engine import gap_window
+
+        fallback = action_at - timedelta(minutes=s.settings.lookback_minutes)
+        start, end = gap_window(last_good, first_new, fallback, now, GAP_MARGIN)
+        mode = backfill_mode(s.settings)
+        gap: dict[str, Any] = {
+            "run_id": step.msg.run_id,
+            "last_good": last_good.isoformat() if last_good else None,
+            "first_new": first_new.isoformat() if first_new else None,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "seconds": round((end - start).total_seconds()),
+            "backfill": mode,
+            "status": "queued",
+        }
+        cooldown = now + timedelta(seconds=s.settings.cooldown_seconds)
+
+        def healed(st: TargetState) -> None:
+            st.gap, st.last_outcome, st.cooldown_until = gap, "healed", cooldown
+
+        step.run.transition({VERIFYING}, BACKFILLING, healed, hold_s=s.settings.backfill_invocation_seconds)
+        s.queue.send(step.msg.next("backfill", window_start=start, window_end=end, backfill_mode=mode).to_json())
+        s.checkpoint("enqueue:backfill")
+        verified = next(
+            (
+                str(r["Data"].get("detail", ""))
+                for r in s.store.read_journal(target.key, step.msg.run_id)
+                if r["Step"] == "verify" and r["Status"] == "done"
+            ),
+            "verified",
+        )
+        detail = f"{verified}; gap {start:%H:%M:%S}Z..{end:%H:%M:%S}Z, backfill {mode} queued"
+        return step.healer.history(step, Outcome("healed", detail))
+
+    # ---------------------------------------------------------------- a backfill asked for by hand
+
+    def begin(self, step: Step, state: TargetState) -> Outcome:
+        """A `backfill` message of a run that is not in progress: a backfill-only run."""
+        msg, s = step.msg, step.healer.s
+        if state.last_run_id == msg.run_id:
+            return Outcome("skipped", f"run {msg.run_id} already ended")
+        if msg.window_start is None or msg.window_end is None:
+            return Outcome("skipped", "a backfill needs window_start and window_end")
+        if step.run.acquire(extra_s=s.settings.backfill_invocation_seconds) is None:
+            return step.healer.history(step, Outcome("skipped", "another remediation holds this target"))
+        gap = {
+            "run_id": msg.run_id,
+            "start": msg.window_start.isoformat(),
+            "end": msg.window_end.isoformat(),
+            "backfill": backfill_mode(s.settings, msg.backfill_mode),
+            "status": "queued",
+        }
+        step.run.transition(None, BACKFILLING, lambda st: setattr(st, "gap", gap))
+        return self.resume(step, s.store.load(step.key))
+
+    # ---------------------------------------------------------------- one invocation
+
+    def resume(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
+        msg, s, target = step.msg, step.healer.s, step.target
+        if msg.step != "backfill" or msg.window_start is None or msg.window_end is None or target is None:
+            return Outcome("skipped", f"run {msg.run_id} is backfilling; {msg.step} is not its step")
+        from shared.backfill.engine import BackfillEngine
+
+        if s.ingestor is None:
+            raise RuntimeError("no ingestion client configured")
+        budget = float(s.settings.backfill_invocation_seconds) if budget_s is None else budget_s
+        step.run.renew(extra_s=budget)
+        mode = backfill_mode(s.settings, msg.backfill_mode)
+        engine = BackfillEngine(s, s.ingestor)
+        progress = engine.begin(target, msg.run_id, msg.window_start, msg.window_end, mode)
+        progress = engine.run(target, progress, budget)
+        status = "refused" if progress.refused else ("done" if progress.done else "running")
+
+        def record(st: TargetState) -> None:
+            gap = dict(st.gap or {})
+            gap.update(
+                {
+                    "run_id": msg.run_id,
+                    "start": progress.start,
+                    "end": progress.end,
+                    "backfill": progress.mode,
+                    "status": status,
+                    "rows_expected": progress.rows_found,
+                    "rows_present": progress.rows_present,
+                    "rows_missing": progress.rows_missing,
+                    "rows_ingested": progress.rows_sent,
+                    "queries": progress.queries,
+                    "unrecoverable": progress.unrecoverable,
+                }
+            )
+            if progress.refused:
+                gap["refused"] = progress.refused
+            st.gap = gap
+
+        if not progress.done:
+            step.run.transition({BACKFILLING}, BACKFILLING, record, hold_s=budget)
+            s.queue.send(msg.to_json())
+            s.checkpoint("enqueue:backfill-continue")
+            return Outcome("waiting", f"backfill at {progress.cursor} of {progress.end}; continuing")
+        step.run.finish(record)
+        summary = (
+            f"{progress.rows_found} rows the export would have written in {progress.start}..{progress.end}: "
+            f"{progress.rows_present} present"
+        )
+        if progress.refused:
+            outcome = Outcome("backfill-refused", progress.refused)
+        elif mode == "on":
+            outcome = Outcome(
+                "backfilled",
+                f"{summary}, {progress.rows_sent} ingested in {progress.chunks} chunk(s) ({progress.queries} queries)",
+            )
+        else:
+            outcome = Outcome(
+                "backfill-planned", f"{summary}, {progress.rows_missing} would be ingested ({progress.queries} queries)"
+            )
+        step.healer.history(step, outcome, gap=progress.to_dict())
+        return outcome
+
+
+def backfill_message(
+    target_key: str, start: datetime, end: datetime, mode: str | None, trigger: str, reason: str
+) -> RemediationMessage:
+    from shared.messages import new_run
+
+    run = new_run(target_key, trigger, reason=reason)  # type: ignore[arg-type]
+    return run.next("backfill", window_start=start, window_end=end, backfill_mode=mode)
