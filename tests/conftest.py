@@ -74,6 +74,7 @@ def app(world: World, azurite: Azurite) -> Iterator[tuple[World, Any]]:
         HEALER_REFRESH_WAIT_SECONDS=1,
         HEALER_VERIFY_POLL_SECONDS=1,
         HEALER_COOLDOWN_SECONDS=0,
+        HEALER_BACKFILL="off",
     )
     entrypoints.reset()
     world.start_exporter(interval_s=0.2)
