@@ -244,7 +244,9 @@ def status(obj: Ctx) -> None:
     def show() -> None:
         from rich.table import Table
 
-        table = Table("target", "table", "last outcome", "diagnosis", "in progress", "cooldown until", "escalated")
+        table = Table(
+            "target", "table", "last outcome", "diagnosis", "in progress", "cooldown until", "escalated", "gap"
+        )
         for r in rows:
             table.add_row(
                 r["target"],
@@ -254,6 +256,7 @@ def status(obj: Ctx) -> None:
                 "yes" if r["in_progress"] else "",
                 r["cooldown_until"] or "",
                 f"[red]{r['escalation_reason']}[/]" if r["escalated"] else "",
+                _gap_text(r.get("gap")),
             )
         _console().print(table)
 
@@ -271,7 +274,18 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
     if target:
         obj.target(target)
     rows = healer.s.store.read_history(target, limit=limit)
-    keep = ("At", "PartitionKey", "RunId", "Trigger", "Diagnosis", "Actions", "Outcome", "Detail", "CorrelationId")
+    keep = (
+        "At",
+        "PartitionKey",
+        "RunId",
+        "Trigger",
+        "Diagnosis",
+        "Actions",
+        "Outcome",
+        "Detail",
+        "CorrelationId",
+        "Gap",
+    )
     data = [{k: r.get(k) for k in keep} for r in rows]
 
     def show() -> None:
@@ -293,6 +307,60 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
 
     obj.emit(data, show)
     sys.exit(EXIT_OK)
+
+
+def _gap_text(gap: dict[str, Any] | None) -> str:
+    if not gap:
+        return ""
+    start, end = str(gap.get("start", ""))[11:19], str(gap.get("end", ""))[11:19]
+    text = f"{start}..{end} {gap.get('backfill', '')} {gap.get('status', '')}"
+    if "rows_missing" in gap:
+        text += f", missing {gap['rows_missing']} of {gap.get('rows_expected', 0)}"
+        text += f", ingested {gap.get('rows_ingested', 0)}"
+    return text
+
+
+@main.command()
+@click.argument("target")
+@click.option("--from", "start", help="Start of the window (ISO 8601 with a zone). Default: the last measured gap.")
+@click.option("--to", "end", help="End of the window (ISO 8601 with a zone).")
+@click.option("--dry-run", is_flag=True, help="Query and compare only: record what would be ingested.")
+@click.pass_obj
+def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run: bool) -> None:
+    """Backfill TARGET's gap from IoT Central's query API (here, not through the queue).
+
+    Rebuilds the rows the export would have written (filter and jq transform), skips those ADX
+    already holds and ingests the rest tagged per chunk; observe mode and --dry-run only plan.
+    """
+    from shared.runs.backfill import Backfill, BadWindow, backfill_message, backfill_mode, resolve_window
+    from shared.runs.fencing import Run
+    from shared.runs.remedy import Step
+
+    healer = obj.healer()
+    tgt = obj.target(target)
+    state = healer.s.store.load(tgt.key)
+    try:
+        first, last = resolve_window(start, end, state, healer.s.clock(), field="--from/--to")
+    except BadWindow as exc:
+        raise click.UsageError(str(exc)) from exc
+    mode = "plan" if dry_run else backfill_mode(healer.s.settings)
+    msg = backfill_message(tgt.key, first, last, mode, "cli", "operator backfill")
+    outcome = Backfill().begin(Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg), state, budget_s=86400)
+    gap = healer.s.store.load(tgt.key).gap or {}
+    data = {"target": tgt.key, "run_id": msg.run_id, "outcome": outcome.status, "detail": outcome.detail, "gap": gap}
+
+    def show() -> None:
+        console = _console()
+        console.print(f"[bold]{tgt.key}[/]: {outcome.status} — {outcome.detail}")
+        for note in gap.get("unrecoverable", []):
+            console.print(f"  not recoverable: {note}")
+
+    obj.emit(data, show)
+    if outcome.status == "skipped":
+        sys.exit(EXIT_NOT_QUEUED)
+    if outcome.status == "backfill-refused":
+        sys.exit(EXIT_ESCALATED)
+    sys.exit(EXIT_PROBLEM if mode == "plan" and gap.get("rows_missing") else EXIT_OK)
 
 
 @main.command()

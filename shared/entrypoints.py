@@ -99,7 +99,7 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
     from shared.dispatch import request_remediation
 
     request = json_object(body, headers)
-    unknown = sorted(set(request) - {"target", "dry_run"})
+    unknown = sorted(set(request) - {"target", "dry_run", "backfill"})
     if unknown:
         raise ApiError(400, "InvalidBody", f"unknown field(s): {', '.join(unknown)}", unknown[0])
     key = request.get("target")
@@ -108,11 +108,16 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
     dry_run = request.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ApiError(400, "InvalidBody", f"dry_run={dry_run!r} must be true or false", "dry_run")
+    backfill = request.get("backfill")
+    if backfill is not None and not (backfill is True or isinstance(backfill, dict)):
+        raise ApiError(400, "InvalidBody", f'backfill={backfill!r} must be true or {{"from": …, "to": …}}', "backfill")
     ctx = context()
     target = _targets_known(ctx).get(key)
     if target is None:
         raise ApiError(404, "UnknownTarget", f"target={key!r} is not configured or discovered", "target")
     settings = ctx.healer.s.settings
+    if backfill is not None:
+        return _backfill(ctx, key, backfill, dry_run)
     if dry_run:
         _, plan = ctx.healer.plan(target, f"dry-run-{uuid.uuid4().hex[:8]}")
         return ApiResponse(
@@ -123,6 +128,28 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
     if not queued.queued:
         return ApiResponse(409, {"target": key, "queued": False, "reason": queued.reason})
     return ApiResponse(202, {"target": key, "queued": True, "run_id": queued.run_id, "mode": settings.mode})
+
+
+def _backfill(ctx: Context, key: str, backfill: object, dry_run: bool) -> ApiResponse:
+    """`backfill: true` (the last measured gap) or `{"from", "to"}`: a backfill-only run, queued."""
+    from shared.runs.backfill import BadWindow, backfill_mode, request_backfill, resolve_window
+
+    services = ctx.healer.s
+    window = backfill if isinstance(backfill, dict) else {}
+    extra = sorted(set(window) - {"from", "to"})
+    if extra:
+        raise ApiError(400, "InvalidBody", f"backfill: unknown field(s): {', '.join(extra)}", f"backfill.{extra[0]}")
+    try:
+        start, end = resolve_window(window.get("from"), window.get("to"), services.store.load(key), services.clock())
+    except BadWindow as exc:
+        raise ApiError(400, "InvalidBody", str(exc), "backfill") from exc
+    mode = "plan" if dry_run else backfill_mode(services.settings)
+    queued, run_id, reason = request_backfill(services, key, start, end, mode, "http")
+    if not queued:
+        return ApiResponse(409, {"target": key, "queued": False, "reason": reason})
+    body = {"target": key, "queued": True, "run_id": run_id, "mode": services.settings.mode, "backfill": mode}
+    body["window"] = {"from": start.isoformat(), "to": end.isoformat()}
+    return ApiResponse(202, body)
 
 
 def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:

@@ -25,6 +25,7 @@ def target_row(target: Target, state: TargetState | None, now: datetime) -> dict
         "escalation_reason": state.escalation_reason if state else "",
         "pending_readd": bool(state and state.pending_readd),
         "phase": state.phase if state else "",
+        "gap": state.gap if state and state.gap else None,
     }
 
 

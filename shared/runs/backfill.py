@@ -94,7 +94,7 @@ class Backfill:
 
     # ---------------------------------------------------------------- a backfill asked for by hand
 
-    def begin(self, step: Step, state: TargetState) -> Outcome:
+    def begin(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
         """A `backfill` message of a run that is not in progress: a backfill-only run."""
         msg, s = step.msg, step.healer.s
         if state.last_run_id == msg.run_id:
@@ -111,7 +111,7 @@ class Backfill:
             "status": "queued",
         }
         step.run.transition(None, BACKFILLING, lambda st: setattr(st, "gap", gap))
-        return self.resume(step, s.store.load(step.key))
+        return self.resume(step, s.store.load(step.key), budget_s)
 
     # ---------------------------------------------------------------- one invocation
 
@@ -184,3 +184,51 @@ def backfill_message(
 
     run = new_run(target_key, trigger, reason=reason)  # type: ignore[arg-type]
     return run.next("backfill", window_start=start, window_end=end, backfill_mode=mode)
+
+
+class BadWindow(ValueError):
+    """A backfill window that cannot be used; the text names the field and the value."""
+
+
+def _when(field: str, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise BadWindow(f"{field}={value!r} must be an ISO 8601 time with a time zone")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadWindow(f"{field}={value!r} is not an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        raise BadWindow(f"{field}={value!r} must carry a time zone (e.g. Z)")
+    return parsed
+
+
+def resolve_window(
+    start: object, end: object, state: TargetState, now: datetime, field: str = "backfill"
+) -> tuple[datetime, datetime]:
+    """The window asked for, or the target's last measured gap when none is given."""
+    gap = state.gap or {}
+    if start is None and end is None:
+        if not gap.get("start") or not gap.get("end"):
+            raise BadWindow(f"{field}: no gap has been measured for {state.key}; give from and to")
+        return _when(f"{field}.from", gap["start"]), _when(f"{field}.to", gap["end"])
+    if start is None or end is None:
+        raise BadWindow(f"{field}: give both from and to (or neither, for the last measured gap)")
+    first, last = _when(f"{field}.from", start), _when(f"{field}.to", end)
+    if last <= first:
+        raise BadWindow(f"{field}.to={end!r} must be after {field}.from={start!r}")
+    if first > now:
+        raise BadWindow(f"{field}.from={start!r} is in the future")
+    return first, min(last, now)
+
+
+def request_backfill(
+    services: Any, target_key: str, start: datetime, end: datetime, mode: str, trigger: str
+) -> tuple[bool, str, str]:
+    """Queue a backfill-only run: (queued, run id, reason)."""
+    state = services.store.load(target_key)
+    busy = state.why_busy(services.clock(), manual=True)
+    if busy:
+        return False, "", busy
+    msg = backfill_message(target_key, start, end, mode, trigger, f"backfill asked by {trigger}")
+    services.queue.send(msg.to_json())
+    return True, msg.run_id, "queued"

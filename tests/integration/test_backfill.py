@@ -5,7 +5,7 @@ twice, a second backfill adds nothing, and a crash in the middle resumes to the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -157,3 +157,44 @@ def test_streaming_needs_the_tables_policy(fleet_world: World, credential: Any) 
     world.cluster.table("devicedata", TABLE).streaming_ingestion = True
     assert ingestor.ingest("devicedata", TABLE, rows, "s-1", streaming=True) == "streamed"
     assert [r["DeviceId"] for r in world.cluster.table("devicedata", TABLE).rows if r["DeviceId"] == "streamed"]
+
+
+def test_cli_backfill_dry_run_then_for_real(
+    fleet_world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m shared backfill TARGET --from --to [--dry-run]` over a window people fixed by hand."""
+    import json
+    import uuid
+
+    from click.testing import CliRunner
+
+    from sandbox.healer_config import app_settings
+    from shared.cli import main
+
+    world = fleet_world
+    for name, value in app_settings(
+        world, azurite, HEALER_TABLE_PREFIX=f"c{uuid.uuid4().hex[:8]}", HEALER_BACKFILL="on"
+    ).items():
+        monkeypatch.setenv(name, value)
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    inject_and_wait(world, "principal-removed", "fleet")
+    failures = len(world.workspace.tables["FailedIngestion"])
+    wait_until(lambda: len(world.workspace.tables["FailedIngestion"]) >= failures + 5, 10, "an outage")
+    world.clear("principal-removed", "fleet")  # people fixed it; the rows are still missing
+    wait_until(lambda: world.iotc.apps["fleet"].exports["export-1"].get("status") == "healthy", 10, "healed")
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    args = ["--json", "backfill", KEY, "--from", start.isoformat(), "--to", end.isoformat()]
+
+    planned = CliRunner().invoke(main, [*args, "--dry-run"], standalone_mode=False)
+    assert planned.exit_code in (None, 0) or isinstance(planned.exception, SystemExit)
+    report = json.loads(planned.output)
+    assert report["outcome"] == "backfill-planned" and report["gap"]["rows_missing"] > 0
+    assert report["gap"]["rows_ingested"] == 0
+    assert planned.exception is not None and planned.exception.args[0] == 3  # a problem found: rows missing
+
+    done = CliRunner().invoke(main, args, standalone_mode=False)
+    report = json.loads(done.output)
+    assert report["outcome"] == "backfilled" and report["gap"]["rows_ingested"] == report["gap"]["rows_missing"] > 0
+    result = _settled(world, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result

@@ -325,3 +325,35 @@ def test_a_message_that_keeps_failing_goes_to_the_poison_queue(app: tuple[World,
     assert runner.stats.failures["remediate"] == runner.max_dequeue == 5
     (parked,) = poison.peek_messages()
     assert json.loads(parked.content)["target"] == CONTOSO
+
+
+def test_heal_backfill_option(app: tuple[World, Runner]) -> None:
+    """`backfill` on /api/heal: validated, naming the field; a window queues a backfill-only run."""
+    _, runner = app
+    for body, field in (
+        ({"target": CONTOSO, "backfill": 5}, "backfill"),
+        ({"target": CONTOSO, "backfill": True}, "backfill"),  # no gap measured yet
+        ({"target": CONTOSO, "backfill": {"from": "yesterday"}}, "backfill"),
+        ({"target": CONTOSO, "backfill": {"from": "2026-01-01T00:00:00", "to": "2026-01-01T01:00:00Z"}}, "backfill"),
+        ({"target": CONTOSO, "backfill": {"since": "2026-01-01T00:00:00Z"}}, "backfill.since"),
+    ):
+        answer = call(runner, "POST", "heal", body)
+        assert answer.status_code == 400, (body, answer.text)
+        assert answer.json()["error"]["field"] == field, answer.text
+    now = time.time()
+    window = {
+        "from": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 120)),
+        "to": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+    }
+    answer = call(runner, "POST", "heal", {"target": CONTOSO, "dry_run": True, "backfill": window})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["backfill"] == "plan" and answer.json()["window"]["from"].startswith(window["from"][:19])
+    healer = entrypoints.context().healer
+    wait_until(
+        lambda: any(h["Outcome"] == "backfill-planned" for h in healer.s.store.read_history(CONTOSO)),
+        20,
+        "the planned backfill in the history",
+    )
+    rows = call(runner, "GET", "targets").json()["targets"]
+    gap = next(r for r in rows if r["target"] == CONTOSO)["gap"]
+    assert gap["status"] == "done" and gap["backfill"] == "plan" and gap["rows_expected"] == 0
