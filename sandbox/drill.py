@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from sandbox import backfill_fleet
 from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import ALERT_AUDIENCE, app_settings
 from sandbox.runner import Runner
@@ -54,7 +55,11 @@ SCENARIOS = [
     Scenario("throttled", "throttled", "stale-permission", "healed"),
     Scenario("alert-webhook", "alerted", "principal-removed", "healed"),
     Scenario("observe-mode", "observed", "principal-removed", "planned"),
+    # Two device templates (one with a component), a filter and a jq transform; the export has been
+    # failing for OUTAGE_S when the healer sees it. Healed, then backfilled from the query API.
+    Scenario("outage-backfill", "outage", "principal-removed", "healed"),
 ]
+OUTAGE_S = 300
 TERMINAL = {"healed", "escalated", "planned", "not-healed"}
 
 
@@ -74,10 +79,21 @@ class Result:
     changing_commands: int = 0
     busy_s: float = 0.0
     detail: str = ""
+    # Backfill scenarios: the gap, and the table against what the export would have written.
+    gap_s: float | None = None
+    rows_expected: int | None = None
+    rows_missing: int | None = None
+    rows_duplicated: int | None = None
+    rows_backfilled: int | None = None
+    second_backfill_added: int | None = None
+    backfill_queries: int | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome == self.expected_outcome and not self.principal_lost
+        ok = self.outcome == self.expected_outcome and not self.principal_lost
+        if self.rows_expected is not None or self.name == "outage-backfill":
+            ok = ok and self.rows_missing == 0 and self.rows_duplicated == 0 and self.second_backfill_added == 0
+        return ok
 
 
 class _Capture(logging.Handler):
@@ -120,6 +136,7 @@ class Drill:
             "Kusto cmds",
             "changing",
             "busy s",
+            "backfill",
         ):
             table.add_column(column, no_wrap=column in ("scenario", "outcome", "diagnosis"))
         for r in self.results:
@@ -137,6 +154,10 @@ class Drill:
                 str(r.kusto_commands),
                 str(r.changing_commands),
                 f"{r.busy_s:.2f}",
+                ""
+                if r.rows_expected is None
+                else f"{r.rows_backfilled} in, {r.rows_missing} miss, {r.rows_duplicated} dup, "
+                f"+{'?' if r.second_backfill_added is None else r.second_backfill_added}",
             )
         return table
 
@@ -151,9 +172,13 @@ class Drill:
         try:
             with Azurite() as azurite, World(seed=5) as world:
                 world.start()
+                world.attach_storage(azurite.connection_string, ACCOUNT_KEY)  # queued ingestion via Azurite
                 for scenario in self.scenarios:
-                    table = "".join(p.title() for p in scenario.app.split("-")) + "Telemetry"
-                    world.add_app(scenario.app, database=scenario.database, table=table)
+                    table = _table(scenario)
+                    if scenario.name == "outage-backfill":
+                        backfill_fleet.add_fleet_app(world, scenario.app, table, database=scenario.database)
+                    else:
+                        world.add_app(scenario.app, database=scenario.database, table=table)
                 world.start_exporter(interval_s=0.25)
                 settings = app_settings(
                     world,
@@ -166,6 +191,7 @@ class Drill:
                     HEALER_SWEEP_GRACE_SECONDS=30,
                     HEALER_KUSTO_RETRY_BUDGET_SECONDS=30,
                     HEALER_MAX_REMEDIATIONS_PER_CYCLE=5,
+                    HEALER_BACKFILL="on",
                 )
                 from shared import entrypoints
 
@@ -207,7 +233,7 @@ class Drill:
             healer.s.checkpoint = _die_once_after("effect:drop-ingestors")
         if scenario.name == "throttled":
             world.set_transport("kusto", throttle_rate=0.3, retry_after_s=1)
-        if scenario.name == "alert-webhook":
+        if scenario.name in ("alert-webhook", "outage-backfill"):
             runner.pause_timer()
         healer_fqn = world.healer.fqn
         log_start = len(world.cluster.command_log)
@@ -216,6 +242,13 @@ class Drill:
         since = datetime.now(UTC)
         world.inject(str(scenario.fault), scenario.app)
         before = _principals(world, scenario.database)
+        if scenario.name == "outage-backfill":
+            # The export stopped OUTAGE_S ago: its history moves back, the time since is lost telemetry.
+            wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
+            world.set_back(scenario.app, OUTAGE_S)
+            since = datetime.now(UTC)
+            started = time.monotonic()
+            runner.timer_paused.clear()
         if scenario.name == "alert-webhook":
             wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
             started = time.monotonic()
@@ -257,6 +290,8 @@ class Drill:
 
         if not wait_for(progress, 60, interval=0.1):
             result.outcome = "timeout"
+        if scenario.name == "outage-backfill" and result.outcome == "healed":
+            self._backfill(world, runner, healer, scenario, result, refresh)
         sent = [t for who, _, t in world.cluster.command_log[log_start:] if who == healer_fqn]
         result.kusto_commands = len(sent)
         result.changing_commands = sum(1 for t in sent if t.lstrip().startswith((".add", ".drop", ".set")))
@@ -274,6 +309,64 @@ class Drill:
             entrypoints.reset()
         if result.outcome in ("escalated", "planned"):
             world.clear(str(scenario.fault), scenario.app)  # people fix what the healer escalated
+
+    def _backfill(
+        self,
+        world: World,
+        runner: Runner,
+        healer: Any,
+        scenario: Scenario,
+        result: Result,
+        refresh: Callable[[], None],
+    ) -> None:
+        """After the healing: the backfill run, the table against the ground truth, and a second
+        backfill of the same gap (asked for through /api/heal) that must add nothing."""
+        key = f"{scenario.app}:export-1:adx-1"
+        table = _table(scenario)
+
+        def backfills() -> list[dict[str, Any]]:
+            rows = [h for h in healer.s.store.read_history(key) if h["Outcome"] in ("backfilled", "backfill-refused")]
+            return sorted(rows, key=lambda h: str(h["At"]))
+
+        if not wait_for(lambda: bool(backfills()), 60, interval=0.2):
+            result.detail = "no backfill finished"
+            return
+        first = json.loads(backfills()[0].get("Gap") or "{}")
+        gap = healer.s.store.load(key).gap or {}
+        until = datetime.fromisoformat(str(first.get("end", gap.get("end"))).replace("Z", "+00:00"))
+        start = datetime.fromisoformat(str(first.get("start", gap.get("start"))).replace("Z", "+00:00"))
+        result.gap_s = round((until - start).total_seconds(), 1)
+        result.rows_backfilled = int(first.get("rows_sent", 0))
+        result.backfill_queries = int(first.get("queries", 0))
+        counts: dict[str, int] = {}
+
+        def landed() -> bool:  # queued ingestion lands when the data-management worker gets to it
+            counts.update(backfill_fleet.compare(world, scenario.app, table, until, scenario.database))
+            refresh()
+            return counts["rows_missing"] == 0 and counts["rows_duplicated"] == 0
+
+        wait_for(landed, 30, interval=0.2)
+        result.rows_expected = counts["rows_expected"]
+        result.rows_missing, result.rows_duplicated = counts["rows_missing"], counts["rows_duplicated"]
+        answer = requests.post(
+            f"{runner.url}/api/heal",
+            headers={"x-functions-key": runner.key},
+            json={"target": key, "backfill": {"from": start.isoformat(), "to": until.isoformat()}},
+            timeout=10,
+        )
+        if answer.status_code != 202 or not wait_for(lambda: len(backfills()) >= 2, 60, interval=0.2):
+            result.detail = f"the second backfill did not run (/api/heal answered {answer.status_code})"
+            return
+        second = json.loads(backfills()[-1].get("Gap") or "{}")
+        result.second_backfill_added = int(second.get("rows_sent", -1))
+        again = backfill_fleet.compare(world, scenario.app, table, until, scenario.database)
+        if again != counts:
+            result.second_backfill_added = max(1, again["rows_expected"] - counts["rows_expected"])
+        result.detail = (
+            f"gap {result.gap_s:.0f} s: {result.rows_backfilled} rows backfilled with {result.backfill_queries} "
+            f"queries; missing {result.rows_missing}, duplicated {result.rows_duplicated}; "
+            f"second backfill added {result.second_backfill_added}"
+        )
 
     def log_contains_secret(self) -> bool:
         """Tokens (JWTs, bearer headers), the function key, the identity header, storage keys."""
@@ -294,6 +387,10 @@ class Drill:
         path.write_text(json.dumps(report, indent=2))
         (path.parent / "drill.log").write_text("\n".join(self.capture.lines) + "\n")
         return report
+
+
+def _table(scenario: Scenario) -> str:
+    return "".join(p.title() for p in scenario.app.split("-")) + "Telemetry"
 
 
 def _die_once_after(point: str) -> Callable[[str], None]:

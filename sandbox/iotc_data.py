@@ -175,6 +175,19 @@ class TelemetryStore:
             hi = bisect.bisect_right(keys, end)
             return list(self._by_template.get(template_id, [])[lo:hi])
 
+    def shift(self, delta: timedelta) -> None:
+        """Move every retained message by `delta` (scenario setup: history set back in time)."""
+        with self.lock:
+            for template_id, items in self._by_template.items():
+                moved = [
+                    Message(
+                        m.device_id, m.template_id, m.enqueued + delta, m.telemetry, m.component, m.module, m.properties
+                    )
+                    for m in items
+                ]
+                self._by_template[template_id] = moved
+                self._keys[template_id] = [m.enqueued for m in moved]
+
     def all(self) -> list[Message]:
         with self.lock:
             return [m for items in self._by_template.values() for m in items]

@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -239,6 +239,32 @@ class World:
                 export["destinations"] = [{"id": target.destination_id, "transform": transform}]
         self.fleets[subdomain] = fleet
         return target
+
+    def set_back(self, subdomain: str, seconds: float, interval_s: float = 1.0) -> int:
+        """Scenario setup for a long outage without waiting for it: the app's telemetry and the rows
+        its export delivered move `seconds` into the past, and the time since is filled with
+        telemetry (one message per device and interface every `interval_s`) that the export never
+        delivered. Call it while the export is failing. Returns the messages added."""
+        delta = timedelta(seconds=seconds)
+        app = self.iotc.apps[subdomain]
+        fleet = self.fleets[subdomain]
+        target = self.target(subdomain)
+        with self.cluster.lock:
+            table = self.cluster.table(target.database, target.table)
+            kinds = dict(table.columns)
+            for row in table.rows:
+                for name, value in row.items():
+                    if (kinds.get(name) == "datetime" or name == "$IngestionTime") and isinstance(value, datetime):
+                        row[name] = value - delta
+        app.telemetry.shift(-delta)
+        latest = max((m.enqueued for m in app.telemetry.all()), default=datetime.now(UTC) - delta)
+        added = 0
+        at = latest + timedelta(seconds=interval_s)
+        now = datetime.now(UTC)
+        while at < now:
+            added += len(fleet.tick(app, at))
+            at += timedelta(seconds=interval_s)
+        return added
 
     def attach_storage(self, connection_string: str, account_key: str) -> None:
         """Queued ingestion through Azurite (blob + queue), with the data-management worker running."""
