@@ -48,6 +48,11 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     assert all(rows[n]["healed"] for n in ALL if rows[n]["expected_outcome"] == "healed")
     for quiet in ("healer-not-admin", "table-missing", "observe-mode"):
         assert rows[quiet]["changing_commands"] == 0
+    outage = rows["outage-backfill"]  # nothing lost, nothing twice, and a second backfill adds nothing
+    assert (
+        outage["gap_s"] >= 300 and outage["rows_backfilled"] > 0 and outage["rows_expected"] > outage["rows_backfilled"]
+    )
+    assert (outage["rows_missing"], outage["rows_duplicated"], outage["second_backfill_added"]) == (0, 0, 0)
 
     log = (tmp_path / "drill.log").read_text()
     assert "remediation" in log  # the capture saw the healer's own lines
