@@ -35,7 +35,7 @@ from shared.backfill.templates import TemplateInfo, parse_template
 
 log = logging.getLogger(__name__)
 RETENTION = timedelta(days=30)  # IoT Central keeps telemetry available to queries this long
-FIRST_WINDOW = timedelta(minutes=10)
+FIRST_WINDOW = timedelta(minutes=1)  # then sized from what each answer held
 
 
 class BackfillRefused(Exception):
@@ -52,6 +52,7 @@ class Progress:
     cursor: str
     size_s: int = int(FIRST_WINDOW.total_seconds())
     pending: dict[str, str] | None = None
+    template_index: int = 0  # templates are done one after another, each with windows of its own density
     windows: int = 0
     queries: int = 0
     rows_found: int = 0  # rows the export would have written in the windows done
@@ -79,9 +80,9 @@ class Progress:
         return Progress(**known)
 
 
-def tag_for(target_key: str, window: Window) -> str:
+def tag_for(target_key: str, template_id: str, window: Window) -> str:
     """One ingest-by tag per chunk, the same whenever the same window is sent again."""
-    return f"iotc-adx-healer;{target_key};{stamp_s(window.start)};{stamp_s(window.end)}"
+    return f"iotc-adx-healer;{target_key};{template_id};{stamp_s(window.start)};{stamp_s(window.end)}"
 
 
 @dataclass
@@ -182,7 +183,10 @@ class BackfillEngine:
         for note in notes:
             if note not in progress.unrecoverable:
                 progress.unrecoverable.append(note)
-        progress.templates = [t.template_id for t in templates]
+        if not progress.templates:  # the order is fixed at the first invocation: template_index refers to it
+            progress.templates = sorted(t.template_id for t in templates)
+        by_id = {t.template_id: t for t in templates}
+        templates = [by_id[t] for t in progress.templates if t in by_id]
         return Context(application_id, templates, groups, devices, export_filter, transform, schema, streaming)
 
     # ---------------------------------------------------------------- the windows
@@ -201,9 +205,13 @@ class BackfillEngine:
         end = parse_ts(progress.end)
         while not progress.done and self.monotonic() - started < budget_s:
             cursor = parse_ts(progress.cursor)
-            if cursor >= end:
-                progress.done = True
-                break
+            if cursor >= end or progress.template_index >= len(ctx.templates):
+                progress.template_index += 1
+                progress.cursor, progress.size_s = progress.start, int(FIRST_WINDOW.total_seconds())
+                if progress.template_index >= len(ctx.templates):
+                    progress.done = True
+                self.save(progress)
+                continue
             if progress.pending:
                 window = Window(parse_ts(progress.pending["start"]), parse_ts(progress.pending["end"]))
             else:
@@ -215,24 +223,25 @@ class BackfillEngine:
             self.save(progress)
         return progress
 
-    def _query(self, target: Any, ctx: Context, progress: Progress, window: Window) -> tuple[list[Any], int] | None:
-        """Every message of the window, or None when an answer hit the record cap (split and retry)."""
-        messages = []
+    def _query(
+        self, target: Any, info: TemplateInfo, ctx: Context, progress: Progress, window: Window
+    ) -> tuple[list[Any], int] | None:
+        """The template's messages in the window, or None when an answer hit the record cap."""
+        parts = []
         most = 0
-        for info in ctx.templates:
-            parts = []
-            for items in ctx.groups[info.template_id]:
-                answer = self.s.iotc.query(target.app, build_query(info.template_id, items, window.start, window.end))
-                progress.queries += 1
-                most = max(most, len(answer))
-                if len(answer) >= RECORD_CAP:
-                    return None
-                parts.append(answer)
-            messages += [m for m in messages_from(info, join_parts(parts)) if window.owns(m.enqueued)]
+        for items in ctx.groups[info.template_id]:
+            answer = self.s.iotc.query(target.app, build_query(info.template_id, items, window.start, window.end))
+            progress.queries += 1
+            most = max(most, len(answer))
+            if len(answer) >= RECORD_CAP:
+                return None
+            parts.append(answer)
+        messages = [m for m in messages_from(info, join_parts(parts)) if window.owns(m.enqueued)]
         return messages, most
 
     def _window(self, target: Any, ctx: Context, progress: Progress, window: Window) -> None:
-        answer = self._query(target, ctx, progress, window)
+        info = ctx.templates[progress.template_index]
+        answer = self._query(target, info, ctx, progress, window)
         if answer is None:
             first, _ = window.halves()
             progress.size_s = int(first.size.total_seconds())
@@ -240,17 +249,14 @@ class BackfillEngine:
                 progress.pending = None
             return
         messages, most = answer
-        rows_by_message = []
-        for info in ctx.templates:
-            mine = [m for m in messages if m.template_id == info.template_id]
-            rows_by_message += rows_for(
-                mine,
-                application_id=ctx.application_id,
-                info=info,
-                devices=ctx.devices,
-                export_filter=ctx.export_filter,
-                transform=ctx.transform,
-            )
+        rows_by_message = rows_for(
+            messages,
+            application_id=ctx.application_id,
+            info=info,
+            devices=ctx.devices,
+            export_filter=ctx.export_filter,
+            transform=ctx.transform,
+        )
         rows = [r for _, r in rows_by_message]
         if rows:
             column = dedupe.time_column([(m.enqueued, r) for m, r in rows_by_message], ctx.schema)
@@ -266,7 +272,7 @@ class BackfillEngine:
             progress.rows_found += len(rows)
             progress.rows_present += len(rows) - len(todo)
             if todo and progress.mode == "on":
-                tag = tag_for(target.key, window)
+                tag = tag_for(target.key, info.template_id, window)
                 progress.pending = {"start": stamp_s(window.start), "end": stamp_s(window.end), "tag": tag}
                 self.save(progress)
                 self.s.checkpoint("backfill:intent")
@@ -281,8 +287,6 @@ class BackfillEngine:
         progress.windows += 1
         progress.cursor = stamp_s(window.end)
         progress.size_s = int(next_size(window.size, most).total_seconds())
-        if parse_ts(progress.cursor) >= parse_ts(progress.end):
-            progress.done = True
         self.save(progress)
         self.s.checkpoint("backfill:window-done")
 
