@@ -10,6 +10,7 @@ belongs to exactly one window, whatever the service does at the edges.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +23,11 @@ TARGET_RECORDS = 8_000  # aim below the cap so a window is rarely cut off and re
 MIN_WINDOW = timedelta(seconds=1)
 MAX_WINDOW = timedelta(days=1)
 FIXED_ITEMS = ("$id", "$ts")
+# What may reach a query's text: device template ids (dtmi:… or the older urn:…) and DTDL names
+# (letters, digits, underscores; `component.name` for a component's capability). Anything else,
+# even from the app's own templates, is refused rather than spliced into a query.
+_TEMPLATE_ID = re.compile(r"(?:dtmi|urn):[A-Za-z0-9_:;.\-]{1,200}")
+_PATH = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}(?:\.[A-Za-z][A-Za-z0-9_]{0,63})?")
 
 
 class PlanError(ValueError):
@@ -41,6 +47,11 @@ def query_text(template_id: str, items: list[str], start: datetime, end: datetim
 def split_select(template_id: str, telemetry: list[Capability]) -> list[list[str]]:
     """Groups of telemetry paths so each query has ≤ 15 items (with $id, $ts) and ≤ 350 characters.
     The window stamps have a fixed length, so one probe window sizes every query of the template."""
+    if not _TEMPLATE_ID.fullmatch(template_id):
+        raise PlanError(f"template id {template_id!r} is not a dtmi:/urn: id; it is not put into a query")
+    for cap in telemetry:
+        if not _PATH.fullmatch(cap.path):
+            raise PlanError(f"telemetry name {cap.path!r} of {template_id} is not a DTDL name; not put into a query")
     probe = datetime(2000, 1, 1, tzinfo=UTC)
     groups: list[list[str]] = []
     current: list[str] = []

@@ -17,6 +17,7 @@ from sandbox.world import World
 from shared.messages import new_run
 from tests.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
 from tests.helpers import wait_until
+from tests.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 KEY = "fleet:export-1:adx-1"
@@ -83,9 +84,12 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
     assert before["rows_missing"] == 0 and before["rows_duplicated"] == 0, before
     assert before["rows_expected"] > 0
 
-    # Every query the healer sent kept to the documented limits.
+    # Every query the healer sent kept to the documented limits; everything it sent to ADX is Kusto.
     assert world.iotc.queries and all(len(q) <= 350 and "*" not in q for q in world.iotc.queries)
     assert world.iotc.query_throttle.refused == 0
+    emitted = list(dict.fromkeys(healer.s.kusto(world.cluster.url).sent))
+    assert any("cslschema" in t for t in emitted) and any(">= datetime(" in t for t in emitted)
+    assert [(r.text, r.errors) for r in parse_all(emitted) if not r.ok] == []
 
     # The same window again: everything is already there.
     start = datetime.fromisoformat(gap["start"].replace("Z", "+00:00"))

@@ -40,6 +40,16 @@ def test_every_command_the_core_emits_parses(healer_setup: Any) -> None:
         cmd.change_role("drop", "db", "ingestors", FQN, None),
         cmd.change_role("add", "db", "ingestors", FQN, "t", table="My Table"),
         cmd.rows_since("My Table", datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)),
+        cmd.show_policy("T", "streamingingestion"),
+        cmd.show_cslschema("My Table"),
+        cmd.last_ingestion_before("My Table", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+        cmd.first_ingestion_since("My Table", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+        cmd.rows_between(
+            "My Table",
+            "Time stamp",
+            datetime(2026, 11, 27, 10, 0, tzinfo=UTC),
+            datetime(2026, 11, 27, 10, 5, tzinfo=UTC),
+        ),
     ]
     results = parse_all(emitted + grid)
     assert [(r.text, r.errors) for r in results if not r.ok] == []

@@ -54,7 +54,16 @@ def test_select_lists_are_split_within_fifteen_items_and_350_characters() -> Non
     for group in split_select("dtmi:contoso:pump;1", long_names):
         assert len(query_text("dtmi:contoso:pump;1", group, T0, T0)) <= MAX_CHARS
     with pytest.raises(PlanError, match="350"):
-        split_select("dtmi:contoso:pump;1", caps("x" * 300))
+        split_select("dtmi:" + "a" * 190 + ";1", caps("x" * 60 + "." + "y" * 60))
+    for template, names in (
+        ("dtmi:x;1 WHERE 1=1", ["t"]),
+        ("dtmi:x;1", ["t, $id"]),
+        ("dtmi:x;1", ["t') OR ('"]),
+        ("'dtmi:x;1'", ["t"]),
+    ):
+        with pytest.raises(PlanError, match="not put into a query"):
+            split_select(template, caps(*names))
+    assert split_select("dtmi:modelDefinition:y5zk2yqblv:en9xfxjif", caps("RootTelemetry")) == [["RootTelemetry"]]
 
 
 def test_a_query_asks_one_second_more_at_the_start_and_windows_own_their_start() -> None:
