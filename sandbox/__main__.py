@@ -64,6 +64,9 @@ def serve(
     names = [f"app{n:03d}" for n in range(app_count)] or [a.strip() for a in apps.split(",") if a.strip()]
     with Azurite(state_dir / "azurite", azurite_ports) as azurite, World(page_size=page_size) as world:
         world.start({} if free_ports else DEFAULT_PORTS)
+        from sandbox.azurite import ACCOUNT_KEY
+
+        world.attach_storage(azurite.connection_string, ACCOUNT_KEY)  # queued ingestion for backfills
         for app in names:
             world.add_app(app, table=app.title().replace("-", "") + "Telemetry", exports=exports)
         if export_interval > 0:
