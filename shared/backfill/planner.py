@@ -21,7 +21,7 @@ MAX_CHARS = 350
 RECORD_CAP = 10_000
 TARGET_RECORDS = 8_000  # aim below the cap so a window is rarely cut off and re-asked
 MIN_WINDOW = timedelta(seconds=1)
-MAX_WINDOW = timedelta(days=1)
+MAX_WINDOW = timedelta(days=7)
 FIXED_ITEMS = ("$id", "$ts")
 # What may reach a query's text: device template ids (dtmi:… or the older urn:…) and DTDL names
 # (letters, digits, underscores; `component.name` for a component's capability). Anything else,
@@ -106,6 +106,6 @@ def ceil_second(value: datetime) -> datetime:
 
 def next_size(previous: timedelta, records: int) -> timedelta:
     """Size the next window so it should hold about TARGET_RECORDS, from the last one's density."""
-    grown = previous * 4 if records <= 0 else previous * (TARGET_RECORDS / records)
+    grown = previous * 8 if records <= 0 else previous * (TARGET_RECORDS / records)
     seconds = max(MIN_WINDOW.total_seconds(), min(MAX_WINDOW.total_seconds(), grown.total_seconds()))
     return timedelta(seconds=int(seconds))

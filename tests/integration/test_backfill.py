@@ -202,3 +202,65 @@ def test_cli_backfill_dry_run_then_for_real(
     assert report["outcome"] == "backfilled" and report["gap"]["rows_ingested"] == report["gap"]["rows_missing"] > 0
     result = _settled(world, end)
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def test_an_invocation_is_bounded_and_the_rest_continues_on_the_queue(fleet_world: World, azurite: Azurite) -> None:
+    from shared.runs.backfill import Backfill, backfill_message
+    from shared.runs.fencing import Run
+    from shared.runs.remedy import Step
+
+    world = fleet_world
+    healer, worker = _setup(world, azurite)
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "some telemetry")
+    end = datetime.now(UTC)
+    msg = backfill_message(KEY, end - timedelta(seconds=30), end, "plan", "cli", "test")
+    step = Step(healer, Run(healer.s, KEY, msg.run_id), healer.target(KEY), msg)
+    outcome = Backfill().begin(step, healer.s.store.load(KEY), budget_s=0)
+    assert outcome.status == "waiting"  # no time at all: nothing done, the rest handed on
+    assert healer.s.store.load(KEY).phase == "backfilling" and healer.s.store.load(KEY).leased(datetime.now(UTC))
+    worker.run_until(lambda: any(o.status == "backfill-planned" for o in worker.outcomes), 30)
+    state = healer.s.store.load(KEY)
+    assert state.gap and state.gap["status"] == "done" and state.gap["rows_missing"] == 0  # nothing was lost
+    assert state.phase == "done" and not state.leased(datetime.now(UTC))
+
+
+def test_what_cannot_be_recovered_is_said_and_an_unknown_filter_is_refused(
+    fleet_world: World, azurite: Azurite
+) -> None:
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    now = datetime.now(UTC)
+    old = new_run(KEY, "cli").next(  # the first hour of it is older than 30 days
+        "backfill",
+        window_start=now - timedelta(days=30, hours=1),
+        window_end=now - timedelta(days=29, hours=23),
+        backfill_mode="plan",
+    )
+    outcome = healer.handle(old)
+    assert outcome.status == "backfill-planned", outcome
+    notes = healer.s.store.load(KEY).gap["unrecoverable"]
+    assert any("older than IoT Central's 30 days" in n for n in notes), notes
+    assert any("messageProperties" in n for n in notes)
+
+    world.iotc.apps["fleet"].exports["export-1"]["filter"] = 'SELECT * FROM devices WHERE $id = "a" OR $id = "b"'
+    refused = healer.handle(new_run(KEY, "cli").next("backfill", window_start=now, window_end=now, backfill_mode="on"))
+    assert refused.status == "backfill-refused" and "OR" in refused.detail
+    assert healer.s.store.load(KEY).gap["status"] == "refused"
+
+
+def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
+    from shared.runs.backfill import backfill_mode
+
+    world = fleet_world
+    healer, _ = _setup(world, azurite, mode="observe")
+    assert backfill_mode(healer.s.settings, "on") == "plan"
+    before = len(world.cluster.table("devicedata", TABLE).rows)
+    now = datetime.now(UTC)
+    outcome = healer.handle(
+        new_run(KEY, "cli").next(
+            "backfill", window_start=now - timedelta(minutes=1), window_end=now, backfill_mode="on"
+        )
+    )
+    assert outcome.status == "backfill-planned"
+    assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
+    assert len(world.cluster.table("devicedata", TABLE).rows) >= before
