@@ -456,6 +456,7 @@ SECRET_PATTERNS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
     re.compile(r"(?i)bearer\s+[a-z0-9._-]{20,}"),
     re.compile(r"AccountKey="),
+    re.compile(r"[?&]sig=(?!REDACTED)[A-Za-z0-9%+/=]{8,}"),  # a SAS signature (ingestion resources)
 ]
 
 

@@ -75,6 +75,7 @@ def test_the_secret_check_catches_secrets(tmp_path: Path) -> None:
         "key=function-key-123",
         "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig",
         f"AccountKey={ACCOUNT_KEY}",
+        "PUT http://127.0.0.1:1/devstoreaccount1/ingestion-temp/x?sv=2025-01-05&sig=AbCdEf0123456789%3D",
     ):
         drill.capture.lines = ["ok", leak]
         assert drill.log_contains_secret(), leak
