@@ -51,7 +51,9 @@ class Progress:
     end: str
     cursor: str
     size_s: int = int(FIRST_WINDOW.total_seconds())
-    pending: dict[str, str] | None = None
+    # The window being sent: its bounds, its tag, and its counts as first seen (a redo after a crash
+    # sees the sent rows as present; the first counts are the true ones).
+    pending: dict[str, Any] | None = None
     template_index: int = 0  # templates are done one after another, each with windows of its own density
     windows: int = 0
     queries: int = 0
@@ -269,11 +271,17 @@ class BackfillEngine:
                 target.database, target.table, column, window.start, window.end
             )
             todo = dedupe.missing(rows, present, ctx.schema)
-            progress.rows_found += len(rows)
-            progress.rows_present += len(rows) - len(todo)
+            redo = progress.pending if progress.pending and "missing" in progress.pending else None
+            found, missing = (int(redo["found"]), int(redo["missing"])) if redo else (len(rows), len(todo))
             if todo and progress.mode == "on":
                 tag = tag_for(target.key, info.template_id, window)
-                progress.pending = {"start": stamp_s(window.start), "end": stamp_s(window.end), "tag": tag}
+                progress.pending = {
+                    "start": stamp_s(window.start),
+                    "end": stamp_s(window.end),
+                    "tag": tag,
+                    "found": found,
+                    "missing": missing,
+                }
                 self.save(progress)
                 self.s.checkpoint("backfill:intent")
                 how = self.ingestor(target.cluster_url).ingest(
@@ -281,8 +289,11 @@ class BackfillEngine:
                 )
                 self.s.checkpoint("effect:backfill-ingest")
                 progress.ingestion = how
-                progress.rows_sent += len(todo)
+            if progress.mode == "on" and (todo or redo):
+                progress.rows_sent += missing  # once per chunk, however often it was sent
                 progress.chunks += 1
+            progress.rows_found += found
+            progress.rows_present += found - missing
         progress.pending = None
         progress.windows += 1
         progress.cursor = stamp_s(window.end)
