@@ -174,10 +174,12 @@ class BackfillEngine:
                 groups[info.template_id] = split_select(info.template_id, info.telemetry)
             except PlanError as exc:
                 raise BackfillRefused(str(exc)) from exc
-        devices = {str(d.get("id")): d for d in iotc.devices(target.app)}
+        devices = {str(d.get("id")): d for d in iotc.devices(target.app)} if templates else {}
         kusto = self.s.kusto(target.cluster_url)
-        schema = kusto.table_schema(target.database, target.table)
-        streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
+        schema, streaming = [], False
+        if templates:  # nothing to ask IoT Central for: nothing to compare or send either
+            schema = kusto.table_schema(target.database, target.table)
+            streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
         notes = [n for info in templates for n in info.unrecoverable]
         notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
         if not application_id:

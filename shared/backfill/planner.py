@@ -19,7 +19,7 @@ from shared.backfill.templates import Capability
 MAX_ITEMS = 15
 MAX_CHARS = 350
 RECORD_CAP = 10_000
-TARGET_RECORDS = 8_000  # aim below the cap so a window is rarely cut off and re-asked
+TARGET_RECORDS = 9_000  # aim below the cap so a window is rarely cut off and re-asked
 MIN_WINDOW = timedelta(seconds=1)
 MAX_WINDOW = timedelta(days=7)
 FIXED_ITEMS = ("$id", "$ts")

@@ -46,10 +46,39 @@ class Backfill:
     # ---------------------------------------------------------------- after verification
 
     def after_healed(self, step: Step, state: TargetState) -> Outcome | None:
+        """The run moves on to `backfilling`; the gap is measured by the backfill's first
+        invocation, so the healing itself costs no extra request."""
         s = step.healer.s
         if s.settings.backfill == "off" or step.target is None:
             return None
-        target, now = step.target, s.clock()
+        now = s.clock()
+        mode = backfill_mode(s.settings)
+        gap: dict[str, Any] = {"run_id": step.msg.run_id, "backfill": mode, "status": "queued"}
+        cooldown = now + timedelta(seconds=s.settings.cooldown_seconds)
+
+        def healed(st: TargetState) -> None:
+            st.gap, st.last_outcome, st.cooldown_until = gap, "healed", cooldown
+
+        step.run.transition({VERIFYING}, BACKFILLING, healed, hold_s=s.settings.backfill_invocation_seconds)
+        action_at = step.msg.action_at or now
+        s.queue.send(step.msg.next("backfill", action_at=action_at, backfill_mode=mode).to_json())
+        s.checkpoint("enqueue:backfill")
+        verified = next(
+            (
+                str(r["Data"].get("detail", ""))
+                for r in s.store.read_journal(step.key, step.msg.run_id)
+                if r["Step"] == "verify" and r["Status"] == "done"
+            ),
+            "verified",
+        )
+        return step.healer.history(step, Outcome("healed", f"{verified}; gap backfill ({mode}) queued"))
+
+    @staticmethod
+    def measure(step: Step) -> tuple[datetime, datetime, dict[str, Any]]:
+        """The gap of a healed run: last row before the repair → first row after it (+ margins)."""
+        s, target = step.healer.s, step.target
+        assert target is not None
+        now = s.clock()
         action_at = step.msg.action_at or now
         kusto = s.kusto(target.cluster_url)
         try:
@@ -62,35 +91,14 @@ class Backfill:
 
         fallback = action_at - timedelta(minutes=s.settings.lookback_minutes)
         start, end = gap_window(last_good, first_new, fallback, now, GAP_MARGIN)
-        mode = backfill_mode(s.settings)
-        gap: dict[str, Any] = {
-            "run_id": step.msg.run_id,
+        gap = {
             "last_good": last_good.isoformat() if last_good else None,
             "first_new": first_new.isoformat() if first_new else None,
             "start": start.isoformat(),
             "end": end.isoformat(),
             "seconds": round((end - start).total_seconds()),
-            "backfill": mode,
-            "status": "queued",
         }
-        cooldown = now + timedelta(seconds=s.settings.cooldown_seconds)
-
-        def healed(st: TargetState) -> None:
-            st.gap, st.last_outcome, st.cooldown_until = gap, "healed", cooldown
-
-        step.run.transition({VERIFYING}, BACKFILLING, healed, hold_s=s.settings.backfill_invocation_seconds)
-        s.queue.send(step.msg.next("backfill", window_start=start, window_end=end, backfill_mode=mode).to_json())
-        s.checkpoint("enqueue:backfill")
-        verified = next(
-            (
-                str(r["Data"].get("detail", ""))
-                for r in s.store.read_journal(target.key, step.msg.run_id)
-                if r["Step"] == "verify" and r["Status"] == "done"
-            ),
-            "verified",
-        )
-        detail = f"{verified}; gap {start:%H:%M:%S}Z..{end:%H:%M:%S}Z, backfill {mode} queued"
-        return step.healer.history(step, Outcome("healed", detail))
+        return start, end, gap
 
     # ---------------------------------------------------------------- a backfill asked for by hand
 
@@ -117,8 +125,16 @@ class Backfill:
 
     def resume(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
         msg, s, target = step.msg, step.healer.s, step.target
-        if msg.step != "backfill" or msg.window_start is None or msg.window_end is None or target is None:
+        if msg.step != "backfill" or target is None:
             return Outcome("skipped", f"run {msg.run_id} is backfilling; {msg.step} is not its step")
+        if msg.window_start is None or msg.window_end is None:  # right after verification: measure first
+            start, end, measured = self.measure(step)
+            step.run.transition(
+                {BACKFILLING}, BACKFILLING, lambda st: setattr(st, "gap", {**(st.gap or {}), **measured})
+            )
+            msg = msg.model_copy(update={"window_start": start, "window_end": end})
+        else:
+            start, end = msg.window_start, msg.window_end
         from shared.backfill.engine import BackfillEngine
 
         if s.ingestor is None:
@@ -127,7 +143,7 @@ class Backfill:
         step.run.renew(extra_s=budget)
         mode = backfill_mode(s.settings, msg.backfill_mode)
         engine = BackfillEngine(s, s.ingestor)
-        progress = engine.begin(target, msg.run_id, msg.window_start, msg.window_end, mode)
+        progress = engine.begin(target, msg.run_id, start, end, mode)
         progress = engine.run(target, progress, budget)
         status = "refused" if progress.refused else ("done" if progress.done else "running")
 

@@ -77,7 +77,7 @@ def test_a_query_asks_one_second_more_at_the_start_and_windows_own_their_start()
     assert (first.start, first.end, second.end) == (T0, T0 + timedelta(seconds=5), window.end)
     with pytest.raises(PlanError):
         Window(T0, T0 + timedelta(seconds=1)).halves()
-    assert next_size(timedelta(minutes=10), 16_000) == timedelta(minutes=5)
+    assert next_size(timedelta(minutes=10), 18_000) == timedelta(minutes=5)
     assert next_size(timedelta(minutes=10), 0) == timedelta(minutes=80)
     assert next_size(timedelta(days=2), 1) == timedelta(days=7)
 
