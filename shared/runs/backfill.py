@@ -75,21 +75,31 @@ class Backfill:
 
     @staticmethod
     def measure(step: Step) -> tuple[datetime, datetime, dict[str, Any]]:
-        """The gap of a healed run: last row before the repair → first row after it (+ margins)."""
+        """The gap of a healed run: last row before the repair → first row after it (+ margins).
+
+        Both are read around the moment the run planned (its journal's `plan` entry), not the action
+        time a remedy records after acting: rows the export delivered right after the repair must
+        not pass for the last good ones."""
         s, target = step.healer.s, step.target
         assert target is not None
         now = s.clock()
         action_at = step.msg.action_at or now
+        planned = [
+            datetime.fromisoformat(str(r["At"]))
+            for r in s.store.read_journal(target.key, step.msg.run_id)
+            if r["Step"] == "plan" and r.get("At")
+        ]
+        pivot = min([*planned, action_at])
         kusto = s.kusto(target.cluster_url)
         try:
-            last_good = kusto.last_ingestion_before(target.database, target.table, action_at)
-            first_new = kusto.first_ingestion_since(target.database, target.table, action_at)
+            last_good = kusto.last_ingestion_before(target.database, target.table, pivot)
+            first_new = kusto.first_ingestion_since(target.database, target.table, pivot)
         except AdxError as exc:
             log.warning("gap of %s not measured: %s", target.key, exc)
             last_good = first_new = None
         from shared.backfill.engine import gap_window
 
-        fallback = action_at - timedelta(minutes=s.settings.lookback_minutes)
+        fallback = pivot - timedelta(minutes=s.settings.lookback_minutes)
         start, end = gap_window(last_good, first_new, fallback, now, GAP_MARGIN)
         gap = {
             "last_good": last_good.isoformat() if last_good else None,

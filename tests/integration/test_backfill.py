@@ -39,8 +39,9 @@ def _setup(world: World, azurite: Azurite, **overrides: Any) -> tuple[Any, Worke
     return healer, Worker(healer, queue_client(settings))
 
 
-def _outage(world: World, worker: Worker) -> None:
+def _outage(world: World, worker: Worker) -> datetime:
     wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    broke = datetime.now(UTC)
     inject_and_wait(world, "principal-removed", "fleet")
 
     def lost() -> int:
@@ -48,6 +49,7 @@ def _outage(world: World, worker: Worker) -> None:
 
     wait_until(lambda: lost() >= 12, 10, "batches lost in the outage")  # over two seconds of telemetry
     worker.enqueue_start(KEY)
+    return broke
 
 
 def _settled(world: World, until: datetime) -> dict[str, int]:
@@ -73,11 +75,12 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
 ) -> None:
     world = fleet_world
     healer, worker = _setup(world, azurite)
-    _outage(world, worker)
+    broke = _outage(world, worker)
     worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 60)
     gap = healer.s.store.load(KEY).gap
     assert gap["rows_missing"] > 0 and gap["rows_ingested"] == gap["rows_missing"], gap
-    assert gap["last_good"] and gap["first_new"], gap
+    # The gap starts at the last row before the outage and ends at the first after the repair.
+    assert datetime.fromisoformat(gap["last_good"]) <= broke < datetime.fromisoformat(gap["first_new"]), gap
     assert any("messageProperties" in n for n in gap["unrecoverable"])
     until = _gap_end(healer)
     before = _settled(world, until)
