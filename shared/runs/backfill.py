@@ -171,6 +171,7 @@ class Backfill:
                     "rows_missing": progress.rows_missing,
                     "rows_ingested": progress.rows_sent,
                     "queries": progress.queries,
+                    "ingestion": progress.ingestion,
                     "unrecoverable": progress.unrecoverable,
                 }
             )

@@ -267,3 +267,29 @@ def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
     assert outcome.status == "backfill-planned"
     assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
     assert len(world.cluster.table("devicedata", TABLE).rows) >= before
+
+
+def test_a_table_with_streaming_ingestion_is_backfilled_by_managed_streaming(
+    fleet_world: World, azurite: Azurite
+) -> None:
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    start = datetime.now(UTC) - timedelta(seconds=3)
+    inject_and_wait(world, "principal-removed", "fleet")
+    failures = len(world.workspace.tables["FailedIngestion"])
+    wait_until(lambda: len(world.workspace.tables["FailedIngestion"]) >= failures + 5, 10, "an outage")
+    world.clear("principal-removed", "fleet")
+    end = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    assert world.ingestion is not None
+    queued_before = world.ingestion.ingested_blobs
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    outcome = healer.handle(msg)
+    assert outcome.status == "backfilled", outcome
+    progress = healer.s.store.load(KEY).gap
+    assert progress["rows_ingested"] > 0 and progress["ingestion"] == "streamed"
+    # Streamed: in the table when the call returned, nothing went through the queue.
+    assert world.ingestion.ingested_blobs == queued_before
+    result = backfill_fleet.compare(world, "fleet", TABLE, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
