@@ -121,7 +121,6 @@ def refresh(wait_s: int) -> dict[str, float]:
                 azurite,
                 HEALER_REFRESH_WAIT_SECONDS=wait_s,
                 HEALER_VERIFY_POLL_SECONDS=2,
-                HEALER_LEASE_SECONDS=60,
                 HEALER_SWEEP_GRACE_SECONDS=60,
                 HEALER_BACKFILL="off",  # the healing alone; the backfill has its own figure
             )

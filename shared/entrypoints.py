@@ -37,7 +37,12 @@ def context() -> Context:
             healer = build_healer(settings)
             healer.s.store.ensure()
             healer.s.queue.ensure()
-            logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
+            logs = LogAnalyticsAdapter(
+                settings.log_analytics_endpoint,
+                healer.s.credential,
+                settings.http_timeout_seconds,
+                settings.http_retry_budget_seconds,
+            )
             _cache["context"] = Context(healer, Detector(healer, logs))
         return _cache["context"]
 

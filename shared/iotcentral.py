@@ -85,7 +85,11 @@ class IoTCentralAdapter:
         credential: Any,
         arm_url: str = "https://management.azure.com",
         rate_per_app: float = REQUESTS_PER_SECOND,
+        timeout_s: float = 30.0,
+        retry_budget_s: float = 60.0,
     ) -> None:
+        self._timeout = timeout_s
+        self._budget = retry_budget_s
         self._template = base_url_template
         self._credential = credential
         self._arm_url = arm_url.rstrip("/")
@@ -101,22 +105,22 @@ class IoTCentralAdapter:
             client = self._clients.get(base_url)
             if client is None:
                 from azure.core import PipelineClient
-                from azure.core.pipeline.policies import (
-                    BearerTokenCredentialPolicy,
-                    HeadersPolicy,
-                    RetryPolicy,
-                    UserAgentPolicy,
-                )
+                from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, UserAgentPolicy
+                from azure.core.pipeline.transport import RequestsTransport
+
+                from shared.timeouts import bounded_retry_policy
 
                 client = PipelineClient(
                     base_url=base_url,
                     policies=[
                         HeadersPolicy(),
                         UserAgentPolicy("iotc-adx-healer"),
-                        # Retries 408/429/5xx, honouring Retry-After, on idempotent and failed requests.
-                        RetryPolicy(retry_total=4, retry_backoff_factor=0.5, retry_backoff_max=20),
+                        # Retries 408/429/5xx, honouring Retry-After, within one budget per call.
+                        bounded_retry_policy(self._budget),
                         BearerTokenCredentialPolicy(self._credential, scope),
                     ],
+                    # azure-core's defaults are 300 s to connect and to read.
+                    transport=RequestsTransport(connection_timeout=self._timeout, read_timeout=self._timeout),
                 )
                 self._clients[base_url] = client
             return client

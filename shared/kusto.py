@@ -11,16 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from shared import kusto_commands as cmd
 from shared.principals import Assignment
 
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.kusto.data import ClientRequestProperties, KustoClient
+
 log = logging.getLogger(__name__)
+SENT_KEPT = 1000
 T = TypeVar("T")
 MAX_RETRY_AFTER_S = 30.0
 
@@ -106,28 +112,39 @@ class KustoAdapter:
     def __init__(
         self,
         cluster_url: str,
-        credential: Any,
+        credential: TokenCredential,
         retry_budget_s: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        server_timeout_s: float = 60.0,
     ) -> None:
         self.cluster_url = cluster_url
         self._credential = credential
         self._budget = retry_budget_s
+        self._server_timeout = timedelta(seconds=server_timeout_s)
         self._sleep = sleep
-        self._client: Any = None
+        self._client: KustoClient | None = None
         self._lock = threading.Lock()
-        self.sent: list[str] = []
+        # The latest commands and queries, in order (bounded: a long-lived worker must not grow).
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
 
     # ---------------------------------------------------------------- plumbing
 
-    def _kusto(self) -> Any:
+    def _kusto(self) -> KustoClient:
         with self._lock:
             if self._client is None:
                 from azure.kusto.data import KustoClient, KustoConnectionStringBuilder
 
                 kcsb = KustoConnectionStringBuilder.with_azure_token_credential(self.cluster_url, self._credential)
-                self._client = KustoClient(kcsb)
+                self._client = KustoClient(kcsb)  # no HTTP-level retries: the one budget is ours
             return self._client
+
+    def _properties(self) -> ClientRequestProperties:
+        """The server gives up after the server timeout; the SDK's client after that plus its margin."""
+        from azure.kusto.data import ClientRequestProperties
+
+        properties = ClientRequestProperties()  # type: ignore[no-untyped-call]
+        properties.set_option(ClientRequestProperties.request_timeout_option_name, self._server_timeout)
+        return properties
 
     def _retrying(self) -> Retrying:
         def wait(state: RetryCallState) -> float:
@@ -139,7 +156,8 @@ class KustoAdapter:
         return Retrying(
             retry=retry_if_exception(lambda e: isinstance(e, AdxError) and e.transient),
             wait=wait,
-            stop=stop_after_delay(self._budget),
+            # Never sleep past the budget: give up when the next wait would end after it.
+            stop=stop_before_delay(self._budget),
             sleep=self._sleep,
             reraise=True,
             before_sleep=lambda s: log.warning(
@@ -152,7 +170,7 @@ class KustoAdapter:
         client = self._kusto()
         try:
             execute = client.execute_mgmt if kind == "mgmt" else client.execute_query
-            response = execute(database, text)
+            response = execute(database, text, self._properties())
         except Exception as exc:
             raise translate(exc) from exc
         table = response.primary_results[0]
@@ -250,8 +268,9 @@ class KustoAdapter:
 
         def attempt() -> list[Assignment]:
             listing = state["current"]
-            if listing is None:
-                listing = self.table_principals(database, table) if table else self.database_principals(database)
+            if listing is None:  # read inside this call's one budget: no retries nested in retries
+                show = cmd.show_table_principals(table) if table else cmd.show_database_principals(database)
+                listing = [Assignment.from_row(r) for r in self._send("mgmt", database, show)]
             holds = any(a.scope == scope and a.role == role and a.fqn.lower() == wanted for a in listing)
             if holds == present:
                 return listing

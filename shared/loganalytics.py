@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,18 +55,29 @@ def _message(details: Any) -> str:
 
 
 class LogAnalyticsAdapter:
-    def __init__(self, endpoint: str, credential: Any) -> None:
+    def __init__(self, endpoint: str, credential: Any, timeout_s: float = 30.0, retry_budget_s: float = 60.0) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._credential = credential
         self._client: Any = None
-        self.queries: list[str] = []
+        self._timeout = timeout_s
+        self._budget = retry_budget_s
+        self.queries: deque[str] = deque(maxlen=100)  # the latest queries (bounded)
         self.partial_errors = 0
 
     def _logs(self) -> Any:
         if self._client is None:
             from azure.monitor.query import LogsQueryClient
 
-            self._client = LogsQueryClient(self._credential, endpoint=self.endpoint, audience=AUDIENCE)
+            from shared.timeouts import bounded_retry_policy
+
+            self._client = LogsQueryClient(
+                self._credential,
+                endpoint=self.endpoint,
+                audience=AUDIENCE,
+                retry_policy=bounded_retry_policy(self._budget),
+                connection_timeout=self._timeout,
+                read_timeout=self._timeout,
+            )
         return self._client
 
     def failed_ingestion(self, workspace_id: str, lookback_minutes: int) -> list[FailureGroup]:
@@ -77,7 +89,11 @@ class LogAnalyticsAdapter:
         loopback = self.endpoint.startswith(("http://127.0.0.1", "http://localhost"))
         try:
             result = self._logs().query_workspace(
-                workspace_id, query, timespan=timedelta(minutes=lookback_minutes), enforce_https=not loopback
+                workspace_id,
+                query,
+                timespan=timedelta(minutes=lookback_minutes),
+                server_timeout=max(1, int(self._timeout)),
+                enforce_https=not loopback,
             )
         except HttpResponseError as exc:
             raise LogAnalyticsError(f"Log Analytics query failed: {exc.message}") from exc

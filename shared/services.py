@@ -35,7 +35,12 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
     def kusto(cluster_url: str) -> KustoAdapter:
         with lock:
             if cluster_url not in adapters:
-                adapters[cluster_url] = KustoAdapter(cluster_url, credential, settings.kusto_retry_budget_seconds)
+                adapters[cluster_url] = KustoAdapter(
+                    cluster_url,
+                    credential,
+                    settings.kusto_retry_budget_seconds,
+                    server_timeout_s=settings.kusto_server_timeout_seconds,
+                )
             return adapters[cluster_url]
 
     ingestors: dict[str, Any] = {}
@@ -48,7 +53,13 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
                 ingestors[cluster_url] = Ingestor(cluster_url, credential)
             return ingestors[cluster_url]
 
-    iotc = IoTCentralAdapter(settings.iotc_base_url, credential, settings.arm_url)
+    iotc = IoTCentralAdapter(
+        settings.iotc_base_url,
+        credential,
+        settings.arm_url,
+        timeout_s=settings.http_timeout_seconds,
+        retry_budget_s=settings.http_retry_budget_seconds,
+    )
     return Services(
         settings,
         {t.key: t for t in settings.target_list},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.targets import AppConfig, ConfigError, Target, describe_validation, load_targets, parse_apps
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     backfill: Literal["off", "plan", "on"] = "plan"
     backfill_invocation_seconds: int = Field(120, ge=5, le=540)
     kusto_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
+    kusto_server_timeout_seconds: int = Field(60, ge=5, le=3600)
+    http_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    http_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
+    retention_days: int = Field(90, ge=1, le=3650)
 
     queue_name: str = Field("healer-remediations", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     table_prefix: str = Field("healer", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")
@@ -89,6 +93,29 @@ class Settings(BaseSettings):
         if "{subdomain}" not in value or not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise ValueError("must be an https URL template containing {subdomain}")
         return value.rstrip("/")
+
+    @property
+    def worst_case_step_seconds(self) -> float:
+        """The longest one side effect can take: its retry budget, then one last attempt that runs
+        to its timeouts (a role change is a read and a command, each up to the server timeout plus
+        the Kusto client's margin; an HTTP call connects and reads)."""
+        from shared.timeouts import KUSTO_CLIENT_MARGIN_S
+
+        kusto = self.kusto_retry_budget_seconds + 2 * (self.kusto_server_timeout_seconds + KUSTO_CLIENT_MARGIN_S)
+        http = self.http_retry_budget_seconds + 2 * self.http_timeout_seconds
+        return max(kusto, http)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_step(self) -> Settings:
+        worst = self.worst_case_step_seconds
+        if self.lease_seconds < worst:
+            raise ValueError(
+                f"HEALER_LEASE_SECONDS={self.lease_seconds} is shorter than the worst-case step ({worst:.0f}s: "
+                "HEALER_KUSTO_RETRY_BUDGET_SECONDS + 2 x (HEALER_KUSTO_SERVER_TIMEOUT_SECONDS + 30), or "
+                "HEALER_HTTP_RETRY_BUDGET_SECONDS + 2 x HEALER_HTTP_TIMEOUT_SECONDS); a run could lose its lease "
+                "while still acting"
+            )
+        return self
 
     @cached_property
     def target_list(self) -> list[Target]:

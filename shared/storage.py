@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 log = logging.getLogger(__name__)
 _EPOCH_MS_MAX = 10**13
+# Bounded time for storage calls too (the SDKs' defaults: 300 s to read, minutes of backoff).
+STORAGE_TIMEOUT_S = 10
 
 
 class Dropped(BaseModel):
@@ -171,9 +173,22 @@ class StateStore:
         from azure.data.tables import TableServiceClient
 
         if connection_string:
-            self._service = TableServiceClient.from_connection_string(connection_string)
+            self._service = TableServiceClient.from_connection_string(
+                connection_string,
+                connection_timeout=STORAGE_TIMEOUT_S,
+                read_timeout=STORAGE_TIMEOUT_S,
+                retry_total=3,
+                retry_backoff_max=4,
+            )
         elif account_url:
-            self._service = TableServiceClient(endpoint=account_url, credential=credential)
+            self._service = TableServiceClient(
+                endpoint=account_url,
+                credential=credential,
+                connection_timeout=STORAGE_TIMEOUT_S,
+                read_timeout=STORAGE_TIMEOUT_S,
+                retry_total=3,
+                retry_backoff_max=4,
+            )
         else:
             raise ValueError("storage needs a connection string or an account URL")
         self.state = self._service.get_table_client(f"{prefix}state")
@@ -332,16 +347,30 @@ def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetim
 def queue_client(
     name: str, connection_string: str | None, account_url: str | None = None, credential: Any = None
 ) -> Any:
-    from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+    from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, ExponentialRetry, QueueClient
 
     # The Functions host reads queue messages as base64 (host.json messageEncoding).
     encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
+    retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
     if connection_string:
         return QueueClient.from_connection_string(
-            connection_string, name, message_encode_policy=encode, message_decode_policy=decode
+            connection_string,
+            name,
+            message_encode_policy=encode,
+            message_decode_policy=decode,
+            connection_timeout=STORAGE_TIMEOUT_S,
+            read_timeout=STORAGE_TIMEOUT_S,
+            retry_policy=retry,
         )
     return QueueClient(
-        account_url or "", name, credential=credential, message_encode_policy=encode, message_decode_policy=decode
+        account_url or "",
+        name,
+        credential=credential,
+        message_encode_policy=encode,
+        message_decode_policy=decode,
+        connection_timeout=STORAGE_TIMEOUT_S,
+        read_timeout=STORAGE_TIMEOUT_S,
+        retry_policy=retry,
     )
 
 

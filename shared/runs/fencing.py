@@ -128,9 +128,10 @@ class Run:
         result: Callable[[T], Mapping[str, JournalValue]] = lambda _: {},
         **intent: JournalValue,
     ) -> T:
-        """Renew the lease, journal the intent, act, journal the result. Nothing acts without the lease."""
-        self.renew()
+        """Journal the intent, renew the lease, act, journal the result. Nothing acts without the lease,
+        and the renewal comes right before the act so the whole bounded act fits inside it."""
         self.journal(step, "intent", **intent)
+        self.renew()
         value = act()
         self.s.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))
