@@ -36,8 +36,6 @@ class Ctx:
 
             settings = load_settings()
             self._healer = build_healer(settings)
-            self._healer.s.store.ensure()
-            self._healer.s.queue.ensure()
         return self._healer
 
     def target(self, key: str) -> Any:

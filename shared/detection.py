@@ -8,7 +8,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.diagnosis import Evidence
@@ -57,6 +57,7 @@ class CycleReport:
     enqueued: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     swept: list[str] = field(default_factory=list)
+    pruned: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -67,6 +68,7 @@ class CycleReport:
             "enqueued": self.enqueued,
             "skipped": self.skipped,
             "swept": self.swept,
+            "pruned": self.pruned,
             "errors": self.errors,
             "seconds": round(self.seconds, 3),
         }
@@ -171,6 +173,12 @@ class Detector:
         # The sweep comes first: nothing later in the cycle may keep a dropped principal dropped.
         swept = sweep(self.healer, state_list)
         report.swept, report.errors = swept.done, list(swept.errors)
+        try:
+            keep = timedelta(days=settings.retention_days)
+            report.pruned = services.store.prune(services.clock(), keep)
+        except Exception as exc:  # retention never stops detection
+            log.exception("retention failed")
+            report.errors.append(f"retention: {type(exc).__name__}: {exc}"[:500])
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:

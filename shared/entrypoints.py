@@ -34,9 +34,7 @@ def context() -> Context:
             from shared.settings import load_settings
 
             settings = load_settings()
-            healer = build_healer(settings)
-            healer.s.store.ensure()
-            healer.s.queue.ensure()
+            healer = build_healer(settings)  # tables and queues are created by their first write
             logs = LogAnalyticsAdapter(
                 settings.log_analytics_endpoint,
                 healer.s.credential,
@@ -224,10 +222,21 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
         ctx = context()
     except ConfigError as exc:
         return error(503, "ConfigurationError", str(exc))
+    from shared.runs.sweep import overdue_readds
+
     settings = ctx.healer.s.settings
+    overdue = overdue_readds(ctx.healer.s)
     return ApiResponse(
         200,
-        {"status": "ok", "mode": settings.mode, "targets": len(settings.target_list), "apps": len(settings.app_list)},
+        {
+            "status": "degraded" if overdue else "ok",
+            "mode": settings.mode,
+            "targets": len(settings.target_list),
+            "apps": len(settings.app_list),
+            # Dropped principals past their re-add time plus the grace: the sweep is retrying them.
+            "overdue_readds": len(overdue),
+            "overdue_targets": overdue[:50],
+        },
     )
 
 

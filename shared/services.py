@@ -24,7 +24,15 @@ def storage_urls(settings: Settings) -> tuple[str | None, str | None, str | None
     raise ConfigError("storage is not configured: set AzureWebJobsStorage or AzureWebJobsStorage__accountName")
 
 
+def quiet_sdk_loggers(settings: Settings) -> None:
+    """The Azure SDKs log every request and response header at INFO: kept at WARNING unless asked."""
+    import logging
+
+    logging.getLogger("azure").setLevel(settings.azure_log_level)
+
+
 def build_services(settings: Settings, credential: Any = None) -> Services:
+    quiet_sdk_loggers(settings)
     credential = credential or build_credential(settings.identity_client_id)
     connection, table_url, queue_url = storage_urls(settings)
     store = StateStore(connection, table_url, credential, settings.table_prefix)

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0, le=600)
     http_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
     retention_days: int = Field(90, ge=1, le=3650)
+    azure_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     queue_name: str = Field("healer-remediations", pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
     table_prefix: str = Field("healer", pattern=r"^[A-Za-z][A-Za-z0-9]{0,40}$")

@@ -10,9 +10,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+    from azure.storage.queue import QueueClient
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _EPOCH_MS_MAX = 10**13
@@ -158,6 +164,41 @@ class TargetState:
         )
 
 
+def _table_missing(exc: Exception) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    # Azurite answers a create on a missing table without an error code; Azure says TableNotFound.
+    return isinstance(exc, ResourceNotFoundError) and str(getattr(exc, "error_code", None)) in (
+        "TableNotFound",
+        "None",
+        "TableErrorCode.TABLE_NOT_FOUND",
+    )
+
+
+def _creating(table: TableClient, write: Callable[[], T]) -> T:
+    """Write; a table that does not exist yet is created (once: the first write), then written.
+    Cold starts create nothing: reading a missing table is an empty answer."""
+    from azure.core.exceptions import ResourceExistsError
+
+    try:
+        return write()
+    except Exception as exc:
+        if not _table_missing(exc):
+            raise
+    with contextlib.suppress(ResourceExistsError):
+        table.create_table()
+    return write()
+
+
+def _reading(read: Callable[[], list[T]]) -> list[T]:
+    try:
+        return read()
+    except Exception as exc:
+        if _table_missing(exc):
+            return []
+        raise
+
+
 class Conflict(Exception):
     """Someone else changed the entity first (ETag mismatch or it already exists)."""
 
@@ -210,15 +251,17 @@ class StateStore:
 
         try:
             entity = self.state.get_entity("target", key)
-        except ResourceNotFoundError:
+        except ResourceNotFoundError:  # no such row, or no table yet
             return TargetState(key=key)
         return TargetState.from_entity(dict(entity), entity.metadata.get("etag"))
 
     def all_states(self) -> list[TargetState]:
-        return [
-            TargetState.from_entity(dict(e), e.metadata.get("etag"))
-            for e in self.state.query_entities("PartitionKey eq 'target'")
-        ]
+        return _reading(
+            lambda: [
+                TargetState.from_entity(dict(e), e.metadata.get("etag"))
+                for e in self.state.query_entities("PartitionKey eq 'target'")
+            ]
+        )
 
     def save(self, state: TargetState) -> TargetState:
         """Write only if nobody wrote since `state` was read; raises Conflict otherwise."""
@@ -228,7 +271,7 @@ class StateStore:
 
         try:
             if state.etag is None:
-                meta = self.state.create_entity(state.to_entity())
+                meta = _creating(self.state, lambda: self.state.create_entity(state.to_entity()))
             else:
                 meta = self.state.update_entity(
                     state.to_entity(),
@@ -278,18 +321,16 @@ class StateStore:
         """Upsert: a redelivered step rewrites the same row instead of adding a second one."""
         from azure.data.tables import UpdateMode
 
-        self.journal.upsert_entity(
-            {
-                "PartitionKey": key,
-                "RowKey": f"{run_id}:{step}:{status}",
-                "RunId": run_id,
-                "Step": step,
-                "Status": status,
-                "At": _dt(now),
-                "Data": json.dumps(data, default=str),
-            },
-            mode=UpdateMode.REPLACE,
-        )
+        entity = {
+            "PartitionKey": key,
+            "RowKey": f"{run_id}:{step}:{status}",
+            "RunId": run_id,
+            "Step": step,
+            "Status": status,
+            "At": _dt(now),
+            "Data": json.dumps(data, default=str),
+        }
+        _creating(self.journal, lambda: self.journal.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def read_journal(self, key: str, run_id: str | None = None) -> list[dict[str, Any]]:
         query = "PartitionKey eq @key"
@@ -297,7 +338,7 @@ class StateStore:
         if run_id:
             query += " and RunId eq @run"
             params["run"] = run_id
-        rows = [dict(e) for e in self.journal.query_entities(query, parameters=params)]
+        rows = _reading(lambda: [dict(e) for e in self.journal.query_entities(query, parameters=params)])
         for row in rows:
             row["Data"] = json.loads(row.get("Data") or "{}")
         return sorted(rows, key=lambda r: r["At"])
@@ -315,20 +356,59 @@ class StateStore:
         entity.update(
             {k: v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str) for k, v in record.items()}
         )
-        self.history.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        _creating(self.history, lambda: self.history.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def read_history(self, key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        entities = (
-            self.history.query_entities("PartitionKey eq @key", parameters={"key": key})
-            if key
-            else self.history.list_entities()
+        def read() -> list[dict[str, Any]]:
+            entities = (
+                self.history.query_entities("PartitionKey eq @key", parameters={"key": key})
+                if key
+                else self.history.list_entities()
+            )
+            rows = []
+            for entity in entities:
+                rows.append(dict(entity))
+                if key and len(rows) >= limit:
+                    break
+            return rows
+
+        return sorted(_reading(read), key=lambda r: r["At"], reverse=True)[:limit]
+
+    # ---------------------------------------------------------------- retention
+
+    def prune(self, now: datetime, keep: timedelta, at_most: int = 2000) -> int:
+        """Delete journal, history and alert rows older than `keep` (at most `at_most` per call, so a
+        timer run stays short; the rest goes next time). Runs at most once a day across instances:
+        a marker row in the state table says when it last ran."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            marker = self.state.get_entity("meta", "retention")
+            if (last := _parse_dt(marker.get("At"))) and now - last < timedelta(days=1):
+                return 0
+        except ResourceNotFoundError:
+            pass
+        before = (now - keep).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        deleted = 0
+        for table in (self.journal, self.history, self.alerts):
+            try:
+                for row in table.query_entities(f"Timestamp lt datetime'{before}'", select=["PartitionKey", "RowKey"]):
+                    if deleted >= at_most:
+                        break
+                    table.delete_entity(row["PartitionKey"], row["RowKey"])
+                    deleted += 1
+            except Exception as exc:
+                if not _table_missing(exc):
+                    raise
+        from azure.data.tables import UpdateMode
+
+        _creating(
+            self.state,
+            lambda: self.state.upsert_entity(
+                {"PartitionKey": "meta", "RowKey": "retention", "At": _dt(now)}, mode=UpdateMode.REPLACE
+            ),
         )
-        rows = []
-        for entity in entities:
-            rows.append(dict(entity))
-            if key and len(rows) >= limit:
-                break
-        return sorted(rows, key=lambda r: r["At"], reverse=True)[:limit]
+        return deleted
 
 
 def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetime) -> bool:
@@ -338,7 +418,7 @@ def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetim
     entity = {"PartitionKey": "alert", "RowKey": key, "At": _dt(now)}
     entity.update({k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in data.items()})
     try:
-        store.alerts.create_entity(entity)
+        _creating(store.alerts, lambda: store.alerts.create_entity(entity))
     except ResourceExistsError:
         return False
     return True
@@ -395,9 +475,25 @@ class RemediationQueue:
                 client.create_queue()
 
     def send(self, body: str, delay_s: float = 0) -> None:
-        self.client.send_message(body.encode(), visibility_timeout=max(0, round(delay_s)) or None)
+        delay = max(0, round(delay_s)) or None
+        _queue_creating(self.client, lambda: self.client.send_message(body.encode(), visibility_timeout=delay))
 
     def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         envelope = {"reason": reason, "at": _dt(now), "body": text[:8000]}
-        self.dead.send_message(json.dumps(envelope).encode())
+        _queue_creating(self.dead, lambda: self.dead.send_message(json.dumps(envelope).encode()))
+
+
+def _queue_creating(client: QueueClient, send: Callable[[], object]) -> None:
+    """Send; a queue that does not exist yet is created by the first send (not at every cold start)."""
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+    try:
+        send()
+        return
+    except ResourceNotFoundError as exc:
+        if str(getattr(exc, "error_code", "")) != "QueueNotFound":
+            raise
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    send()

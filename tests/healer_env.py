@@ -51,8 +51,7 @@ def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:
 
 def healer_for(settings: Settings) -> Healer:
     services = build_services(settings, sdk.credential())
-    services.store.ensure()
-    services.queue.ensure()
+    services.queue.ensure()  # the host creates the queue it listens on; tables come with the first write
     return Healer(services)
 
 

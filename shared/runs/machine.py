@@ -79,6 +79,8 @@ class Healer:
         if pending is not None and pending.run_id != msg.run_id:
             return self._recover_first(target, msg, pending)
         if target is None and pending is None:
+            if msg.step == "readd":  # never dead-lettered: nothing is pending, so nothing is dropped
+                return Outcome("skipped", f"no re-add pending for {msg.target}")
             raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
         step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
         try:

@@ -61,7 +61,14 @@ def broken(world: World, app: str = "contoso") -> bool:
 
 def test_health_and_key_check(app: tuple[World, Runner]) -> None:
     _, runner = app
-    assert call(runner, "GET", "health").json() == {"status": "ok", "mode": "enforce", "targets": 2, "apps": 0}
+    assert call(runner, "GET", "health").json() == {
+        "status": "ok",
+        "mode": "enforce",
+        "targets": 2,
+        "apps": 0,
+        "overdue_readds": 0,
+        "overdue_targets": [],
+    }
     assert call(runner, "GET", "health", key=False).status_code == 401
     assert requests.get(f"{runner.url}/api/health?code={runner.key}", timeout=10).status_code == 200
     assert call(runner, "DELETE", "health").status_code == 405
