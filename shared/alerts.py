@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
-from shared.targets import Target
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from shared.diagnosis import Evidence
+from shared.targets import Target, describe_validation
 
 SCHEMA_ID = "azureMonitorCommonAlertSchema"
 MAX_ALERT_BYTES = 256 * 1024
@@ -32,6 +37,7 @@ class Alert:
     monitoring_service: str
     target_ids: tuple[str, ...]
     dimensions: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
     @property
     def key(self) -> str:
@@ -39,9 +45,50 @@ class Alert:
         return hashlib.sha256(f"{self.alert_id}|{self.condition}".encode()).hexdigest()
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     text = json.dumps(value) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class Essentials(BaseModel):
+    """`data.essentials` of the common alert schema: only what the healer reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    alertId: str = Field(min_length=1, max_length=1024)
+    monitorCondition: Literal["Fired", "Resolved"]
+    alertRule: str | None = None
+    monitoringService: str | None = None
+    description: str | None = None
+    alertTargetIDs: list[str] | None = None
+
+
+class AlertData(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    essentials: Essentials
+    alertContext: object = None
+
+
+class CommonAlert(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    schemaId: str
+    data: AlertData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, value: object) -> object:
+        if isinstance(value, dict):
+            if value.get("schemaId") != SCHEMA_ID:
+                raise PydanticCustomError(
+                    "schema",
+                    "schemaId={shown} is not {expected}; enable the common alert schema on the action group",
+                    {"shown": _shown(value.get("schemaId")), "expected": SCHEMA_ID},
+                )
+            if not isinstance(value.get("data"), dict):
+                return {**value, "data": {}}
+        return value
 
 
 def parse_alert(body: bytes, content_type: str | None) -> Alert:
@@ -56,45 +103,25 @@ def parse_alert(body: bytes, content_type: str | None) -> Alert:
         raise AlertError(400, "body", f"body is not JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise AlertError(400, "body", "body must be a JSON object")
-    schema = payload.get("schemaId")
-    if schema != SCHEMA_ID:
-        raise AlertError(
-            400,
-            "schemaId",
-            f"schemaId={_shown(schema)} is not {SCHEMA_ID}; enable the common alert schema on the action group",
-        )
-    data = payload.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("essentials"), dict):
-        raise AlertError(400, "data.essentials", "data.essentials is missing or not an object")
-    essentials = data["essentials"]
-    alert_id = essentials.get("alertId")
-    if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 1024:
-        raise AlertError(
-            400, "data.essentials.alertId", f"data.essentials.alertId={_shown(alert_id)} must be a non-empty string"
-        )
-    condition = essentials.get("monitorCondition")
-    if condition not in ("Fired", "Resolved"):
-        raise AlertError(
-            400,
-            "data.essentials.monitorCondition",
-            f"data.essentials.monitorCondition={_shown(condition)} must be Fired or Resolved",
-        )
-    targets = essentials.get("alertTargetIDs") or []
-    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise AlertError(
-            400, "data.essentials.alertTargetIDs", "data.essentials.alertTargetIDs must be a list of resource ids"
-        )
+    try:
+        alert = CommonAlert.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "schemaId"
+        raise AlertError(400, where, describe_validation(exc, "alert")) from exc
+    essentials = alert.data.essentials
     return Alert(
-        alert_id=alert_id,
-        condition=condition,
-        rule=str(essentials.get("alertRule") or ""),
-        monitoring_service=str(essentials.get("monitoringService") or ""),
-        target_ids=tuple(t.lower() for t in targets),
-        dimensions=_dimensions(data.get("alertContext")),
+        alert_id=essentials.alertId,
+        condition=essentials.monitorCondition,
+        rule=essentials.alertRule or "",
+        monitoring_service=essentials.monitoringService or "",
+        target_ids=tuple(t.lower() for t in essentials.alertTargetIDs or []),
+        dimensions=_dimensions(alert.data.alertContext),
+        description=(essentials.description or "")[:500],
     )
 
 
-def _dimensions(context: Any) -> dict[str, str]:
+def _dimensions(context: object) -> dict[str, str]:
     """Dimensions of Log Alerts V2 (`LogQueryCriteria`) and metric alerts, by lower-case name."""
     found: dict[str, str] = {}
     if not isinstance(context, dict):
@@ -107,6 +134,14 @@ def _dimensions(context: Any) -> dict[str, str]:
             if isinstance(dim, dict) and isinstance(dim.get("name"), str) and isinstance(dim.get("value"), str):
                 found.setdefault(dim["name"].lower(), dim["value"])
     return found
+
+
+def alert_evidence(alert: Alert) -> Evidence:
+    """What the alert says, as evidence that travels with the run it starts."""
+    code = alert.dimensions.get("errorcode") or alert.dimensions.get("error_code") or "AlertFired"
+    dims = ", ".join(f"{k}={v}" for k, v in sorted(alert.dimensions.items()))
+    text = "; ".join(part for part in (alert.rule, alert.description, dims) if part)
+    return Evidence("alert", code[:100], text[:500])
 
 
 def _cluster_name(target: Target) -> str:
@@ -123,10 +158,17 @@ def match_targets(alert: Alert, targets: list[Target]) -> list[Target]:
             r == (t.iotc_resource_id or "").lower() or r.endswith(f"/iotapps/{t.app}") for r in resources
         )
 
+    # The cluster: the resource the alert fired on, or a resource-id dimension of a log alert.
+    clusters = {
+        r.rstrip("/").rsplit("/", 1)[-1]
+        for r in (*resources, dims.get("_resourceid", "").lower(), dims.get("resourceid", "").lower())
+        if "microsoft.kusto/clusters/" in r
+    }
+
     def on_cluster(t: Target) -> bool:
-        return not any("microsoft.kusto/clusters/" in r for r in resources) or any(
-            r.endswith(f"/clusters/{_cluster_name(t)}") for r in resources
-        )
+        host = t.cluster_url.split("//", 1)[-1].split(":", 1)[0]
+        loopback = re.fullmatch(r"127(\.\d+){3}|localhost", host) is not None  # the sandbox's cluster has no name
+        return not clusters or loopback or _cluster_name(t) in clusters
 
     if "exportid" in dims:
         return [

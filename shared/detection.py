@@ -209,7 +209,9 @@ class Detector:
                 report.skipped[finding.target] = f"cap of {budget} remediations per cycle reached"
                 continue
             summary = "; ".join(f"{e.source}: {e.code}" for e in finding.evidence)[:400]
-            request = request_remediation(services, all_targets[finding.target], "timer", reason=summary)
+            request = request_remediation(
+                services, all_targets[finding.target], "timer", reason=summary, evidence=finding.evidence
+            )
             if request.queued:
                 report.enqueued.append(finding.target)
             else:
@@ -255,10 +257,11 @@ class Detector:
 
 
 def _same_table(target: Target, group: FailureGroup) -> bool:
-    if (target.database, target.table) != (group.database, group.table):
+    """Same cluster, database and table. The cluster is named by the row's resource id and by the
+    first label of the target's URL; a row naming no cluster matches nothing."""
+    if (target.database, target.table) != (group.database, group.table) or not group.cluster_name:
         return False
     host = target.cluster_url.split("//", 1)[-1].split(":", 1)[0].lower()
-    # A resource id names the cluster; compare when both sides name one (a local cluster is an IP).
-    if not group.cluster_name or re.fullmatch(r"[\d.]+|localhost", host):
+    if re.fullmatch(r"127(\.\d+){3}|localhost", host):  # a loopback cluster (the sandbox) has no name to compare
         return True
     return host.split(".", 1)[0] == group.cluster_name

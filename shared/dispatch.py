@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from shared.messages import Trigger, new_run
+from shared.diagnosis import Evidence
+from shared.messages import Trigger, carried, new_run
 from shared.runs import Services
 from shared.storage import TargetState
 from shared.targets import Target
@@ -32,12 +33,14 @@ def request_remediation(
     reason: str = "",
     *,
     manual: bool = False,
+    evidence: list[Evidence] | None = None,
 ) -> Request:
     """Enqueue a start for `target` unless it is escalated, in progress, cooling down or queued.
     Manual requests skip the cooldown but come at most once per HEALER_MANUAL_HEAL_MIN_INTERVAL_SECONDS
     per target, whoever holds a key."""
     now = services.clock()
-    msg = new_run(target.key, trigger, correlation_id, reason[:500])
+    signals = carried([(e.source, e.code, e.message) for e in evidence or []])
+    msg = new_run(target.key, trigger, correlation_id, reason[:500], signals)
     hold = timedelta(seconds=services.settings.lease_seconds)
     interval = timedelta(seconds=services.settings.manual_heal_min_interval_seconds)
 

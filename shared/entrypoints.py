@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.http_api import ApiError, ApiResponse, Handler, dispatch, error, json_object
+from shared.http_api import ApiError, ApiResponse, Handler, dispatch, error
 
 log = logging.getLogger("iotc_adx_healer")
 _lock = threading.Lock()
@@ -100,20 +100,10 @@ def _targets_known(ctx: Context) -> dict[str, Any]:
 
 def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
     from shared.dispatch import request_remediation
+    from shared.http_models import HealRequest, parse_body
 
-    request = json_object(body, headers)
-    unknown = sorted(set(request) - {"target", "dry_run", "backfill"})
-    if unknown:
-        raise ApiError(400, "InvalidBody", f"unknown field(s): {', '.join(unknown)}", unknown[0])
-    key = request.get("target")
-    if not isinstance(key, str) or not key:
-        raise ApiError(400, "InvalidBody", f"target={key!r} must be '<app>:<export id>:<destination id>'", "target")
-    dry_run = request.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ApiError(400, "InvalidBody", f"dry_run={dry_run!r} must be true or false", "dry_run")
-    backfill = request.get("backfill")
-    if backfill is not None and not (backfill is True or isinstance(backfill, dict)):
-        raise ApiError(400, "InvalidBody", f'backfill={backfill!r} must be true or {{"from": …, "to": …}}', "backfill")
+    request = parse_body(HealRequest, body, headers)
+    key, dry_run, backfill = request.target, request.dry_run, request.backfill
     ctx = context()
     target = _targets_known(ctx).get(key)
     if target is None:
@@ -164,9 +154,9 @@ def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes)
 
 
 def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.alerts import AlertError, match_targets, parse_alert
+    from shared.alerts import AlertError, alert_evidence, match_targets, parse_alert
     from shared.dispatch import request_remediation
-    from shared.storage import record_alert
+    from shared.storage import alert_recorded, record_alert
     from shared.webhook_auth import check_action_group_token
 
     # Anonymous to the host: the action group's Entra token is the only credential accepted here.
@@ -179,17 +169,6 @@ def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
     ctx = context()
     services = ctx.healer.s
     matched = match_targets(alert, list(_targets_known(ctx).values()))
-    first = record_alert(
-        services.store,
-        alert.key,
-        {
-            "AlertId": alert.alert_id,
-            "Condition": alert.condition,
-            "Rule": alert.rule,
-            "Targets": [t.key for t in matched],
-        },
-        services.clock(),
-    )
     answer: dict[str, Any] = {
         "alert_id": alert.alert_id,
         "condition": alert.condition,
@@ -197,21 +176,27 @@ def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
         "queued": [],
         "skipped": {},
     }
-    if not first:
+    if alert_recorded(services.store, alert.key):
         answer["duplicate"] = True
         return ApiResponse(202, answer)
     if alert.condition == "Resolved":
         answer["note"] = "recorded; a resolved alert starts nothing"
-        return ApiResponse(202, answer)
-    if not matched:
+    elif not matched:
         answer["note"] = "no configured or discovered target matches the alert's dimensions or resource"
-        return ApiResponse(202, answer)
-    for target in matched:
-        request = request_remediation(services, target, "alert", reason=f"alert {alert.rule}"[:500])
+    evidence = [alert_evidence(alert)]
+    for target in matched if alert.condition == "Fired" else []:
+        request = request_remediation(services, target, "alert", reason=f"alert {alert.rule}"[:500], evidence=evidence)
         if request.queued:
             answer["queued"].append(target.key)
         else:
             answer["skipped"][target.key] = request.reason
+    # Recorded only now: had queueing failed (a 503), the action group's retry must not be a "duplicate".
+    record_alert(
+        services.store,
+        alert.key,
+        {"AlertId": alert.alert_id, "Condition": alert.condition, "Rule": alert.rule, "Targets": answer["targets"]},
+        services.clock(),
+    )
     return ApiResponse(202, answer)
 
 

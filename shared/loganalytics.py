@@ -14,13 +14,14 @@ AUDIENCE = "https://api.loganalytics.io"
 
 
 def failed_ingestion_query(lookback_minutes: int) -> str:
-    """One query per workspace per cycle: failures grouped by database, table and error code."""
+    """One query per workspace per cycle: failures grouped by cluster, database, table and error code
+    (two clusters may well have databases and tables of the same names)."""
     if not 1 <= lookback_minutes <= 10080:
         raise ValueError(f"lookback_minutes={lookback_minutes!r} must be between 1 and 10080")
     return (
         f"FailedIngestion | where TimeGenerated > ago({lookback_minutes}m) "
         "| summarize Failures=count(), FirstSeen=min(TimeGenerated), LastSeen=max(TimeGenerated), "
-        "Details=take_any(Details), ResourceId=take_any(_ResourceId) by Database, Table, ErrorCode"
+        "Details=take_any(Details) by Database, Table, ErrorCode, _ResourceId"
     )
 
 
@@ -115,7 +116,7 @@ class LogAnalyticsAdapter:
                     first_seen=row["FirstSeen"],
                     last_seen=row["LastSeen"],
                     message=_message(row["Details"]),
-                    resource_id=str(row["ResourceId"] or ""),
+                    resource_id=str(row["_ResourceId"] or ""),
                 )
             )
         return groups

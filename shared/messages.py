@@ -13,12 +13,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.targets import describe_validation
 
 MAX_MESSAGE_BYTES = 16 * 1024
+TARGET_KEY = re.compile(r"[a-z0-9-]+:[A-Za-z0-9_\-]+:[A-Za-z0-9_\-]+")
 Step = Literal["start", "readd", "verify", "backfill"]
 Trigger = Literal["timer", "alert", "http", "sweep", "cli", "retry"]
 
 
 class MalformedMessage(ValueError):
     """A queue message that must be dead-lettered; the text names the field and the value."""
+
+
+MAX_EVIDENCE = 5
+
+
+class EvidenceItem(BaseModel):
+    """A failure signal that started the run, carried with it (IoT Central is read afresh instead)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["loganalytics", "alert"]
+    code: str = Field("", max_length=100)
+    message: str = Field("", max_length=500)
 
 
 class RemediationMessage(BaseModel):
@@ -37,11 +51,12 @@ class RemediationMessage(BaseModel):
     window_start: datetime | None = None
     window_end: datetime | None = None
     backfill_mode: Literal["plan", "on"] | None = None
+    evidence: tuple[EvidenceItem, ...] = Field(default=(), max_length=MAX_EVIDENCE)
 
     @field_validator("target")
     @classmethod
     def _target(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9-]+:[A-Za-z0-9_\-]+:[A-Za-z0-9_\-]+", value):
+        if not TARGET_KEY.fullmatch(value):
             raise ValueError(f"target={value!r} is not <app>:<export id>:<destination id>")
         return value
 
@@ -59,11 +74,33 @@ class RemediationMessage(BaseModel):
         return self.model_copy(update={"step": step, **changes})
 
 
-def new_run(target: str, trigger: Trigger, correlation_id: str | None = None, reason: str = "") -> RemediationMessage:
+def new_run(
+    target: str,
+    trigger: Trigger,
+    correlation_id: str | None = None,
+    reason: str = "",
+    evidence: tuple[EvidenceItem, ...] = (),
+) -> RemediationMessage:
     run_id = uuid.uuid4().hex
     return RemediationMessage(
-        target=target, run_id=run_id, trigger=trigger, correlation_id=correlation_id or run_id, reason=reason
+        target=target,
+        run_id=run_id,
+        trigger=trigger,
+        correlation_id=correlation_id or run_id,
+        reason=reason,
+        evidence=evidence[:MAX_EVIDENCE],
     )
+
+
+def carried(items: list[tuple[str, str, str]]) -> tuple[EvidenceItem, ...]:
+    """(source, code, message) → what travels with a run: log and alert signals only, bounded."""
+    kept: list[EvidenceItem] = []
+    for source, code, message in items:
+        if source in ("loganalytics", "alert") and len(kept) < MAX_EVIDENCE:
+            item = EvidenceItem(source=source, code=code[:100], message=message[:500])  # type: ignore[arg-type]
+            if item not in kept:
+                kept.append(item)
+    return tuple(kept)
 
 
 def parse_message(body: str | bytes) -> RemediationMessage:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
 
     refresh_wait_seconds: int = Field(60, ge=0, le=3600)
     cooldown_seconds: int = Field(1800, ge=0, le=7 * 86400)
+    healthy_cooldown_seconds: int = Field(600, ge=0, le=86400)
     max_attempts: int = Field(3, ge=1, le=50)
     attempt_window_seconds: int = Field(86400, ge=60, le=30 * 86400)
     max_remediations_per_cycle: int = Field(5, ge=1, le=500)

@@ -411,6 +411,16 @@ class StateStore:
         return deleted
 
 
+def alert_recorded(store: StateStore, key: str) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        store.alerts.get_entity("alert", key)
+    except ResourceNotFoundError:  # no such alert, or no table yet
+        return False
+    return True
+
+
 def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetime) -> bool:
     """True the first time an alert (id + condition) is seen; False for a repeat."""
     from azure.core.exceptions import ResourceExistsError

@@ -147,7 +147,8 @@ class Healer:
             step.run.finish()
             return Outcome("skipped", f"run {msg.run_id} already acted")
 
-        read, plan = self.plan(target, msg.correlation_id)
+        carried = [Evidence(e.source, e.code, e.message) for e in msg.evidence]
+        read, plan = self.plan(target, msg.correlation_id, carried)
         step.run.journal("plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
         kind = str(plan.diagnosis.kind)
         step.run.transition(None, PLANNED, lambda st: _set(st, last_diagnosis=kind, run_data={}))
@@ -159,7 +160,11 @@ class Healer:
             step.run.finish(lambda st: _escalate(st, reason, kind))
             return self.history(step, Outcome("escalated", reason, plan), plan)
         if not plan.actions:
-            step.run.finish(lambda st: _set(st, last_outcome="healthy"))
+            if carried:  # healthy despite the evidence that started the run: do not re-queue every cycle
+                until = now + timedelta(seconds=settings.healthy_cooldown_seconds)
+                step.run.finish(lambda st: _set(st, last_outcome="healthy", cooldown_until=until))
+            else:
+                step.run.finish(lambda st: _set(st, last_outcome="healthy"))
             return self.history(step, Outcome("healthy", plan.diagnosis.summary, plan), plan)
         first = plan.actions[0]
         remedy = self.remedies.get(first.kind)

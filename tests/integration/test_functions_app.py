@@ -227,7 +227,8 @@ def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -
 
 def test_malformed_queue_messages_are_dead_lettered_and_never_acted_on(app: tuple[World, Runner]) -> None:
     world, runner = app
-    services = entrypoints.context().healer.s  # creates the queues, as the app does at start
+    services = entrypoints.context().healer.s
+    services.queue.ensure()  # the runner's listener may not have created it yet
     queue, dead = services.queue.client, services.queue.dead
     before = len(world.cluster.command_log)
     bodies = [
@@ -240,7 +241,12 @@ def test_malformed_queue_messages_are_dead_lettered_and_never_acted_on(app: tupl
         queue.send_message(raw)  # the client base64-encodes, as the host expects
 
     def parked() -> list[dict[str, Any]]:
-        return [json.loads(m.content) for m in dead.peek_messages(max_messages=32)]
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return [json.loads(m.content) for m in dead.peek_messages(max_messages=32)]
+        except ResourceNotFoundError:  # the dead-letter queue is created by its first message
+            return []
 
     wait_until(lambda: len(parked()) == len(bodies), 20, "every malformed message to be dead-lettered")
     reasons = [p["reason"] for p in parked()]
