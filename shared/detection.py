@@ -58,6 +58,7 @@ class CycleReport:
     skipped: dict[str, str] = field(default_factory=dict)
     swept: list[str] = field(default_factory=list)
     pruned: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # discovered destinations not allowed
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -69,6 +70,7 @@ class CycleReport:
             "skipped": self.skipped,
             "swept": self.swept,
             "pruned": self.pruned,
+            "refused": self.refused,
             "errors": self.errors,
             "seconds": round(self.seconds, 3),
         }
@@ -91,8 +93,14 @@ def evidence_from_status(export: dict[str, Any] | None, dest: dict[str, Any] | N
 
 
 def _discover(
-    app: AppConfig, exports: list[dict[str, Any]], dests: dict[str, dict[str, Any]], principal: PrincipalConfig | None
+    app: AppConfig,
+    exports: list[dict[str, Any]],
+    dests: dict[str, dict[str, Any]],
+    principal: PrincipalConfig | None,
+    refused: dict[str, str],
 ) -> list[Target]:
+    """Targets from the app's ADX destinations that point where HEALER_APPS allows; the others
+    land in `refused` with the reason (reported, never touched)."""
     found: list[Target] = []
     if principal is None:
         return found
@@ -100,6 +108,12 @@ def _discover(
         for ref in export.get("destinations") or []:
             dest = dests.get(str(ref.get("id")))
             if not dest or dest.get("type") != "dataexplorer@v1":
+                continue
+            key = f"{app.app}:{export.get('id')}:{dest.get('id')}"
+            why = app.allows(str(dest.get("clusterUrl", "")), str(dest.get("database", "")))
+            if why:
+                refused[key] = why
+                log.warning("not acting on discovered destination %s: %s", key, why)
                 continue
             try:
                 found.append(
@@ -116,7 +130,8 @@ def _discover(
                     )
                 )
             except ValueError as exc:  # a destination the healer cannot safely act on
-                log.warning("skipping destination %s/%s: %s", app.app, dest.get("id"), exc)
+                refused[key] = str(exc).splitlines()[0][:300]
+                log.warning("not acting on discovered destination %s: %s", key, exc)
     return found
 
 
@@ -126,7 +141,7 @@ class Detector:
         self.logs = logs
 
     def _scan_app(
-        self, app: str, targets: list[Target], config: AppConfig | None
+        self, app: str, targets: list[Target], config: AppConfig | None, refused: dict[str, str]
     ) -> tuple[list[Target], dict[str, list[Evidence]], str | None]:
         """List exports and destinations of one app (two paged calls), discover and read status."""
         iotc = self.healer.s.iotc
@@ -144,7 +159,7 @@ class Detector:
                     principal = PrincipalConfig(tenant_id=now.tenant_id, object_id=now.object_id) if now else None
                 except IotcError as exc:
                     return [], {}, f"{app}: identity unavailable from ARM: {exc}"
-            discovered = _discover(config, exports, dests, principal)
+            discovered = _discover(config, exports, dests, principal, refused)
         by_id = {str(e["id"]): e for e in exports}
         evidence = {}
         for target in {t.key: t for t in discovered + targets}.values():
@@ -182,7 +197,7 @@ class Detector:
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
-            scans = pool.map(lambda a: self._scan_app(a, by_app.get(a, []), apps[a]), list(apps))
+            scans = pool.map(lambda a: self._scan_app(a, by_app.get(a, []), apps[a], report.refused), list(apps))
             for discovered, evidence, error in scans:
                 if error:
                     report.errors.append(error)

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -47,6 +48,24 @@ _ARM_ID = re.compile(
 
 class ConfigError(ValueError):
     """Bad configuration; the message names the setting, the field and the value."""
+
+
+_LOOPBACK = re.compile(r"http://(?:127(?:\.\d{1,3}){3}|localhost)(?::\d{1,5})?/?")
+
+
+def cluster_url(field_name: str, value: str) -> str:
+    """https only; plain http only on loopback (the local sandbox)."""
+    if not (re.fullmatch(r"https://[A-Za-z0-9.\-]+(?::\d{1,5})?/?", value) or _LOOPBACK.fullmatch(value)):
+        raise ValueError(f"{field_name}={value!r} must be https://<cluster>.<region>.kusto.windows.net")
+    return value.rstrip("/")
+
+
+def same_cluster(a: str, b: str) -> bool:
+    def norm(url: str) -> str:
+        url = url.strip().rstrip("/").lower()
+        return url[: -len(":443")] if url.startswith("https://") and url.endswith(":443") else url
+
+    return bool(a and b) and norm(a) == norm(b)
 
 
 class PrincipalConfig(BaseModel):
@@ -101,9 +120,7 @@ class Target(BaseModel):
     @field_validator("cluster_url")
     @classmethod
     def _cluster(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(?::\d{1,5})?/?", value):
-            raise ValueError(f"cluster_url={value!r} must be https://<cluster>.<region>.kusto.windows.net")
-        return value.rstrip("/")
+        return cluster_url("cluster_url", value)
 
     @field_validator("database", "table")
     @classmethod
@@ -127,7 +144,11 @@ class Target(BaseModel):
 
 
 class AppConfig(BaseModel):
-    """An IoT Central app whose ADX destinations are discovered each cycle (HEALER_APPS)."""
+    """An IoT Central app whose ADX destinations are discovered each cycle (HEALER_APPS).
+
+    Anyone who may add a destination in IoT Central must not be able to point the healer at any
+    database it administers: `clusters` (and optionally `databases`) say where this app's
+    destinations may point; anything else is reported, never touched."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -135,6 +156,26 @@ class AppConfig(BaseModel):
     principal: PrincipalConfig | None = None
     iotc_resource_id: str | None = None
     role: Literal["ingestors", "admins"] = "ingestors"
+    clusters: tuple[str, ...] = Field(min_length=1)
+    databases: tuple[str, ...] | None = None
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(cluster_url(f"clusters[{n}]", url) for n, url in enumerate(value))
+
+    @field_validator("databases")
+    @classmethod
+    def _databases(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(kusto_names.entity_name("databases", d) for d in value)
+
+    def allows(self, cluster: str, database: str) -> str:
+        """Why a destination may not be acted on ("" if it may)."""
+        if not any(same_cluster(cluster, c) for c in self.clusters):
+            return f"cluster {cluster!r} is not in this app's allowed clusters"
+        if self.databases is not None and database not in self.databases:
+            return f"database {database!r} is not in this app's allowed databases"
+        return ""
 
     _subdomain = field_validator("app")(Target._subdomain.__func__)  # type: ignore[attr-defined]
     _arm = field_validator("iotc_resource_id")(Target._arm.__func__)  # type: ignore[attr-defined]

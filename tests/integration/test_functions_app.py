@@ -309,7 +309,10 @@ def test_detection_classifies_every_sandbox_fault(app: tuple[World, Runner], fau
 def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner]) -> None:
     world, runner = app
     runner.pause_timer()
-    apps = [{"app": name, "iotc_resource_id": world.iotc.apps[name].arm_id} for name in ("contoso", "fabrikam")]
+    apps = [
+        {"app": name, "iotc_resource_id": world.iotc.apps[name].arm_id, "clusters": [world.cluster.url]}
+        for name in ("contoso", "fabrikam")
+    ]
     runner.set_app_setting("HEALER_TARGETS", "[]")
     runner.set_app_setting("HEALER_APPS", json.dumps(apps))
     entrypoints.reset()

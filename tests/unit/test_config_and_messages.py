@@ -41,6 +41,7 @@ def test_a_valid_target_and_its_defaults() -> None:
         ({"app": "Contoso!"}, "app='Contoso!'"),
         ({"role": "viewers"}, "role: Input should be 'ingestors' or 'admins' (got 'viewers')"),
         ({"cluster_url": "ftp://x"}, "cluster_url='ftp://x'"),
+        ({"cluster_url": "http://mycluster.westeurope.kusto.windows.net"}, "cluster_url='http://mycluster"),
         ({"principal": {"tenant_id": TENANT}}, "principal needs object_id or client_id"),
         ({"principal": {"object_id": "nope", "tenant_id": TENANT}}, "principal.object_id='nope' is refused"),
         ({"export_id": "a/b"}, "export_id='a/b'"),
@@ -171,3 +172,60 @@ def test_the_local_settings_example_is_valid(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.observe_only and len(settings.target_list) == 1
+
+
+def test_discovery_acts_only_where_the_app_allows() -> None:
+    from shared.detection import _discover
+    from shared.targets import parse_apps
+
+    allowed = "https://ok.westeurope.kusto.windows.net"
+    (app,) = parse_apps(
+        json.dumps(
+            [
+                {
+                    "app": "contoso",
+                    "principal": {"object_id": GUID, "tenant_id": TENANT},
+                    "clusters": [allowed + "/"],
+                    "databases": ["devicedata"],
+                }
+            ]
+        )
+    )
+    dests = {
+        d["id"]: {"type": "dataexplorer@v1", "table": "T", **d}
+        for d in [
+            {"id": "good", "clusterUrl": "https://OK.westeurope.kusto.windows.net:443", "database": "devicedata"},
+            {
+                "id": "other-cluster",
+                "clusterUrl": "https://theirs.westeurope.kusto.windows.net",
+                "database": "devicedata",
+            },
+            {"id": "other-db", "clusterUrl": allowed, "database": "payroll"},
+            {"id": "plain-http", "clusterUrl": "http://ok.westeurope.kusto.windows.net", "database": "devicedata"},
+        ]
+    }
+    exports = [{"id": "e1", "destinations": [{"id": d} for d in dests]}]
+    refused: dict[str, str] = {}
+    found = _discover(app, exports, dests, app.principal, refused)
+    assert [t.destination_id for t in found] == ["good"]
+    assert set(refused) == {"contoso:e1:other-cluster", "contoso:e1:other-db", "contoso:e1:plain-http"}
+    assert "allowed clusters" in refused["contoso:e1:other-cluster"]
+    assert "allowed databases" in refused["contoso:e1:other-db"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"app": "contoso", "principal": {"object_id": GUID, "tenant_id": TENANT}}, "clusters: Field required"),
+        (
+            {"app": "contoso", "principal": {"object_id": GUID, "tenant_id": TENANT}, "clusters": ["http://x.net"]},
+            "clusters[0]='http://x.net'",
+        ),
+    ],
+)
+def test_an_app_must_name_where_its_destinations_may_point(entry: dict[str, Any], fragment: str) -> None:
+    from shared.targets import parse_apps
+
+    with pytest.raises(ConfigError) as info:
+        parse_apps(json.dumps([entry]))
+    assert fragment in str(info.value)
