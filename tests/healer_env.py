@@ -24,6 +24,11 @@ from tests.helpers import wait_until
 
 
 def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:
+    return Settings(**settings_values(world, azurite, **overrides))
+
+
+def settings_values(world: World, azurite: Azurite, **overrides: Any) -> dict[str, Any]:
+    """Settings as plain values (they can travel to a worker process), on fresh tables and queue."""
     suffix = uuid.uuid4().hex[:10]
     values: dict[str, Any] = {
         "mode": "enforce",
@@ -46,7 +51,7 @@ def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:
         "backfill": "off",  # tests of backfill turn it on; the others end their runs at verification
     }
     values.update(overrides)
-    return Settings(**values)
+    return values
 
 
 def healer_for(settings: Settings) -> Healer:

@@ -179,7 +179,8 @@ class Healer:
         owner = msg.model_copy(
             update={"run_id": pending.run_id, "correlation_id": pending.correlation_id, "step": "readd"}
         )
-        step = Step(self, Run(self.s, msg.target, pending.run_id), target, owner)
+        # Held under this message's own name: the dropping run's own messages must not act beside it.
+        step = Step(self, Run(self.s, msg.target, pending.run_id, holder=msg.run_id), target, owner)
         if step.run.acquire(exclusive=True) is None:
             return Outcome("skipped", f"run {pending.run_id} holds this target (its re-add is pending)")
         try:
@@ -205,6 +206,9 @@ class Healer:
             state.pending_readd = None
             if state.escalated and state.escalation_reason.startswith("re-add pending"):
                 state.escalated, state.escalation_reason = False, ""
+            # Whoever stood in for the run (the sweep, another run's message) hands the lease back
+            # to the run, whose verification comes next.
+            state.lease_owner = step.run.run_id
 
         detail = f"{verb} {len(pending.snapshot)} role(s) of {pending.principal}"
         if step.target is None:

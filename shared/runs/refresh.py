@@ -135,14 +135,14 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         raise ReaddBlocked(f"re-add pending: {', '.join(missing)} of {pending.principal} not listed after the re-add")
 
 
-def escalate_blocked(services: Services, key: str, holder: str, reason: str) -> None:
-    """Tell people at once; keep the record (the sweep keeps trying); let go of the lease."""
+def escalate_blocked(services: Services, key: str, holder: str | None, reason: str) -> None:
+    """Tell people at once; keep the record (the sweep keeps trying); let go of `holder`'s lease."""
 
     def apply(state: TargetState) -> None:
         state.escalated = True
         state.escalation_reason = reason[:1000]
         state.last_outcome = "escalated"
-        if state.lease_owner == holder:
+        if holder is not None and state.lease_owner == holder:
             state.lease_owner, state.lease_until = "", None
 
     services.store.update(key, apply)

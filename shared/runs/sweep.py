@@ -6,6 +6,7 @@ escalated with the reason and retried next time, and never stops the others."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -65,7 +66,7 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
             if state.pending_readd is not None:
                 try:
                     reason = f"re-add pending: {type(exc).__name__}: {exc}"
-                    escalate_blocked(services, state.key, state.pending_readd.run_id, reason)
+                    escalate_blocked(services, state.key, None, reason)
                 except Exception:
                     log.exception("could not escalate %s", state.key)
     return report
@@ -80,7 +81,8 @@ def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[st
         reason="recovery sweep: re-add overdue",
         correlation_id=pending.correlation_id,
     )
-    step = Step(healer, Run(healer.s, state.key, pending.run_id), healer.known(state.key, state), msg)
+    holder = f"sweep-{uuid.uuid4().hex[:12]}"  # never the run's own name: its messages must not act beside it
+    step = Step(healer, Run(healer.s, state.key, pending.run_id, holder), healer.known(state.key, state), msg)
     if step.run.acquire(exclusive=True) is None:
         return []  # the run itself is re-adding right now
     outcome = healer.finish_readd(step, pending, verb="recovery sweep: re-added overdue")

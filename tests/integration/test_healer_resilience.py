@@ -1,4 +1,5 @@
-"""Crash matrix, chaos, concurrency and the recovery sweep: a principal is never left dropped.
+"""Crash points, chaos, concurrency and the recovery sweep: a principal is never left dropped.
+(The kills at every crash point are in test_real_kills.py.)
 
 Select these with `pytest -k "crash or chaos or inject or concurren"`.
 """
@@ -105,38 +106,6 @@ def test_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any, azurite:
     other.enqueue_start("fabrikam:export-1:adx-1")
     other.run_until(lambda: any(o.status == "healed" for o in other.outcomes), 40)
     assert list(dict.fromkeys(seen_add)) == ADD_TOGGLE_POINTS
-
-
-@pytest.mark.parametrize("point", REFRESH_POINTS)
-def test_crash_during_refresh_never_loses_the_principal(healer_setup: Any, point: str) -> None:
-    world, _, healer, worker = healer_setup
-    worker.visibility_s = 1
-    seen: list[str] = []
-    healer.s.checkpoint = crash_once_at(point, seen)
-    inject_and_wait(world, "stale-permission")
-    worker.enqueue_start(CONTOSO)
-    drive(world, healer, worker)
-    assert worker.crashes == 1
-    assert principal_intact(world), f"principal lost after a crash at {point}"
-    adds = [c for c in changing_commands(world) if c.startswith(".add")]
-    assert all(c.endswith(f"'{NOTE}'") for c in adds)  # every re-add carried the snapshot's notes
-
-
-@pytest.mark.parametrize("point", ADD_TOGGLE_POINTS)
-def test_crash_during_add_and_export_toggle(healer_setup: Any, azurite: Any, point: str) -> None:
-    world, _, _, _ = healer_setup
-    healer = healer_for(make_settings(world, azurite, toggle_export=True))
-    worker = Worker(healer, queue_client(healer.s.settings), visibility_s=1)
-    healer.s.checkpoint = crash_once_at(point, [])
-    inject_and_wait(world, "principal-removed")
-    worker.enqueue_start(CONTOSO)
-    drive(world, healer, worker)
-    assert worker.crashes == 1
-    assert world.iotc.apps["contoso"].exports["export-1"]["enabled"] is True, "export left disabled"
-    identity = world.iotc.identity_of("contoso")
-    assert [a.role for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)] == ["ingestors"]
-    changes = changing_commands(world)
-    assert changes and all(c.startswith(".add") for c in changes), changes  # resumed the add; no refresh
 
 
 def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(healer_setup: Any) -> None:

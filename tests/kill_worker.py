@@ -1,0 +1,89 @@
+"""A healer worker in a process of its own, for the real-kill tests: `python -m tests.kill_worker CONFIG`.
+
+CONFIG is a JSON file: {"lanes": [{"settings": {...}, "block_at": "phase:dropped" | null}],
+"ready": path, "blocked": path-prefix, "visibility_s": 3}. Each lane is one healer (its own
+queue) served like the Functions host serves a queue trigger: a received message is invisible
+while handled, deleted on success, visible again soon after a failure. When a lane reaches its
+`block_at` checkpoint it writes `<blocked><lane>` and blocks there until the test SIGKILLs the
+process. With "sweep": true every lane also runs the recovery sweep, as the timer would.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _serve(
+    lane: int, spec: dict[str, Any], blocked: str, visibility_s: int, sweeps: bool, stop: threading.Event
+) -> None:
+    from sandbox import sdk
+    from shared.messages import MalformedMessage, parse_message
+    from shared.runs import Healer
+    from shared.runs.sweep import sweep
+    from shared.services import build_services
+    from shared.settings import Settings
+    from shared.storage import queue_client
+
+    settings = Settings(**spec["settings"])
+    services = build_services(settings, sdk.credential())
+    block_at = spec.get("block_at")
+
+    def checkpoint(name: str) -> None:
+        if name == block_at:
+            Path(f"{blocked}{lane}").write_text(name)
+            while True:  # the test kills the process here
+                time.sleep(1)
+
+    services.checkpoint = checkpoint
+    healer = Healer(services)
+    queue = queue_client(settings.queue_name, settings.storage_connection_string)
+    last_sweep = 0.0
+    while not stop.is_set():
+        if sweeps and time.monotonic() - last_sweep > 0.5:
+            sweep(healer)
+            last_sweep = time.monotonic()
+        try:
+            messages = list(queue.receive_messages(max_messages=1, visibility_timeout=visibility_s))
+        except Exception:  # storage hiccup: the host would poll again
+            stop.wait(0.5)
+            continue
+        if not messages:
+            stop.wait(0.1)
+            continue
+        message = messages[0]
+        try:
+            healer.handle(parse_message(message.content))
+        except MalformedMessage:
+            queue.delete_message(message)
+            continue
+        except Exception:  # the host retries a failed invocation after a short delay
+            queue.update_message(message, visibility_timeout=1)
+            continue
+        queue.delete_message(message)
+
+
+def main() -> None:
+    config = json.loads(Path(sys.argv[1]).read_text())
+    stop = threading.Event()
+    threads = [
+        threading.Thread(
+            target=_serve,
+            args=(n, lane, config["blocked"], config["visibility_s"], config.get("sweep", True), stop),
+            daemon=True,
+        )
+        for n, lane in enumerate(config["lanes"])
+    ]
+    for thread in threads:
+        thread.start()
+    Path(config["ready"]).write_text("ready")
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    main()
