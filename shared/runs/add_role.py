@@ -40,6 +40,7 @@ class AddRole:
         role, fqn, notes = intent["role"], intent["fqn"], intent["notes"]
         step.run.effect(
             "add",
+            ADDING,
             # set_role reads first when it has no listing: an add that landed before a crash is not sent twice.
             lambda: kusto.set_role(target.database, role, fqn, present=True, notes=notes or None, current=current),
             lambda listing: {"listed": holds(listing, role, fqn)},

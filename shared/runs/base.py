@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 # dropped, re-adding; add-role: adding); these are the ones every run passes through.
 IDLE = ""
 PLANNED = "planned"
+# In a transition's `expect`: the state belongs to another run (this one has not begun there).
+OTHER_RUN = "<another run>"
 TOGGLING = "toggling"
 VERIFYING = "verifying"
 DONE = "done"

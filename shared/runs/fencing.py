@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from shared.runs.base import LeaseLost, PhaseConflict, Services
+from shared.runs.base import OTHER_RUN, LeaseLost, PhaseConflict, Services
 from shared.storage import TargetState
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,18 @@ class Run:
             taken = f"held by {state.lease_owner}" if state.lease_owner else "released"
             raise LeaseLost(f"run {self.run_id} no longer holds {self.key} (lease {taken})")
 
-    def renew(self, extra_s: float = 0) -> TargetState:
-        """Extend the lease before acting; LeaseLost if another holder took it meanwhile."""
+    def renew(self, extra_s: float = 0, during: str | None = None) -> TargetState:
+        """Extend the lease before acting; LeaseLost if another holder took it meanwhile, and
+        PhaseConflict if the run is no longer in phase `during` (a woken straggler whose run has
+        moved on, perhaps finished by someone standing in for it, must not act)."""
         until = self.s.clock() + self._hold(extra_s)
 
         def apply(state: TargetState) -> None:
             self._check(state)
+            if during is not None and (state.run_id != self.run_id or state.phase != during):
+                raise PhaseConflict(
+                    f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, not {during!r}"
+                )
             state.lease_until = until
 
         return self.s.store.update(self.key, apply)
@@ -84,7 +90,7 @@ class Run:
         def apply(state: TargetState) -> None:
             self._check(state)
             if expect is not None:
-                phase = state.phase if state.run_id == self.run_id else None
+                phase = state.phase if state.run_id == self.run_id else OTHER_RUN
                 if phase not in expect:
                     raise PhaseConflict(
                         f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, "
@@ -124,14 +130,16 @@ class Run:
     def effect(
         self,
         step: str,
+        during: str,
         act: Callable[[], T],
         result: Callable[[T], Mapping[str, JournalValue]] = lambda _: {},
         **intent: JournalValue,
     ) -> T:
-        """Journal the intent, renew the lease, act, journal the result. Nothing acts without the lease,
-        and the renewal comes right before the act so the whole bounded act fits inside it."""
+        """Journal the intent, renew the lease (still in phase `during`), act, journal the result.
+        Nothing acts without the lease, and the renewal comes right before the act so the whole
+        bounded act fits inside it."""
         self.journal(step, "intent", **intent)
-        self.renew()
+        self.renew(during=during)
         value = act()
         self.s.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))

@@ -18,7 +18,18 @@ from shared.plan import Plan
 from shared.runs import reading
 from shared.runs.add_role import AddRole
 from shared.runs.backfill import Backfill
-from shared.runs.base import DONE, PLANNED, TOGGLING, VERIFYING, Outcome, RunStopped, Services, UnknownTarget
+from shared.runs.base import (
+    DONE,
+    IDLE,
+    OTHER_RUN,
+    PLANNED,
+    TOGGLING,
+    VERIFYING,
+    Outcome,
+    RunStopped,
+    Services,
+    UnknownTarget,
+)
 from shared.runs.fencing import JournalValue, Run
 from shared.runs.refresh import ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
@@ -151,7 +162,8 @@ class Healer:
         read, plan = self.plan(target, msg.correlation_id, carried)
         step.run.journal("plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
         kind = str(plan.diagnosis.kind)
-        step.run.transition(None, PLANNED, lambda st: _set(st, last_diagnosis=kind, run_data={}))
+        # Only a run that has not acted may plan: a twin delivery that got further wins.
+        step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, lambda st: _set(st, last_diagnosis=kind, run_data={}))
         if settings.observe_only:
             step.run.finish(lambda st: _set(st, last_outcome="planned"))
             return self.history(step, Outcome("planned", "observe mode: plan recorded, nothing changed", plan), plan)
@@ -237,8 +249,9 @@ class Healer:
                 state.pending_enable = True
 
             step.run.transition(expect, TOGGLING, disabling)
-            step.run.effect("disable-export", lambda: self.s.iotc.set_enabled(target.app, target.export_id, False))
-            step.run.effect("enable-export", lambda: self.s.iotc.set_enabled(target.app, target.export_id, True))
+            iotc = self.s.iotc
+            step.run.effect("disable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, False))
+            step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
             expect, mutate = {TOGGLING}, lambda st: _set(st, pending_enable=False)
         step.run.transition(expect, VERIFYING, mutate, hold_s=self.s.settings.verify_poll_seconds)
         return self._send_verify(step, action_at)
@@ -284,7 +297,7 @@ class Healer:
             step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown))
             return self.history(step, Outcome("healed", result.detail))
         if msg.verify_until and now < msg.verify_until:
-            step.run.renew(extra_s=settings.verify_poll_seconds)
+            step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
             self.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
             self.s.checkpoint("enqueue:verify-again")
             return Outcome("waiting", f"not yet: {result.detail}")

@@ -72,6 +72,7 @@ class Refresh:
 
             listing = step.run.effect(
                 f"drop-{item.role}",
+                SNAPSHOTTED,
                 drop,
                 lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
                 **item.model_dump(),
@@ -116,6 +117,7 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         try:
             listing = run.effect(
                 f"readd-{item.role}",
+                READDING,
                 add,
                 lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
                 **item.model_dump(),

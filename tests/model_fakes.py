@@ -1,0 +1,243 @@
+"""In-memory stand-ins for the stateful model test: storage with real ETag semantics (the state
+store's own update/acquire logic runs on top), a queue with visibility delays on a fake clock, and
+an ADX/IoT Central pair that models one stale principal. Only what the run machine calls."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.iotcentral import ExportStatus
+from shared.kusto import AdxError
+from shared.principals import Assignment
+from shared.storage import Conflict, RemediationQueue, StateStore, TargetState
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class MemoryStore(StateStore):
+    """The state store over dicts: ETags are counters; journal rows get a global sequence number."""
+
+    def __init__(self) -> None:  # no SDK clients
+        self.entities: dict[str, tuple[dict[str, Any], int]] = {}
+        self.journal_rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self.history_rows: list[dict[str, Any]] = []
+        self.seq = itertools.count()
+        self.etags = itertools.count(1)
+
+    def load(self, key: str) -> TargetState:
+        found = self.entities.get(key)
+        if found is None:
+            return TargetState(key=key)
+        return TargetState.from_entity(copy.deepcopy(found[0]), str(found[1]))
+
+    def all_states(self) -> list[TargetState]:
+        return [self.load(key) for key in sorted(self.entities)]
+
+    def save(self, state: TargetState) -> TargetState:
+        current = self.entities.get(state.key)
+        if state.etag is None and current is not None:
+            raise Conflict(state.key)
+        if state.etag is not None and (current is None or str(current[1]) != state.etag):
+            raise Conflict(state.key)
+        etag = next(self.etags)
+        self.entities[state.key] = (copy.deepcopy(state.to_entity()), etag)
+        state.etag = str(etag)
+        return state
+
+    def write_journal(self, key: str, run_id: str, step: str, status: str, data: dict[str, Any], now: datetime) -> None:
+        row = {
+            "RunId": run_id,
+            "Step": step,
+            "Status": status,
+            "At": now.isoformat(),
+            "Data": data,
+            "Seq": next(self.seq),
+        }
+        self.journal_rows[(key, f"{run_id}:{step}:{status}")] = row
+
+    def read_journal(self, key: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        rows = [
+            copy.deepcopy(r)
+            for (k, _), r in self.journal_rows.items()
+            if k == key and (not run_id or r["RunId"] == run_id)
+        ]
+        return sorted(rows, key=lambda r: r["Seq"])
+
+    def append_history(self, key: str, run_id: str, record: dict[str, Any], now: datetime) -> None:
+        self.history_rows.append({"key": key, "RunId": run_id, **record})
+
+    def prune(self, now: datetime, keep: timedelta, at_most: int = 2000) -> int:
+        return 0
+
+
+@dataclass
+class Message:
+    id: int
+    body: str
+    visible_at: datetime
+    dequeue_count: int = 0
+
+
+class MemoryQueue(RemediationQueue):
+    def __init__(self, clock: FakeClock) -> None:  # no SDK clients
+        self.name = "model"
+        self.clock = clock
+        self.messages: dict[int, Message] = {}
+        self.dead_letters: list[str] = []
+        self.ids = itertools.count()
+
+    def send(self, body: str, delay_s: float = 0) -> None:
+        n = next(self.ids)
+        self.messages[n] = Message(n, body, self.clock() + timedelta(seconds=max(0, round(delay_s))))
+
+    def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
+        self.dead_letters.append(reason)
+
+    def visible(self) -> list[Message]:
+        return sorted((m for m in self.messages.values() if m.visible_at <= self.clock()), key=lambda m: m.id)
+
+
+@dataclass
+class AdxModel:
+    """One database, the healer, and the principals. `stale` principals are listed yet denied
+    until dropped and re-added (what a refresh is for)."""
+
+    clock: FakeClock
+    database: str
+    rows: list[Assignment] = field(default_factory=list)
+    stale: set[str] = field(default_factory=set)
+    healer_admin: bool = True
+    failing: bool = False  # every call fails as a transient error (throttling, 5xx)
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, role, fqn)
+
+    def _call(self) -> None:
+        if self.failing:
+            raise AdxError("ServiceError", "the cluster is unavailable", transient=True, status=503)
+
+    def holds(self, fqn: str) -> list[Assignment]:
+        return [a for a in self.rows if a.fqn.lower() == fqn.lower()]
+
+    def can_ingest(self, fqn: str) -> bool:
+        return any(a.role in ("ingestors", "admins") for a in self.holds(fqn)) and fqn.lower() not in self.stale
+
+
+class FakeKusto:
+    """KustoAdapter's surface over AdxModel."""
+
+    def __init__(self, model: AdxModel) -> None:
+        self.m = model
+
+    def database_principals(self, database: str) -> list[Assignment]:
+        self.m._call()
+        if not self.m.healer_admin:
+            raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
+        return list(self.m.rows)
+
+    def table_principals(self, database: str, table: str) -> list[Assignment]:
+        self.m._call()
+        return []
+
+    def own_roles(self, database: str) -> set[str]:
+        self.m._call()
+        return {"admins"} if self.m.healer_admin else {"viewers"}
+
+    def policy_enabled(self, database: str, table: str, policy: str) -> bool:
+        self.m._call()
+        return False
+
+    def rows_since(self, database: str, table: str, since: datetime) -> int:
+        self.m._call()
+        return 1 if any(self.m.can_ingest(a.fqn) for a in self.m.rows) else 0
+
+    def set_role(
+        self,
+        database: str,
+        role: str,
+        fqn: str,
+        *,
+        present: bool,
+        notes: str | None = None,
+        table: str | None = None,
+        current: list[Assignment] | None = None,
+    ) -> list[Assignment]:
+        listing = current if current is not None else self.database_principals(database)
+        holds = any(a.role == role and a.fqn.lower() == fqn.lower() for a in listing)
+        if holds == present:
+            return listing
+        self.m._call()
+        if not self.m.healer_admin:
+            raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
+        if present:
+            if not any(a.role == role and a.fqn.lower() == fqn.lower() for a in self.m.rows):
+                self.m.rows.append(Assignment("database", role, fqn, "", "", notes or ""))
+            self.m.log.append(("add", role, fqn.lower()))
+        else:
+            self.m.rows = [a for a in self.m.rows if not (a.role == role and a.fqn.lower() == fqn.lower())]
+            self.m.stale.discard(fqn.lower())
+            self.m.log.append(("drop", role, fqn.lower()))
+        return list(self.m.rows)
+
+
+class FakeIotc:
+    """IoT Central's export status follows whether the principal can ingest."""
+
+    def __init__(self, model: AdxModel, fqn: str) -> None:
+        self.m = model
+        self.fqn = fqn
+        self.enabled = True
+
+    def status(self, app: str, export_id: str, destination_id: str) -> ExportStatus:
+        ok = self.m.can_ingest(self.fqn)
+        errors = () if ok else (("Forbidden", "Principal lacks required permissions"),)
+        status = "healthy" if ok else "error"
+        return ExportStatus(export_id, self.enabled, status, errors, destination_id, status, errors)
+
+    def current_identity(self, resource_id: str) -> None:
+        return None
+
+    def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
+        self.enabled = enabled
+        return {"enabled": enabled}
+
+
+class Harness:
+    """A healer on the in-memory stand-ins, with a worker that handles due messages in order."""
+
+    def __init__(self, services_factory: Any, adx: AdxModel, clock: FakeClock, store: MemoryStore, queue: MemoryQueue):
+        self.adx, self.clock, self.store, self.queue = adx, clock, store, queue
+        self.services = services_factory
+        from shared.runs import Healer
+
+        self.healer = Healer(self.services)
+        self.outcomes: list[str] = []
+
+    def deliver(self, body: str) -> str:
+        from shared.messages import parse_message
+
+        outcome = self.healer.handle(parse_message(body)).status
+        self.outcomes.append(outcome)
+        return outcome
+
+    def run_due(self) -> list[str]:
+        """Handle every message due now (and those they send that are due now)."""
+        seen: list[str] = []
+        while due := self.queue.visible():
+            message = due[0]
+            del self.queue.messages[message.id]
+            seen.append(self.deliver(message.body))
+        return seen

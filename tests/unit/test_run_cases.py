@@ -1,0 +1,124 @@
+"""Named cases of the run machine, on the in-memory stand-ins: the healer losing Database Admin
+between drop and re-add, a start delivered again after its re-add (the double drop), and a run
+whose lease lapsed while it stalled."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, cast
+
+from shared.iotcentral import IoTCentralAdapter
+from shared.kusto import KustoAdapter
+from shared.messages import new_run
+from shared.principals import Assignment
+from shared.runs import Services
+from shared.runs.sweep import overdue_readds, sweep
+from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
+from tests.unit.test_run_model import FQN, NOTES, OBJECT, TARGET, model_settings
+
+
+def harness(checkpoint: Any = None) -> Harness:
+    clock = FakeClock()
+    adx = AdxModel(clock, "devicedata", rows=[Assignment("database", "ingestors", FQN, OBJECT, "", NOTES)])
+    adx.stale.add(FQN.lower())
+    store, queue = MemoryStore(), MemoryQueue(clock)
+    services = Services(
+        model_settings(),
+        {TARGET.key: TARGET},
+        store,
+        queue,
+        cast(Any, lambda url: cast(KustoAdapter, FakeKusto(adx))),
+        cast(IoTCentralAdapter, FakeIotc(adx, FQN)),
+        clock=clock,
+        checkpoint=checkpoint or (lambda name: None),
+    )
+    return Harness(services, adx, clock, store, queue)
+
+
+def held(h: Harness) -> list[tuple[str, str]]:
+    return [(a.role, a.notes) for a in h.adx.rows if a.fqn.lower() == FQN.lower()]
+
+
+def test_admin_lost_mid_refresh_escalates_at_once_and_the_sweep_finishes_the_readd() -> None:
+    h = harness()
+    h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert h.run_due() == ["waiting"] and held(h) == []  # dropped, re-add due in a minute
+    h.adx.healer_admin = False  # someone removed the healer's Database Admin meanwhile
+    h.clock.advance(61)
+    assert h.run_due() == ["escalated"]
+    state = h.store.load(TARGET.key)
+    assert state.escalated and state.escalation_reason.startswith("re-add pending: the healer is not Database Admin")
+    assert state.pending_readd is not None and not state.leased(h.clock())  # kept; the sweep may act
+    h.clock.advance(180)
+    report = sweep(h.healer)  # still not admin: escalated, retried, never stops
+    assert report.overdue == [TARGET.key] and held(h) == []
+    assert overdue_readds(h.services) == [TARGET.key]  # /api/health counts it
+    h.adx.healer_admin = True  # a person granted it back
+    sweep(h.healer)
+    assert held(h) == [("ingestors", NOTES)]
+    state = h.store.load(TARGET.key)
+    assert state.pending_readd is None and not state.escalated
+    h.clock.advance(61)
+    assert h.run_due() == ["healed"]
+
+
+def test_a_start_delivered_again_after_its_readd_does_not_drop_twice() -> None:
+    h = harness()
+    start = new_run(TARGET.key, "timer").to_json()
+    assert h.deliver(start) == "waiting"
+    h.clock.advance(61)
+    h.run_due()  # the re-add; verification scheduled
+    assert held(h) == [("ingestors", NOTES)]
+    # The host delivers the start again (its first delivery's delete was lost): the run is past its
+    # drop, so this only makes sure verification is on its way. Planning afresh would drop again.
+    assert h.deliver(start) == "waiting"
+    h.clock.advance(61)
+    assert "healed" in h.run_due()
+    assert h.deliver(start) == "skipped"  # and once more after the run ended
+    drops = [entry for entry in h.adx.log if entry[0] == "drop"]
+    assert len(drops) == 1, h.adx.log
+    assert held(h) == [("ingestors", NOTES)]
+
+
+def test_a_run_whose_lease_lapsed_while_stalled_does_not_act_again() -> None:
+    stall_at = "journal:drop-ingestors:intent"  # right before its drop
+    paused, woken = threading.Event(), threading.Event()
+    stalled: list[str] = []
+
+    def checkpoint(name: str) -> None:
+        if name == stall_at and threading.current_thread().name == "stalled" and not stalled:
+            stalled.append(name)
+            paused.set()
+            woken.wait(10)
+
+    h = harness(checkpoint)
+    slow = new_run(TARGET.key, "timer")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            h.deliver(slow.to_json())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, name="stalled")
+    worker.start()
+    assert paused.wait(10)  # snapshotted, about to drop; then it stalls past its lease
+    h.clock.advance(h.services.settings.lease_seconds + 1)
+    h.deliver(new_run(TARGET.key, "timer").to_json())  # another run: finishes the snapshot's re-add first
+    state = h.store.load(TARGET.key)
+    assert state.pending_readd is None and state.run_id == slow.run_id and state.phase == "verifying"
+    woken.set()
+    worker.join(10)
+    assert not errors, errors
+    assert [entry for entry in h.adx.log if entry[0] == "drop"] == []  # the straggler was refused
+    assert h.outcomes[-1] == "skipped"  # the straggler's own outcome: refused, nothing done
+    assert held(h) == [("ingestors", NOTES)]
+    for _ in range(20):  # nothing was refreshed: verification fails, and a retry run refreshes
+        h.clock.advance(61)
+        h.run_due()
+        if h.store.load(TARGET.key).last_outcome == "healed":
+            break
+    assert h.store.load(TARGET.key).last_outcome == "healed"
+    assert len([entry for entry in h.adx.log if entry[0] == "drop"]) == 1
+    assert held(h) == [("ingestors", NOTES)]
