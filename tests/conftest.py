@@ -85,3 +85,16 @@ def app(world: World, azurite: Azurite) -> Iterator[tuple[World, Any]]:
         runner.stop()
         world.stop_exporter()
         entrypoints.reset()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say how much the stateful model test explored (it runs at least HEALER_MODEL_EXAMPLES examples)."""
+    import sys
+
+    model = sys.modules.get("tests.unit.test_run_model")
+    if model is not None and model.STATS["examples"]:
+        stats = model.STATS
+        terminalreporter.write_line(
+            f"stateful model: {stats['examples']} examples, {stats['steps']} deliveries, {stats['crashes']} crashes, "
+            f"{stats['stalls']} stalls, {stats['drops']} drops, {stats['healed']} healings; invariants held"
+        )

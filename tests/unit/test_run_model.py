@@ -324,9 +324,4 @@ RunModel.TestCase.settings = settings(
 class TestRunModel(RunModel.TestCase):  # type: ignore[valid-type,misc]
     @classmethod
     def tearDownClass(cls) -> None:
-        print(
-            f"\nstateful model: {STATS['examples']} examples, {STATS['steps']} deliveries, "
-            f"{STATS['crashes']} crashes, {STATS['stalls']} stalls, {STATS['drops']} drops, "
-            f"{STATS['healed']} healings"
-        )
-        assert STATS["examples"] >= EXAMPLES or os.environ.get("HEALER_MODEL_EXAMPLES"), STATS
+        assert STATS["examples"] >= EXAMPLES, STATS  # pytest's summary reports the counts
