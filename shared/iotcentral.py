@@ -74,6 +74,17 @@ class RateLimiter:
             self._sleep(start - now)
 
 
+def _session() -> Any:
+    import requests
+
+    session = requests.Session()
+    # A pool per app host (many apps), each as deep as the cycle's concurrency (requests: 10 and 10).
+    adapter = requests.adapters.HTTPAdapter(pool_connections=256, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 def _loopback(url: str) -> bool:
     return url.startswith(("http://127.0.0.1", "http://localhost"))
 
@@ -100,9 +111,11 @@ class IoTCentralAdapter:
         self.requests = 0
         self.queries = 0
 
-    def _client(self, base_url: str, scope: str) -> Any:
+    def _client(self, scope: str) -> Any:
+        """One pipeline per token scope for every app: one token, one connection pool (a client
+        per app would hold a thousand sessions for a thousand apps)."""
         with self._lock:
-            client = self._clients.get(base_url)
+            client = self._clients.get(scope)
             if client is None:
                 from azure.core import PipelineClient
                 from azure.core.pipeline.policies import BearerTokenCredentialPolicy, HeadersPolicy, UserAgentPolicy
@@ -111,7 +124,7 @@ class IoTCentralAdapter:
                 from shared.timeouts import bounded_retry_policy
 
                 client = PipelineClient(
-                    base_url=base_url,
+                    base_url="",
                     policies=[
                         HeadersPolicy(),
                         UserAgentPolicy("iotc-adx-healer"),
@@ -120,9 +133,11 @@ class IoTCentralAdapter:
                         BearerTokenCredentialPolicy(self._credential, scope),
                     ],
                     # azure-core's defaults are 300 s to connect and to read.
-                    transport=RequestsTransport(connection_timeout=self._timeout, read_timeout=self._timeout),
+                    transport=RequestsTransport(
+                        session=_session(), connection_timeout=self._timeout, read_timeout=self._timeout
+                    ),
                 )
-                self._clients[base_url] = client
+                self._clients[scope] = client
             return client
 
     def _call(
@@ -140,8 +155,8 @@ class IoTCentralAdapter:
         from azure.core.exceptions import AzureError, HttpResponseError
         from azure.core.rest import HttpRequest
 
-        client = self._client(base_url, scope)
-        url = path if path.startswith("http") else client.format_url(path)
+        client = self._client(scope)
+        url = path if path.startswith("http") else base_url.rstrip("/") + path
         headers = {"Content-Type": content_type} if content_type else None
         request = HttpRequest(method, url, params=params, json=json_body, headers=headers)
         if limit_key:
