@@ -4,10 +4,13 @@ endpoint speaks the App Service protocol), a developer's login elsewhere."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 
-def build_credential(client_id: str | None = None) -> Any:
+def build_credential(client_id: str | None = None) -> TokenCredential:
     if os.environ.get("IDENTITY_ENDPOINT") or os.environ.get("IDENTITY_HEADER"):
         from azure.identity import ManagedIdentityCredential
 

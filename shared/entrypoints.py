@@ -10,9 +10,14 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.http_api import ApiError, ApiResponse, Handler, dispatch, error
+
+if TYPE_CHECKING:  # imported when first used: the cold start stays cheap
+    from shared.detection import Detector
+    from shared.runs import Healer
+    from shared.targets import Target
 
 log = logging.getLogger("iotc_adx_healer")
 _lock = threading.Lock()
@@ -21,8 +26,8 @@ _cache: dict[str, Context] = {}
 
 @dataclass
 class Context:
-    healer: Any  # shared.runs.Healer
-    detector: Any  # shared.detection.Detector
+    healer: Healer
+    detector: Detector
 
 
 def context() -> Context:
@@ -92,7 +97,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
 # ---------------------------------------------------------------------- HTTP
 
 
-def _targets_known(ctx: Context) -> dict[str, Any]:
+def _targets_known(ctx: Context) -> dict[str, Target]:
     from shared.status import known_targets
 
     return known_targets(ctx.healer.s)

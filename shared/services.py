@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shared.credentials import build_credential
 from shared.iotcentral import IoTCentralAdapter
@@ -12,6 +12,9 @@ from shared.runs import Healer, Services
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
 from shared.targets import ConfigError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 
 def storage_urls(settings: Settings) -> tuple[str | None, str | None, str | None]:
@@ -31,7 +34,7 @@ def quiet_sdk_loggers(settings: Settings) -> None:
     logging.getLogger("azure").setLevel(settings.azure_log_level)
 
 
-def build_services(settings: Settings, credential: Any = None) -> Services:
+def build_services(settings: Settings, credential: TokenCredential | None = None) -> Services:
     quiet_sdk_loggers(settings)
     credential = credential or build_credential(settings.identity_client_id)
     connection, table_url, queue_url = storage_urls(settings)
@@ -80,5 +83,5 @@ def build_services(settings: Settings, credential: Any = None) -> Services:
     )
 
 
-def build_healer(settings: Settings, credential: Any = None) -> Healer:
+def build_healer(settings: Settings, credential: TokenCredential | None = None) -> Healer:
     return Healer(build_services(settings, credential))

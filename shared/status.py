@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.storage import TargetState
 from shared.targets import Target
+
+if TYPE_CHECKING:
+    from shared.runs import Services
 
 
 def target_row(target: Target, state: TargetState | None, now: datetime) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def target_row(target: Target, state: TargetState | None, now: datetime) -> dict
     }
 
 
-def known_targets(services: Any, states: list[TargetState] | None = None) -> dict[str, Target]:
+def known_targets(services: Services, states: list[TargetState] | None = None) -> dict[str, Target]:
     """Configured targets, plus those detection discovered (remembered in the state table)."""
     targets = dict(services.targets)
     for state in services.store.all_states() if states is None else states:
@@ -38,7 +41,7 @@ def known_targets(services: Any, states: list[TargetState] | None = None) -> dic
     return targets
 
 
-def target_rows(services: Any, now: datetime) -> list[dict[str, Any]]:
+def target_rows(services: Services, now: datetime) -> list[dict[str, Any]]:
     """A row per known target, from one read of the state table."""
     states = services.store.all_states()
     by_key = {s.key: s for s in states}

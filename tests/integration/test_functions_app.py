@@ -263,10 +263,11 @@ def test_detection_cycle_finds_each_fault_once_per_workspace(app: tuple[World, R
     world.inject("stale-permission", "contoso")
     world.inject("table-missing", "fabrikam")
     wait_until(lambda: broken(world) and broken(world, "fabrikam"), 10, "both breaks")
-    context = entrypoints.context()
-    queries = len(context.detector.logs.queries)
+    logs = entrypoints.context().detector.logs
+    assert logs is not None
+    queries = len(logs.queries)
     report = entrypoints.timer_tick()
-    assert len(context.detector.logs.queries) == queries + 1  # one Log Analytics query per workspace per cycle
+    assert len(logs.queries) == queries + 1  # one Log Analytics query per workspace per cycle
     findings = {f["target"]: f for f in report["findings"]}
     assert findings[CONTOSO]["permission"] is True
     assert set(findings[CONTOSO]["signals"]) == {"iotcentral", "loganalytics"}
