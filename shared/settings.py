@@ -112,10 +112,10 @@ class Settings(BaseSettings):
         worst = self.worst_case_step_seconds
         if self.lease_seconds < worst:
             raise ValueError(
-                f"HEALER_LEASE_SECONDS={self.lease_seconds} is shorter than the worst-case step ({worst:.0f}s: "
-                "HEALER_KUSTO_RETRY_BUDGET_SECONDS + 2 x (HEALER_KUSTO_SERVER_TIMEOUT_SECONDS + 30), or "
-                "HEALER_HTTP_RETRY_BUDGET_SECONDS + 2 x HEALER_HTTP_TIMEOUT_SECONDS); a run could lose its lease "
-                "while still acting"
+                f"HEALER_LEASE_SECONDS={self.lease_seconds} is shorter than the worst-case step of {worst:.0f} s "
+                "(HEALER_KUSTO_RETRY_BUDGET_SECONDS plus twice HEALER_KUSTO_SERVER_TIMEOUT_SECONDS plus 60 s, or "
+                "HEALER_HTTP_RETRY_BUDGET_SECONDS plus twice HEALER_HTTP_TIMEOUT_SECONDS), so a run could lose its "
+                "lease while still acting"
             )
         return self
 
@@ -149,5 +149,5 @@ def _env_names(text: str) -> str:
     for part in text.split("; "):
         head, _, rest = part.partition(": ")
         prefix, _, field = head.partition(" ")
-        parts.append(f"{prefix}{field.upper()}: {rest}" if field else part)
+        parts.append(f"{prefix}{field.upper()}: {rest}" if field else rest if head == prefix else part)
     return "; ".join(parts)
