@@ -68,7 +68,7 @@ def scan(apps: int = 1000, exports: int = 10, latency_s: float = 0.02) -> dict[s
             requests.post(f"{control}/faults", json=body, timeout=10).raise_for_status()
         targets = json.dumps(requests.get(f"{control}/healer-targets", timeout=60).json())
 
-        def cycle(concurrency: int) -> float:
+        def cycle(concurrency: int, warm_cycle: bool = True) -> float:
             values: dict[str, Any] = dict(
                 mode="observe",
                 targets=targets,
@@ -85,7 +85,10 @@ def scan(apps: int = 1000, exports: int = 10, latency_s: float = 0.02) -> dict[s
             healer = build_healer(settings, sdk.credential())
             logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
             detector = Detector(healer, logs)
-            detector.run_cycle()  # warm: tokens, connections
+            if warm_cycle:
+                detector.run_cycle()  # warm: tokens, connections
+            else:  # a full sequential cycle takes a minute: warm the token and a connection only
+                healer.s.iotc.exports(next(iter(healer.s.targets.values())).app)
             started = time.perf_counter()
             report = detector.run_cycle()
             elapsed = time.perf_counter() - started
@@ -94,7 +97,7 @@ def scan(apps: int = 1000, exports: int = 10, latency_s: float = 0.02) -> dict[s
 
         bounded = cycle(Settings.model_fields["scan_concurrency"].default)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-        sequential = cycle(1)
+        sequential = cycle(1, warm_cycle=False)
     return {
         "scan_cycle_s": round(bounded, 3),
         "scan_sequential_s": round(sequential, 3),
