@@ -121,12 +121,11 @@ print(json.dumps({"cold": cold, "warm": warm}))
 """
 
 
-def first_invocation(world: Any, azurite: Any, runs: int = 5) -> dict[str, float]:
+def first_invocation(settings: dict[str, str], runs: int = 5) -> dict[str, float]:
     """A fresh process from import to its first detection cycle finished (SDK imports, credential,
-    clients, the first calls), minus the same cycle warm in that process: the median of `runs`."""
-    from sandbox.healer_config import app_settings
-
-    env = {**os.environ, **app_settings(world, azurite), "PYTHONPATH": str(ROOT)}
+    clients, the first calls), minus the same cycle warm in that process: the median of `runs`.
+    The app settings are its environment, as the Functions host gives them."""
+    env = {**os.environ, **settings, "PYTHONPATH": str(ROOT)}
     figures = []
     for _ in range(runs):
         env["HEALER_TABLE_PREFIX"] = f"f{uuid.uuid4().hex[:8]}"
@@ -162,7 +161,7 @@ def refresh(wait_s: int) -> dict[str, float]:
             )
             entrypoints.reset()
             _until(lambda: world.iotc.apps["contoso"].exports["export-1"].get("status") == "healthy", 20)
-            first = first_invocation(world, azurite, settings)
+            first = first_invocation(settings)
             with Runner(app_settings=settings, http_port=0, timer_interval_s=1.0, retry_delay_s=2) as runner:
                 _until(lambda: runner.stats.invocations.get("detect", 0) >= 1, 20)
                 runner.pause_timer()
