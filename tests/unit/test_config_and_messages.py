@@ -239,3 +239,19 @@ def test_a_lease_shorter_than_the_worst_case_step_is_refused() -> None:
     with pytest.raises(ConfigError):  # the HTTP side is now the longest: 60 + 2 x 30 = 120
         load_settings(lease_seconds=100, **kusto)
     assert load_settings(lease_seconds=120, **kusto).worst_case_step_seconds == 120
+
+
+def test_azure_sdk_loggers_stay_at_warning_unless_asked() -> None:
+    import logging
+
+    from shared.services import quiet_sdk_loggers
+
+    sdk = logging.getLogger("azure")
+    before = sdk.level
+    try:
+        quiet_sdk_loggers(load_settings())
+        assert sdk.level == logging.WARNING  # one INFO line per request and response otherwise
+        quiet_sdk_loggers(load_settings(azure_log_level="DEBUG"))
+        assert sdk.level == logging.DEBUG
+    finally:
+        sdk.setLevel(before)
