@@ -19,6 +19,7 @@ from shared.diagnosis import Evidence
 from shared.targets import Target, describe_validation
 
 SCHEMA_ID = "azureMonitorCommonAlertSchema"
+ALERT_WITHOUT_CODE = "AlertFired"  # the code of alert evidence whose dimensions name no error
 MAX_ALERT_BYTES = 256 * 1024
 
 
@@ -138,7 +139,7 @@ def _dimensions(context: object) -> dict[str, str]:
 
 def alert_evidence(alert: Alert) -> Evidence:
     """What the alert says, as evidence that travels with the run it starts."""
-    code = alert.dimensions.get("errorcode") or alert.dimensions.get("error_code") or "AlertFired"
+    code = alert.dimensions.get("errorcode") or alert.dimensions.get("error_code") or ALERT_WITHOUT_CODE
     dims = ", ".join(f"{k}={v}" for k, v in sorted(alert.dimensions.items()))
     text = "; ".join(part for part in (alert.rule, alert.description, dims) if part)
     return Evidence("alert", code[:100], text[:500])

@@ -62,5 +62,15 @@ def request_remediation(
         services.store.update(target.key, claim)
     except _Skip as skip:
         return Request(target.key, False, "", str(skip))
-    services.queue.send(msg.to_json())
+    try:
+        services.queue.send(msg.to_json())
+    except Exception:
+        # Nothing was queued: give the claim back, so the caller's retry (an action group's, the
+        # next timer run) is not told "already queued" for a message that does not exist.
+        def unclaim(state: TargetState) -> None:
+            if state.queued_run == msg.run_id:
+                state.queued_until, state.queued_run = None, ""
+
+        services.store.update(target.key, unclaim)
+        raise
     return Request(target.key, True, msg.run_id, "queued")

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
+from shared.alerts import ALERT_WITHOUT_CODE
 from shared.diagnosis import Evidence
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
@@ -159,7 +160,9 @@ class Healer:
             return Outcome("skipped", f"run {msg.run_id} already acted")
 
         carried = [Evidence(e.source, e.code, e.message) for e in msg.evidence]
-        read, plan = self.plan(target, msg.correlation_id, carried)
+        # An alert that names no error is a reason to look, not a failure to classify.
+        telling = [e for e in carried if e.permission or e.code != ALERT_WITHOUT_CODE]
+        read, plan = self.plan(target, msg.correlation_id, telling)
         step.run.journal("plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
         kind = str(plan.diagnosis.kind)
         # Only a run that has not acted may plan: a twin delivery that got further wins.

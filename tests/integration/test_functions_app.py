@@ -198,6 +198,32 @@ def test_alert_fired_resolved_and_repeated(app: tuple[World, Runner]) -> None:
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
 
 
+def test_an_alert_whose_queueing_failed_is_not_a_duplicate_when_retried(app: tuple[World, Runner]) -> None:
+    world, runner = app
+    runner.pause_timer()
+    world.inject("principal-removed", "contoso")
+    wait_until(lambda: broken(world), 10, "the break")
+    queue = entrypoints.context().healer.s.queue
+    real_send = queue.send
+    failures: list[str] = []
+
+    def broken_send(body: str, delay_s: float = 0) -> None:
+        failures.append(body)
+        raise ConnectionError("storage unreachable")
+
+    queue.send = broken_send  # type: ignore[method-assign]
+    fired = alert("devicedata", "DeviceTelemetry", alert_id="/subscriptions/x/alerts/retried")
+    try:
+        first = post_alert(world, runner, fired)
+    finally:
+        queue.send = real_send  # type: ignore[method-assign]
+    assert first.status_code == 503 and failures  # the action group will retry
+    again = post_alert(world, runner, fired)
+    assert again.status_code == 202 and again.json().get("duplicate") is None
+    assert again.json()["queued"] == [CONTOSO]
+    wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
+
+
 def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -> None:
     world, runner = app
     runner.pause_timer()

@@ -74,3 +74,24 @@ def test_table_etag_guards_concurrent_updates(azurite: Azurite) -> None:
         )
     assert table.get_entity("target", "lease")["Owner"] == "b"
     table.delete_table()
+
+
+def test_tables_come_with_the_first_write_and_old_rows_are_pruned_once_a_day(azurite: Azurite) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.storage import StateStore, record_alert
+
+    store = StateStore(azurite.connection_string, prefix=f"r{uuid.uuid4().hex[:8]}")
+    now = datetime.now(UTC)
+    assert store.all_states() == [] and store.read_journal("a:b:c") == []  # no tables yet: empty, not an error
+    store.write_journal("a:b:c", "run1", "add", "intent", {}, now)  # the first write creates the table
+    store.append_history("a:b:c", "run1", {"Outcome": "healed"}, now)
+    record_alert(store, "k1", {"AlertId": "x"}, now)
+    assert len(store.read_journal("a:b:c")) == 1
+    assert store.prune(now, timedelta(days=90)) == 0  # nothing is 90 days old
+    later = now + timedelta(days=91)
+    assert store.prune(later, timedelta(days=90)) == 3
+    assert store.read_journal("a:b:c") == [] and store.read_history("a:b:c") == []
+    store.write_journal("a:b:c", "run2", "add", "intent", {}, later)
+    assert store.prune(later + timedelta(hours=1), timedelta(seconds=0)) == 0  # at most once a day
+    assert len(store.read_journal("a:b:c")) == 1

@@ -5,6 +5,7 @@ whose lease lapsed while it stalled."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any, cast
 
 from shared.iotcentral import IoTCentralAdapter
@@ -14,7 +15,7 @@ from shared.principals import Assignment
 from shared.runs import Services
 from shared.runs.sweep import overdue_readds, sweep
 from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
-from tests.unit.test_run_model import FQN, NOTES, OBJECT, TARGET, model_settings
+from tests.unit.test_run_model import FQN, NOTES, OBJECT, TARGET, TENANT, model_settings
 
 
 def harness(checkpoint: Any = None) -> Harness:
@@ -122,3 +123,39 @@ def test_a_run_whose_lease_lapsed_while_stalled_does_not_act_again() -> None:
     assert h.store.load(TARGET.key).last_outcome == "healed"
     assert len([entry for entry in h.adx.log if entry[0] == "drop"]) == 1
     assert held(h) == [("ingestors", NOTES)]
+
+
+def test_evidence_that_started_the_run_informs_its_diagnosis() -> None:
+    from shared.messages import EvidenceItem
+
+    h = harness()
+    iotc = cast(FakeIotc, h.services.iotc)
+    iotc.fqn = "aadapp=00000000-0000-4000-8000-000000000000;" + TENANT  # IoT Central sees nothing wrong
+    denied = EvidenceItem(source="loganalytics", code="Forbidden", message="Principal is not authorized")
+    start = new_run(TARGET.key, "timer", evidence=(denied,))
+    assert h.deliver(start.to_json()) == "waiting"  # the logs' denial makes it a refresh, not "healthy"
+    assert [entry[0] for entry in h.adx.log] == ["drop"]
+
+
+def test_healthy_despite_evidence_cools_down_and_without_evidence_does_not() -> None:
+    from shared.messages import EvidenceItem
+
+    h = harness()
+    h.adx.stale.clear()  # nothing is wrong
+    assert h.deliver(new_run(TARGET.key, "timer").to_json()) == "healthy"
+    assert h.store.load(TARGET.key).cooldown_until is None
+    seen = EvidenceItem(source="alert", code="AlertFired", message="ingestion failures")
+    assert h.deliver(new_run(TARGET.key, "alert", evidence=(seen,)).to_json()) == "healthy"
+    until = h.store.load(TARGET.key).cooldown_until
+    assert until == h.clock() + timedelta(seconds=h.services.settings.healthy_cooldown_seconds)
+
+
+def test_a_readd_for_a_target_removed_from_configuration_still_re_adds() -> None:
+    h = harness()
+    h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert h.run_due() == ["waiting"] and held(h) == []
+    h.services.targets.clear()  # configuration changed while the principal was dropped
+    h.clock.advance(61)
+    assert h.run_due() == ["recovered"]  # from the pending record alone: cluster, database, snapshot
+    assert held(h) == [("ingestors", NOTES)]
+    assert h.queue.dead_letters == []  # a re-add is never dead-lettered
