@@ -116,10 +116,12 @@ class Healer:
             return Outcome("skipped", str(stopped))
 
     def _resume(self, step: Step, state: TargetState) -> Outcome:
+        if step.target is None and state.pending_readd is None:
+            # Removed from configuration mid-run, with nothing dropped: the run ends here.
+            step.run.finish(lambda st: _set(st, last_outcome="skipped"))
+            return self.history(step, Outcome("skipped", f"{step.key} is no longer configured; run ended"))
         for remedy in self.remedies.values():
             if state.phase in remedy.phases:
-                if step.target is None and state.pending_readd is None:
-                    raise UnknownTarget(f"target={step.key!r} is not configured or discovered")
                 return remedy.resume(step, state)
         for follow_up in self.follow_ups:
             if state.phase in follow_up.phases:
