@@ -110,6 +110,8 @@ def test_heal_enqueues_once_and_heals(app: tuple[World, Runner]) -> None:
     ("body", "content_type", "status", "field"),
     [
         ({"target": "nope:e:d"}, "application/json", 404, "target"),
+        ({"target": "not a target key"}, "application/json", 400, "target"),
+        ({"target": "a:b"}, "application/json", 400, "target"),
         ({"target": 5}, "application/json", 400, "target"),
         ({}, "application/json", 400, "target"),
         ({"target": CONTOSO, "dry_run": "yes"}, "application/json", 400, "dry_run"),
