@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from sandbox.waiting import wait_for
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import new_run, parse_message
@@ -213,8 +214,7 @@ class RunModel(RuleBasedStateMachine):
         stall.thread = threading.Thread(target=work, daemon=True)
         self.stall = stall
         stall.thread.start()
-        while not (stall.paused.is_set() or stall.done.is_set()):
-            stall.done.wait(0.001)
+        assert wait_for(lambda: stall.paused.is_set() or stall.done.is_set(), 30, interval=0.0005), "worker hung"
         if stall.done.is_set():
             self.stall = None
 
