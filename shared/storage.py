@@ -378,8 +378,8 @@ class StateStore:
 
     def prune(self, now: datetime, keep: timedelta, at_most: int = 2000) -> int:
         """Delete journal, history and alert rows older than `keep` (at most `at_most` per call, so a
-        timer run stays short; the rest goes next time). Runs at most once a day across instances:
-        a marker row in the state table says when it last ran."""
+        timer run stays short; the rest goes next timer run). A pass that finished is not repeated
+        for a day across instances: a marker row in the state table says when it last finished."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
@@ -400,6 +400,8 @@ class StateStore:
             except Exception as exc:
                 if not _table_missing(exc):
                     raise
+        if deleted >= at_most:
+            return deleted  # more to do: no marker, so the next timer run goes on
         from azure.data.tables import UpdateMode
 
         _creating(
