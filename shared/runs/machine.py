@@ -27,6 +27,7 @@ from shared.runs.base import (
     TOGGLING,
     VERIFYING,
     Outcome,
+    PhaseConflict,
     RunStopped,
     Services,
     UnknownTarget,
@@ -167,8 +168,14 @@ class Healer:
         read, plan = self.plan(target, msg.correlation_id, telling)
         step.run.journal("plan", "done", plan=plan.to_dict(), trigger=msg.trigger)
         kind = str(plan.diagnosis.kind)
+
         # Only a run that has not acted may plan: a twin delivery that got further wins.
-        step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, lambda st: _set(st, last_diagnosis=kind, run_data={}))
+        def planned(state: TargetState) -> None:
+            if state.pending_readd is not None:  # a drop happened since this message looked
+                raise PhaseConflict(f"{target.key}: run {state.pending_readd.run_id}'s re-add is pending")
+            _set(state, last_diagnosis=kind, run_data={})
+
+        step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, planned)
         if settings.observe_only:
             step.run.finish(lambda st: _set(st, last_outcome="planned"))
             return self.history(step, Outcome("planned", "observe mode: plan recorded, nothing changed", plan), plan)

@@ -15,7 +15,7 @@ from shared.diagnosis import healer_is_admin
 from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.principals import Assignment
-from shared.runs.base import PLANNED, Outcome, Services
+from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import Run
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
@@ -56,6 +56,9 @@ class Refresh:
         kind = str(plan.diagnosis.kind)
 
         def keep(state: TargetState) -> None:
+            if state.pending_readd is not None and state.pending_readd.run_id != pending.run_id:
+                # Never overwrite another run's record of what it dropped.
+                raise PhaseConflict(f"{step.key}: run {state.pending_readd.run_id}'s re-add is pending")
             state.pending_readd, state.last_diagnosis = pending, kind
 
         step.run.transition({PLANNED}, SNAPSHOTTED, keep)
