@@ -8,6 +8,7 @@ from that record alone. The wait is a delayed queue message, never a sleep.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.principals import Assignment
 from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
-from shared.runs.fencing import Run
+from shared.runs.fencing import JournalValue, Run
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
 from shared.storage import Dropped, PendingReadd, TargetState
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 SNAPSHOTTED = "snapshotted"
 DROPPED = "dropped"
 READDING = "re-adding"
+
+
+def _listed(item: Dropped) -> Callable[[list[Assignment]], dict[str, JournalValue]]:
+    """The journaled result of a role change: does ADX list the assignment afterwards?"""
+    return lambda listing: {"listed": holds(listing, item.role, item.fqn)}
 
 
 class ReaddBlocked(Exception):
@@ -77,7 +83,7 @@ class Refresh:
                 f"drop-{item.role}",
                 SNAPSHOTTED,
                 drop,
-                lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
+                _listed(item),
                 **item.model_dump(),
             )
         step.run.transition({SNAPSHOTTED}, DROPPED, lease_until=pending.due)
@@ -122,7 +128,7 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
                 f"readd-{item.role}",
                 READDING,
                 add,
-                lambda found, item=item: {"listed": holds(found, item.role, item.fqn)},  # type: ignore[misc]
+                _listed(item),
                 **item.model_dump(),
             )
         except AdxError as exc:
