@@ -114,8 +114,14 @@ class Refresh:
 def readd(services: Services, run: Run, pending: PendingReadd) -> None:
     """Re-add the snapshot exactly, from the pending record alone; ReaddBlocked with the reason
     people are told when it cannot be done (the record is kept and the sweep tries again)."""
-    # Any phase: while the record exists, putting the principal back is always right.
-    run.transition(None, READDING)
+
+    def still_pending(state: TargetState) -> None:
+        # Any phase: while the record exists, putting the principal back is always right; once it
+        # is gone (someone finished the re-add), a late copy of this run has nothing to do.
+        if state.pending_readd is None or state.pending_readd.run_id != pending.run_id:
+            raise PhaseConflict(f"{run.key}: the re-add of run {pending.run_id} is already done")
+
+    run.transition(None, READDING, still_pending)
     kusto = services.kusto(pending.cluster_url)
     missing = []
     for item in pending.snapshot:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.messages import RemediationMessage
-from shared.runs.base import Services
+from shared.runs.base import RunStopped, Services
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
 from shared.runs.refresh import escalate_blocked
@@ -60,6 +60,8 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
                     services.iotc.set_enabled(target.app, target.export_id, True)
                     services.store.update(state.key, lambda st: setattr(st, "pending_enable", False))
                     report.done.append(f"{state.key}: re-enabled the export")
+        except RunStopped as stopped:  # someone else is on it, or finished it meanwhile
+            log.info("sweep of %s stood back: %s", state.key, stopped)
         except Exception as exc:  # one target's failure never stops the sweep of the others
             log.exception("sweep of %s failed", state.key)
             report.errors.append(f"{state.key}: {type(exc).__name__}: {exc}"[:500])
