@@ -16,6 +16,8 @@ from shared.targets import ConfigError
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from shared.backfill.ingest import Ingestor
+
 
 def storage_urls(settings: Settings) -> tuple[str | None, str | None, str | None]:
     """(connection string, table URL, queue URL): identity-based when only an account is named."""
@@ -54,9 +56,9 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
                 )
             return adapters[cluster_url]
 
-    ingestors: dict[str, Any] = {}
+    ingestors: dict[str, Ingestor] = {}
 
-    def ingestor(cluster_url: str) -> Any:
+    def ingestor(cluster_url: str) -> Ingestor:
         from shared.backfill.ingest import Ingestor
 
         with lock:

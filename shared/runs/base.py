@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
@@ -17,6 +17,8 @@ from shared.targets import Target
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+
+    from shared.backfill.ingest import Ingestor
 
 # Phases of a run, kept in the target's state entity. Remedies add their own (refresh: snapshotted,
 # dropped, re-adding; add-role: adding); these are the ones every run passes through.
@@ -62,8 +64,8 @@ class Services:
     # block, so a test can kill the process there) to prove a run survives dying at that point.
     checkpoint: Callable[[str], None] = field(default=lambda name: None)
     credential: TokenCredential | None = None
-    # cluster URL → shared.backfill.ingest.Ingestor (azure-kusto-ingest clients, built on first use)
-    ingestor: Callable[[str], Any] | None = None
+    # cluster URL → its azure-kusto-ingest clients, built on first use
+    ingestor: Callable[[str], Ingestor] | None = None
 
 
 @dataclass
