@@ -97,13 +97,21 @@ param enableAdxDiagnostics bool = false
 @description('Comma-separated resource ids of the IoT Central apps (Reader, so the healer can see their managed identity; optional metric alerts).')
 param iotCentralAppIds string = ''
 
-@description('Create the FailedIngestion log alert and the IoT Central dataExport.error metric alerts, calling /api/alerts through a secure webhook (needs rights to create an Entra application).')
+@description('Create the FailedIngestion log alert and the IoT Central dataExport.error metric alerts, calling /api/alerts through a secure webhook (needs rights to create an Entra application), and the alert on the healer\'s incidents.')
 param enableAlerts bool = false
+
+@description('Comma-separated email addresses the action group notifies of incidents (with enableAlerts).')
+param alertEmails string = ''
+
+@secure()
+@description('HEALER_NOTIFY_WEBHOOK: an incoming webhook (Teams/Slack style) told of every incident; empty: none.')
+param notifyWebhook string = ''
 
 var tags = { 'azd-env-name': environmentName }
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var databases = filter(map(split(adxDatabases, ','), d => trim(d)), d => !empty(d))
 var appIds = filter(map(split(iotCentralAppIds, ','), a => trim(a)), a => !empty(a))
+var emails = filter(map(split(alertEmails, ','), e => trim(e)), e => !empty(e))
 var adxSubscription = split(adxClusterResourceId, '/')[2]
 var adxResourceGroup = split(adxClusterResourceId, '/')[4]
 var adxClusterName = last(split(adxClusterResourceId, '/'))
@@ -201,8 +209,19 @@ module functionApp 'modules/functionapp.bicep' = {
     logsWorkspaceCustomerId: workspaceReader.outputs.customerId
     alertAudience: alertAudience
     alertTenantId: enableAlerts ? tenant().tenantId : ''
+    notifyWebhook: notifyWebhook
   }
   dependsOn: [monitoringAccess]
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    appInsightsName: monitoring.outputs.appInsightsName
+  }
 }
 
 // Entra replicates a new identity within minutes; an ADX principal assignment made before that
@@ -248,6 +267,8 @@ module alerts 'modules/alerts.bicep' = if (enableAlerts) {
     iotCentralAppIds: appIds
     webhookAppObjectId: webhookApp.outputs.objectId
     webhookIdentifierUri: alertAudience
+    appInsightsName: monitoring.outputs.appInsightsName
+    alertEmails: emails
   }
 }
 
@@ -261,3 +282,4 @@ output HEALER_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = workspaceReader.outputs.id
 output HEALER_ALERT_AUDIENCE string = alertAudience
+output HEALER_WORKBOOK_ID string = workbook.outputs.workbookId

@@ -87,10 +87,24 @@ class Result:
     rows_backfilled: int | None = None
     second_backfill_added: int | None = None
     backfill_queries: int | None = None
+    root_cause: dict[str, Any] | None = None
+    # What the sandbox journaled for the fault (command, actor); the root cause must name it.
+    recorded_change: dict[str, str] | None = None
+    root_cause_as_recorded: bool | None = None
+    notifications: int = 0
+
+    @property
+    def expected_notifications(self) -> int:
+        return 1 if self.expected_outcome == "escalated" else 0
 
     @property
     def ok(self) -> bool:
-        ok = self.outcome == self.expected_outcome and not self.principal_lost
+        ok = (
+            self.outcome == self.expected_outcome
+            and not self.principal_lost
+            and self.root_cause_as_recorded is not False
+            and self.notifications == self.expected_notifications
+        )
         if self.rows_expected is not None or self.name == "outage-backfill":
             ok = ok and self.rows_missing == 0 and self.rows_duplicated == 0 and self.second_backfill_added == 0
         return ok
@@ -118,6 +132,7 @@ class Drill:
         self.results = [Result(s.name, s.expected) for s in scenarios]
         self.capture = _Capture()
         self.secrets: list[str] = []  # what must never appear in the captured log
+        self.runs: list[Any] = []  # shared.report.Run of every target, for the HTML report
         self.capture.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     # ------------------------------------------------------------------ display
@@ -137,6 +152,7 @@ class Drill:
             "changing",
             "busy s",
             "backfill",
+            "notified",
         ):
             table.add_column(column, no_wrap=column in ("scenario", "outcome", "diagnosis"))
         for r in self.results:
@@ -158,6 +174,7 @@ class Drill:
                 if r.rows_expected is None
                 else f"{r.rows_backfilled} in, {r.rows_missing} miss, {r.rows_duplicated} dup, "
                 f"+{'?' if r.second_backfill_added is None else r.second_backfill_added}",
+                str(r.notifications) if r.outcome not in ("pending", "running") else "",
             )
         return table
 
@@ -195,6 +212,7 @@ class Drill:
                     HEALER_KUSTO_RETRY_BUDGET_SECONDS=30,
                     HEALER_MAX_REMEDIATIONS_PER_CYCLE=5,
                     HEALER_BACKFILL="on",
+                    HEALER_NOTIFY_WEBHOOK=world.endpoints()["notify_webhook_url"],
                 )
                 from shared import entrypoints
 
@@ -210,7 +228,10 @@ class Drill:
                         live.update(self.table())
                         self._scenario(world, runner, scenario, result, lambda: live.update(self.table()))
                         live.update(self.table())
-                    self.secrets = [runner.key, world.directory.identity_header, ACCOUNT_KEY]
+                    self.secrets = [runner.key, world.directory.identity_header, ACCOUNT_KEY, world.webhook_token]
+                    from shared.report import collect
+
+                    self.runs = collect(entrypoints.context().healer.s.store, None, 5000)
                 entrypoints.reset()
         finally:
             root.removeHandler(self.capture)
@@ -243,7 +264,9 @@ class Drill:
         busy_start = runner.stats.busy_s
         started = time.monotonic()
         since = datetime.now(UTC)
-        world.inject(str(scenario.fault), scenario.app)
+        fault = world.inject(str(scenario.fault), scenario.app)
+        journaled = fault.detail.get("journal") or []
+        result.recorded_change = dict(journaled[0]) if journaled else None
         before = _principals(world, scenario.database)
         if scenario.name == "outage-backfill":
             # The export stopped OUTAGE_S ago: its history moves back, the time since is lost telemetry.
@@ -274,6 +297,8 @@ class Drill:
                 if row.get("Diagnosis"):
                     result.diagnosis = str(row["Diagnosis"])
                     result.actions = [a["action"] for a in json.loads(row.get("Actions") or "[]")]
+                if row.get("RootCause"):
+                    result.root_cause = json.loads(row["RootCause"])
             if history and not result.diagnosis:  # the run died before its history row: read the journal
                 for entry in healer.s.store.read_journal(key):
                     if entry["Step"] == "plan" and entry["At"] >= since.isoformat():
@@ -295,12 +320,26 @@ class Drill:
             result.outcome = "timeout"
         if scenario.name == "outage-backfill" and result.outcome == "healed":
             self._backfill(world, runner, healer, scenario, result, refresh)
+
+        def notified() -> int:
+            with world.lock:
+                return sum(1 for n in world.notifications if n.get("incident", {}).get("target") == key)
+
+        # The notification is sent right after the history row that raised it: give it a moment.
+        wait_for(lambda: notified() >= result.expected_notifications, 5)
+        if result.recorded_change is not None:
+            cause = result.root_cause or {}
+            result.root_cause_as_recorded = (
+                cause.get("command") == result.recorded_change["command"]
+                and cause.get("actor") == result.recorded_change["actor"]
+            )
         sent = [t for who, _, t in world.cluster.command_log[log_start:] if who == healer_fqn]
         result.kusto_commands = len(sent)
         result.changing_commands = sum(1 for t in sent if t.lstrip().startswith((".add", ".drop", ".set")))
         # Let in-flight verification finish before the next scenario takes the stage.
         wait_for(lambda: not healer.s.store.load(key).leased(datetime.now(UTC)), 15)
         result.busy_s = round(runner.stats.busy_s - busy_start, 3)
+        result.notifications = notified()  # after the run ended: a late duplicate would show here
         after = _principals(world, scenario.database)
         # A principal is lost when a role that stood after the fault is gone once the healer is done.
         result.principal_lost = bool({(r, f) for r, f, _ in before} - {(r, f) for r, f, _ in after})
@@ -388,6 +427,26 @@ class Drill:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
+        from shared.report import render_html
+
+        summary = [
+            {
+                "scenario": r.name,
+                "expected": r.expected_outcome,
+                "outcome": r.outcome,
+                "diagnosis": r.diagnosis,
+                "actions": r.actions,
+                "MTTD s": r.mttd_s,
+                "MTTR s": r.mttr_s,
+                "root cause": r.root_cause,
+                "notifications": r.notifications,
+                "as expected": "yes" if r.ok else "NO",
+            }
+            for r in self.results
+        ]
+        path.with_suffix(".html").write_text(
+            render_html(self.runs, "iotc-adx-healer drill: every run, end to end", summary), encoding="utf-8"
+        )
         (path.parent / "drill.log").write_text("\n".join(self.capture.lines) + "\n")
         return report
 
@@ -472,8 +531,8 @@ def run(report_path: Path, names: list[str] | None = None, console: Console | No
     console.print()
     report = drill.write_report(report_path)
     console.print(
-        f"Drill finished in {time.monotonic() - started:.0f} s; report: {report_path}; log: "
-        f"{report_path.parent / 'drill.log'}"
+        f"Drill finished in {time.monotonic() - started:.0f} s; report: {report_path} "
+        f"(and {report_path.with_suffix('.html')}); log: {report_path.parent / 'drill.log'}"
     )
     bad = [r.name for r in drill.results if not r.ok]
     if bad:

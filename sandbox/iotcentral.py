@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,14 @@ from sandbox.identity import ARM_AUDIENCE, IOTC_AUDIENCE, AuthError, Directory, 
 
 API_VERSIONS = ("2022-10-31-preview", "2022-06-30-preview")
 ARM_API_VERSION = "2021-06-01"
+# Activity Logs - List (Azure Monitor REST, api-version 2015-04-01): GET /subscriptions/{id}/providers/
+# Microsoft.Insights/eventtypes/management/values?$filter=…; $filter "is very restricted": only the
+# documented patterns (a time range, optionally with one resource group, resource URI, provider or
+# correlation id). The stand-in serves the resource-URI pattern and refuses anything else.
+ACTIVITY_LOG_API_VERSION = "2015-04-01"
+_ACTIVITY_FILTER = re.compile(
+    r"^eventTimestamp ge '([^']+)' and eventTimestamp le '([^']+)' and resourceUri eq '([^']+)'$", re.IGNORECASE
+)
 ROLE_ADMINISTRATOR = "ca310b8d-2f4a-44e0-a36e-957c202cd8d4"
 ROLE_BUILDER = "344138e9-8de4-4497-8c54-5237e96d6aaf"
 ROLE_OPERATOR = "ae2c9854-393b-4f97-8c42-479d70ce626e"
@@ -76,6 +85,7 @@ class IoTCentral:
         self.requests = 0
         self.query_throttle = iotc_data.QueryThrottle()
         self.queries: list[str] = []  # every query text answered or refused, in order
+        self.activity_log: list[dict[str, Any]] = []  # ARM's record of writes to the apps, newest last
 
     # ---------------------------------------------------------------- setup
 
@@ -330,8 +340,70 @@ class IoTCentral:
         app.users[user_id] = user
         return json_response({"id": user_id, **user})
 
+    def record_write(self, subdomain: str, caller: str, at: datetime | None = None) -> dict[str, Any]:
+        """An ARM write to the app (its identity switched off and on) as the activity log shows it."""
+        app = self.apps[subdomain]
+        when = (at or datetime.now(UTC)).astimezone(UTC)
+        event = {
+            "caller": caller,
+            "channels": "Operation",
+            "correlationId": str(uuid.uuid4()),
+            "eventDataId": str(uuid.uuid4()),
+            "eventName": {"value": "EndRequest", "localizedValue": "End request"},
+            "category": {"value": "Administrative", "localizedValue": "Administrative"},
+            "eventTimestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "id": f"{app.arm_id}/events/{uuid.uuid4()}/ticks/{int(when.timestamp() * 10**7)}",
+            "level": "Informational",
+            "operationId": str(uuid.uuid4()),
+            "operationName": {
+                "value": "Microsoft.IoTCentral/IoTApps/write",
+                "localizedValue": "Create or update IoT Central Application",
+            },
+            "resourceGroupName": app.resource_group,
+            "resourceProviderName": {"value": "Microsoft.IoTCentral", "localizedValue": "Microsoft.IoTCentral"},
+            "resourceType": {"value": "Microsoft.IoTCentral/IoTApps", "localizedValue": "Microsoft.IoTCentral/IoTApps"},
+            "resourceId": app.arm_id,
+            "status": {"value": "Succeeded", "localizedValue": "Succeeded"},
+            "subStatus": {"value": "OK", "localizedValue": "OK (HTTP Status Code: 200)"},
+            "submissionTimestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "subscriptionId": app.subscription_id,
+        }
+        with self.lock:
+            self.activity_log.append(event)
+        return event
+
+    def _activity_log(self, request: Request, subscription: str) -> Response:
+        if request.args.get("api-version") != ACTIVITY_LOG_API_VERSION:
+            raise ApiError(400, "InvalidApiVersionParameter", f"Use api-version={ACTIVITY_LOG_API_VERSION}.")
+        match = _ACTIVITY_FILTER.match((request.args.get("$filter") or "").strip())
+        if match is None:
+            raise ApiError(
+                400,
+                "BadRequest",
+                "The $filter is not supported here: use eventTimestamp ge '…' and eventTimestamp le '…' "
+                "and resourceUri eq '…'.",
+            )
+        try:
+            start = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(match.group(2).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"eventTimestamp is not a date: {exc}") from exc
+        uri = match.group(3).lower()
+        with self.lock:
+            events = [
+                e
+                for e in self.activity_log
+                if e["subscriptionId"] == subscription
+                and e["resourceId"].lower() == uri
+                and start <= datetime.fromisoformat(e["eventTimestamp"].replace("Z", "+00:00")) <= end
+            ]
+        return json_response({"value": list(reversed(events))})
+
     def _arm(self, request: Request, parts: list[str]) -> Response:
         self.directory.authenticate(request, (ARM_AUDIENCE,))
+        lowered = [p.lower() for p in parts]
+        if lowered[2:] == ["providers", "microsoft.insights", "eventtypes", "management", "values"]:
+            return self._activity_log(request, parts[1])
         if request.args.get("api-version") != ARM_API_VERSION:
             raise ApiError(400, "InvalidApiVersionParameter", f"Use api-version={ARM_API_VERSION}.")
         with self.lock:

@@ -180,7 +180,11 @@ def execute(cluster: Cluster, caller: Identity, database: str | None, text: str)
         if verb.value == ".show":
             return _show(cluster, caller, database, cur)
         if verb.value in (".add", ".drop", ".set"):
-            return _principals(cluster, caller, database, verb.value[1:], cur)
+            cluster.command_text = text.strip()
+            try:
+                return _principals(cluster, caller, database, verb.value[1:], cur)
+            finally:
+                cluster.command_text = ""
         if verb.value == ".create":
             return _create_table(cluster, caller, database, cur)
         if verb.value == ".ingest":

@@ -180,6 +180,7 @@ class Cluster:
         self.command_log: list[tuple[str, str, str]] = []  # (caller fqn, endpoint, text)
         self.on_principal_change: list[Callable[[Identity | None, str, str, str], None]] = []
         self.ingestion: Any = None  # sandbox.ingestion.IngestionService once storage is attached
+        self.command_text = ""  # the control command being executed (the journal records it as sent)
 
     # ------------------------------------------------------------------ setup (ARM's side)
 
@@ -318,9 +319,9 @@ class Cluster:
                         holder.append(Assignment(role, fqn, self.display_name(fqn), notes))
             else:
                 holder[:] = [a for a in holder if not (a.role == role and a.fqn in parsed)]
-            for fqn in parsed:
-                for hook in self.on_principal_change:
-                    hook(caller, verb, f"{database}/{table}" if table else database, f"{role} {fqn}")
+            entity = f"{database}/{table}" if table else database
+            for hook in self.on_principal_change:
+                hook(caller, verb, entity, f"{role} ({', '.join(str(f) for f in parsed)})")
             return holder
 
     def clear_role(self, caller: Identity, database: str, role: str) -> list[Assignment]:
@@ -330,6 +331,8 @@ class Cluster:
             self.require_db(caller, database, {"admins"}, "SetDatabasePrincipals")
             holder = self.database(database).principals
             holder[:] = [a for a in holder if a.role != role]
+            for hook in self.on_principal_change:
+                hook(caller, "set", database, f"{role} none")
             return holder
 
     # ------------------------------------------------------------------ ingestion

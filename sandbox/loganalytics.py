@@ -42,23 +42,31 @@ SCHEMAS: dict[str, list[tuple[str, str]]] = {
         ("Type", "string"),
         ("_ResourceId", "string"),
     ],
+    # Azure Monitor Logs table reference, "ADXJournal" (MicrosoftDocs azure-reference-other,
+    # azure-monitor-ref/tables/adxjournal.md): the database column is DatabaseName here, unlike
+    # `.show journal`'s Database.
     "ADXJournal": [
         ("TenantId", "string"),
         ("TimeGenerated", "datetime"),
-        ("Database", "string"),
+        ("OperationTimestamp", "datetime"),
+        ("DatabaseName", "string"),
         ("EntityName", "string"),
         ("UpdatedEntityName", "string"),
         ("EntityVersion", "string"),
+        ("OriginalEntityVersion", "string"),
         ("EntityContainerName", "string"),
+        ("Event", "string"),
         ("OriginalEntityState", "string"),
         ("UpdatedEntityState", "string"),
         ("ChangeCommand", "string"),
         ("Principal", "string"),
         ("User", "string"),
-        ("OperationId", "string"),
+        ("CorrelationId", "string"),
+        ("RootActivityId", "string"),
         ("SourceSystem", "string"),
         ("Type", "string"),
         ("_ResourceId", "string"),
+        ("_SubscriptionId", "string"),
     ],
 }
 

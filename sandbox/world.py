@@ -4,6 +4,7 @@ scenario faults, and the servers that expose them on 127.0.0.1.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import uuid
@@ -41,6 +42,7 @@ TELEMETRY_COLUMNS = [
     ("telemetry", "dynamic"),
 ]
 HEALER = "healer"
+OPERATOR_UPN = "ops-admin@contoso.com"  # the person whose commands the faults stand for
 
 
 def kusto_model_forbidden(cluster: Cluster, identity: Identity, dest: dict[str, Any]) -> KustoFault:
@@ -90,6 +92,11 @@ class World:
         self.active: dict[tuple[str, str], ActiveFault] = {}
         self.lock = threading.RLock()
         self.batches = 0
+        self._versions = itertools.count(2)  # the databases' metadata versions (EntityVersion)
+        # The test receiver of HEALER_NOTIFY_WEBHOOK: like Slack's incoming webhooks, the secret is
+        # the URL's last segment; a body without "text" gets 400 no_text, a good one 200 "ok".
+        self.webhook_token = uuid.uuid4().hex
+        self.notifications: list[dict[str, Any]] = []
         self.cluster.on_principal_change.append(self._journal)
         self.servers: dict[str, ServiceServer] = {}
         self._exporter_stop = threading.Event()
@@ -145,6 +152,7 @@ class World:
             "healer_client_id": self.healer.client_id,
             "healer_object_id": self.healer.object_id,
             "tenant_id": self.healer.tenant_id,
+            "notify_webhook_url": f"{self.servers['control'].url}/webhook/incoming/{self.webhook_token}",
         }
 
     def identity_env(self) -> dict[str, str]:
@@ -420,23 +428,47 @@ class World:
             self._exporter_thread = None
 
     def _journal(self, caller: Identity | None, verb: str, entity: str, change: str) -> None:
-        database = entity.split("/", maxsplit=1)[0]
-        scope = "table" if "/" in entity else "database"
+        """A principal change made by a command: journaled as sent, with the caller as actor."""
+        database, _, table = entity.partition("/")
+        command = self.cluster.command_text or _role_command(verb, database, table or None, change)
+        principal = f"Microsoft Entra app id={caller.client_id}" if caller else ""
+        self.journal(database, table or database, command, principal, caller.name if caller else "")
+
+    def journal(self, database: str, entity: str, command: str, principal: str, user: str) -> dict[str, str]:
+        """One `ADXJournal` row. Principal follows the `.show journal` documentation's examples
+        (`imike@fabrikam.com` for a user, `Microsoft Entra app id=<id>` for an app); what ADX
+        writes in `User` and `Event` for a principal change is undocumented (Event left empty)."""
+        now = datetime.now(UTC)
+        # Its own counter, not the world's lock: commands journal while holding the cluster's lock.
+        version = next(self._versions)
         self.la.append(
             self.workspace.workspace_id,
             "ADXJournal",
             {
                 "TenantId": self.workspace.workspace_id,
-                "Database": database,
+                "TimeGenerated": now,
+                "OperationTimestamp": now,
+                "DatabaseName": database,
                 "EntityName": entity,
                 "UpdatedEntityName": entity,
                 "EntityContainerName": database,
-                "ChangeCommand": f".{verb} {scope} {entity.rsplit('/', maxsplit=1)[-1]} {change}",
-                "Principal": caller.fqn if caller else "",
-                "User": caller.name if caller else "",
-                "OperationId": str(uuid.uuid4()),
+                "EntityVersion": f"v{version}.0",
+                "OriginalEntityVersion": f"v{version - 1}.0",
+                "ChangeCommand": command,
+                "Principal": principal,
+                "User": user,
+                "CorrelationId": f"KD2RunCommand;{uuid.uuid4()}",
+                "RootActivityId": str(uuid.uuid4()),
+                "_ResourceId": ADX_RESOURCE_ID,
+                "_SubscriptionId": ADX_RESOURCE_ID.split("/")[2],
             },
         )
+        return {"command": command, "actor": user or principal}
+
+    def _by_operator(self, database: str, table: str | None, verb: str, role: str, fqns: list[str]) -> dict[str, str]:
+        """A change a person made (the faults): journaled as that person ran it."""
+        command = _role_command(verb, database, table, f"{role} ({', '.join(fqns)})")
+        return self.journal(database, table or database, command, OPERATOR_UPN, OPERATOR_UPN)
 
     # ---------------------------------------------------------------- scenario faults
 
@@ -491,6 +523,10 @@ class World:
         db.principals[:] = [a for a in db.principals if a not in db_rows]
         if table:
             table.principals[:] = [a for a in table.principals if a not in table_rows]
+        journal = [
+            self._by_operator(target.database, None, "drop", role, [str(a.fqn) for a in db_rows if a.role == role])
+            for role in sorted({a.role for a in db_rows})
+        ]
 
         def undo() -> None:
             for a in db_rows:
@@ -498,11 +534,17 @@ class World:
             for a in table_rows:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes, table=target.table)
 
-        return ActiveFault("principal-removed", target.subdomain, undo, {"removed": [str(a.fqn) for a in db_rows]})
+        return ActiveFault(
+            "principal-removed",
+            target.subdomain,
+            undo,
+            {"removed": [str(a.fqn) for a in db_rows], "journal": journal},
+        )
 
     def _fault_identity_rotated(self, target: Target) -> ActiveFault:
         old = self._app_identity(target)
         new = self.directory.add(old.rotated())
+        event = self.iotc.record_write(target.subdomain, OPERATOR_UPN)
 
         def undo() -> None:
             self.cluster.grant(
@@ -516,7 +558,12 @@ class World:
             "identity-rotated",
             target.subdomain,
             undo,
-            {"old_object_id": old.object_id, "new_object_id": new.object_id},
+            {
+                "old_object_id": old.object_id,
+                "new_object_id": new.object_id,
+                "changed_at": event["eventTimestamp"],
+                "changed_by": OPERATOR_UPN,
+            },
         )
 
     def _fault_table_level_only(self, target: Target) -> ActiveFault:
@@ -528,6 +575,11 @@ class World:
         fqn = Fqn.parse(f"aadapp={identity.object_id};{identity.tenant_id}")
         added = Assignment("ingestors", fqn, self.cluster.display_name(fqn), "table-level grant")
         table.principals.append(added)
+        journal = [
+            self._by_operator(target.database, None, "drop", role, [str(a.fqn) for a in db_rows if a.role == role])
+            for role in sorted({a.role for a in db_rows})
+        ]
+        journal.append(self._by_operator(target.database, target.table, "add", "ingestors", [str(fqn)]))
 
         def undo() -> None:
             if added in table.principals:
@@ -535,7 +587,7 @@ class World:
             for a in db_rows:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
 
-        return ActiveFault("table-level-only", target.subdomain, undo)
+        return ActiveFault("table-level-only", target.subdomain, undo, {"journal": journal})
 
     def _fault_healer_not_admin(self, target: Target) -> ActiveFault:
         removed = self._fault_principal_removed(target)
@@ -543,6 +595,8 @@ class World:
         healer_rows = [a for a in db.principals if a.fqn.matches(self.healer) and a.role == "admins"]
         db.principals[:] = [a for a in db.principals if a not in healer_rows]
         self.cluster.grant(target.database, "viewers", self.healer.fqn, "iotc-adx-healer (demoted)")
+        self._by_operator(target.database, None, "drop", "admins", [str(a.fqn) for a in healer_rows])
+        self._by_operator(target.database, None, "add", "viewers", [self.healer.fqn])
 
         def undo() -> None:
             db.principals[:] = [a for a in db.principals if not (a.fqn.matches(self.healer) and a.role == "viewers")]
@@ -550,7 +604,7 @@ class World:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
             removed.undo()
 
-        return ActiveFault("healer-not-admin", target.subdomain, undo)
+        return ActiveFault("healer-not-admin", target.subdomain, undo, dict(removed.detail))
 
     def _fault_table_missing(self, target: Target) -> ActiveFault:
         db = self.cluster.database(target.database)
@@ -608,6 +662,16 @@ class World:
                 "transport": {s: vars(self.faults.transport(s)) for s in SERVICES},
             }
 
+    def _webhook(self, request: Request) -> Response:
+        if request.path.rsplit("/", 1)[-1] != self.webhook_token:
+            return _webhook_answer(403, "invalid_token")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"]:
+            return _webhook_answer(400, "no_text")
+        with self.lock:
+            self.notifications.append(body)
+        return _webhook_answer(200, "ok")
+
     def _control(self, request: Request) -> Response:
         try:
             body = request.get_json(silent=True) if request.method == "POST" else None
@@ -619,6 +683,11 @@ class World:
                 from sandbox.healer_config import targets_for
 
                 return json_response(targets_for(self))
+            if request.path.startswith("/webhook/incoming/") and request.method == "POST":
+                return self._webhook(request)
+            if request.path == "/webhook/received" and request.method == "GET":
+                with self.lock:
+                    return json_response(list(self.notifications))
             if request.path == "/exporter/tick" and request.method == "POST":
                 return json_response(self.export_once())
             if request.path == "/faults" and request.method == "POST":
@@ -644,3 +713,15 @@ class World:
             return json_response({"error": f"no route {request.method} {request.path}"}, 404)
         except (ValueError, TypeError) as exc:
             return json_response({"error": str(exc)}, 400)
+
+
+def _webhook_answer(status: int, text: str) -> Response:
+    return Response(text, status=status, content_type="text/plain")
+
+
+def _role_command(verb: str, database: str, table: str | None, change: str) -> str:
+    """`.drop database ['db'] ingestors ('aadapp=…;…')`: a command as a person would type it."""
+    scope = f"table ['{table}']" if table else f"database ['{database}']"
+    role, _, rest = change.partition(" ")
+    principals = rest if rest == "none" else "(" + ", ".join(f"'{p}'" for p in rest.strip("()").split(", ")) + ")"
+    return f".{verb} {scope} {role} {principals}"

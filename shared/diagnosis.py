@@ -63,14 +63,18 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     holdings: list[Assignment] = field(default_factory=list)  # the principal's own rows (db level)
     previous: PrincipalRef | None = None  # for identity-changed: the identity ADX still holds
+    root_cause: dict[str, object] | None = None  # shared/root_cause.py: who changed it, when
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "kind": str(self.kind),
             "summary": self.summary,
             "evidence": self.evidence,
             "notes": self.notes,
         }
+        if self.root_cause is not None:
+            out["root_cause"] = self.root_cause
+        return out
 
 
 def healer_is_admin(roles: set[str]) -> bool:

@@ -34,19 +34,12 @@ def context() -> Context:
     with _lock:
         if "context" not in _cache:
             from shared.detection import Detector
-            from shared.loganalytics import LogAnalyticsAdapter
             from shared.services import build_healer
             from shared.settings import load_settings
 
             settings = load_settings()
             healer = build_healer(settings)  # tables and queues are created by their first write
-            logs = LogAnalyticsAdapter(
-                settings.log_analytics_endpoint,
-                healer.s.credential,
-                settings.http_timeout_seconds,
-                settings.http_retry_budget_seconds,
-            )
-            _cache["context"] = Context(healer, Detector(healer, logs))
+            _cache["context"] = Context(healer, Detector(healer, healer.s.logs))
         return _cache["context"]
 
 
@@ -60,13 +53,19 @@ def reset() -> None:
 
 
 def timer_tick(past_due: bool = False) -> dict[str, Any]:
+    from shared import telemetry
     from shared.targets import ConfigError
 
     try:
-        report = context().detector.run_cycle()
+        with telemetry.span("detection.cycle", **{"healer.past_due": past_due}):
+            report = context().detector.run_cycle()
     except ConfigError as exc:
         log.error("detection skipped: configuration error: %s", exc)
         return {"error": str(exc)}
+    if telemetry.enabled():  # what is escalated right now, for the workbook (one state read per cycle)
+        from shared.observers import record_escalated
+
+        record_escalated(context().healer.s)
     result: dict[str, Any] = report.to_dict()
     result["past_due"] = past_due
     return result
@@ -78,6 +77,7 @@ def timer_tick(past_due: bool = False) -> dict[str, Any]:
 def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
     """Handle one remediation message. Malformed ones are dead-lettered with a reason, never acted
     on; other failures raise, so the host retries and finally moves the message to the poison queue."""
+    from shared import telemetry
     from shared.messages import MalformedMessage, parse_message
     from shared.runs import UnknownTarget
 
@@ -85,7 +85,21 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
     now = ctx.healer.s.clock()
     try:
         msg = parse_message(body)
-        outcome = ctx.healer.handle(msg)
+        # One span per remediation step, carrying the run's correlation id.
+        with telemetry.span(
+            f"remediation.{msg.step}",
+            **{
+                "healer.correlation_id": msg.correlation_id,
+                "healer.run_id": msg.run_id,
+                "healer.target": msg.target,
+                "healer.step": msg.step,
+                "healer.trigger": msg.trigger,
+                "messaging.message.delivery_count": dequeue_count,
+            },
+        ) as current:
+            outcome = ctx.healer.handle(msg)
+            if current is not None:
+                current.set_attribute("healer.outcome", str(outcome.status))
     except (MalformedMessage, UnknownTarget) as exc:
         log.warning("dead-lettered a queue message: %s", exc)
         ctx.healer.s.queue.dead_letter(body, str(exc), now)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.principals import PrincipalRef
@@ -16,6 +17,7 @@ API_VERSION = "2022-10-31-preview"
 ARM_API_VERSION = "2021-06-01"
 IOTC_SCOPE = "https://apps.azureiotcentral.com/.default"
 ARM_SCOPE = "https://management.azure.com/.default"
+ACTIVITY_LOG_API_VERSION = "2015-04-01"
 REQUESTS_PER_SECOND = 20.0  # IoT Central's documented data-plane limit per app
 # The query API allows about one request per second per app; a little slower, so the service's
 # own clock never sees two inside one second.
@@ -258,6 +260,38 @@ class IoTCentralAdapter:
         return [r for r in results if isinstance(r, dict)]
 
     # ---------------------------------------------------------------- ARM
+
+    def identity_changed_at(self, resource_id: str, now: datetime, days: int = 7) -> tuple[str, str] | None:
+        """When the app was last written through ARM (switching its identity off and on is such a
+        write), and by whom: the newest successful `Microsoft.IoTCentral/IoTApps/write` in the
+        activity log (Activity Logs - List, api-version 2015-04-01; `$filter` by time range and
+        `resourceUri`, the only shapes the API accepts). None if there is none in `days`."""
+        subscription = resource_id.strip("/").split("/")[1]
+        start = (now - timedelta(days=days)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        end = (now + timedelta(minutes=5)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # clock skew
+        body = self._call(
+            self._arm_url,
+            ARM_SCOPE,
+            "GET",
+            f"/subscriptions/{subscription}/providers/Microsoft.Insights/eventtypes/management/values",
+            params={
+                "api-version": ACTIVITY_LOG_API_VERSION,
+                "$filter": (
+                    f"eventTimestamp ge '{start}' and eventTimestamp le '{end}' and resourceUri eq '{resource_id}'"
+                ),
+                "$select": "eventTimestamp,operationName,status,caller,resourceId",
+            },
+        )
+        writes = [
+            e
+            for e in (body or {}).get("value", [])
+            if str((e.get("operationName") or {}).get("value", "")).lower() == "microsoft.iotcentral/iotapps/write"
+            and str((e.get("status") or {}).get("value", "")).lower() == "succeeded"
+        ]
+        if not writes:
+            return None
+        newest = max(writes, key=lambda e: str(e.get("eventTimestamp", "")))
+        return str(newest.get("eventTimestamp", "")), str(newest.get("caller", ""))
 
     def application_id(self, resource_id: str) -> str:
         """The app's GUID (`properties.applicationId`): the `applicationId` of exported messages."""

@@ -1,4 +1,5 @@
-"""Log Analytics adapter (azure-monitor-query): `FailedIngestion` rows of the ADX diagnostic logs."""
+"""Log Analytics adapter (azure-monitor-query): `FailedIngestion` and `ADXJournal` rows of the ADX
+diagnostic logs."""
 
 from __future__ import annotations
 
@@ -81,23 +82,25 @@ class LogAnalyticsAdapter:
             )
         return self._client
 
-    def failed_ingestion(self, workspace_id: str, lookback_minutes: int) -> list[FailureGroup]:
-        from azure.core.exceptions import HttpResponseError
+    def _query(self, workspace_id: str, query: str, minutes: int) -> list[Any]:
+        """Rows of the first table; a partial result counts and uses what came back."""
+        from azure.core.exceptions import AzureError, HttpResponseError
         from azure.monitor.query import LogsQueryPartialResult
 
-        query = failed_ingestion_query(lookback_minutes)
         self.queries.append(query)
         loopback = self.endpoint.startswith(("http://127.0.0.1", "http://localhost"))
         try:
             result = self._logs().query_workspace(
                 workspace_id,
                 query,
-                timespan=timedelta(minutes=lookback_minutes),
+                timespan=timedelta(minutes=minutes),
                 server_timeout=max(1, int(self._timeout)),
                 enforce_https=not loopback,
             )
         except HttpResponseError as exc:
             raise LogAnalyticsError(f"Log Analytics query failed: {exc.message}") from exc
+        except AzureError as exc:  # unreachable, timed out: logs are extra evidence, never required
+            raise LogAnalyticsError(f"Log Analytics unreachable: {type(exc).__name__}") from exc
         if isinstance(result, LogsQueryPartialResult):
             # Use what came back; the rest is likely to show up in the next cycle.
             self.partial_errors += 1
@@ -105,8 +108,12 @@ class LogAnalyticsAdapter:
             tables = result.partial_data
         else:
             tables = result.tables
+        return list(tables[0].rows) if tables else []
+
+    def failed_ingestion(self, workspace_id: str, lookback_minutes: int) -> list[FailureGroup]:
+        query = failed_ingestion_query(lookback_minutes)
         groups = []
-        for row in tables[0].rows if tables else []:
+        for row in self._query(workspace_id, query, lookback_minutes):
             groups.append(
                 FailureGroup(
                     database=str(row["Database"]),
@@ -120,3 +127,21 @@ class LogAnalyticsAdapter:
                 )
             )
         return groups
+
+    def journal(self, workspace_id: str, database: str, lookback_minutes: int) -> list[dict[str, Any]]:
+        """`ADXJournal` principal changes of `database` (see shared/root_cause.py), newest first."""
+        from shared.root_cause import journal_query
+
+        query = journal_query(database, lookback_minutes)
+        columns = (
+            "TimeGenerated",
+            "OperationTimestamp",
+            "DatabaseName",
+            "EntityName",
+            "Event",
+            "ChangeCommand",
+            "Principal",
+            "User",
+            "CorrelationId",
+        )
+        return [{c: row[c] for c in columns} for row in self._query(workspace_id, query, lookback_minutes)]

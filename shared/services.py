@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from shared.credentials import build_credential
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
+from shared.loganalytics import LogAnalyticsAdapter
 from shared.runs import Healer, Services
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
@@ -73,7 +74,13 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
         timeout_s=settings.http_timeout_seconds,
         retry_budget_s=settings.http_retry_budget_seconds,
     )
-    return Services(
+    logs = LogAnalyticsAdapter(
+        settings.log_analytics_endpoint,
+        credential,
+        settings.http_timeout_seconds,
+        settings.http_retry_budget_seconds,
+    )
+    services = Services(
         settings,
         {t.key: t for t in settings.target_list},
         store,
@@ -82,7 +89,12 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
         iotc,
         credential=credential,
         ingestor=ingestor,
+        logs=logs,
     )
+    from shared.observers import install
+
+    install(services)
+    return services
 
 
 def build_healer(settings: Settings, credential: TokenCredential | None = None) -> Healer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.targets import AppConfig, ConfigError, Target, describe_validation, load_targets, parse_apps
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     entra_authority: str = "https://login.microsoftonline.com"
     iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
     arm_url: str = "https://management.azure.com"
+    # An incoming webhook (Teams/Slack style) told of every incident; a secret, never logged.
+    notify_webhook: SecretStr | None = None
     # Storage: the Functions host's own account. A connection string (Azurite, keys) or, with
     # identity-based connections, the account name.
     storage_connection_string: str | None = Field(
@@ -118,6 +120,16 @@ class Settings(BaseSettings):
                 "lease while still acting"
             )
         return self
+
+    @field_validator("notify_webhook")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https URL (the value is not shown: it is a secret)")
+        return SecretStr(url)
 
     @cached_property
     def target_list(self) -> list[Target]:

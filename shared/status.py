@@ -29,6 +29,7 @@ def target_row(target: Target, state: TargetState | None, now: datetime) -> dict
         "pending_readd": bool(state and state.pending_readd),
         "phase": state.phase if state else "",
         "gap": state.gap if state and state.gap else None,
+        "root_cause": state.last_root_cause if state else None,
     }
 
 

@@ -90,6 +90,7 @@ class TargetState:
     run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
     last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
     gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
+    last_root_cause: dict[str, Any] | None = None  # shared/root_cause.py, of the last diagnosis that had one
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -132,6 +133,7 @@ class TargetState:
             "RunData": json.dumps(self.run_data) if self.run_data else "",
             "LastManualAt": _dt(self.last_manual_at),
             "Gap": json.dumps(self.gap) if self.gap else "",
+            "LastRootCause": json.dumps(self.last_root_cause) if self.last_root_cause else "",
         }
 
     @staticmethod
@@ -160,6 +162,7 @@ class TargetState:
             run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
             last_manual_at=_parse_dt(entity.get("LastManualAt")),
             gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
+            last_root_cause=json.loads(entity["LastRootCause"]) if entity.get("LastRootCause") else None,
             etag=etag,
         )
 
@@ -236,11 +239,12 @@ class StateStore:
         self.journal = self._service.get_table_client(f"{prefix}journal")
         self.history = self._service.get_table_client(f"{prefix}history")
         self.alerts = self._service.get_table_client(f"{prefix}alerts")
+        self.notifications = self._service.get_table_client(f"{prefix}notifications")
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError
 
-        for table in (self.state, self.journal, self.history, self.alerts):
+        for table in (self.state, self.journal, self.history, self.alerts, self.notifications):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
 

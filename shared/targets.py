@@ -231,6 +231,9 @@ def load_targets(inline: str | None, file: str | None) -> list[Target]:
     return parse_targets(inline or "[]")
 
 
+SECRET_FIELDS = ("webhook",)
+
+
 def describe_validation(exc: ValidationError, source: str) -> str:
     """One line per problem: where, the value, and why (pydantic's own words, minus noise)."""
     lines = []
@@ -241,5 +244,7 @@ def describe_validation(exc: ValidationError, source: str) -> str:
         shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
         if error["type"] in ("value_error", "assertion_error") and "=" in message:
             shown = ""  # our own messages already name the value
+        if any(secret in location.lower() for secret in SECRET_FIELDS):
+            shown = ""  # a secret is never echoed
         lines.append(f"{source}{location and ' ' + location}: {message}{shown}")
     return "; ".join(lines)

@@ -1,11 +1,16 @@
 // Alerts that start a remediation in seconds: a log alert on FailedIngestion (ErrorCode
 // Forbidden) and a metric alert per IoT Central app on dataExport.error, both through an action
-// group whose secure webhook calls /api/alerts with the common alert schema.
+// group whose secure webhook calls /api/alerts with the common alert schema. The same action group
+// tells people of the healer's incidents (incident-alerts.bicep; optional email receivers).
 param location string
 param tags object
 param functionAppName string
 param workspaceId string
 param iotCentralAppIds array
+param appInsightsName string
+
+@description('Email addresses the action group also notifies (incidents of the healer, and the alerts above).')
+param alertEmails array = []
 
 @description('Object id of the Entra application the secure webhook gets its token for (webhook-app.bicep).')
 param webhookAppObjectId string
@@ -37,6 +42,21 @@ resource group 'Microsoft.Insights/actionGroups@2023-01-01' = {
         tenantId: tenant().tenantId
       }
     ]
+    emailReceivers: [for (address, i) in alertEmails: {
+      name: 'email-${i}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
+  }
+}
+
+module incidentAlerts 'incident-alerts.bicep' = {
+  name: 'incident-alerts'
+  params: {
+    location: location
+    tags: tags
+    appInsightsName: appInsightsName
+    actionGroupId: group.id
   }
 }
 

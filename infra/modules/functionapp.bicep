@@ -25,6 +25,9 @@ param logsWorkspaceCustomerId string
 param alertAudience string
 param alertTenantId string
 
+@secure()
+param notifyWebhook string
+
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
 }
@@ -82,6 +85,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'HEALER_LOG_ANALYTICS_WORKSPACE_ID', value: logsWorkspaceCustomerId }
         { name: 'HEALER_ALERT_AUDIENCE', value: alertAudience }
         { name: 'HEALER_ALERT_TENANT_ID', value: alertTenantId }
+        { name: 'HEALER_NOTIFY_WEBHOOK', value: notifyWebhook }
       ]
     }
     functionAppConfig: {

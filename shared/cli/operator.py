@@ -28,6 +28,11 @@ def diagnose(obj: Ctx, target: str) -> None:
             console.print(f"  evidence: {line}")
         for line in d.notes:
             console.print(f"  note: {line}")
+        if d.root_cause is not None:
+            console.print(f"  root cause: {d.root_cause['summary']}")
+            change = d.root_cause.get("identity_change")
+            if change:
+                console.print(f"  identity: {change['old']} → {change['new']} (seen by {change['seen_by']})")
 
     obj.emit({"target": target, **d.to_dict()}, show)
     sys.exit(EXIT_OK if str(d.kind) == "healthy" else EXIT_PROBLEM)
@@ -127,9 +132,18 @@ def status(obj: Ctx) -> None:
         from rich.table import Table
 
         table = Table(
-            "target", "table", "last outcome", "diagnosis", "in progress", "cooldown until", "escalated", "gap"
+            "target",
+            "table",
+            "last outcome",
+            "diagnosis",
+            "in progress",
+            "cooldown until",
+            "escalated",
+            "gap",
+            "root cause",
         )
         for r in rows:
+            cause = r.get("root_cause") or {}
             table.add_row(
                 r["target"],
                 f"{r['database']}.{r['table']}",
@@ -139,6 +153,7 @@ def status(obj: Ctx) -> None:
                 r["cooldown_until"] or "",
                 f"[red]{r['escalation_reason']}[/]" if r["escalated"] else "",
                 _gap_text(r.get("gap")),
+                str(cause.get("actor") or cause.get("summary") or "")[:60],
             )
         _console().print(table)
 
@@ -169,13 +184,16 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
         "Gap",
     )
     data = [{k: r.get(k) for k in keep} for r in rows]
+    for entry, row in zip(data, rows, strict=True):
+        entry["RootCause"] = json.loads(row["RootCause"]) if row.get("RootCause") else None
 
     def show() -> None:
         from rich.table import Table
 
-        table = Table("when", "target", "trigger", "diagnosis", "actions", "outcome", "detail")
+        table = Table("when", "target", "trigger", "diagnosis", "actions", "outcome", "detail", "root cause")
         for r in data:
             actions = ", ".join(a["action"] for a in json.loads(r["Actions"] or "[]"))
+            cause = r["RootCause"]
             table.add_row(
                 str(r["At"])[:19],
                 str(r["PartitionKey"]),
@@ -184,6 +202,7 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
                 actions,
                 str(r["Outcome"]),
                 str(r["Detail"] or "")[:80],
+                str(cause["summary"])[:80] if cause else "",
             )
         _console().print(table)
 
@@ -243,6 +262,42 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
     if outcome.status == "backfill-refused":
         sys.exit(EXIT_ESCALATED)
     sys.exit(EXIT_PROBLEM if mode == "plan" and gap.get("rows_missing") else EXIT_OK)
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write a self-contained HTML incident report (opens in any browser, offline).",
+)
+@click.option("--limit", type=click.IntRange(1, 5000), default=200, show_default=True, help="History rows read.")
+@click.pass_obj
+def report(obj: Ctx, target: str | None, html_file: Path | None, limit: int) -> None:
+    """Incident report for TARGET (or every target): each run's timeline from detection through
+    diagnosis, actions and verification to its outcome, with the evidence and root cause."""
+    from shared.report import collect, render_html
+
+    healer = obj.healer()
+    if target:
+        obj.target(target)
+    runs = collect(healer.s.store, target, limit)
+    if html_file is not None:
+        title = f"iotc-adx-healer incident report: {target or 'all targets'}"
+        html_file.write_text(render_html(runs, title), encoding="utf-8")
+
+    def show() -> None:
+        console = _console()
+        for run in runs:
+            console.print(f"[bold]{run.target}[/] {run.started[:19]} {run.trigger} → {run.diagnosis} → {run.outcome}")
+            if run.root_cause:
+                console.print(f"  root cause: {run.root_cause.get('summary', '')}")
+        if html_file is not None:
+            console.print(f"Wrote {html_file} ({len(runs)} run(s)).")
+
+    obj.emit({"runs": [r.to_dict() for r in runs], "html": str(html_file) if html_file else None}, show)
+    sys.exit(EXIT_OK)
 
 
 @main.command()

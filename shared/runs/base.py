@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
+from shared.messages import RemediationMessage
 from shared.plan import Plan
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
@@ -66,6 +67,13 @@ class Services:
     credential: TokenCredential | None = None
     # cluster URL → its azure-kusto-ingest clients, built on first use
     ingestor: Callable[[str], Ingestor] | None = None
+    logs: Any = None  # shared.loganalytics.LogAnalyticsAdapter (ADXJournal for root causes)
+    notifier: Any = None  # shared.notify.Notifier (set by shared.observers.install)
+    # Called with every history record (key, message, outcome, plan, gap): telemetry,
+    # notifications, the remembered root cause (shared/observers.py). Their failures never fail a run.
+    observers: list[Callable[[str, RemediationMessage, Outcome, Plan | None, dict[str, Any] | None], None]] = field(
+        default_factory=list
+    )
 
 
 @dataclass
@@ -73,3 +81,4 @@ class Outcome:
     status: str  # planned | healthy | waiting | healed | not-healed | escalated | skipped | recovered
     detail: str
     plan: Plan | None = None
+    incident: str = ""  # shared/notify.py KINDS: something people must hear about

@@ -349,8 +349,15 @@ class Healer:
             record["Notes"] = list(plan.diagnosis.notes)
         if gap is not None:
             record["Gap"] = gap
+        if plan is not None and plan.diagnosis.root_cause is not None:
+            record["RootCause"] = plan.diagnosis.root_cause
         self.s.store.append_history(step.key, msg.run_id, record, self.s.clock())
         log.info("remediation %s %s: %s (%s)", step.key, msg.run_id, outcome.status, outcome.detail)
+        for observe in self.s.observers:
+            try:
+                observe(step.key, msg, outcome, plan, gap)
+            except Exception:  # telemetry or a notification must never break a run
+                log.exception("observer failed for %s %s", step.key, msg.run_id)
         return outcome
 
 

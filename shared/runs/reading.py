@@ -47,7 +47,37 @@ def read(services: Services, target: Target, extra: list[Evidence] | None = None
     adx = read_adx(kusto, target, principals)
     diagnosis = diagnose(target.principal.ref(), current, adx, evidence, target.database, target.table)
     diagnosis.notes.extend(notes)
+    diagnosis.root_cause = root_cause(services, target, diagnosis, current)
     return Reading(target, adx, diagnosis, notes)
+
+
+def root_cause(
+    services: Services, target: Target, diagnosis: Diagnosis, current: PrincipalRef | None
+) -> dict[str, object] | None:
+    """Who changed the principal (ADXJournal) and how IoT Central's identity changed (ARM)."""
+    from shared.iotcentral import IotcError
+    from shared.root_cause import explain
+
+    settings = services.settings
+    configured = target.principal.ref()
+    changed_at = None
+    if diagnosis.previous is not None and target.iotc_resource_id:
+        try:
+            changed_at = services.iotc.identity_changed_at(target.iotc_resource_id, services.clock())
+        except IotcError as exc:  # Reader on the app may not reach its activity log: say so, go on
+            diagnosis.notes.append(f"activity log of {target.app} unavailable: {exc}")
+    cause = explain(
+        services.logs,
+        settings.log_analytics_workspace_id,
+        settings.lookback_minutes,
+        target.database,
+        str(diagnosis.kind),
+        [p for p in (configured, current) if p is not None],
+        diagnosis.previous,
+        current if diagnosis.previous is not None else None,
+        changed_at,
+    )
+    return cause.to_dict() if cause else None
 
 
 def read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]) -> AdxState:

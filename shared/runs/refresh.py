@@ -164,3 +164,6 @@ def escalate_blocked(services: Services, key: str, holder: str | None, reason: s
 
     services.store.update(key, apply)
     log.error("%s: %s", key, reason)
+    from shared.observers import raise_incident
+
+    raise_incident(services, "readd-failed", key, holder, holder, reason)

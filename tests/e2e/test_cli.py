@@ -148,3 +148,23 @@ def test_usage_and_configuration_errors_exit_2(
     code, _, out = cli(sandbox_dir, *args, env=env)
     assert code == 2 and fragment in out
     assert "Traceback" not in out
+
+
+def test_root_cause_and_the_html_report(sandbox_dir: Path, tmp_path: Path) -> None:
+    from sandbox.world import OPERATOR_UPN
+    from tests.html_check import check_html
+
+    control(sandbox_dir, "/faults", {"kind": "principal-removed", "app": "fabrikam"})
+    code, found, _ = cli(sandbox_dir, "--json", "diagnose", "fabrikam:export-1:adx-1")
+    assert code == 3 and found["kind"] == "principal-missing"
+    cause = found["root_cause"]
+    assert cause["found"] and cause["actor"] == OPERATOR_UPN and cause["command"].startswith(".drop database")
+    code, _, out = cli(sandbox_dir, "diagnose", "fabrikam:export-1:adx-1")
+    assert code == 3 and f"root cause: {OPERATOR_UPN} ran .drop database" in out
+    html = tmp_path / "report.html"
+    code, report, _ = cli(sandbox_dir, "--json", "report", "--html", str(html))
+    assert code == 0 and report["html"] == str(html) and isinstance(report["runs"], list)
+    page = check_html(html.read_text())
+    assert page.errors == [] and page.external == [] and page.title.endswith("all targets")
+    code, _, out = cli(sandbox_dir, "report", "ghost:e:d", "--html", str(html))
+    assert code == 2 and "not configured" in out

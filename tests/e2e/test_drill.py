@@ -11,6 +11,8 @@ from rich.console import Console
 
 from sandbox.azurite import ACCOUNT_KEY
 from sandbox.drill import SCENARIOS, SECRET_PATTERNS, run
+from sandbox.world import OPERATOR_UPN
+from tests.html_check import browser, check_html, render_in_browser
 
 ALL = [s.name for s in SCENARIOS]
 
@@ -53,6 +55,31 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
         outage["gap_s"] >= 300 and outage["rows_backfilled"] > 0 and outage["rows_expected"] > outage["rows_backfilled"]
     )
     assert (outage["rows_missing"], outage["rows_duplicated"], outage["second_backfill_added"]) == (0, 0, 0)
+    # Root cause: the command and the person the sandbox journaled for the fault.
+    for name in ("principal-removed", "table-level-only"):
+        cause, recorded = rows[name]["root_cause"], rows[name]["recorded_change"]
+        assert cause["found"] and cause["source"] == "ADXJournal", name
+        assert cause["command"] == recorded["command"] and cause["actor"] == recorded["actor"] == OPERATOR_UPN
+        assert cause["command"].startswith(".drop database ['devicedata'] ingestors ('aadapp=")
+    assert rows["identity-rotated"]["root_cause"]["identity_change"]["seen_by"] == "ARM"
+    assert rows["stale-permission"]["root_cause"] is None
+    # One notification per escalated scenario, none for the others.
+    assert {n: r["notifications"] for n, r in rows.items()} == {
+        n: 1 if r["expected_outcome"] == "escalated" else 0 for n, r in rows.items()
+    }
+
+    # The HTML report next to the JSON one: a timeline per run, nothing loaded from outside.
+    html_path = report_path.with_suffix(".html")
+    page = check_html(html_path.read_text())
+    assert page.errors == [] and page.external == []
+    assert page.title.startswith("iotc-adx-healer drill")
+    assert page.runs >= len(ALL)
+    healed = [p for p in page.phases if "verification" in p]
+    assert healed and all(p[0] == "detection" and p[-1] == "outcome" and "action" in p for p in healed)
+    assert OPERATOR_UPN in page.text and "principal-removed" in page.text
+    if browser():
+        dom = render_in_browser(html_path)
+        assert 'class="event phase-detection"' in dom and OPERATOR_UPN in dom
 
     log = (tmp_path / "drill.log").read_text()
     assert "remediation" in log  # the capture saw the healer's own lines

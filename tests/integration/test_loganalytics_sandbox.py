@@ -66,7 +66,7 @@ def test_adx_journal_records_principal_changes(world: World, logs: Any, kusto: A
     kusto.execute_mgmt("devicedata", f".add database devicedata viewers ('{fqn}') 'journal test'")
     result = query(world, logs, "ADXJournal | where ChangeCommand has 'viewers' | project ChangeCommand, Principal")
     rows = result.tables[0].rows
-    assert len(rows) == 1 and rows[0]["Principal"] == world.healer.fqn
+    assert len(rows) == 1 and rows[0]["Principal"] == f"Microsoft Entra app id={world.healer.client_id}"
     assert rows[0]["ChangeCommand"].startswith(".add database devicedata viewers")
 
 

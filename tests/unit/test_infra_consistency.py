@@ -146,8 +146,11 @@ def test_one_default_in_settings_bicep_and_readme(name: str) -> None:
         return  # computed at deployment (an identity's id, a workspace's id): no default to compare
     _, default = params[main_expression]
     assert default is not None, f"{main_expression} feeds {name} but has no default"
-    assert bicep_literal(default) == expected, f"{name}: main.bicep {main_expression} = {default}, code {expected!r}"
+    # An empty app setting is an unset one (the settings map '' to None), so '' matches a None default.
+    assert (bicep_literal(default) or None) == (expected or None), (
+        f"{name}: main.bicep {main_expression} = {default}, code {expected!r}"
+    )
     if main_expression in PARAMETERS:
         variable, fed = azd_default(main_expression)
         assert variable == name, f"main.parameters.json feeds {main_expression} from {variable}, not {name}"
-        assert fed == expected, f"{name}: main.parameters.json default {fed!r}, code {expected!r}"
+        assert (fed or None) == (expected or None), f"{name}: main.parameters.json default {fed!r}, code {expected!r}"

@@ -1,0 +1,46 @@
+// People hear of incidents through the action group: a log alert over the healer's own telemetry
+// (the healer.incidents metric in Application Insights' customMetrics; one point per incident,
+// see shared/notify.py) per incident kind and target: escalations, principals that could not be
+// re-added, data that could not be recovered.
+param location string
+param tags object
+param appInsightsName string
+param actionGroupId string
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource incidents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'iotc-adx-healer-incidents'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'iotc-adx-healer needs a person (escalation, re-add failed, data not recovered)'
+    description: 'Read the incident in the healer: python -m shared status / history TARGET / report TARGET --html FILE.'
+    severity: 1
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    scopes: [appInsights.id]
+    criteria: {
+      allOf: [
+        {
+          query: 'customMetrics | where name == "healer.incidents" | extend IncidentKind = tostring(customDimensions["kind"]), target = tostring(customDimensions["target"]) | summarize Incidents = sum(valueSum) by IncidentKind, target'
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'Incidents'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            { name: 'IncidentKind', operator: 'Include', values: ['*'] }
+            { name: 'target', operator: 'Include', values: ['*'] }
+          ]
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [actionGroupId] }
+  }
+}
