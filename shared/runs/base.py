@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from shared.backfill.ingest import Ingestor
+    from shared.loganalytics import LogAnalyticsAdapter
+    from shared.notify import Notifier
 
 # Phases of a run, kept in the target's state entity. Remedies add their own (refresh: snapshotted,
 # dropped, re-adding; add-role: adding); these are the ones every run passes through.
@@ -67,13 +69,11 @@ class Services:
     credential: TokenCredential | None = None
     # cluster URL → its azure-kusto-ingest clients, built on first use
     ingestor: Callable[[str], Ingestor] | None = None
-    logs: Any = None  # shared.loganalytics.LogAnalyticsAdapter (ADXJournal for root causes)
-    notifier: Any = None  # shared.notify.Notifier (set by shared.observers.install)
+    logs: LogAnalyticsAdapter | None = None  # ADXJournal for root causes
+    notifier: Notifier | None = None  # set by shared.observers.install
     # Called with every history record (key, message, outcome, plan, gap): telemetry,
     # notifications, the remembered root cause (shared/observers.py). Their failures never fail a run.
-    observers: list[Callable[[str, RemediationMessage, Outcome, Plan | None, dict[str, Any] | None], None]] = field(
-        default_factory=list
-    )
+    observers: list[Observer] = field(default_factory=list)
 
 
 @dataclass
@@ -82,3 +82,6 @@ class Outcome:
     detail: str
     plan: Plan | None = None
     incident: str = ""  # shared/notify.py KINDS: something people must hear about
+
+
+Observer = Callable[[str, RemediationMessage, Outcome, Plan | None, "dict[str, object] | None"], None]

@@ -155,15 +155,18 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
 def escalate_blocked(services: Services, key: str, holder: str | None, reason: str) -> None:
     """Tell people at once; keep the record (the sweep keeps trying); let go of `holder`'s lease."""
 
+    runs: list[str] = []
+
     def apply(state: TargetState) -> None:
         state.escalated = True
         state.escalation_reason = reason[:1000]
         state.last_outcome = "escalated"
         if holder is not None and state.lease_owner == holder:
             state.lease_owner, state.lease_until = "", None
+        runs[:] = [state.pending_readd.run_id if state.pending_readd else holder or "unknown"]
 
     services.store.update(key, apply)
     log.error("%s: %s", key, reason)
     from shared.observers import raise_incident
 
-    raise_incident(services, "readd-failed", key, holder, holder, reason)
+    raise_incident(services, "readd-failed", key, runs[0], runs[0], reason)  # once per dropped snapshot
