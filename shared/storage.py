@@ -51,6 +51,9 @@ class PendingReadd(BaseModel):
     due: datetime
     correlation_id: str
     trigger: str = "timer"
+    # Set when the re-add can never succeed (the principal is unknown to Entra past the retry
+    # window): the record stays for people, nothing retries it any more.
+    abandoned: str = ""
 
 
 def _dt(value: datetime | None) -> str:
@@ -90,6 +93,7 @@ class TargetState:
     run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
     last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
     gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
+    destination_id: str = ""  # the destination the healer re-created in place of the target's
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -132,6 +136,7 @@ class TargetState:
             "RunData": json.dumps(self.run_data) if self.run_data else "",
             "LastManualAt": _dt(self.last_manual_at),
             "Gap": json.dumps(self.gap) if self.gap else "",
+            "DestinationId": self.destination_id,
         }
 
     @staticmethod
@@ -160,6 +165,7 @@ class TargetState:
             run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
             last_manual_at=_parse_dt(entity.get("LastManualAt")),
             gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
+            destination_id=entity.get("DestinationId", ""),
             etag=etag,
         )
 
