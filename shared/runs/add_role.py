@@ -62,7 +62,7 @@ class AddRole:
         fqn = intent["fqn"]
         if waited < budget:
             delay = max(1.0, min(float(services.settings.verify_poll_seconds), budget - waited))
-            step.run.renew(extra_s=delay)
+            step.run.renew(extra_s=delay, during=ADDING)
             services.queue.send(step.msg.to_json(), delay_s=delay)
             services.checkpoint("enqueue:add-again")
             until = since + timedelta(seconds=budget)

@@ -68,6 +68,7 @@ class RecreateDestination:
             try:
                 step.run.effect(
                     "create-destination",
+                    PREPARED,
                     lambda: rd.create(iotc, copy),
                     lambda body: {"destination_status": str(body.get("status", ""))},
                     destination=copy.new_id,
@@ -82,6 +83,7 @@ class RecreateDestination:
         if phase == CREATED:
             step.run.effect(
                 "repoint-export",
+                CREATED,
                 lambda: rd.point(iotc, copy),
                 lambda changed: {"changed": changed, "listed": listed},
                 export=copy.export_id,
@@ -92,6 +94,7 @@ class RecreateDestination:
             phase = REPOINTED
         step.run.effect(
             "delete-destination",
+            REPOINTED,
             lambda: rd.delete_old(iotc, copy),
             lambda deleted: {"deleted": deleted},
             destination=copy.old_id,

@@ -164,9 +164,7 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         raise ReaddBlocked(f"re-add pending: {', '.join(missing)} of {pending.principal} not listed after the re-add")
 
 
-def escalate_blocked(
-    services: Services, key: str, holder: str | None, reason: str, *, abandon: bool = False
-) -> None:
+def escalate_blocked(services: Services, key: str, holder: str | None, reason: str, *, abandon: bool = False) -> None:
     """Tell people at once; keep the record (the sweep keeps trying, unless `abandon`: then
     nothing retries it any more); let go of `holder`'s lease."""
 

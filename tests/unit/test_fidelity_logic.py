@@ -223,7 +223,7 @@ def test_discovery_takes_a_service_principal_destination_as_its_own_principal() 
     from shared.targets import AppConfig, PrincipalConfig
 
     mine = PrincipalConfig(tenant_id=TENANT, object_id=OID)
-    app = AppConfig(app="contoso", principal=mine)
+    app = AppConfig(app="contoso", principal=mine, clusters=("https://c.westus2.kusto.windows.net",))
     base = {"type": "dataexplorer@v1", "clusterUrl": "https://c.westus2.kusto.windows.net", "database": "db"}
     dests = {
         "mi": {"id": "mi", **base, "table": "A", "authorization": {"type": "systemAssignedManagedIdentity"}},
@@ -235,7 +235,9 @@ def test_discovery_takes_a_service_principal_destination_as_its_own_principal() 
         },
     }
     exports = [{"id": "e", "destinations": [{"id": "mi"}, {"id": "sp"}]}]
-    found = {t.destination_id: t.principal for t in _discover(app, exports, dests, mine)}
+    refused: dict[str, str] = {}
+    found = {t.destination_id: t.principal for t in _discover(app, exports, dests, mine, refused)}
+    assert refused == {}
     assert found["mi"] == mine
     assert found["sp"] == PrincipalConfig(tenant_id=TENANT, client_id=CID)
 
