@@ -158,6 +158,7 @@ def refresh(wait_s: int) -> dict[str, float]:
                 HEALER_VERIFY_POLL_SECONDS=2,
                 HEALER_SWEEP_GRACE_SECONDS=60,
                 HEALER_BACKFILL="off",  # the healing alone; the backfill has its own figure
+                HEALER_REMEDY_ORDER="refresh",  # the figure is the refresh's own cost
             )
             entrypoints.reset()
             _until(lambda: world.iotc.apps["contoso"].exports["export-1"].get("status") == "healthy", 20)
@@ -273,7 +274,9 @@ GOALS = {
     "scan_peak_rss_mb": "<= 250",
     "first_invocation_s": "<= 1.5",
     "scan_speedup": ">= 10",
-    "refresh_kusto_commands": "<= 8",
+    # 5 diagnosis reads (principals, own roles, RLS, RVA, the checklist's streaming-ingestion
+    # policy), drop, read + re-add, the verification count.
+    "refresh_kusto_commands": "<= 9",
     "busy_s_per_healing": "<= 2",
     "backfill_ratio_to_query_limit": ">= 0.5",
 }

@@ -38,6 +38,10 @@ def batches_reach(world: World, wanted: int) -> bool:
     return world.batches >= wanted
 
 
+# Faults IoT Central refuses itself (the role its exporter needs, a destination bound to old grants).
+IOTC_SIDE = ("ingestor-only", "destination-stale")
+
+
 def run(console: Console | None = None) -> int:
     console = console or Console(width=max(Console().width, 120))
     results: list[Row] = []
@@ -85,7 +89,10 @@ def run(console: Console | None = None) -> int:
         table.add_column(column, no_wrap=column in ("fault", "error code"))
     ok = True
     for r in results:
-        grew = r.rows_later > r.after.failed_ingestion_rows >= r.before.failed_ingestion_rows
+        if r.fault in IOTC_SIDE:  # refused by IoT Central before ADX is asked: no FailedIngestion row
+            grew = r.rows_later == r.after.failed_ingestion_rows == r.before.failed_ingestion_rows
+        else:
+            grew = r.rows_later > r.after.failed_ingestion_rows >= r.before.failed_ingestion_rows
         ok &= r.after.broken and grew and not r.recovered.broken
         table.add_row(
             r.fault,
@@ -100,7 +107,7 @@ def run(console: Console | None = None) -> int:
     if results:
         console.print(f"Example error (IoT Central destination): {results[0].after.error_message}")
     console.print(
-        "[green]Every fault broke its export and was visible in all three services.[/]"
+        "[green]Every fault broke its export and showed in IoT Central, ADX and (where ADX refused) Log Analytics.[/]"
         if ok
         else "[red]Some fault did not show its symptoms.[/]"
     )

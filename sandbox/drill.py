@@ -39,8 +39,11 @@ class Scenario:
     name: str
     app: str
     fault: str | None
-    expected: str  # healed | escalated | planned
+    expected: str  # healed | escalated | planned | healthy
     database: str = DATABASE
+    auth: str = "systemAssignedManagedIdentity"  # how the app's destination authorizes
+    configured_ids: str = "both"  # which ids of the app's identity the healer is configured with
+    trigger: str = "fault"  # "fault": the timer finds the broken export; "http": a manual heal
 
 
 SCENARIOS = [
@@ -58,9 +61,17 @@ SCENARIOS = [
     # Two device templates (one with a component), a filter and a jq transform; the export has been
     # failing for OUTAGE_S when the healer sees it. Healed, then backfilled from the query API.
     Scenario("outage-backfill", "outage", "principal-removed", "healed"),
+    # Fidelity to ADX and IoT Central (sandbox/fidelity.py).
+    Scenario("ids-normalised", "normalised", None, "healthy", configured_ids="object", trigger="http"),
+    Scenario("ingestor-needs-admin", "ingestoronly", "ingestor-only", "healed"),
+    Scenario("destination-stale", "staledest", "destination-stale", "healed"),
+    Scenario("service-principal-destination", "spdest", "principal-removed", "healed", auth="servicePrincipal"),
+    Scenario("access-denied-code", "tabledenied", "access-denied-code", "healed"),
+    Scenario("restricted-view", "restricted", "restricted-view", "healed"),
+    Scenario("unknown-identity", "unknownid", "unknown-identity", "escalated"),
 ]
 OUTAGE_S = 300
-TERMINAL = {"healed", "escalated", "planned", "not-healed"}
+TERMINAL = {"healed", "escalated", "planned", "not-healed", "healthy"}
 
 
 @dataclass
@@ -120,8 +131,10 @@ class _Capture(logging.Handler):
 
 
 def _principals(world: World, database: str) -> set[tuple[str, str, str]]:
+    """(role, principal, notes); the principal by its object id, whichever id was typed when it was
+    added (a refresh re-adds what ADX listed: the application id)."""
     db = world.cluster.databases.get(database)
-    return {(a.role, str(a.fqn), a.notes) for a in db.principals} if db else set()
+    return {(a.role, a.listed_object_id(), a.notes) for a in db.principals} if db else set()
 
 
 class Drill:
@@ -195,7 +208,13 @@ class Drill:
                     if scenario.name == "outage-backfill":
                         backfill_fleet.add_fleet_app(world, scenario.app, table, database=scenario.database)
                     else:
-                        world.add_app(scenario.app, database=scenario.database, table=table)
+                        world.add_app(
+                            scenario.app,
+                            database=scenario.database,
+                            table=table,
+                            auth=scenario.auth,
+                            configured_ids=scenario.configured_ids,
+                        )
                 world.start_exporter(interval_s=0.25)
                 settings = app_settings(
                     world,
@@ -213,6 +232,7 @@ class Drill:
                     HEALER_MAX_REMEDIATIONS_PER_CYCLE=5,
                     HEALER_BACKFILL="on",
                     HEALER_NOTIFY_WEBHOOK=world.endpoints()["notify_webhook_url"],
+                    HEALER_UNKNOWN_IDENTITY_RETRY_SECONDS=3,
                 )
                 from shared import entrypoints
 
@@ -228,7 +248,13 @@ class Drill:
                         live.update(self.table())
                         self._scenario(world, runner, scenario, result, lambda: live.update(self.table()))
                         live.update(self.table())
-                    self.secrets = [runner.key, world.directory.identity_header, ACCOUNT_KEY, world.webhook_token]
+                    self.secrets = [
+                        runner.key,
+                        world.directory.identity_header,
+                        ACCOUNT_KEY,
+                        world.webhook_token,
+                        *world.sp_secrets.values(),
+                    ]
                     from shared.report import collect
 
                     self.runs = collect(entrypoints.context().healer.s.store, None, 5000)
@@ -254,7 +280,7 @@ class Drill:
             entrypoints.reset()
         healer = entrypoints.context().healer
         if scenario.name == "crash-after-drop":
-            healer.s.checkpoint = _die_once_after("effect:drop-ingestors")
+            healer.s.checkpoint = _die_once_after("effect:drop-admins")
         if scenario.name == "throttled":
             world.set_transport("kusto", throttle_rate=0.3, retry_after_s=1)
         if scenario.name in ("alert-webhook", "outage-backfill"):
@@ -264,8 +290,9 @@ class Drill:
         busy_start = runner.stats.busy_s
         started = time.monotonic()
         since = datetime.now(UTC)
-        fault = world.inject(str(scenario.fault), scenario.app)
-        journaled = fault.detail.get("journal") or []
+        journaled: list[dict[str, str]] = []
+        if scenario.fault:
+            journaled = world.inject(scenario.fault, scenario.app).detail.get("journal") or []
         result.recorded_change = dict(journaled[0]) if journaled else None
         before = _principals(world, scenario.database)
         if scenario.name == "outage-backfill":
@@ -275,6 +302,14 @@ class Drill:
             since = datetime.now(UTC)
             started = time.monotonic()
             runner.timer_paused.clear()
+        if scenario.trigger == "http":
+            response = requests.post(
+                f"{runner.url}/api/heal",
+                headers={"x-functions-key": runner.key},
+                json={"target": key},
+                timeout=10,
+            )
+            result.detail = f"heal answered {response.status_code}"
         if scenario.name == "alert-webhook":
             wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
             started = time.monotonic()
@@ -349,8 +384,8 @@ class Drill:
         if scenario.name == "observe-mode":
             runner.set_app_setting("HEALER_MODE", "enforce")
             entrypoints.reset()
-        if result.outcome in ("escalated", "planned"):
-            world.clear(str(scenario.fault), scenario.app)  # people fix what the healer escalated
+        if result.outcome in ("escalated", "planned") and scenario.fault:
+            world.clear(scenario.fault, scenario.app)  # people fix what the healer escalated
 
     def _backfill(
         self,

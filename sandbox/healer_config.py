@@ -27,8 +27,8 @@ def targets_for(world: World) -> list[dict[str, Any]]:
                 "database": t.database,
                 "table": t.table,
                 "principal": {
-                    "object_id": identity.object_id,
-                    "client_id": identity.client_id,
+                    **({"object_id": identity.object_id} if t.configured_ids in ("both", "object") else {}),
+                    **({"client_id": identity.client_id} if t.configured_ids in ("both", "client") else {}),
                     "tenant_id": identity.tenant_id,
                 },
                 "role": t.role,

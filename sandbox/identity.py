@@ -26,6 +26,7 @@ IOTC_AUDIENCE = "https://apps.azureiotcentral.com"
 LOGANALYTICS_AUDIENCE = "https://api.loganalytics.io"
 ARM_AUDIENCE = "https://management.azure.com"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+TENANT_DOMAIN = "sandbox.onmicrosoft.com"
 TOKEN_LIFETIME_S = 3600
 # The first-party application that sends an action group's secure webhook, and the app role it
 # must hold on the receiving application (Microsoft: "Action groups", secure webhook script).
@@ -93,6 +94,12 @@ class Directory:
                     return identity
                 if object_id and identity.object_id.lower() == object_id.lower():
                     return identity
+        return None
+
+    def tenant_of(self, text: str) -> str | None:
+        """A tenant named by GUID or by its domain, as the tenant GUID (None if unknown)."""
+        if text.lower() in (TENANT_ID, TENANT_DOMAIN):
+            return TENANT_ID
         return None
 
     def all(self) -> list[Identity]:

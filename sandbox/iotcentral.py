@@ -35,8 +35,22 @@ ROLE_BUILDER = "344138e9-8de4-4497-8c54-5237e96d6aaf"
 ROLE_OPERATOR = "ae2c9854-393b-4f97-8c42-479d70ce626e"
 ROLE_NAMES = {ROLE_ADMINISTRATOR: "Administrator", ROLE_BUILDER: "Builder", ROLE_OPERATOR: "Operator"}
 DATA_EXPORT_ROLES = {ROLE_ADMINISTRATOR, ROLE_BUILDER}
+MAX_DESTINATIONS = 10  # per app (IoT Central's documented limit)
 _EXPORT_WRITABLE = {"displayName", "enabled", "source", "filter", "enrichments", "destinations"}
 _EXPORT_READONLY = {"id", "status", "errors", "lastExportTime"}
+
+
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(request.get_data(as_text=True))
+    except ValueError as exc:
+        raise ApiError(400, "InvalidRequestBody", "The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidRequestBody", "The request body must be a JSON object.")
+    return body
 
 
 def now_iso() -> str:
@@ -64,6 +78,8 @@ class App:
     templates: dict[str, dict[str, Any]] = field(default_factory=dict)
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     telemetry: iotc_data.TelemetryStore = field(default_factory=iotc_data.TelemetryStore)
+    # ARM reports this object id instead of the directory's (an identity Entra does not know yet).
+    arm_principal_override: str | None = None
 
     @property
     def arm_id(self) -> str:
@@ -86,6 +102,9 @@ class IoTCentral:
         self.query_throttle = iotc_data.QueryThrottle()
         self.queries: list[str] = []  # every query text answered or refused, in order
         self.activity_log: list[dict[str, Any]] = []  # ARM's record of writes to the apps, newest last
+        # Whether DELETE of a destination an export still uses is refused (unverified; the
+        # stricter answer by default).
+        self.refuse_delete_in_use = True
 
     # ---------------------------------------------------------------- setup
 
@@ -106,9 +125,11 @@ class IoTCentral:
 
     def put_destination(self, subdomain: str, dest_id: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
-            dest = {"id": dest_id, **copy.deepcopy(body), "status": "waiting"}
+            # "_created" (never served) lets the exporter model destinations that keep the
+            # authorization they had when created (sandbox/fidelity.py: destination-stale).
+            dest = {"id": dest_id, **copy.deepcopy(body), "status": "waiting", "_created": datetime.now(UTC)}
             self.apps[subdomain].destinations[dest_id] = dest
-            return dest
+            return self._public(dest)
 
     def put_export(self, subdomain: str, export_id: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -200,6 +221,10 @@ class IoTCentral:
                 return self._page(request, app, list(app.exports.values()))
             if rest == ["destinations"] and request.method == "GET":
                 return self._page(request, app, [self._public(d) for d in app.destinations.values()])
+            if len(rest) == 2 and rest[0] == "destinations" and request.method == "PUT":
+                return self._put_destination(request, app, rest[1])
+            if len(rest) == 2 and rest[0] == "destinations" and request.method == "DELETE":
+                return self._delete_destination(app, rest[1])
             if len(rest) == 2 and rest[0] == "exports":
                 export = app.exports.get(rest[1])
                 if export is None:
@@ -207,7 +232,7 @@ class IoTCentral:
                 if request.method == "GET":
                     return json_response(export)
                 if request.method == "PATCH":
-                    return self._patch_export(request, export)
+                    return self._patch_export(request, export, app)
             if len(rest) == 3 and rest[0] == "exports" and rest[2] == "destinations" and request.method == "GET":
                 export = app.exports.get(rest[1])
                 if export is None:
@@ -272,7 +297,7 @@ class IoTCentral:
 
     @staticmethod
     def _public(dest: dict[str, Any]) -> dict[str, Any]:
-        shown = copy.deepcopy(dest)
+        shown = copy.deepcopy({k: v for k, v in dest.items() if not k.startswith("_")})
         auth = shown.get("authorization") or {}
         if "clientSecret" in auth:
             auth["clientSecret"] = "*****"
@@ -292,7 +317,46 @@ class IoTCentral:
             body["nextLink"] = f"{self.base_url}{request.path}?{query}"
         return json_response(body)
 
-    def _patch_export(self, request: Request, export: dict[str, Any]) -> Response:
+    def _put_destination(self, request: Request, app: App, dest_id: str) -> Response:
+        body = _json_object(request)
+        if not _ID.fullmatch(dest_id):
+            raise ApiError(400, "InvalidRequestBody", f"'{dest_id}' is not a valid destination id.")
+        kind = body.get("type")
+        if kind != "dataexplorer@v1":
+            raise ApiError(400, "InvalidRequestBody", "Only destinations of type 'dataexplorer@v1' are supported here.")
+        for key in ("displayName", "clusterUrl", "database", "table", "authorization"):
+            if not body.get(key):
+                raise ApiError(400, "InvalidRequestBody", f"'{key}' is required.")
+        auth = body["authorization"]
+        if not isinstance(auth, dict) or auth.get("type") not in ("systemAssignedManagedIdentity", "servicePrincipal"):
+            raise ApiError(
+                400,
+                "InvalidRequestBody",
+                "'authorization.type' must be 'systemAssignedManagedIdentity' or 'servicePrincipal'.",
+            )
+        if auth["type"] == "servicePrincipal":
+            secret = auth.get("clientSecret")
+            if not auth.get("clientId") or not auth.get("tenantId") or not secret or set(str(secret)) == {"*"}:
+                raise ApiError(400, "InvalidRequestBody", "A service principal needs clientId, tenantId, clientSecret.")
+        if dest_id not in app.destinations and len(app.destinations) >= MAX_DESTINATIONS:
+            # The limit is documented; the shape of the refusal is not (sandbox/fidelity.py).
+            raise ApiError(
+                400, "DestinationLimitExceeded", f"An application can have at most {MAX_DESTINATIONS} destinations."
+            )
+        writable = {k: v for k, v in body.items() if k not in ("id", "status", "errors")}
+        return json_response(self.put_destination(app.subdomain, dest_id, writable))
+
+    def _delete_destination(self, app: App, dest_id: str) -> Response:
+        if dest_id not in app.destinations:
+            raise ApiError(404, "NotFound", f"Destination '{dest_id}' was not found.")
+        users = [e["id"] for e in app.exports.values() if any(d["id"] == dest_id for d in e.get("destinations", []))]
+        if users and self.refuse_delete_in_use:
+            # Unverified whether IoT Central refuses this; the stricter answer is modelled.
+            raise ApiError(409, "Conflict", f"Destination '{dest_id}' is used by export(s) {', '.join(users)}.")
+        del app.destinations[dest_id]
+        return Response(status=204)
+
+    def _patch_export(self, request: Request, export: dict[str, Any], app: App) -> Response:
         content_type = (request.mimetype or "").lower()
         if content_type not in ("application/merge-patch+json", "application/json"):
             raise ApiError(415, "UnsupportedMediaType", "Use Content-Type application/merge-patch+json.")
@@ -307,6 +371,15 @@ class IoTCentral:
             raise ApiError(400, "InvalidRequestBody", f"Unknown field(s): {', '.join(sorted(unknown))}.")
         if "enabled" in patch and not isinstance(patch["enabled"], bool):
             raise ApiError(400, "InvalidRequestBody", "'enabled' must be a boolean.")
+        if "destinations" in patch:
+            refs = patch["destinations"]
+            if not isinstance(refs, list) or not all(
+                isinstance(r, dict) and isinstance(r.get("id"), str) for r in refs
+            ):
+                raise ApiError(400, "InvalidRequestBody", "'destinations' must be a list of {id, transform?}.")
+            missing = [r["id"] for r in refs if r["id"] not in app.destinations]
+            if missing:
+                raise ApiError(400, "InvalidRequestBody", f"Destination(s) not found: {', '.join(missing)}.")
         was_enabled = bool(export.get("enabled"))
         for key, value in patch.items():
             if key in _EXPORT_READONLY:
@@ -410,6 +483,7 @@ class IoTCentral:
             for app in self.apps.values():
                 if request.path.lower() == app.arm_id.lower() and request.method == "GET":
                     identity = self.identity_of(app.subdomain)
+                    principal_id = app.arm_principal_override or identity.object_id
                     return json_response(
                         {
                             "id": app.arm_id,
@@ -425,7 +499,7 @@ class IoTCentral:
                             },
                             "identity": {
                                 "type": "SystemAssigned",
-                                "principalId": identity.object_id,
+                                "principalId": principal_id,
                                 "tenantId": identity.tenant_id,
                             },
                         }

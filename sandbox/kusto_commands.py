@@ -144,6 +144,7 @@ _PRINCIPAL_COLUMNS: list[Column] = [
     ("PrincipalObjectId", "string"),
     ("PrincipalFQN", "string"),
     ("Notes", "string"),
+    ("RoleAssignmentIdentifier", "string"),
 ]
 _POLICY_COLUMNS: list[Column] = [
     ("PolicyName", "string"),
@@ -154,18 +155,42 @@ _POLICY_COLUMNS: list[Column] = [
 ]
 
 
-def _principal_rows(scope: str, assignments: list[Assignment], roles: dict[str, str]) -> list[list[Any]]:
+def _principal_rows(
+    cluster: Cluster, scope: str, assignments: list[Assignment], roles: dict[str, str]
+) -> list[list[Any]]:
     return [
         [
             f"{scope} {roles[a.role]}",
             PRINCIPAL_TYPES[a.fqn.kind],
             a.display_name,
-            a.fqn.id,
-            str(a.fqn),
+            a.listed_object_id(),
+            a.listed_fqn(cluster.list_normalised),
             a.notes,
+            a.assignment_id,
         ]
         for a in assignments
     ]
+
+
+def _cluster_rows(cluster: Cluster) -> list[list[Any]]:
+    """Cluster-level roles as listings show them; their role text is not a database role."""
+    rows: list[list[Any]] = []
+    for cluster_role, members in cluster.cluster_roles.items():
+        text = cluster_role if cluster.cluster_row_text == "role-name" else f"Cluster {cluster_role[12:]}"
+        for fqn in members:
+            a = cluster.assignment(CLUSTER_ROLES[cluster_role], fqn, "")
+            rows.append(
+                [
+                    text,
+                    PRINCIPAL_TYPES[fqn.kind],
+                    a.display_name,
+                    a.listed_object_id(),
+                    a.listed_fqn(cluster.list_normalised),
+                    "",
+                    a.assignment_id,
+                ]
+            )
+    return rows
 
 
 def execute(cluster: Cluster, caller: Identity, database: str | None, text: str) -> Frame:
@@ -223,7 +248,14 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
         return _ingestion_failures(cluster, caller, database)
     if what == "database":
         name = cur.entity()
-        kind = cur.word("principals", "principal")
+        kind = cur.word("principals", "principal", "policy")
+        if kind == "policy":
+            cur.word("streamingingestion")
+            cur.end()
+            cluster.require_metadata_reader(caller, name, "ShowDatabasePolicy")
+            on = cluster.database(name).streaming_ingestion
+            value = json.dumps({"IsEnabled": True, "HintAllocatedRate": None}) if on else "null"
+            return Frame(_POLICY_COLUMNS, [["StreamingIngestionPolicy", f"[{name}]", value, None, "Database"]])
         if kind == "principal":
             cur.word("roles")
             cur.end()
@@ -231,20 +263,8 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
             return _caller_roles(cluster, caller, name)
         cur.end()
         cluster.require_metadata_reader(caller, name, "ShowDatabasePrincipals")
-        rows = _principal_rows(f"Database {name}", cluster.database(name).principals, DB_ROLES)
-        for cluster_role, members in cluster.cluster_roles.items():
-            for fqn in members:
-                rows.append(
-                    [
-                        cluster_role,
-                        PRINCIPAL_TYPES[fqn.kind],
-                        cluster.display_name(fqn),
-                        fqn.id,
-                        str(fqn),
-                        "",
-                    ]
-                )
-        return Frame(_PRINCIPAL_COLUMNS, rows)
+        rows = _principal_rows(cluster, f"Database {name}", cluster.database(name).principals, DB_ROLES)
+        return Frame(_PRINCIPAL_COLUMNS, rows + _cluster_rows(cluster))
     # table
     db_name = _need_db(database)
     name = cur.entity()
@@ -266,7 +286,10 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
         )
     if kind == "principals":
         cur.end()
-        return Frame(_PRINCIPAL_COLUMNS, _principal_rows(f"Table {name}", table.principals, TABLE_ROLES))
+        # The table's own rows, then what it inherits from its database and the cluster.
+        rows = _principal_rows(cluster, f"Table {name}", table.principals, TABLE_ROLES)
+        rows += _principal_rows(cluster, f"Database {db_name}", cluster.database(db_name).principals, DB_ROLES)
+        return Frame(_PRINCIPAL_COLUMNS, rows + _cluster_rows(cluster))
     if kind == "ingestion":
         mapping_kind = None
         if not cur.accept("mappings"):
@@ -289,7 +312,7 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
             ],
             rows,
         )
-    policy = cur.word("row_level_security", "restricted_view_access", "streamingingestion")
+    policy = cur.word("row_level_security", "restricted_view_access", "ingestiontime", "streamingingestion")
     cur.end()
     entity = f"[{db_name}].[{name}]"
     if policy == "streamingingestion":
@@ -298,6 +321,9 @@ def _show(cluster: Cluster, caller: Identity, database: str | None, cur: Cursor)
     if policy == "row_level_security":
         value = json.dumps(table.row_level_security) if table.row_level_security else "null"
         return Frame(_POLICY_COLUMNS, [["RowLevelSecurityPolicy", entity, value, None, "Table"]])
+    if policy == "ingestiontime":
+        value = json.dumps({"IsEnabled": table.ingestion_time_policy})
+        return Frame(_POLICY_COLUMNS, [["IngestionTimePolicy", entity, value, None, "Table"]])
     value = "true" if table.restricted_view_access else "null"
     return Frame(_POLICY_COLUMNS, [["RestrictedViewAccessPolicy", entity, value, None, "Table"]])
 
@@ -326,8 +352,13 @@ def _caller_roles(cluster: Cluster, caller: Identity, name: str) -> Frame:
     rows: list[list[Any]] = []
     db = cluster.database(name)
     for a in db.principals:
-        if a.fqn.matches(caller):
-            rows.append([f"Database {name}", a.display_name, caller.object_id, DB_ROLES[a.role]])
+        if a.held_by(caller):
+            role = DB_ROLES[a.role]
+            if cluster.own_role_text == "plural":
+                role += "s"
+            elif cluster.own_role_text == "scoped":
+                role = f"Database {name} {role}"
+            rows.append([f"Database {name}", a.display_name, caller.object_id, role])
     for cluster_role, members in cluster.cluster_roles.items():
         if any(f.matches(caller) for f in members):
             rows.append(["Cluster", cluster.display_name(members[0]), caller.object_id, cluster_role])
@@ -397,7 +428,7 @@ def _principals(cluster: Cluster, caller: Identity, database: str | None, verb: 
         if scope != "database":
             raise bad_request("Syntax error: '.set table … none' is not supported.")
         result = cluster.clear_role(caller, name, role)
-        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES))
+        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(cluster, f"Database {name}", result, DB_ROLES))
     if not cur.accept("("):
         raise bad_request("Syntax error: expected '(' before the list of principals.")
     fqns = [cur.string()]
@@ -410,10 +441,10 @@ def _principals(cluster: Cluster, caller: Identity, database: str | None, verb: 
     cur.end()
     if scope == "database":
         result = cluster.change_principals(caller, verb, name, role, fqns, notes, None)
-        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Database {name}", result, DB_ROLES))
+        return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(cluster, f"Database {name}", result, DB_ROLES))
     db_name = _need_db(database)
     result = cluster.change_principals(caller, verb, db_name, role, fqns, notes, name)
-    return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(f"Table {name}", result, TABLE_ROLES))
+    return Frame(_PRINCIPAL_COLUMNS, [] if skip else _principal_rows(cluster, f"Table {name}", result, TABLE_ROLES))
 
 
 _SCALAR_TYPES = {

@@ -9,6 +9,12 @@ The permission rules are the real ones (see AZURE_FACTS.md):
   with a database role (Table Ingestor depends on Database User or Ingestor).
 A "stale" assignment is listed but does not authorize ingestion until it is dropped and re-added:
 the symptom operators report after cluster updates.
+
+Principals are resolved against the directory when added: `.add` of an application id Entra does
+not know is refused (ARM's "Entity ID … of type 'AAD Application Id' was not found"), and a
+listing shows an application under its application (client) id with the tenant as a GUID and
+the object id in `PrincipalObjectId`, whatever id was typed (`list_normalised`; switch it off to
+echo the FQN as it was added). Both ways are tested (sandbox/fidelity.py).
 """
 
 from __future__ import annotations
@@ -74,6 +80,39 @@ def bad_request(message: str, code: str = "BadRequest_SyntaxError") -> KustoFaul
     return KustoFault(400, code, "Kusto.Data.Exceptions.SyntaxException", message)
 
 
+def unknown_principal(fqn: Fqn) -> KustoFault:
+    """Entra does not know the application (not yet replicated, or deleted).
+
+    The wording is ARM's for the same refusal (Azure/azure-sdk-for-net#16416); the Kusto
+    command's own code and text are unverified (sandbox/fidelity.py)."""
+    return KustoFault(
+        400,
+        "BadRequest_EntityNotFound",
+        "Kusto.Data.Exceptions.EntityNotFoundException",
+        f"Entity ID '{fqn.id}' of type 'AAD Application Id' was not found in AAD tenant '{fqn.tenant}'.",
+    )
+
+
+def denied(identity: Identity, code: str, operation: str, resource: str) -> KustoFault:
+    """A denied ingestion, with one of the permission codes of ADX's error-codes page."""
+    if code == "BadRequest_TableAccessDenied":
+        return KustoFault(
+            400, code, "Kusto.DataNode.Exceptions.TableAccessDeniedException", "Access to table is denied."
+        )
+    if code == "BadRequest_DatabaseAccessDenied":
+        return KustoFault(
+            400,
+            code,
+            "Kusto.DataNode.Exceptions.DatabaseAccessDeniedException",
+            f"Access to database '{resource.rsplit('/', 2)[-2]}' is denied for principal '{identity.fqn}'.",
+        )
+    if code == "BadRequest_InvalidKustoIdentityToken":
+        return KustoFault(
+            400, code, "Kusto.Data.Exceptions.KustoIdentityTokenException", "Kusto identity token is invalid."
+        )
+    return forbidden(identity, operation, resource)
+
+
 def database_not_found(name: str) -> KustoFault:
     return KustoFault(
         400,
@@ -129,11 +168,40 @@ class Fqn:
 @dataclass
 class Assignment:
     role: str  # the command keyword: admins, users, ingestors, ...
-    fqn: Fqn
+    fqn: Fqn  # as it was typed
     display_name: str
     notes: str = ""
     stale: bool = False
     added_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    object_id: str = ""  # resolved from the directory when added
+    client_id: str = ""
+    tenant_id: str = ""
+    assignment_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def same_principal(self, other: Fqn) -> bool:
+        """`other` names this assignment's principal by any of its ids (what `.drop` matches)."""
+        if other.kind != self.fqn.kind:
+            return False
+        ids = {i for i in (self.fqn.id, self.object_id.lower(), self.client_id.lower()) if i}
+        tenants = {t for t in (self.fqn.tenant, self.tenant_id.lower()) if t}
+        return other.id in ids and (not other.tenant or other.tenant in tenants)
+
+    def held_by(self, identity: Identity) -> bool:
+        if self.fqn.kind != "aadapp":
+            return False
+        ids = {i for i in (self.fqn.id, self.object_id.lower(), self.client_id.lower()) if i}
+        tenants = {t for t in (self.fqn.tenant, self.tenant_id.lower()) if t}
+        return bool(ids & {identity.client_id.lower(), identity.object_id.lower()}) and (
+            identity.tenant_id.lower() in tenants
+        )
+
+    def listed_fqn(self, normalised: bool) -> str:
+        if normalised and self.fqn.kind == "aadapp" and self.client_id:
+            return f"aadapp={self.client_id.lower()};{(self.tenant_id or self.fqn.tenant).lower()}"
+        return str(self.fqn)
+
+    def listed_object_id(self) -> str:
+        return (self.object_id or self.fqn.id).lower()
 
 
 @dataclass
@@ -147,6 +215,7 @@ class Table:
     restricted_view_access: bool = False
     streaming_ingestion: bool = False  # the table's streaming ingestion policy
     ingest_by_tags: set[str] = field(default_factory=set)  # `ingest-by:` tags of the table's extents
+    ingestion_time_policy: bool = True  # enabled by default for new tables
 
 
 @dataclass
@@ -154,6 +223,7 @@ class Database:
     name: str
     tables: dict[str, Table] = field(default_factory=dict)
     principals: list[Assignment] = field(default_factory=list)
+    streaming_ingestion: bool = False
 
 
 @dataclass
@@ -181,6 +251,14 @@ class Cluster:
         self.on_principal_change: list[Callable[[Identity | None, str, str, str], None]] = []
         self.ingestion: Any = None  # sandbox.ingestion.IngestionService once storage is attached
         self.command_text = ""  # the control command being executed (the journal records it as sent)
+        # How listings name an application: normalised (application id, tenant GUID) or echoed.
+        self.list_normalised = True
+        # How cluster-level rows read in a listing: the role name, or a "Cluster …" text.
+        self.cluster_row_text = "role-name"  # or "cluster-prefix"
+        # The text of `Role` in `.show database D principal roles` (undocumented).
+        self.own_role_text = "singular"  # "Admin"; or "plural" ("Admins"), "scoped" ("Database D Admin")
+        # The error code a denied ingestion carries, per database ("" = by the situation).
+        self.denial_codes: dict[str, str] = {}
 
     # ------------------------------------------------------------------ setup (ARM's side)
 
@@ -212,8 +290,8 @@ class Cluster:
         with self.lock:
             parsed = Fqn.parse(fqn)
             holder = self.table(database, table).principals if table else self.database(database).principals
-            if not any(a.role == role and a.fqn == parsed for a in holder):
-                holder.append(Assignment(role, parsed, self.display_name(parsed), notes))
+            if not any(a.role == role and a.same_principal(parsed) for a in holder):
+                holder.append(self.assignment(role, parsed, notes))
 
     # ------------------------------------------------------------------ lookups
 
@@ -229,6 +307,33 @@ class Cluster:
             raise table_not_found(name)
         return table
 
+    def resolve(self, fqn: Fqn) -> Identity | None:
+        """The directory's identity an application FQN names (by client or object id), if any."""
+        if fqn.kind != "aadapp":
+            return None
+        tenant = self.directory.tenant_of(fqn.tenant) if fqn.tenant else None
+        for identity in self.directory.all():
+            if fqn.id in (identity.client_id.lower(), identity.object_id.lower()) and (
+                tenant is None or tenant.lower() == identity.tenant_id.lower()
+            ):
+                return identity
+        return None
+
+    def assignment(self, role: str, fqn: Fqn, notes: str) -> Assignment:
+        identity = self.resolve(fqn)
+        if identity is None:
+            tenant = self.directory.tenant_of(fqn.tenant) or fqn.tenant
+            return Assignment(role, fqn, self.display_name(fqn), notes, tenant_id=tenant)
+        return Assignment(
+            role,
+            fqn,
+            self.display_name(fqn),
+            notes,
+            object_id=identity.object_id,
+            client_id=identity.client_id,
+            tenant_id=identity.tenant_id,
+        )
+
     def display_name(self, fqn: Fqn) -> str:
         if fqn.kind == "aadapp":
             for identity in self.directory.all():
@@ -240,7 +345,7 @@ class Cluster:
     def db_roles_of(self, identity: Identity, database: str, *, for_ingest: bool = False) -> set[str]:
         with self.lock:
             db = self.database(database)
-            roles = {a.role for a in db.principals if a.fqn.matches(identity) and not (for_ingest and a.stale)}
+            roles = {a.role for a in db.principals if a.held_by(identity) and not (for_ingest and a.stale)}
             for cluster_role, role in CLUSTER_ROLES.items():
                 if any(f.matches(identity) for f in self.cluster_roles[cluster_role]):
                     roles.add(role)
@@ -249,7 +354,7 @@ class Cluster:
     def table_roles_of(self, identity: Identity, database: str, table: str, *, for_ingest: bool = False) -> set[str]:
         with self.lock:
             t = self.table(database, table)
-            return {a.role for a in t.principals if a.fqn.matches(identity) and not (for_ingest and a.stale)}
+            return {a.role for a in t.principals if a.held_by(identity) and not (for_ingest and a.stale)}
 
     # ------------------------------------------------------------------ rules
 
@@ -275,6 +380,12 @@ class Cluster:
             return True
         table_roles = self.table_roles_of(identity, database, table, for_ingest=True)
         return bool(table_roles & {"admins", "ingestors"}) and bool(db_roles & {"users", "ingestors", "admins"})
+
+    def _denial_code(self, identity: Identity, database: str) -> str:
+        """A mix, as ADX's error-codes page lists them: a principal with database roles that cannot
+        ingest gets BadRequest_DatabaseAccessDenied; one with none (or only stale ones), Forbidden."""
+        live = self.db_roles_of(identity, database, for_ingest=True)
+        return "BadRequest_DatabaseAccessDenied" if live - {"admins", "ingestors"} else "Forbidden"
 
     # ------------------------------------------------------------------ principal changes
 
@@ -303,10 +414,13 @@ class Cluster:
             if not parsed:
                 raise bad_request("At least one principal is required.")
             if verb == "add":
+                for fqn in parsed:
+                    if fqn.kind == "aadapp" and self.resolve(fqn) is None:
+                        raise unknown_principal(fqn)
                 if table is not None:
                     db_principals = self.database(database).principals
                     for fqn in parsed:
-                        if not any(a.fqn == fqn for a in db_principals):
+                        if not any(a.same_principal(fqn) for a in db_principals):
                             raise KustoFault(
                                 400,
                                 "BadRequest_PrincipalMissingDatabaseRole",
@@ -315,10 +429,10 @@ class Cluster:
                                 f"before it can be given a role on table '{table}'.",
                             )
                 for fqn in parsed:
-                    if not any(a.role == role and a.fqn == fqn for a in holder):
-                        holder.append(Assignment(role, fqn, self.display_name(fqn), notes))
+                    if not any(a.role == role and a.same_principal(fqn) for a in holder):
+                        holder.append(self.assignment(role, fqn, notes))
             else:
-                holder[:] = [a for a in holder if not (a.role == role and a.fqn in parsed)]
+                holder[:] = [a for a in holder if not (a.role == role and any(a.same_principal(f) for f in parsed))]
             entity = f"{database}/{table}" if table else database
             for hook in self.on_principal_change:
                 hook(caller, verb, entity, f"{role} ({', '.join(str(f) for f in parsed)})")
@@ -358,7 +472,8 @@ class Cluster:
             try:
                 t = self.table(database, table)
                 if not self.can_ingest(identity, database, table):
-                    raise forbidden(identity, "Ingest", f"{self.url}/{database}/{table}")
+                    code = self.denial_codes.get(f"{database}/{table}") or self._denial_code(identity, database)
+                    raise denied(identity, code, "Ingest", f"{self.url}/{database}/{table}")
             except KustoFault as fault:
                 if not by_command:
                     raise
@@ -373,7 +488,8 @@ class Cluster:
             kinds = dict(t.columns)
             for row in rows:
                 stored = {k: coerce(v, kinds[k]) for k, v in row.items() if k in kinds}
-                stored["$IngestionTime"] = now
+                # With the IngestionTime policy disabled, ingestion_time() is null.
+                stored["$IngestionTime"] = now if t.ingestion_time_policy else None
                 t.rows.append(stored)
             t.ingest_by_tags.update(tag for tag in tags or [] if tag.startswith("ingest-by:"))
             return len(rows)

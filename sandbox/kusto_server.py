@@ -13,7 +13,7 @@ from sandbox import kql
 from sandbox.httpserver import json_response
 from sandbox.identity import KUSTO_AUDIENCE, AuthError, Directory, Identity
 from sandbox.kusto_commands import Frame, execute
-from sandbox.kusto_model import Cluster, KustoFault, table_not_found
+from sandbox.kusto_model import Cluster, KustoFault, forbidden, table_not_found
 
 # v2 `ColumnType` → v1 `DataType` (the .NET type names v1 responses carry).
 _V1_TYPES = {
@@ -280,6 +280,14 @@ class KustoService:
                 except KustoFault:
                     raise kql.UnknownTableError(name) from None
                 schema.update(table.columns)
+                if table.restricted_view_access and "unrestrictedviewers" not in self.cluster.db_roles_of(
+                    caller, database
+                ):
+                    # Restricted view access: even a Database Admin needs UnrestrictedViewer to query.
+                    raise forbidden(caller, "Query", f"{self.cluster.url}/{database}/{name}")
+                if table.row_level_security:
+                    # The sandbox's RLS predicate lets the healer see no row (a count is then wrong).
+                    return [c for c, _ in table.columns], []
                 return [c for c, _ in table.columns], table.rows
 
             try:

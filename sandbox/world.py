@@ -22,7 +22,7 @@ from sandbox.faults import SERVICES, Faults, TransportFaults
 from sandbox.httpserver import Handler, ServiceServer, json_response
 from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
 from sandbox.iotcentral import ROLE_ADMINISTRATOR, IoTCentral
-from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table, forbidden
+from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table, denied, forbidden
 from sandbox.loganalytics import LogAnalytics
 
 SCENARIO_FAULTS = (
@@ -32,7 +32,26 @@ SCENARIO_FAULTS = (
     "table-level-only",
     "healer-not-admin",
     "table-missing",
+    "ingestor-only",
+    "destination-stale",
+    "access-denied-code",
+    "restricted-view",
+    "row-level-security",
+    "ingestion-time-disabled",
+    "simulated-devices",
+    "unknown-identity",
 )
+# Switches: behaviour of the stand-ins that no primary source settles, or that varies; each has
+# a ledger entry (sandbox/fidelity.py) and is tested both ways.
+SWITCHES = (
+    "list_normalised",
+    "cluster_row_text",
+    "own_role_text",
+    "exporter_role",
+    "iotc_error_style",
+    "refuse_delete_in_use",
+)
+IOTC_ERROR_STYLES = ("own", "code-only", "kusto")
 TRANSPORT_FAULTS = ("throttle", "transient", "reset", "latency")
 TELEMETRY_COLUMNS = [
     ("applicationId", "string"),
@@ -43,10 +62,6 @@ TELEMETRY_COLUMNS = [
 ]
 HEALER = "healer"
 OPERATOR_UPN = "ops-admin@contoso.com"  # the person whose commands the faults stand for
-
-
-def kusto_model_forbidden(cluster: Cluster, identity: Identity, dest: dict[str, Any]) -> KustoFault:
-    return forbidden(identity, "Ingest", f"{cluster.url}/{dest['database']}/{dest['table']}")
 
 
 ADX_RESOURCE_ID = (
@@ -65,6 +80,8 @@ class Target:
     database: str
     table: str
     role: str
+    auth: str = "systemAssignedManagedIdentity"  # or "servicePrincipal"
+    configured_ids: str = "both"  # what the healer's configuration names: both, object, client
 
     def key(self) -> str:
         return f"{self.subdomain}/{self.export_id}/{self.destination_id}"
@@ -103,6 +120,13 @@ class World:
         self._exporter_thread: threading.Thread | None = None
         self.fleets: dict[str, exporter_mod.Fleet] = {}
         self.ingestion: Any = None  # sandbox.ingestion.IngestionService after attach_storage
+        # The role IoT Central's exporter needs on the database: its docs prescribe Admin.
+        self.exporter_role = "admins"
+        # How IoT Central words errors[]: its own words (default), Kusto's code with a bare
+        # message, or a copy of Kusto's code and message. Per app in iotc_error_styles.
+        self.iotc_error_style = "own"
+        self.iotc_error_styles: dict[str, str] = {}
+        self.sp_secrets: dict[str, str] = {}
 
     # ---------------------------------------------------------------- servers
 
@@ -165,7 +189,8 @@ class World:
     # ---------------------------------------------------------------- setup
 
     def add_database(self, name: str, healer_role: str = "admins") -> None:
-        self.cluster.create_database(name)
+        # Streaming ingestion enabled on the database, as IoT Central's docs ask for ADX exports.
+        self.cluster.create_database(name).streaming_ingestion = True
         self.cluster.grant(name, healer_role, self.healer.fqn, "iotc-adx-healer")
 
     def add_app(
@@ -173,11 +198,20 @@ class World:
         subdomain: str,
         database: str = "devicedata",
         table: str = "DeviceTelemetry",
-        role: str = "ingestors",
+        role: str = "admins",
         exports: int = 1,
         columns: list[tuple[str, str]] | None = None,
+        auth: str = "systemAssignedManagedIdentity",
+        configured_ids: str = "both",
+        grant_by: str = "object",
+        devices: int = 3,
     ) -> list[Target]:
-        """An IoT Central app whose exports write to ADX as its system-assigned identity."""
+        """An IoT Central app whose exports write to ADX as its system-assigned identity (or, with
+        `auth="servicePrincipal"`, as an app registration named in the destination).
+
+        The writer is granted `role` by its object id (`grant_by="client"`: by its client id)."""
+        if auth not in ("systemAssignedManagedIdentity", "servicePrincipal"):
+            raise ValueError(f"auth must be systemAssignedManagedIdentity or servicePrincipal, not {auth!r}")
         with self.lock:
             if database not in self.cluster.databases:
                 self.add_database(database)
@@ -185,10 +219,20 @@ class World:
             identity = self.directory.add(new_identity(f"iotc-{subdomain}"))
             self.iotc.add_app(subdomain, identity.name)
             self.iotc.add_user(subdomain, self.healer, ROLE_ADMINISTRATOR)
+            for n in range(devices):
+                self.iotc.put_device(subdomain, f"device-{n}", "dtmi:sandbox:thermostat;1")
+            authorization: dict[str, str] = {"type": auth}
+            writer = identity
+            if auth == "servicePrincipal":
+                writer = self.directory.add(new_identity(f"sp-{subdomain}"))
+                secret = uuid.uuid4().hex
+                self.sp_secrets[subdomain] = secret
+                authorization.update(clientId=writer.client_id, tenantId=writer.tenant_id, clientSecret=secret)
+            granted_id = writer.object_id if grant_by == "object" else writer.client_id
             self.cluster.grant(
                 database,
                 role,
-                f"aadapp={identity.object_id};{identity.tenant_id}",
+                f"aadapp={granted_id};{writer.tenant_id}",
                 f"IoT Central {subdomain} data export",
             )
             created = []
@@ -204,7 +248,7 @@ class World:
                         "clusterUrl": self.cluster.url,
                         "database": database,
                         "table": table,
-                        "authorization": {"type": "systemAssignedManagedIdentity"},
+                        "authorization": dict(authorization),
                     },
                 )
                 self.iotc.put_export(
@@ -217,7 +261,7 @@ class World:
                         "destinations": [{"id": dest_id}],
                     },
                 )
-                target = Target(subdomain, export_id, dest_id, database, table, role)
+                target = Target(subdomain, export_id, dest_id, database, table, role, auth, configured_ids)
                 self.targets.append(target)
                 created.append(target)
             return created
@@ -234,7 +278,7 @@ class World:
     ) -> Target:
         """An app with device templates and devices whose telemetry IoT Central retains; its export
         applies `export_filter` and the destination's jq `transform`, as IoT Central does."""
-        target = self.add_app(subdomain, database=database, table=table, columns=columns)[0]
+        target = self.add_app(subdomain, database=database, table=table, columns=columns, devices=0)[0]
         with self.iotc.lock:
             for template in fleet.templates:
                 self.iotc.put_template(subdomain, template)
@@ -299,7 +343,6 @@ class World:
         with self.iotc.lock:
             apps = list(self.iotc.apps.values())
         for app in apps:
-            identity = self.iotc.identity_of(app.subdomain)
             fleet = self.fleets.get(app.subdomain)
             sent = fleet.tick(app) if fleet else []
             with self.iotc.lock:
@@ -312,9 +355,9 @@ class World:
                         continue
                     if fleet is not None:
                         rows = exporter_mod.export_rows(app, export, ref, sent)
-                        error = self._push_rows(app.subdomain, export["id"], identity, dest, rows)
+                        error = self._push(app, export["id"], dest, rows)
                     else:
-                        error = self._push(app.subdomain, export["id"], identity, dest)
+                        error = self._push(app, export["id"], dest)
                     with self.iotc.lock:
                         if error is None:
                             dest["status"] = "healthy"
@@ -334,42 +377,86 @@ class World:
                     outcome[f"{app.subdomain}/{export['id']}"] = export["status"]
         return outcome
 
-    def _push(self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any]) -> dict[str, str] | None:
-        self.batches += 1
-        now = datetime.now(UTC)
-        rows = [
-            {
-                "applicationId": subdomain,
-                "deviceId": f"device-{n}",
-                "enqueuedTime": now,
-                "schema": "default@v1",
-                "telemetry": {"temperature": 20 + n, "humidity": 40 + n},
-            }
-            for n in range(3)
-        ]
-        source = f"https://iotc-{subdomain}.blob.core.windows.net/export/{export_id}/{uuid.uuid4()}.json"
-        try:
-            self.cluster.ingest(identity, dest["database"], dest["table"], rows, source)
-            return None
-        except KustoFault as fault:
-            self._failed_ingestion(dest, fault, source)
-            return {"code": fault.code, "message": fault.message}
+    def writer_of(self, app: iotc_mod.App, dest: dict[str, Any]) -> Identity | None:
+        """The identity a destination writes as; None when ARM names one Entra does not know."""
+        auth = dest.get("authorization") or {}
+        if auth.get("type") == "servicePrincipal":
+            return self.directory.find(client_id=str(auth.get("clientId")))
+        if app.arm_principal_override:
+            return self.directory.find(object_id=app.arm_principal_override)
+        return self.iotc.identity_of(app.subdomain)
 
-    def _push_rows(
-        self, subdomain: str, export_id: str, identity: Identity, dest: dict[str, Any], rows: list[dict[str, Any]]
+    def _push(
+        self, app: iotc_mod.App, export_id: str, dest: dict[str, Any], rows: list[dict[str, Any]] | None = None
     ) -> dict[str, str] | None:
+        """One batch to one destination: `rows` (a fleet's exported messages) or, without a fleet, a
+        reading from every device. With a managed identity simulated devices are not exported."""
         self.batches += 1
+        subdomain = app.subdomain
+        now = datetime.now(UTC)
+        database, table = dest["database"], dest["table"]
+        managed = (dest.get("authorization") or {}).get("type") == "systemAssignedManagedIdentity"
+        simulated = {d["id"] for d in app.devices.values() if d.get("simulated")} if managed else set()
+        if rows is None:
+            devices = [d for d in app.devices.values() if d["id"] not in simulated]
+            rows = [
+                {
+                    "applicationId": subdomain,
+                    "deviceId": d["id"],
+                    "enqueuedTime": now,
+                    "schema": "default@v1",
+                    "telemetry": {"temperature": 20 + n, "humidity": 40 + n},
+                }
+                for n, d in enumerate(devices)
+            ]
+        else:
+            rows = [r for r in rows if r.get("deviceId") not in simulated]
         source = f"https://iotc-{subdomain}.blob.core.windows.net/export/{export_id}/{uuid.uuid4()}.json"
+        writer = self.writer_of(app, dest)
         try:
-            if rows:
-                self.cluster.ingest(identity, dest["database"], dest["table"], rows, source)
-            elif not self.cluster.can_ingest(identity, dest["database"], dest["table"]):
-                # nothing to send still proves (or disproves) the permission, as a probe would
-                raise kusto_model_forbidden(self.cluster, identity, dest)
+            if writer is None:
+                unknown = Identity("unknown", str(app.arm_principal_override), str(app.arm_principal_override))
+                raise denied(unknown, "BadRequest_InvalidKustoIdentityToken", "Ingest", f"{database}/{table}")
+            with self.cluster.lock:
+                self.cluster.table(database, table)
+                if dest.get("_binds_grant") and not self._granted_before(writer, database, dest["_created"]):
+                    # The destination keeps the authorization it had when it was created: IoT
+                    # Central refuses before asking ADX (no FailedIngestion row).
+                    return self._iotc_error(subdomain, "InsufficientPermissions", None)
+                if (
+                    self.exporter_role == "admins"
+                    and self.cluster.can_ingest(writer, database, table)
+                    and "admins" not in self.cluster.db_roles_of(writer, database, for_ingest=True)
+                ):
+                    fault = forbidden(writer, "AlterTableIngestionMappings", f"{self.cluster.url}/{database}")
+                    return self._iotc_error(subdomain, "InsufficientPermissions", fault)
+            # Even a batch with no rows (only simulated devices) goes through ADX's authorization.
+            self.cluster.ingest(writer, database, table, rows, source)
             return None
         except KustoFault as fault:
             self._failed_ingestion(dest, fault, source)
+            permission = fault.status in (401, 403) or "Denied" in fault.code or "Identity" in fault.code
+            return self._iotc_error(subdomain, "InsufficientPermissions" if permission else "IngestionFailed", fault)
+
+    def _granted_before(self, identity: Identity, database: str, created: datetime) -> bool:
+        rows = [a for a in self.cluster.database(database).principals if a.held_by(identity)]
+        return any(a.role in ("admins", "ingestors") and a.added_at <= created for a in rows)
+
+    def _iotc_error(self, subdomain: str, code: str, fault: KustoFault | None) -> dict[str, str]:
+        """IoT Central's `errors[]` entry. Its codes and wording for ADX failures are undocumented
+        (the one published sample is `InvalidResponse`); "own" uses the words users quote."""
+        style = self.iotc_error_styles.get(subdomain, self.iotc_error_style)
+        if fault is not None and style == "kusto":
             return {"code": fault.code, "message": fault.message}
+        if fault is not None and style == "code-only":
+            return {"code": fault.code, "message": "Unable to ingest data to Azure Data Explorer."}
+        if code == "InsufficientPermissions":
+            return {
+                "code": code,
+                "message": "Unable to ingest data to Azure Data Explorer: Principal lacks required permissions.",
+            }
+        reason = "the table was not found" if fault is not None and "NotFound" in fault.code else "the request failed"
+        return {"code": code, "message": f"Unable to ingest data to Azure Data Explorer: {reason}."}
 
     def expected_rows(self, subdomain: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """What the export would have written for messages enqueued in [start, end]."""
@@ -492,13 +579,18 @@ class World:
                 fault.undo()
 
     def _app_identity(self, target: Target) -> Identity:
-        return self.iotc.identity_of(target.subdomain)
+        """The identity the target's destination writes as (the app's, or its service principal)."""
+        app = self.iotc.apps[target.subdomain]
+        writer = self.writer_of(app, app.destinations[target.destination_id])
+        if writer is None:
+            raise ValueError(f"app {target.subdomain!r} writes as an identity Entra does not know")
+        return writer
 
     def _app_assignments(self, target: Target, identity: Identity) -> tuple[list[Assignment], list[Assignment]]:
         db = self.cluster.database(target.database)
         table = db.tables.get(target.table)
-        db_rows = [a for a in db.principals if a.fqn.matches(identity)]
-        table_rows = [a for a in table.principals if a.fqn.matches(identity)] if table else []
+        db_rows = [a for a in db.principals if a.held_by(identity)]
+        table_rows = [a for a in table.principals if a.held_by(identity)] if table else []
         return db_rows, table_rows
 
     def _fault_stale_permission(self, target: Target) -> ActiveFault:
@@ -524,7 +616,14 @@ class World:
         if table:
             table.principals[:] = [a for a in table.principals if a not in table_rows]
         journal = [
-            self._by_operator(target.database, None, "drop", role, [str(a.fqn) for a in db_rows if a.role == role])
+            # The operator types the principal as `.show database … principals` shows it to them.
+            self._by_operator(
+                target.database,
+                None,
+                "drop",
+                role,
+                [a.listed_fqn(self.cluster.list_normalised) for a in db_rows if a.role == role],
+            )
             for role in sorted({a.role for a in db_rows})
         ]
 
@@ -573,7 +672,7 @@ class World:
         db_rows, _ = self._app_assignments(target, identity)
         db.principals[:] = [a for a in db.principals if a not in db_rows]
         fqn = Fqn.parse(f"aadapp={identity.object_id};{identity.tenant_id}")
-        added = Assignment("ingestors", fqn, self.cluster.display_name(fqn), "table-level grant")
+        added = self.cluster.assignment("ingestors", fqn, "table-level grant")
         table.principals.append(added)
         journal = [
             self._by_operator(target.database, None, "drop", role, [str(a.fqn) for a in db_rows if a.role == role])
@@ -592,14 +691,14 @@ class World:
     def _fault_healer_not_admin(self, target: Target) -> ActiveFault:
         removed = self._fault_principal_removed(target)
         db = self.cluster.database(target.database)
-        healer_rows = [a for a in db.principals if a.fqn.matches(self.healer) and a.role == "admins"]
+        healer_rows = [a for a in db.principals if a.held_by(self.healer) and a.role == "admins"]
         db.principals[:] = [a for a in db.principals if a not in healer_rows]
         self.cluster.grant(target.database, "viewers", self.healer.fqn, "iotc-adx-healer (demoted)")
         self._by_operator(target.database, None, "drop", "admins", [str(a.fqn) for a in healer_rows])
         self._by_operator(target.database, None, "add", "viewers", [self.healer.fqn])
 
         def undo() -> None:
-            db.principals[:] = [a for a in db.principals if not (a.fqn.matches(self.healer) and a.role == "viewers")]
+            db.principals[:] = [a for a in db.principals if not (a.held_by(self.healer) and a.role == "viewers")]
             for a in healer_rows:
                 self.cluster.grant(target.database, a.role, str(a.fqn), a.notes)
             removed.undo()
@@ -616,6 +715,108 @@ class World:
             db.tables.setdefault(target.table, table)
 
         return ActiveFault("table-missing", target.subdomain, undo)
+
+    def _fault_ingestor_only(self, target: Target) -> ActiveFault:
+        """The forum's least privilege: the writer holds Ingestor, not the Admin IoT Central needs."""
+        identity = self._app_identity(target)
+        db = self.cluster.database(target.database)
+        db_rows, _ = self._app_assignments(target, identity)
+        if not db_rows:
+            raise ValueError(f"app {target.subdomain!r} holds no database role to demote")
+        db.principals[:] = [a for a in db.principals if a not in db_rows]
+        fqn = db_rows[0].fqn
+        self.cluster.grant(target.database, "ingestors", str(fqn), db_rows[0].notes)
+
+        def undo() -> None:
+            db.principals[:] = [a for a in db.principals if not (a.held_by(identity) and a.role == "ingestors")]
+            db.principals.extend(db_rows)
+
+        return ActiveFault("ingestor-only", target.subdomain, undo)
+
+    def _fault_destination_stale(self, target: Target) -> ActiveFault:
+        """Permissions set after the destination was created: the destination stays denied until
+        it is removed and added again (IoT Central's troubleshooting page)."""
+        identity = self._app_identity(target)
+        db_rows, _ = self._app_assignments(target, identity)
+        if not db_rows:
+            raise ValueError(f"app {target.subdomain!r} holds no role to have been granted late")
+        dest = self.iotc.apps[target.subdomain].destinations[target.destination_id]
+        previous = [a.added_at for a in db_rows]
+        later = max(datetime.now(UTC), dest["_created"]) + timedelta(milliseconds=1)
+        for a in db_rows:
+            a.added_at = later
+        dest["_binds_grant"] = True
+
+        def undo() -> None:
+            dest.pop("_binds_grant", None)
+            for a, at in zip(db_rows, previous, strict=True):
+                a.added_at = at
+
+        return ActiveFault("destination-stale", target.subdomain, undo)
+
+    def _fault_access_denied_code(self, target: Target) -> ActiveFault:
+        """A stale permission whose only signal is ADX's `BadRequest_TableAccessDenied` code."""
+        stale = self._fault_stale_permission(target)
+        key = f"{target.database}/{target.table}"
+        self.cluster.denial_codes[key] = "BadRequest_TableAccessDenied"
+        self.iotc_error_styles[target.subdomain] = "code-only"
+
+        def undo() -> None:
+            stale.undo()
+            self.cluster.denial_codes.pop(key, None)
+            self.iotc_error_styles.pop(target.subdomain, None)
+
+        return ActiveFault("access-denied-code", target.subdomain, undo)
+
+    def _table_setting(self, target: Target, kind: str, name: str, value: Any) -> ActiveFault:
+        """The principal is removed from a table with a query-side policy set: the repair must be
+        verified without counting rows."""
+        table = self.cluster.table(target.database, target.table)
+        before = getattr(table, name)
+        setattr(table, name, value)
+        removed = self._fault_principal_removed(target)
+
+        def undo() -> None:
+            setattr(table, name, before)
+            removed.undo()
+
+        return ActiveFault(kind, target.subdomain, undo)
+
+    def _fault_restricted_view(self, target: Target) -> ActiveFault:
+        return self._table_setting(target, "restricted-view", "restricted_view_access", True)
+
+    def _fault_row_level_security(self, target: Target) -> ActiveFault:
+        policy = {"IsEnabled": True, "Query": "SandboxRls", "ChildEntities": None}
+        return self._table_setting(target, "row-level-security", "row_level_security", policy)
+
+    def _fault_ingestion_time_disabled(self, target: Target) -> ActiveFault:
+        return self._table_setting(target, "ingestion-time-disabled", "ingestion_time_policy", False)
+
+    def _fault_simulated_devices(self, target: Target) -> ActiveFault:
+        """Only simulated devices: IoT Central does not export them with a managed identity."""
+        app = self.iotc.apps[target.subdomain]
+        before = {d["id"]: d["simulated"] for d in app.devices.values()}
+        for device in app.devices.values():
+            device["simulated"] = True
+        removed = self._fault_principal_removed(target)
+
+        def undo() -> None:
+            for device_id, simulated in before.items():
+                app.devices[device_id]["simulated"] = simulated
+            removed.undo()
+
+        return ActiveFault("simulated-devices", target.subdomain, undo)
+
+    def _fault_unknown_identity(self, target: Target) -> ActiveFault:
+        """IoT Central's identity was re-created and Entra does not know the new one yet: ARM
+        names it, ADX refuses to add it, and the exporter's token is refused."""
+        app = self.iotc.apps[target.subdomain]
+        app.arm_principal_override = str(uuid.uuid4())
+
+        def undo() -> None:
+            app.arm_principal_override = None
+
+        return ActiveFault("unknown-identity", target.subdomain, undo, {"object_id": app.arm_principal_override})
 
     # ---------------------------------------------------------------- transport faults
 

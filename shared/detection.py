@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.diagnosis import Evidence
 from shared.dispatch import request_remediation
-from shared.iotcentral import IotcError
+from shared.iotcentral import IotcError, service_principal_of
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
 from shared.runs import Healer
 from shared.runs.sweep import sweep
@@ -21,7 +21,7 @@ from shared.storage import TargetState
 from shared.targets import AppConfig, PrincipalConfig, Target
 
 log = logging.getLogger(__name__)
-HEALTHY_OR_YOUNG = {"healthy", "starting", "notStarted", "waiting"}
+HEALTHY_OR_YOUNG = {"healthy", "starting", "notstarted", "waiting"}
 
 
 @dataclass
@@ -77,9 +77,13 @@ class CycleReport:
 
 
 def evidence_from_status(export: dict[str, Any] | None, dest: dict[str, Any] | None) -> list[Evidence]:
-    """IoT Central's `status` is a free string: `errors[]` drives the classification."""
+    """IoT Central's `status` is a free string: `errors[]` drives the classification. A target is
+    judged by its destination; the export's own status and errors count only when the export has
+    no other destination (it reports the worst of them), and statuses compare case-insensitively."""
     found: list[Evidence] = []
-    for body in (dest, export):
+    refs = (export or {}).get("destinations") or []
+    shared_export = dest is not None and any(isinstance(r, dict) and r.get("id") != dest.get("id") for r in refs)
+    for body in (dest, None if shared_export else export):
         if not body:
             continue
         for error in body.get("errors") or []:
@@ -87,7 +91,7 @@ def evidence_from_status(export: dict[str, Any] | None, dest: dict[str, Any] | N
             if item not in found:
                 found.append(item)
         status = str(body.get("status", ""))
-        if status and status not in HEALTHY_OR_YOUNG and not body.get("errors"):
+        if status and status.lower() not in HEALTHY_OR_YOUNG and not body.get("errors"):
             found.append(Evidence("iotcentral", "status", f"{body.get('id')} reports status '{status}'"))
     return found
 
@@ -102,8 +106,6 @@ def _discover(
     """Targets from the app's ADX destinations that point where HEALER_APPS allows; the others
     land in `refused` with the reason (reported, never touched)."""
     found: list[Target] = []
-    if principal is None:
-        return found
     for export in exports:
         for ref in export.get("destinations") or []:
             dest = dests.get(str(ref.get("id")))
@@ -115,6 +117,12 @@ def _discover(
                 refused[key] = why
                 log.warning("not acting on discovered destination %s: %s", key, why)
                 continue
+            # A destination that authorizes as a service principal writes as that app, not as
+            # IoT Central's managed identity: that app is the principal ADX must know.
+            writer = service_principal_of(dest)
+            who = PrincipalConfig(tenant_id=writer.tenant_id, client_id=writer.client_id) if writer else principal
+            if who is None:
+                continue
             try:
                 found.append(
                     Target(
@@ -124,7 +132,7 @@ def _discover(
                         cluster_url=str(dest["clusterUrl"]),
                         database=str(dest["database"]),
                         table=str(dest["table"]),
-                        principal=principal,
+                        principal=who,
                         role=app.role,
                         iotc_resource_id=app.iotc_resource_id,
                     )
@@ -177,9 +185,6 @@ class Detector:
         apps: dict[str, AppConfig | None] = {t.app: None for t in configured}
         for config in settings.app_list:
             apps[config.app] = config
-        by_app: dict[str, list[Target]] = {}
-        for t in configured:
-            by_app.setdefault(t.app, []).append(t)
 
         # One read of the state table serves the sweep, discovery and the skip checks; the enqueue
         # itself re-checks under an ETag, so a lease taken meanwhile is still honoured.
@@ -194,6 +199,12 @@ class Detector:
         except Exception as exc:  # retention never stops detection
             log.exception("retention failed")
             report.errors.append(f"retention: {type(exc).__name__}: {exc}"[:500])
+        configured = [t.at_destination(states[t.key].destination_id) if t.key in states else t for t in configured]
+        by_app: dict[str, list[Target]] = {}
+        for t in configured:
+            by_app.setdefault(t.app, []).append(t)
+        # Destinations the healer re-created stay known under their first key, not as new targets.
+        replaced = {(k.split(":")[0], s.destination_id) for k, s in states.items() if s.destination_id}
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
@@ -202,10 +213,14 @@ class Detector:
                 if error:
                     report.errors.append(error)
                 for target in discovered:
+                    if (target.app, target.destination_id) in replaced:
+                        continue
                     if target.key not in all_targets:
                         all_targets[target.key] = target
                         self._remember(target, states.get(target.key))
                 for key, items in evidence.items():
+                    if key not in all_targets:  # a re-created destination's new id: known by its first key
+                        continue
                     findings.setdefault(key, Finding(key)).evidence.extend(items)
                     findings[key].count += len(items)
         report.targets = len(all_targets)

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from shared.checklist import CheckItem
 from shared.principals import (
     INGESTING_DB_ROLES,
     INGESTING_TABLE_ROLES,
@@ -14,8 +15,29 @@ from shared.principals import (
     PrincipalRef,
 )
 
-PERMISSION_CODES = {"Forbidden", "Unauthorized", "UserAccessNotAuthorized"}
-_PERMISSION_TEXT = re.compile(r"not authorized|lacks required permission|forbidden|access denied", re.IGNORECASE)
+# ADX's error-codes page (permission failures) and the category names it gives them. IoT
+# Central's own codes for ADX failures are undocumented, so keywords decide as well.
+PERMISSION_CODES = {
+    "Forbidden",
+    "Unauthorized",
+    "UserAccessNotAuthorized",
+    "DataAccessNotAuthorized",
+    "BadRequest_DatabaseAccessDenied",
+    "BadRequest_TableAccessDenied",
+    "BadRequest_InvalidKustoIdentityToken",
+}
+_PERMISSION_TEXT = re.compile(
+    r"not\s+authori[sz]ed|unauthori[sz]ed|lacks?\s+(?:the\s+)?required\s+permission|forbidden|"
+    r"access\s*(?:to\s+(?:the\s+)?(?:table|database)\s+(?:\S+\s+)?)?(?:is\s+|was\s+)?denied|"
+    r"permission\s*denied|insufficient\s*(?:permission|privilege|role)|"
+    r"does\s+not\s+have\s+(?:the\s+)?(?:required\s+)?(?:permission|access)|identity\s*token\s+is\s+invalid",
+    re.IGNORECASE,
+)
+
+
+def is_permission_failure(code: str, message: str) -> bool:
+    """By code (ADX's documented ones) or by keywords in the code or the message."""
+    return code in PERMISSION_CODES or bool(_PERMISSION_TEXT.search(f"{code} {message}"))
 
 
 class Kind(StrEnum):
@@ -38,7 +60,7 @@ class Evidence:
 
     @property
     def permission(self) -> bool:
-        return self.code in PERMISSION_CODES or bool(_PERMISSION_TEXT.search(self.message))
+        return is_permission_failure(self.code, self.message)
 
 
 @dataclass(frozen=True)
@@ -52,6 +74,9 @@ class AdxState:
     healer_roles: set[str]
     row_level_security: bool = False
     restricted_view_access: bool = False
+    listing_notes: list[str] = field(default_factory=list)  # rows skipped (unknown role text)
+    streaming_ingestion: bool | None = None
+    table_near_miss: str | None = None  # a table whose name differs only in case
 
 
 @dataclass
@@ -64,6 +89,7 @@ class Diagnosis:
     holdings: list[Assignment] = field(default_factory=list)  # the principal's own rows (db level)
     previous: PrincipalRef | None = None  # for identity-changed: the identity ADX still holds
     root_cause: dict[str, object] | None = None  # shared/root_cause.py: who changed it, when
+    checklist: list[CheckItem] = field(default_factory=list)  # the forum's configuration checklist
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -71,6 +97,7 @@ class Diagnosis:
             "summary": self.summary,
             "evidence": self.evidence,
             "notes": self.notes,
+            "checklist": [c.to_dict() for c in self.checklist],
         }
         if self.root_cause is not None:
             out["root_cause"] = self.root_cause
@@ -108,11 +135,14 @@ def diagnose(
     evidence: list[Evidence],
     database: str,
     table: str,
+    required_role: str = "admins",
 ) -> Diagnosis:
-    """Classify the target. `current` is the identity IoT Central has now (None if unknown)."""
+    """Classify the target. `current` is the identity IoT Central has now (None if unknown);
+    `required_role` is the database role the target is configured to need (IoT Central's docs:
+    Admin; the forum: Ingestor)."""
     current = current or identity_named_by(evidence, configured)
     principal = current or configured
-    notes = []
+    notes = list(adx.listing_notes)
     if adx.row_level_security:
         notes.append(f"row-level security is enabled on {table}: it governs queries, not ingestion; left as is")
     if adx.restricted_view_access:
@@ -129,8 +159,8 @@ def diagnose(
     if not adx.table_exists:
         return result(Kind.NON_PERMISSION, f"table {table} does not exist in database {database}")
 
-    db_rows = [a for a in adx.database_principals if a.scope == "database" and a.held_by(principal)]
-    table_rows = [a for a in adx.table_principals if a.scope == "table" and a.held_by(principal)]
+    db_rows = [a for a in adx.database_principals if a.scope == "database" and principal.matches(a)]
+    table_rows = [a for a in adx.table_principals if a.scope == "table" and principal.matches(a)]
     db_roles = {a.role for a in db_rows}
     table_roles = {a.role for a in table_rows}
     can_ingest = bool(db_roles & INGESTING_DB_ROLES) or (
@@ -140,7 +170,7 @@ def diagnose(
     needed: Diagnosis | None = None
     changed = current is not None and not (current.ids() & configured.ids())
     if changed and not db_rows and not table_rows:
-        old_rows = [a for a in adx.database_principals if a.scope == "database" and a.held_by(configured)]
+        old_rows = [a for a in adx.database_principals if a.scope == "database" and configured.matches(a)]
         if old_rows:
             needed = result(
                 Kind.IDENTITY_CHANGED,
@@ -156,6 +186,14 @@ def diagnose(
         needed = result(
             Kind.INSUFFICIENT_ROLE,
             f"{principal.fqn()} holds {', '.join(held)}: not enough to ingest into {table}",
+            holdings=db_rows,
+        )
+    if needed is None and denials and required_role == "admins" and "admins" not in db_roles:
+        held = sorted({f"database {r}" for r in db_roles} | {f"table {r}" for r in table_roles})
+        needed = result(
+            Kind.INSUFFICIENT_ROLE,
+            f"{principal.fqn()} holds {', '.join(held)} and IoT Central reports a permission failure: "
+            "IoT Central's documentation requires database Admin",
             holdings=db_rows,
         )
     if needed is None and denials:

@@ -4,6 +4,7 @@ app's managed identity (which object id IoT Central writes as *now*)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,17 +43,60 @@ class ExportStatus:
     destination_status: str
     destination_errors: tuple[tuple[str, str], ...]
     destination: dict[str, Any] = field(default_factory=dict, compare=False)
+    export: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def healthy(self) -> bool:
-        return self.enabled and self.status == "healthy" and self.destination_status == "healthy"
+        """The target is judged by *its destination's* status (an export with several destinations
+        reports the worst of them); `status` is a free string, compared case-insensitively."""
+        return self.enabled and self.destination_status.lower() == "healthy"
+
+    @property
+    def last_export_time(self) -> datetime | None:
+        value = self.export.get("lastExportTime")
+        if not isinstance(value, str) or not value:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    @property
+    def authorization(self) -> dict[str, Any]:
+        auth = self.destination.get("authorization")
+        return auth if isinstance(auth, dict) else {}
+
+    @property
+    def other_destinations(self) -> list[str]:
+        refs = self.export.get("destinations") or []
+        return [str(r.get("id")) for r in refs if isinstance(r, dict) and r.get("id") != self.destination_id]
 
     def all_errors(self) -> list[tuple[str, str]]:
+        """The destination's errors; the export's too only when it has no other destination (an
+        export with several reports the worst of them, maybe another destination's)."""
+        if self.other_destinations:
+            return list(self.destination_errors)
         return list(self.destination_errors) + [e for e in self.errors if e not in self.destination_errors]
 
 
 def _errors(body: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((str(e.get("code", "")), str(e.get("message", ""))) for e in body.get("errors") or [])
+
+
+def service_principal_of(destination: dict[str, Any]) -> PrincipalRef | None:
+    """The app registration a destination authorizes as (`authorization.type: servicePrincipal`);
+    None for a managed identity or a body that does not name valid GUIDs."""
+    auth = destination.get("authorization")
+    if not isinstance(auth, dict) or auth.get("type") != "servicePrincipal":
+        return None
+    client, tenant = str(auth.get("clientId") or ""), str(auth.get("tenantId") or "")
+    if not (_GUID.fullmatch(client) and _GUID.fullmatch(tenant)):
+        return None
+    return PrincipalRef(tenant_id=tenant.lower(), client_id=client.lower())
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class RateLimiter:
@@ -223,6 +267,7 @@ class IoTCentralAdapter:
             destination_status=str(dest.get("status", "")),
             destination_errors=_errors(dest),
             destination=dest,
+            export=export,
         )
 
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
@@ -234,6 +279,37 @@ class IoTCentralAdapter:
             content_type="application/merge-patch+json",
         )
         return result
+
+    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Point an export at these destinations (each `{id, transform?}`), nothing else changed."""
+        result: dict[str, Any] = self._app(
+            app,
+            "PATCH",
+            f"/api/dataExport/exports/{export_id}",
+            json_body={"destinations": refs},
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    def put_destination(self, app: str, destination_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self._app(
+            app,
+            "PUT",
+            f"/api/dataExport/destinations/{destination_id}",
+            json_body=body,
+            content_type="application/json",
+        )
+        return result
+
+    def delete_destination(self, app: str, destination_id: str) -> bool:
+        """True if it was deleted now, False if it was already gone."""
+        try:
+            self._app(app, "DELETE", f"/api/dataExport/destinations/{destination_id}")
+        except IotcError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def put_user(self, app: str, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._app(

@@ -9,6 +9,7 @@ before acting, because ADX does not document what re-adding a present principal 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from shared import kusto_commands as cmd
-from shared.principals import Assignment
+from shared.principals import Assignment, PrincipalRef, own_role, parse_listing
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -55,8 +56,21 @@ class AdxError(Exception):
         return self.code == "Forbidden" or self.status == 403
 
     @property
+    def unknown_principal(self) -> bool:
+        """`.add` of an identity Entra does not know (yet): ARM words it "Entity ID … of type 'AAD
+        Application Id' was not found"; Kusto's own wording is unverified, so match loosely."""
+        return bool(_UNKNOWN_PRINCIPAL.search(self.message))
+
+    @property
     def not_found(self) -> bool:
-        return self.code in ("BadRequest_EntityNotFound", "BadRequest_DatabaseNotExist")
+        return self.code in ("BadRequest_EntityNotFound", "BadRequest_DatabaseNotExist") and not self.unknown_principal
+
+
+_UNKNOWN_PRINCIPAL = re.compile(
+    r"AAD Application Id|not found in (?:the )?(?:AAD|Entra|directory|tenant)|"
+    r"does not exist in the directory|could not be (?:resolved|found) in",
+    re.IGNORECASE,
+)
 
 
 def translate(exc: Exception) -> AdxError:
@@ -183,19 +197,38 @@ class KustoAdapter:
 
     # ---------------------------------------------------------------- reads
 
+    def database_listing(self, database: str) -> tuple[list[Assignment], list[str]]:
+        """`.show database D principals`: assignments, and notes on rows skipped (unknown roles)."""
+        return self._listing(database, cmd.show_database_principals(database))
+
+    def table_listing(self, database: str, table: str) -> tuple[list[Assignment], list[str]]:
+        """`.show table T principals`: the table's rows and inherited ones (filter by scope)."""
+        return self._listing(database, cmd.show_table_principals(table))
+
+    def _listing(self, database: str, text: str) -> tuple[list[Assignment], list[str]]:
+        assignments, skipped = parse_listing(self._read("mgmt", database, text))
+        for note in skipped:
+            log.info("%s: %s", text, note)
+        return assignments, skipped
+
     def database_principals(self, database: str) -> list[Assignment]:
-        return [Assignment.from_row(r) for r in self._read("mgmt", database, cmd.show_database_principals(database))]
+        return self.database_listing(database)[0]
 
     def table_principals(self, database: str, table: str) -> list[Assignment]:
-        return [Assignment.from_row(r) for r in self._read("mgmt", database, cmd.show_table_principals(table))]
+        return self.table_listing(database, table)[0]
 
     def own_roles(self, database: str) -> set[str]:
-        """The healer's own roles on the database, as keywords (admins, viewers, …) or cluster roles."""
+        """The healer's own roles on the database, as keywords (admins, viewers, …) or cluster roles.
+
+        The text of `Role` here is undocumented: parsed tolerantly, and the raw text is logged."""
         rows = self._read("mgmt", database, cmd.show_own_roles(database))
         roles = set()
         for row in rows:
-            role = str(row.get("Role", ""))
-            roles.add(role if role.startswith("AllDatabases") else role.lower() + "s")
+            raw = str(row.get("Role", ""))
+            role = own_role(raw)
+            log.info("own role on %s: %r read as %s", database, raw, role or "unknown (ignored)")
+            if role:
+                roles.add(role)
         return roles
 
     def tables(self, database: str) -> list[str]:
@@ -212,6 +245,14 @@ class KustoAdapter:
         if value in ("", "null", "false"):
             return False
         return '"IsEnabled": false' not in value.replace('"IsEnabled":false', '"IsEnabled": false')
+
+    def streaming_ingestion(self, database: str, table: str) -> bool:
+        """Enabled on the table, or (when the table has no policy) on its database."""
+        if self.policy_enabled(database, table, "streamingingestion"):
+            return True
+        rows = self._read("mgmt", database, cmd.show_database_policy(database, "streamingingestion"))
+        value = str(rows[0].get("Policy") or "null").strip() if rows else "null"
+        return value not in ("", "null") and '"IsEnabled": false' not in value.replace(":false", ": false")
 
     def rows_since(self, database: str, table: str, since: datetime) -> int:
         rows = self._read("query", database, cmd.rows_since(table, since))
@@ -263,20 +304,20 @@ class KustoAdapter:
         """
         scope = "table" if table else "database"
         text = cmd.change_role("add" if present else "drop", database, role, fqn, notes if present else None, table)
-        wanted = fqn.lower()
+        wanted = PrincipalRef.from_fqn(fqn)  # listed under either id (or PrincipalObjectId)
         state: dict[str, list[Assignment] | None] = {"current": current}
 
         def attempt() -> list[Assignment]:
             listing = state["current"]
             if listing is None:  # read inside this call's one budget: no retries nested in retries
                 show = cmd.show_table_principals(table) if table else cmd.show_database_principals(database)
-                listing = [Assignment.from_row(r) for r in self._send("mgmt", database, show)]
-            holds = any(a.scope == scope and a.role == role and a.fqn.lower() == wanted for a in listing)
+                listing = parse_listing(self._send("mgmt", database, show))[0]
+            holds = any(a.scope == scope and a.role == role and wanted.matches(a) for a in listing)
             if holds == present:
                 return listing
             state["current"] = None  # after a failure, read again before acting again
             rows = self._send("mgmt", database, text)
-            return [Assignment.from_row(r) for r in rows]
+            return parse_listing(rows)[0]
 
         result: list[Assignment] = self._retrying()(attempt)
         return result

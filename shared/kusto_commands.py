@@ -27,12 +27,19 @@ def show_ingestion_mappings(table: str) -> str:
     return f".show table {names.quote_entity('table', table)} ingestion mappings"
 
 
+POLICIES = ("row_level_security", "restricted_view_access", "ingestiontime", "streamingingestion")
+
+
 def show_policy(table: str, policy: str) -> str:
-    if policy not in ("row_level_security", "restricted_view_access", "streamingingestion"):
-        raise names.UnsafeKustoValue(
-            "policy", policy, "must be row_level_security, restricted_view_access or streamingingestion"
-        )
+    if policy not in POLICIES:
+        raise names.UnsafeKustoValue("policy", policy, f"must be one of {', '.join(POLICIES)}")
     return f".show table {names.quote_entity('table', table)} policy {policy}"
+
+
+def show_database_policy(database: str, policy: str) -> str:
+    if policy != "streamingingestion":
+        raise names.UnsafeKustoValue("policy", policy, "must be streamingingestion")
+    return f".show database {names.quote_entity('database', database)} policy {policy}"
 
 
 def change_role(verb: str, database: str, role: str, fqn: str, notes: str | None, table: str | None = None) -> str:

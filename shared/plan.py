@@ -8,14 +8,17 @@ from typing import Any
 from shared import kusto_names
 from shared.diagnosis import Diagnosis, Kind
 from shared.principals import Assignment
+from shared.recreate_destination import recreatable
 from shared.targets import Target
 
 NOTE_PREFIX = "iotc-adx-healer"
+CHANGING = ("add-role", "recreate-destination", "refresh", "toggle-export")
+REMEDIES = ("recreate-destination", "refresh")
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # add-role | refresh | toggle-export | verify | escalate
+    kind: str  # add-role | recreate-destination | refresh | toggle-export | verify | escalate
     reason: str
     role: str = ""
     fqn: str = ""
@@ -40,7 +43,7 @@ class Plan:
 
     @property
     def changes(self) -> bool:
-        return any(a.kind in ("add-role", "refresh", "toggle-export") for a in self.actions)
+        return any(a.kind in CHANGING for a in self.actions)
 
     @property
     def escalates(self) -> bool:
@@ -53,7 +56,19 @@ class Plan:
         return [f"{n}. {a.kind}: {a.reason}" for n, a in enumerate(self.actions, 1)]
 
 
-def make_plan(target: Target, diagnosis: Diagnosis, *, toggle_export: bool, correlation_id: str) -> Plan:
+def make_plan(
+    target: Target,
+    diagnosis: Diagnosis,
+    *,
+    toggle_export: bool,
+    correlation_id: str,
+    remedies: tuple[str, ...] = REMEDIES,
+    destination: dict[str, Any] | None = None,
+    other_destinations: tuple[str, ...] = (),
+) -> Plan:
+    """`remedies`: for a principal listed with its role yet denied, the remedies to try in order
+    (the first that applies is done; the next ones follow if verification still sees a denial).
+    `destination` is IoT Central's destination body (decides whether it can be re-created)."""
     plan = Plan(diagnosis)
     kind = diagnosis.kind
     fqn = diagnosis.principal.fqn()
@@ -69,49 +84,87 @@ def make_plan(target: Target, diagnosis: Diagnosis, *, toggle_export: bool, corr
         plan.actions.append(Action("escalate", f"{diagnosis.summary}: {why}."))
         return plan
     if kind == Kind.PRINCIPAL_STALE:
-        snapshot = tuple(a for a in diagnosis.holdings if a.scope == "database")
-        unsafe = [a for a in snapshot if not _readdable(a)]
-        if not snapshot or unsafe:
-            plan.actions.append(
-                Action(
-                    "escalate",
-                    "a refresh would drop roles whose notes cannot be re-added exactly, so nothing is dropped."
-                    if unsafe
-                    else "no database-level assignment to refresh was found.",
-                )
-            )
+        chosen, refused = _remedies(diagnosis, fqn, remedies, destination)
+        if not chosen:
+            plan.actions.append(Action("escalate", " ".join(refused) or "no remedy is configured."))
             return plan
-        plan.actions.append(
-            Action(
-                "refresh",
-                f"{fqn} is listed but ingestion is still denied, so its database roles are dropped and re-added "
-                "exactly as they were (role, FQN, notes) to refresh ADX's view of it.",
-                snapshot=snapshot,
-            )
-        )
+        plan.actions.extend(chosen)
     else:
         reason = {
             Kind.PRINCIPAL_MISSING: f"{fqn} holds no role on {target.database}, so it gets {target.role}.",
-            Kind.INSUFFICIENT_ROLE: f"{fqn}'s roles do not allow ingestion, so it gets database {target.role}.",
+            Kind.INSUFFICIENT_ROLE: f"{fqn}'s roles do not allow IoT Central to export, so it gets database "
+            f"{target.role}.",
             Kind.IDENTITY_CHANGED: f"IoT Central now writes as {fqn}, which holds no role, so it gets "
             f"{target.role}; the old identity's roles are left for a person to remove.",
         }[kind]
         plan.actions.append(Action("add-role", reason, role=target.role, fqn=fqn, notes=note))
     if toggle_export:
+        also = (
+            f" The export also sends to {', '.join(other_destinations)}: they pause while it is off."
+            if other_destinations
+            else ""
+        )
         plan.actions.append(
             Action(
                 "toggle-export",
-                "the export is disabled and enabled again so IoT Central reconnects with the repaired permissions.",
+                "the export is disabled and enabled again so IoT Central reconnects with the repaired permissions."
+                + also,
             )
         )
     plan.actions.append(
         Action(
             "verify",
-            "the repair counts only when the principal is listed, new rows arrive "
-            "and IoT Central reports the export healthy.",
+            "the repair counts only when the principal is listed, new rows arrive (or, where rows cannot be "
+            "counted, IoT Central's destination reports healthy and its last export time advances) and IoT "
+            "Central reports the destination healthy.",
         )
     )
     return plan
+
+
+def _remedies(
+    diagnosis: Diagnosis, fqn: str, order: tuple[str, ...], destination: dict[str, Any] | None
+) -> tuple[list[Action], list[str]]:
+    """The applicable remedies in order, and why the others were left out."""
+    chosen: list[Action] = []
+    refused: list[str] = []
+    for name in order:
+        then = " If it is still denied afterwards, the next remedy follows." if not chosen else ""
+        prefix = "" if not chosen else "If the previous remedy leaves ingestion denied: "
+        if name == "recreate-destination":
+            why = "IoT Central's destination could not be read." if destination is None else recreatable(destination)
+            if why:
+                refused.append(f"Re-creating the destination is not possible: {why.rstrip('.')}.")
+                continue
+            chosen.append(
+                Action(
+                    "recreate-destination",
+                    f"{prefix}{fqn} is listed with its role yet IoT Central is denied; Microsoft's troubleshooting "
+                    "page says a destination created before its permissions were set must be removed and added "
+                    "again, so it is re-created make-before-break (copy under a new id, the export re-pointed "
+                    f"with its transform, the old one deleted).{then}",
+                )
+            )
+        elif name == "refresh":
+            snapshot = tuple(a for a in diagnosis.holdings if a.scope == "database")
+            unsafe = [a for a in snapshot if not _readdable(a)]
+            if not snapshot or unsafe:
+                refused.append(
+                    "A refresh would drop roles whose notes cannot be re-added exactly, so nothing is dropped."
+                    if unsafe
+                    else "No database-level assignment to refresh was found."
+                )
+                continue
+            chosen.append(
+                Action(
+                    "refresh",
+                    f"{prefix}{fqn} is listed but ingestion is still denied, so its database roles are dropped and "
+                    "re-added exactly as they were (role, FQN, notes) to refresh ADX's view of it (the forum's "
+                    f"remedy; no Microsoft source documents the cache it assumes).{then}",
+                    snapshot=snapshot,
+                )
+            )
+    return chosen, refused
 
 
 def _readdable(assignment: Assignment) -> bool:

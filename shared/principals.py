@@ -33,6 +33,14 @@ class PrincipalRef:
     object_id: str | None = None
     client_id: str | None = None
 
+    @staticmethod
+    def from_fqn(fqn: str) -> PrincipalRef:
+        """The principal an `aadapp=<id>;<tenant>` names; which id it is is not known."""
+        match = _FQN_ID.match(fqn.strip())
+        if match is None:
+            raise ValueError(f"principal={fqn!r} is not aadapp=<id>;<tenant>")
+        return PrincipalRef(tenant_id=match.group(2), object_id=match.group(1), client_id=match.group(1))
+
     def ids(self) -> set[str]:
         return {i.lower() for i in (self.object_id, self.client_id) if i}
 
@@ -42,10 +50,37 @@ class PrincipalRef:
         return kusto_names.principal_fqn("principal", f"aadapp={chosen};{self.tenant_id}")
 
     def matches_fqn(self, fqn: str) -> bool:
+        """Either id, the tenant as a GUID; case-insensitive (ADX may list the application id
+        and the tenant GUID whatever was typed)."""
         match = _FQN_ID.match(fqn.strip())
         if match is None:
             return False
         return match.group(1).lower() in self.ids() and match.group(2).lower() == self.tenant_id.lower()
+
+    def matches(self, assignment: Assignment) -> bool:
+        """An assignment names this principal by FQN (either id) or by `PrincipalObjectId`."""
+        if self.matches_fqn(assignment.fqn):
+            return True
+        return bool(assignment.object_id) and assignment.object_id.lower() in self.ids()
+
+
+def role_keyword(text: str) -> str | None:
+    """A role's text → the command keyword: last word, singular or plural, any case."""
+    words = text.split()
+    if not words:
+        return None
+    word = words[-1].lower()
+    return ROLE_KEYWORDS.get(word) or ROLE_KEYWORDS.get(word.removesuffix("s"))
+
+
+def own_role(text: str) -> str | None:
+    """The text of `Role` in `.show database D principal roles` (undocumented): a cluster role
+    name, or a database role in any of the forms seen (Admin, Admins, Database D Admin)."""
+    stripped = text.strip()
+    for name in CLUSTER_ROLES:
+        if stripped.lower() == name.lower():
+            return name
+    return role_keyword(stripped)
 
 
 @dataclass(frozen=True)
@@ -61,17 +96,16 @@ class Assignment:
 
     @staticmethod
     def from_row(row: dict[str, Any]) -> Assignment:
-        """Read by column name: ADX does not promise column order."""
-        role_text = str(row["Role"])
+        """Read by column name: ADX does not promise column order. ValueError for a role text
+        that is not a database, table or cluster role (callers skip such rows)."""
+        role_text = str(row["Role"]).strip()
         words = role_text.split()
-        if role_text in CLUSTER_ROLES:
-            scope, role = "cluster", role_text
-        elif len(words) >= 3 and words[0] in ("Database", "Table"):
-            scope = words[0].lower()
-            keyword = ROLE_KEYWORDS.get(words[-1].lower())
-            if keyword is None:
-                raise ValueError(f"unknown role {role_text!r} in a principals listing")
-            role = keyword
+        cluster = next((name for name in CLUSTER_ROLES if name.lower() == role_text.lower()), None)
+        keyword = role_keyword(role_text)
+        if cluster is not None:
+            scope, role = "cluster", cluster
+        elif len(words) >= 3 and words[0].lower() in ("database", "table") and keyword is not None:
+            scope, role = words[0].lower(), keyword
         else:
             raise ValueError(f"unknown role {role_text!r} in a principals listing")
         return Assignment(
@@ -84,4 +118,17 @@ class Assignment:
         )
 
     def held_by(self, principal: PrincipalRef) -> bool:
-        return principal.matches_fqn(self.fqn)
+        return principal.matches(self)
+
+
+def parse_listing(rows: list[dict[str, Any]]) -> tuple[list[Assignment], list[str]]:
+    """Rows of a principals listing → assignments, and a note per row skipped (unknown role text:
+    listings have carried cluster-level rows in other wordings). A listing is never a failed read."""
+    assignments: list[Assignment] = []
+    skipped: list[str] = []
+    for row in rows:
+        try:
+            assignments.append(Assignment.from_row(row))
+        except (ValueError, KeyError) as exc:
+            skipped.append(f"skipped a listing row: {exc}")
+    return assignments, skipped

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.targets import AppConfig, ConfigError, Target, describe_validation, load_targets, parse_apps
 
+REMEDIES = ("recreate-destination", "refresh")
+
 
 class Settings(BaseSettings):
     """All settings are app settings (environment variables) named HEALER_<FIELD>."""
@@ -34,6 +36,12 @@ class Settings(BaseSettings):
     # After a verified healing: off, plan (measure the gap and record what would be ingested) or on.
     backfill: Literal["off", "plan", "on"] = "plan"
     backfill_invocation_seconds: int = Field(120, ge=5, le=540)
+    # For a principal that holds the right role yet is denied: the remedies in the order tried.
+    # Microsoft's documented one (re-create the destination) first, then the forum's refresh.
+    # Comma-separated, e.g. "refresh" to use the forum's drop/wait/re-add only.
+    remedy_order: str = "recreate-destination,refresh"
+    # How long an identity Entra does not know yet is retried (replication takes minutes).
+    unknown_identity_retry_seconds: int = Field(600, ge=0, le=86400)
     kusto_retry_budget_seconds: float = Field(60.0, gt=0, le=600)
     kusto_server_timeout_seconds: int = Field(60, ge=5, le=3600)
     http_timeout_seconds: float = Field(30.0, gt=0, le=600)
@@ -90,6 +98,19 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
             raise ValueError("must be an https URL")
         return value.rstrip("/")
+
+    @field_validator("remedy_order")
+    @classmethod
+    def _remedies(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in REMEDIES]
+        if not names or unknown or len(set(names)) != len(names):
+            raise ValueError(f"must list remedies from {', '.join(REMEDIES)}, each once, comma-separated")
+        return ",".join(names)
+
+    @property
+    def remedies(self) -> tuple[str, ...]:
+        return tuple(self.remedy_order.split(","))
 
     @field_validator("iotc_base_url")
     @classmethod

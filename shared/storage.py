@@ -51,6 +51,9 @@ class PendingReadd(BaseModel):
     due: datetime
     correlation_id: str
     trigger: str = "timer"
+    # Set when the re-add can never succeed (the principal is unknown to Entra past the retry
+    # window): the record stays for people, nothing retries it any more.
+    abandoned: str = ""
 
 
 def _dt(value: datetime | None) -> str:
@@ -91,6 +94,7 @@ class TargetState:
     last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
     gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
     last_root_cause: dict[str, Any] | None = None  # shared/root_cause.py, of the last diagnosis that had one
+    destination_id: str = ""  # the destination the healer re-created in place of the target's
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -134,6 +138,7 @@ class TargetState:
             "LastManualAt": _dt(self.last_manual_at),
             "Gap": json.dumps(self.gap) if self.gap else "",
             "LastRootCause": json.dumps(self.last_root_cause) if self.last_root_cause else "",
+            "DestinationId": self.destination_id,
         }
 
     @staticmethod
@@ -163,6 +168,7 @@ class TargetState:
             last_manual_at=_parse_dt(entity.get("LastManualAt")),
             gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
             last_root_cause=json.loads(entity["LastRootCause"]) if entity.get("LastRootCause") else None,
+            destination_id=entity.get("DestinationId", ""),
             etag=etag,
         )
 

@@ -11,7 +11,7 @@ HEALER_TARGETS_FILE). Schema of one element:
       "database": "devicedata",
       "table": "DeviceTelemetry",
       "principal": {"object_id": "<guid>", "client_id": "<guid>", "tenant_id": "<guid>"},
-      "role": "ingestors",                   # or "admins" (IoT Central's docs prescribe Admin)
+      "role": "admins",                      # IoT Central's docs prescribe Admin; or "ingestors"
       "iotc_resource_id": "/subscriptions/…/providers/Microsoft.IoTCentral/iotApps/contoso"  # optional
     }
 
@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -100,8 +101,11 @@ class Target(BaseModel):
     database: str
     table: str
     principal: PrincipalConfig
-    role: Literal["ingestors", "admins"] = "ingestors"
+    role: Literal["ingestors", "admins"] = "admins"
     iotc_resource_id: str | None = None
+    # After the healer re-created the destination, the target keeps its key (state, journal,
+    # history) while its destination id is the new one.
+    _key: str | None = PrivateAttr(default=None)
 
     @field_validator("app")
     @classmethod
@@ -137,7 +141,15 @@ class Target(BaseModel):
     @property
     def key(self) -> str:
         """Stable id: also a valid Azure Table PartitionKey (no / \\ # ?)."""
-        return f"{self.app}:{self.export_id}:{self.destination_id}"
+        return self._key or f"{self.app}:{self.export_id}:{self.destination_id}"
+
+    def at_destination(self, destination_id: str | None) -> Target:
+        """This target, its destination re-created under `destination_id` (same key)."""
+        if not destination_id or destination_id == self.destination_id:
+            return self
+        moved = self.model_copy(update={"destination_id": destination_id})
+        moved._key = self.key
+        return moved
 
     def __str__(self) -> str:
         return f"{self.key} → {self.cluster_url}/{self.database}.{self.table}"
@@ -155,7 +167,7 @@ class AppConfig(BaseModel):
     app: str
     principal: PrincipalConfig | None = None
     iotc_resource_id: str | None = None
-    role: Literal["ingestors", "admins"] = "ingestors"
+    role: Literal["ingestors", "admins"] = "admins"
     clusters: tuple[str, ...] = Field(min_length=1)
     databases: tuple[str, ...] | None = None
 

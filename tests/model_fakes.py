@@ -152,6 +152,20 @@ class FakeKusto:
         self.m._call()
         return []
 
+    def database_listing(self, database: str) -> tuple[list[Assignment], list[str]]:
+        return self.database_principals(database), []
+
+    def table_listing(self, database: str, table: str) -> tuple[list[Assignment], list[str]]:
+        return self.table_principals(database, table), []
+
+    def streaming_ingestion(self, database: str, table: str) -> bool:
+        self.m._call()
+        return True
+
+    def tables(self, database: str) -> list[str]:
+        self.m._call()
+        return ["DeviceTelemetry"]
+
     def own_roles(self, database: str) -> set[str]:
         self.m._call()
         return {"admins"} if self.m.healer_admin else {"viewers"}

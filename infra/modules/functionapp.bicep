@@ -80,6 +80,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'HEALER_TOGGLE_EXPORT', value: string(toggleExport) }
         { name: 'HEALER_BACKFILL', value: backfill }
         { name: 'HEALER_BACKFILL_INVOCATION_SECONDS', value: string(backfillInvocationSeconds) }
+        { name: 'HEALER_REMEDY_ORDER', value: 'recreate-destination,refresh' }
+        { name: 'HEALER_UNKNOWN_IDENTITY_RETRY_SECONDS', value: '600' }
         { name: 'HEALER_IDENTITY_CLIENT_ID', value: identityClientId }
         { name: 'HEALER_STORAGE_ACCOUNT_NAME', value: storageAccountName }
         { name: 'HEALER_LOG_ANALYTICS_WORKSPACE_ID', value: logsWorkspaceCustomerId }

@@ -34,9 +34,34 @@ def diagnose(obj: Ctx, target: str) -> None:
             change = d.root_cause.get("identity_change")
             if change:
                 console.print(f"  identity: {change['old']} → {change['new']} (seen by {change['seen_by']})")
+        failed = [c for c in d.checklist if c.status == "fail"]
+        for item in failed:
+            console.print(f"  checklist: [red]fail[/] {item.name}: {item.evidence}")
+        if d.checklist and not failed:
+            console.print("  checklist: no item fails (python -m shared checklist TARGET shows each)")
 
     obj.emit({"target": target, **d.to_dict()}, show)
     sys.exit(EXIT_OK if str(d.kind) == "healthy" else EXIT_PROBLEM)
+
+
+@main.command()
+@click.argument("target")
+@click.pass_obj
+def checklist(obj: Ctx, target: str) -> None:
+    """The forum thread's configuration checklist for TARGET: pass / fail / not applicable, with evidence."""
+    items = obj.healer().read(obj.target(target)).diagnosis.checklist
+
+    def show() -> None:
+        from rich.table import Table
+
+        style = {"pass": "green", "fail": "red", "not-applicable": "dim"}
+        table = Table("item", "result", "evidence")
+        for item in items:
+            table.add_row(item.name, f"[{style[item.status]}]{item.status}[/]", item.evidence)
+        _console().print(table)
+
+    obj.emit({"target": target, "checklist": [i.to_dict() for i in items]}, show)
+    sys.exit(EXIT_PROBLEM if any(i.status == "fail" for i in items) else EXIT_OK)
 
 
 def _plan(obj: Ctx, target: str) -> Any:

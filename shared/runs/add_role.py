@@ -1,9 +1,15 @@
-"""Remedy: add the missing database role (planned → adding → verifying)."""
+"""Remedy: add the missing database role (planned → adding → verifying).
+
+An identity Entra does not know yet (a new one takes minutes to replicate) makes ADX refuse the
+`.add`: the same run retries, through delayed queue messages, for at most
+HEALER_UNKNOWN_IDENTITY_RETRY_SECONDS from its first attempt, then escalates."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import ClassVar
 
+from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
 from shared.runs.reading import Reading
@@ -19,20 +25,62 @@ class AddRole:
     steps: ClassVar[tuple[str, ...]] = ()
 
     def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
-        intent = {"role": action.role, "fqn": action.fqn, "notes": action.notes}
+        since = step.healer.s.clock().isoformat()
+        intent = {"role": action.role, "fqn": action.fqn, "notes": action.notes, "since": since}
         step.run.transition({PLANNED}, ADDING, lambda st: setattr(st, "run_data", intent))
-        self._add(step, intent, reading)
+        blocked = self._add(step, intent, reading)
+        if blocked is not None:
+            return blocked
         step.healer.history(step, Outcome("waiting", f"added {action.role} for {action.fqn}; verifying", plan), plan)
         return step.healer.to_verify(step, {ADDING}, step.healer.s.clock())
 
     def resume(self, step: Step, state: TargetState) -> Outcome:
         """A redelivered message whose add already began: finish that add, do not diagnose afresh
         (the export still reports the old failure until its next batch)."""
-        self._add(step, state.run_data, None)
+        blocked = self._add(step, state.run_data, None)
+        if blocked is not None:
+            return blocked
         return step.healer.to_verify(step, {ADDING}, state.phase_at or step.healer.s.clock())
 
+    def _add(self, step: Step, intent: dict[str, str], reading: Reading | None) -> Outcome | None:
+        try:
+            self._effect(step, intent, reading)
+        except AdxError as exc:
+            if not exc.unknown_principal:
+                raise
+            return self._unknown(step, intent, exc)
+        return None
+
     @staticmethod
-    def _add(step: Step, intent: dict[str, str], reading: Reading | None) -> None:
+    def _unknown(step: Step, intent: dict[str, str], exc: AdxError) -> Outcome:
+        """Retry the same run a bounded time (delayed messages), then escalate; never forever."""
+        services = step.healer.s
+        now = services.clock()
+        since = datetime.fromisoformat(intent["since"]) if intent.get("since") else now
+        budget = services.settings.unknown_identity_retry_seconds
+        waited = (now - since).total_seconds()
+        fqn = intent["fqn"]
+        if waited < budget:
+            delay = max(1.0, min(float(services.settings.verify_poll_seconds), budget - waited))
+            step.run.renew(extra_s=delay, during=ADDING)
+            services.queue.send(step.msg.to_json(), delay_s=delay)
+            services.checkpoint("enqueue:add-again")
+            until = since + timedelta(seconds=budget)
+            detail = f"{fqn} is not known to Entra yet ({exc.message}); retrying until {until:%H:%M:%S}Z"
+            return step.healer.history(step, Outcome("waiting", detail))
+        reason = (
+            f"{fqn} is still unknown to Entra after {int(waited)}s of retries ({exc.message}): check IoT Central's "
+            "managed identity (ARM) and that the identity exists, then resume the target"
+        )
+
+        def escalate(state: TargetState) -> None:
+            state.escalated, state.escalation_reason, state.last_outcome = True, reason[:1000], "escalated"
+
+        step.run.finish(escalate)
+        return step.healer.history(step, Outcome("escalated", reason))
+
+    @staticmethod
+    def _effect(step: Step, intent: dict[str, str], reading: Reading | None) -> None:
         target = step.target
         assert target is not None  # an add is planned only for a known target
         kusto = step.healer.s.kusto(target.cluster_url)

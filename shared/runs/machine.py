@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from typing import Any
 
 from shared.alerts import ALERT_WITHOUT_CODE
 from shared.diagnosis import Evidence
@@ -33,7 +34,8 @@ from shared.runs.base import (
     UnknownTarget,
 )
 from shared.runs.fencing import JournalValue, Run
-from shared.runs.refresh import ReaddBlocked, Refresh, escalate_blocked, readd
+from shared.runs.recreate import RecreateDestination
+from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
 from shared.storage import PendingReadd, TargetState
 from shared.targets import Target
@@ -43,7 +45,7 @@ log = logging.getLogger(__name__)
 
 # The remedies, mildest first, and what may follow a healed verification. A new remedy or
 # follow-up is a module with its phases, registered here (and its queue steps in messages.Step).
-REMEDIES: tuple[Remedy, ...] = (AddRole(), Refresh())
+REMEDIES: tuple[Remedy, ...] = (AddRole(), RecreateDestination(), Refresh())
 FOLLOW_UPS: tuple[FollowUp, ...] = (Backfill(),)
 
 
@@ -64,12 +66,12 @@ class Healer:
         return reading.plan(self.s, target, correlation_id, extra)
 
     def known(self, key: str, state: TargetState | None = None) -> Target | None:
+        """The target, at the destination the healer re-created for it (if it did)."""
         target = self.s.targets.get(key)
-        if target is None:
-            discovered = (state or self.s.store.load(key)).discovered
-            if discovered is not None:
-                target = Target.model_validate(discovered)
-        return target
+        state = state or self.s.store.load(key)
+        if target is None and state.discovered is not None:
+            target = Target.model_validate(state.discovered)
+        return target.at_destination(state.destination_id) if target is not None else None
 
     def target(self, key: str) -> Target:
         target = self.known(key)
@@ -89,6 +91,8 @@ class Healer:
         state = self.s.store.load(msg.target)
         target = self.known(msg.target, state)
         pending = state.pending_readd
+        if pending is not None and pending.abandoned:
+            return Outcome("skipped", f"escalated: {pending.abandoned}")
         if pending is not None and pending.run_id != msg.run_id:
             return self._recover_first(target, msg, pending)
         if target is None and pending is None:
@@ -223,7 +227,8 @@ class Healer:
         try:
             readd(self.s, step.run, pending)
         except ReaddBlocked as blocked:
-            escalate_blocked(self.s, step.key, step.run.holder, str(blocked))
+            abandon = isinstance(blocked, ReaddAbandoned)
+            escalate_blocked(self.s, step.key, step.run.holder, str(blocked), abandon=abandon)
             return self.history(step, Outcome("escalated", str(blocked)))
 
         def cleared(state: TargetState) -> None:
@@ -293,12 +298,21 @@ class Healer:
         assert target is not None
         journal = self.s.store.read_journal(target.key, msg.run_id)
         changes = [
-            r for r in journal if r["Status"] == "done" and (r["Step"] == "add" or r["Step"].startswith("readd-"))
+            r
+            for r in journal
+            if r["Status"] == "done" and (r["Step"] in ("add", "repoint-export") or r["Step"].startswith("readd-"))
         ]
-        listed = bool(changes) and all(r["Data"].get("listed") for r in changes)
+        # A fallback's re-add supersedes what an earlier remedy of the run saw.
+        latest = [r for r in changes if r["Step"].startswith("readd-")] or changes
+        listed = bool(latest) and all(r["Data"].get("listed") for r in latest)
         action_at = msg.action_at or now
         result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
         step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
+        if not result.healed and result.still_denied:
+            following = self._next_remedy(journal)
+            taken = self._fall_back(step, following, result.detail) if following is not None else None
+            if taken is not None:
+                return taken
         if result.healed:
             state = self.s.store.load(target.key)
             for follow_up in self.follow_ups:
@@ -327,6 +341,36 @@ class Healer:
         retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
         self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
         return self.history(step, Outcome("not-healed", f"{result.detail}; retry scheduled"))
+
+    # ------------------------------------------------------------------ the next remedy
+
+    def _next_remedy(self, journal: list[dict[str, Any]]) -> str | None:
+        """The plan's next remedy after those this run already began (None if none is left)."""
+        plans = [r for r in journal if r["Step"] == "plan"]
+        if not plans:
+            return None
+        data = plans[0]["Data"]
+        actions = data.get("plan", {}).get("actions", []) if isinstance(data, dict) else []
+        remedies = [str(a["action"]) for a in actions if str(a.get("action")) in self.remedies]
+        tried = remedies[:1] + [
+            str(r["Data"].get("action")) for r in journal if r["Step"] == "next-remedy" and isinstance(r["Data"], dict)
+        ]
+        return next((a for a in remedies if a not in tried), None)
+
+    def _fall_back(self, step: Step, action_kind: str, seen: str) -> Outcome | None:
+        """The remedy done left ingestion denied: read afresh and, if the principal is still listed
+        yet denied, carry out the plan's next remedy in this same run."""
+        target = step.target
+        assert target is not None
+        fresh, plan = self.plan(target, step.msg.correlation_id)
+        action = next((a for a in plan.actions if a.kind == action_kind), None)
+        step.run.journal(
+            "next-remedy", "done", action=action_kind, seen=seen[:500], diagnosis=str(fresh.diagnosis.kind)
+        )
+        if action is None:
+            return None  # not applicable now (the diagnosis changed): verification goes on
+        step.run.transition({VERIFYING}, PLANNED, lambda st: _set(st, run_data={}))
+        return self.remedies[action_kind].begin(step, fresh, action, plan)
 
     # ------------------------------------------------------------------ history
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared import checklist
 from shared.diagnosis import AdxState, Diagnosis, Evidence, diagnose
-from shared.iotcentral import IotcError
+from shared.iotcentral import ExportStatus, IotcError, service_principal_of
 from shared.kusto import AdxError, KustoAdapter
 from shared.plan import Plan, make_plan
-from shared.principals import INGESTING_DB_ROLES, PrincipalRef
+from shared.principals import INGESTING_DB_ROLES, Assignment, PrincipalRef
 from shared.runs.base import Services
 from shared.targets import Target
 
@@ -22,6 +23,7 @@ class Reading:
     adx: AdxState
     diagnosis: Diagnosis
     notes: list[str]
+    status: ExportStatus | None = None
 
 
 def read(services: Services, target: Target, extra: list[Evidence] | None = None) -> Reading:
@@ -29,6 +31,7 @@ def read(services: Services, target: Target, extra: list[Evidence] | None = None
     kusto = services.kusto(target.cluster_url)
     notes: list[str] = []
     evidence: list[Evidence] = []
+    status: ExportStatus | None = None
     try:
         status = services.iotc.status(target.app, target.export_id, target.destination_id)
         evidence = [Evidence("iotcentral", code, message) for code, message in status.all_errors()]
@@ -37,29 +40,56 @@ def read(services: Services, target: Target, extra: list[Evidence] | None = None
     except IotcError as exc:
         notes.append(f"IoT Central status unavailable: {exc}")
     evidence += [e for e in extra or [] if e not in evidence]
+    configured = target.principal.ref()
+    writer = service_principal_of(status.destination if status else {})
     current: PrincipalRef | None = None
-    if target.iotc_resource_id:
+    identity_on: bool | None = None
+    if writer is not None:
+        # The destination authorizes as an app registration: that app is what ADX must know.
+        notes.append(f"the destination authorizes as service principal {writer.client_id}, not a managed identity")
+        configured = writer
+    elif target.iotc_resource_id:
         try:
             current = services.iotc.current_identity(target.iotc_resource_id)
+            identity_on = current is not None
         except IotcError as exc:
             notes.append(f"IoT Central identity unavailable from ARM: {exc}")
-    principals = [p for p in (current, target.principal.ref()) if p is not None]
+    principals = [p for p in (current, configured) if p is not None]
     adx = read_adx(kusto, target, principals)
-    diagnosis = diagnose(target.principal.ref(), current, adx, evidence, target.database, target.table)
+    diagnosis = diagnose(configured, current, adx, evidence, target.database, target.table, target.role)
     diagnosis.notes.extend(notes)
-    diagnosis.root_cause = root_cause(services, target, diagnosis, current)
-    return Reading(target, adx, diagnosis, notes)
+    diagnosis.root_cause = root_cause(services, target, diagnosis, configured, current)
+    diagnosis.checklist = checklist.run(
+        checklist.ChecklistInput(
+            cluster_url=target.cluster_url,
+            database=target.database,
+            table=target.table,
+            destination=status.destination if status else None,
+            export_enabled=status.enabled if status else None,
+            database_exists=adx.database_exists,
+            table_exists=adx.table_exists,
+            table_near_miss=adx.table_near_miss,
+            streaming_ingestion=adx.streaming_ingestion,
+            row_level_security=adx.row_level_security,
+            identity_on=identity_on,
+        )
+    )
+    if status is not None and status.other_destinations:
+        diagnosis.notes.append(
+            f"export {target.export_id} also sends to {', '.join(status.other_destinations)}: "
+            f"judged by destination {target.destination_id}'s own status"
+        )
+    return Reading(target, adx, diagnosis, notes, status)
 
 
 def root_cause(
-    services: Services, target: Target, diagnosis: Diagnosis, current: PrincipalRef | None
+    services: Services, target: Target, diagnosis: Diagnosis, configured: PrincipalRef, current: PrincipalRef | None
 ) -> dict[str, object] | None:
     """Who changed the principal (ADXJournal) and how IoT Central's identity changed (ARM)."""
     from shared.iotcentral import IotcError
     from shared.root_cause import explain
 
     settings = services.settings
-    configured = target.principal.ref()
     changed_at = None
     if diagnosis.previous is not None and target.iotc_resource_id:
         try:
@@ -83,7 +113,7 @@ def root_cause(
 def read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]) -> AdxState:
     db, table = target.database, target.table
     try:
-        db_rows = kusto.database_principals(db)
+        db_rows, skipped = kusto.database_listing(db)
     except AdxError as exc:
         if exc.not_found:
             return AdxState(False, False, [], [], set())
@@ -91,19 +121,26 @@ def read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]
             return AdxState(True, True, [], [], set())
         raise
     own = kusto.own_roles(db)
-    try:  # a policy read also proves the table exists
+    try:  # a policy read also proves the table exists (names are case-sensitive)
         rls = kusto.policy_enabled(db, table, "row_level_security")
     except AdxError as exc:
         if exc.not_found:
-            return AdxState(True, False, db_rows, [], own)
+            near = next((t for t in kusto.tables(db) if t.lower() == table.lower()), None)
+            return AdxState(True, False, db_rows, [], own, listing_notes=skipped, table_near_miss=near)
         raise
     rva = kusto.policy_enabled(db, table, "restricted_view_access")
+    streaming = kusto.streaming_ingestion(db, table)
     # Table-level roles matter only when the database-level ones cannot ingest (one read saved).
     ingests = any(
-        a.scope == "database" and a.role in INGESTING_DB_ROLES and a.held_by(p) for a in db_rows for p in principals
+        a.scope == "database" and a.role in INGESTING_DB_ROLES and p.matches(a) for a in db_rows for p in principals
     )
-    table_rows = [] if ingests else kusto.table_principals(db, table)
-    return AdxState(True, True, db_rows, table_rows, own, rls, rva)
+    table_rows: list[Assignment] = []
+    if not ingests:
+        table_rows, more = kusto.table_listing(db, table)
+        skipped = skipped + more
+    return AdxState(
+        True, True, db_rows, table_rows, own, rls, rva, listing_notes=skipped, streaming_ingestion=streaming
+    )
 
 
 def plan(
@@ -111,6 +148,12 @@ def plan(
 ) -> tuple[Reading, Plan]:
     reading = read(services, target, extra)
     result = make_plan(
-        target, reading.diagnosis, toggle_export=services.settings.toggle_export, correlation_id=correlation_id
+        target,
+        reading.diagnosis,
+        toggle_export=services.settings.toggle_export,
+        correlation_id=correlation_id,
+        remedies=services.settings.remedies,
+        destination=reading.status.destination if reading.status else None,
+        other_destinations=tuple(reading.status.other_destinations) if reading.status else (),
     )
     return reading, result

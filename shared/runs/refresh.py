@@ -37,6 +37,10 @@ class ReaddBlocked(Exception):
     """The re-add cannot be done now; the text is the reason people are told."""
 
 
+class ReaddAbandoned(ReaddBlocked):
+    """The re-add can never be done by the healer (its principal stayed unknown to Entra)."""
+
+
 class Refresh:
     action: ClassVar[str] = "refresh"
     phases: ClassVar[tuple[str, ...]] = (SNAPSHOTTED, DROPPED, READDING)
@@ -138,6 +142,14 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
                 **item.model_dump(),
             )
         except AdxError as exc:
+            if exc.unknown_principal:
+                waited = (services.clock() - pending.dropped_at).total_seconds()
+                if waited >= services.settings.unknown_identity_retry_seconds:
+                    raise ReaddAbandoned(
+                        f"re-add abandoned: {item.fqn} is unknown to Entra {int(waited)}s after it was dropped "
+                        f"({item.role} on {pending.database}, notes {item.notes!r}); re-add it by hand once it exists"
+                    ) from exc
+                raise ReaddBlocked(f"re-add pending: {item.fqn} is not known to Entra yet ({exc.message})") from exc
             if exc.forbidden:
                 raise ReaddBlocked(
                     f"re-add pending: the healer is not Database Admin on {pending.database} "
@@ -152,12 +164,15 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         raise ReaddBlocked(f"re-add pending: {', '.join(missing)} of {pending.principal} not listed after the re-add")
 
 
-def escalate_blocked(services: Services, key: str, holder: str | None, reason: str) -> None:
-    """Tell people at once; keep the record (the sweep keeps trying); let go of `holder`'s lease."""
+def escalate_blocked(services: Services, key: str, holder: str | None, reason: str, *, abandon: bool = False) -> None:
+    """Tell people at once; keep the record (the sweep keeps trying, unless `abandon`: then
+    nothing retries it any more); let go of `holder`'s lease."""
 
     runs: list[str] = []
 
     def apply(state: TargetState) -> None:
+        if abandon and state.pending_readd is not None:
+            state.pending_readd = state.pending_readd.model_copy(update={"abandoned": reason[:1000]})
         state.escalated = True
         state.escalation_reason = reason[:1000]
         state.last_outcome = "escalated"

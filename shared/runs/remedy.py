@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from shared.messages import RemediationMessage
 from shared.plan import Action, Plan
-from shared.principals import Assignment
+from shared.principals import Assignment, PrincipalRef
 from shared.runs.base import Outcome
 from shared.runs.fencing import Run
 from shared.runs.reading import Reading
@@ -61,4 +61,7 @@ class FollowUp(Protocol):
 
 
 def holds(listing: list[Assignment], role: str, fqn: str) -> bool:
-    return any(a.scope == "database" and a.role == role and a.fqn.lower() == fqn.lower() for a in listing)
+    """`fqn` holds `role` on the database: listed under either id or by PrincipalObjectId (ADX may
+    list an application under its application id whatever id was added)."""
+    who = PrincipalRef.from_fqn(fqn)
+    return any(a.scope == "database" and a.role == role and who.matches(a) for a in listing)

@@ -1,6 +1,8 @@
 """The recovery sweep: the first thing every timer run does. It re-adds every dropped principal
 whose re-add is overdue, from the state record alone (configured, discovered or since removed),
-and re-enables exports the healer left disabled. Each target is isolated: one that fails is
+finishes a destination re-creation whose run stopped half-way (its messages lost: a copy left
+behind would count against IoT Central's 10 destinations per app), and re-enables exports the
+healer left disabled. Each target is isolated: one that fails is
 escalated with the reason and retried next time, and never stops the others."""
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from shared.messages import RemediationMessage
 from shared.runs.base import RunStopped, Services
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
+from shared.runs.recreate import RecreateDestination
 from shared.runs.refresh import escalate_blocked
 from shared.runs.remedy import Step
 from shared.storage import PendingReadd, TargetState
@@ -33,6 +36,13 @@ def overdue(state: TargetState, now: datetime, grace_s: float) -> bool:
     return pending is not None and now >= pending.due + timedelta(seconds=grace_s)
 
 
+def stalled(state: TargetState, now: datetime, grace_s: float) -> bool:
+    """A run phase nobody works on: the lease lapsed and the phase is older than the grace."""
+    if state.leased(now) or state.phase_at is None:
+        return False
+    return now >= state.phase_at + timedelta(seconds=grace_s)
+
+
 def overdue_readds(services: Services, states: list[TargetState] | None = None) -> list[str]:
     """Targets whose dropped principal is past its re-add time plus the grace (for /api/health)."""
     now, grace = services.clock(), services.settings.sweep_grace_seconds
@@ -45,7 +55,7 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
     now, grace = services.clock(), services.settings.sweep_grace_seconds
     for state in services.store.all_states() if states is None else states:
         try:
-            if state.pending_readd is not None and overdue(state, now, grace):
+            if state.pending_readd is not None and not state.pending_readd.abandoned and overdue(state, now, grace):
                 report.overdue.append(state.key)
                 log.error(
                     "%s: re-add of run %s overdue since %s; the sweep re-adds it",
@@ -54,6 +64,8 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
                     state.pending_readd.due.isoformat(),
                 )
                 report.done.extend(_readd(healer, state, state.pending_readd))
+            if state.phase in RecreateDestination.phases and stalled(state, now, grace):
+                report.done.extend(_finish_recreate(healer, state))
             if state.pending_enable and not state.leased(now):
                 target = healer.known(state.key, state)
                 if target is not None:
@@ -72,6 +84,25 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
                 except Exception:
                     log.exception("could not escalate %s", state.key)
     return report
+
+
+def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
+    msg = RemediationMessage(
+        target=state.key,
+        run_id=state.run_id,
+        step="start",
+        trigger="sweep",
+        reason="recovery sweep: finish re-creating the destination",
+        correlation_id=state.run_id,
+    )
+    target = healer.known(state.key, state)
+    if target is None:
+        return []
+    step = Step(healer, Run(healer.s, state.key, state.run_id), target, msg)
+    if step.run.acquire(exclusive=True) is None:
+        return []
+    RecreateDestination().resume(step, state)
+    return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
 
 
 def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:

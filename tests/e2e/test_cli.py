@@ -62,10 +62,10 @@ def test_help_reads_well() -> None:
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    for command in ("diagnose", "plan", "heal", "status", "history", "resume", "iotc-access"):
+    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
         assert command in done.stdout
     assert "Exit codes" in done.stdout
-    for command in ("diagnose", "plan", "heal", "status", "history", "resume", "iotc-access"):
+    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
         sub = subprocess.run(
             [sys.executable, "-m", "shared", command, "--help"],
             cwd=ROOT,
@@ -80,6 +80,12 @@ def test_help_reads_well() -> None:
 def test_diagnose_plan_heal_status_history(sandbox_dir: Path) -> None:
     code, healthy, _ = cli(sandbox_dir, "--json", "diagnose", CONTOSO)
     assert (code, healthy["kind"]) == (0, "healthy")
+    assert {c["item"] for c in healthy["checklist"]} >= {"cluster-uri", "table", "ingestion-mapping-name"}
+    code, items, _ = cli(sandbox_dir, "--json", "checklist", CONTOSO)
+    results = {c["item"]: c["status"] for c in items["checklist"]}
+    assert code == 0 and results["table"] == "pass" and results["ingestion-mapping-name"] == "not-applicable"
+    code, _, out = cli(sandbox_dir, "checklist", CONTOSO)
+    assert code == 0 and "streaming-ingestion" in out and "not-applicable" in out
     control(sandbox_dir, "/faults", {"kind": "stale-permission", "app": "contoso"})
     url = json.loads((sandbox_dir / "endpoints.json").read_text())["control_url"]
     wait_until(
@@ -93,7 +99,7 @@ def test_diagnose_plan_heal_status_history(sandbox_dir: Path) -> None:
     code, found, _ = cli(sandbox_dir, "--json", "diagnose", CONTOSO)
     assert (code, found["kind"]) == (3, "principal-stale") and found["evidence"]
     code, planned, _ = cli(sandbox_dir, "--json", "plan", CONTOSO)
-    assert code == 3 and [a["action"] for a in planned["actions"]] == ["refresh", "verify"]
+    assert code == 3 and [a["action"] for a in planned["actions"]] == ["recreate-destination", "refresh", "verify"]
     code, dry, _ = cli(sandbox_dir, "--json", "heal", CONTOSO)
     assert code == 3 and dry["dry_run"] is True
     code, _, out = cli(sandbox_dir, "plan", CONTOSO)

@@ -48,7 +48,7 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     assert rows["crash-after-drop"]["healed"]
     assert rows["alert-webhook"]["detected_by"] == "alert"
     assert all(rows[n]["healed"] for n in ALL if rows[n]["expected_outcome"] == "healed")
-    for quiet in ("healer-not-admin", "table-missing", "observe-mode"):
+    for quiet in ("healer-not-admin", "table-missing", "observe-mode", "ids-normalised", "destination-stale"):
         assert rows[quiet]["changing_commands"] == 0
     outage = rows["outage-backfill"]  # nothing lost, nothing twice, and a second backfill adds nothing
     assert (
@@ -60,7 +60,7 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
         cause, recorded = rows[name]["root_cause"], rows[name]["recorded_change"]
         assert cause["found"] and cause["source"] == "ADXJournal", name
         assert cause["command"] == recorded["command"] and cause["actor"] == recorded["actor"] == OPERATOR_UPN
-        assert cause["command"].startswith(".drop database ['devicedata'] ingestors ('aadapp=")
+        assert cause["command"].startswith(".drop database ['devicedata'] admins ('aadapp=")
     assert rows["identity-rotated"]["root_cause"]["identity_change"]["seen_by"] == "ARM"
     assert rows["stale-permission"]["root_cause"] is None
     # One notification per escalated scenario, none for the others.
@@ -80,6 +80,15 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     if browser():
         dom = render_in_browser(html_path)
         assert 'class="event phase-detection"' in dom and OPERATOR_UPN in dom
+    # Fidelity scenarios: each ends the way real ADX and IoT Central would let it.
+    assert rows["ids-normalised"]["diagnosis"] == "healthy" and rows["ids-normalised"]["actions"] == []
+    assert rows["ingestor-needs-admin"]["diagnosis"] == "insufficient-role"
+    assert rows["destination-stale"]["actions"][0] == "recreate-destination"
+    assert rows["service-principal-destination"]["changing_commands"] == 1
+    assert rows["access-denied-code"]["diagnosis"] == "principal-stale"
+    assert "rows cannot be counted" in rows["restricted-view"]["detail"]
+    assert rows["unknown-identity"]["diagnosis"] == "identity-changed"
+    assert "unknown to Entra" in rows["unknown-identity"]["detail"]
 
     log = (tmp_path / "drill.log").read_text()
     assert "remediation" in log  # the capture saw the healer's own lines

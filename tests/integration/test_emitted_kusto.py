@@ -10,6 +10,7 @@ import pytest
 
 from sandbox.identity import new_identity
 from shared import kusto_commands as cmd
+from shared.principals import PrincipalRef
 from tests.healer_env import inject_and_wait
 from tests.kusto_parser import parse_all
 
@@ -36,6 +37,9 @@ def test_every_command_the_core_emits_parses(healer_setup: Any) -> None:
         cmd.show_ingestion_mappings("T"),
         cmd.show_policy("T", "row_level_security"),
         cmd.show_policy("T", "restricted_view_access"),
+        cmd.show_policy("T", "ingestiontime"),
+        cmd.show_policy("T", "streamingingestion"),
+        cmd.show_database_policy("my data", "streamingingestion"),
         cmd.change_role("add", "db", "admins", FQN, AWKWARD_NOTES),
         cmd.change_role("drop", "db", "ingestors", FQN, None),
         cmd.change_role("add", "db", "ingestors", FQN, "t", table="My Table"),
@@ -61,9 +65,10 @@ def test_awkward_notes_come_back_exactly(healer_setup: Any) -> None:
     fqn = f"aadapp={newcomer.object_id};{newcomer.tenant_id}"
     adapter = healer.s.kusto(world.cluster.url)
     listing = adapter.set_role("devicedata", "viewers", fqn, present=True, notes=AWKWARD_NOTES)
-    mine = [a for a in listing if a.fqn == fqn.lower()]
+    who = PrincipalRef.from_fqn(fqn)  # listed under its application id, the object id in its column
+    mine = [a for a in listing if who.matches(a)]
     assert [(a.role, a.notes) for a in mine] == [("viewers", AWKWARD_NOTES)]
-    assert [a.notes for a in adapter.database_principals("devicedata") if a.fqn == fqn.lower()] == [AWKWARD_NOTES]
+    assert [a.notes for a in adapter.database_principals("devicedata") if who.matches(a)] == [AWKWARD_NOTES]
     sent = len(adapter.sent)
     adapter.set_role("devicedata", "viewers", fqn, present=True, notes=AWKWARD_NOTES, current=listing)
     assert len(adapter.sent) == sent  # already there: nothing is sent

@@ -91,7 +91,8 @@ def test_heal_dry_run_plans_and_changes_nothing(app: tuple[World, Runner]) -> No
     assert answer.status_code == 200
     plan = answer.json()["plan"]
     assert plan["diagnosis"]["kind"] == "principal-stale"
-    assert [a["action"] for a in plan["actions"]] == ["refresh", "verify"]
+    assert [a["action"] for a in plan["actions"]] == ["recreate-destination", "refresh", "verify"]
+    assert plan["diagnosis"]["checklist"]  # the forum's checklist is part of every diagnosis
     assert not [t for _, _, t in world.cluster.command_log[before:] if t.startswith((".add", ".drop"))]
 
 

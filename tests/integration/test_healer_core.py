@@ -54,6 +54,8 @@ def heal(worker: Worker, world: World, fault: str) -> tuple[list[str], list[str]
 
 
 def test_refresh_heals_stale_permission(healer_setup: Any) -> None:
+    """Default remedy order: the destination is re-created first; ADX still denies the stale
+    principal, so the same run goes on with the refresh, which heals."""
     world, _, healer, worker = healer_setup
     statuses, changes = heal(worker, world, "stale-permission")
     assert statuses[-1] == "healed"
@@ -61,9 +63,23 @@ def test_refresh_heals_stale_permission(healer_setup: Any) -> None:
     note = "IoT Central contoso data export"
     assert changes[1].endswith(f"'{note}'")  # re-added with the snapshot's exact notes
     rows = [a for a in world.cluster.database("devicedata").principals if a.notes == note]
-    assert len(rows) == 1 and rows[0].role == "ingestors" and not rows[0].stale
+    assert len(rows) == 1 and rows[0].role == "admins" and not rows[0].stale
     state = healer.s.store.load(CONTOSO)
     assert state.pending_readd is None and state.last_outcome == "healed" and state.lease_owner == ""
+    steps = [r["Step"] for r in healer.s.store.read_journal(CONTOSO) if r["Status"] == "done"]
+    assert steps.index("repoint-export") < steps.index("next-remedy") < steps.index("drop-admins")
+
+
+def test_refresh_only_when_configured_first(healer_setup: Any, azurite: Any) -> None:
+    from tests.healer_env import healer_for, make_settings, queue_client
+
+    world, _, _, _ = healer_setup
+    healer = healer_for(make_settings(world, azurite, remedy_order="refresh"))
+    worker = Worker(healer, queue_client(healer.s.settings))
+    statuses, changes = heal(worker, world, "stale-permission")
+    assert statuses[-1] == "healed" and [c.split()[0] for c in changes] == [".drop", ".add"]
+    assert "repoint-export" not in [r["Step"] for r in healer.s.store.read_journal(CONTOSO)]
+    assert world.iotc.apps["contoso"].exports["export-1"]["destinations"] == [{"id": "adx-1"}]
 
 
 @pytest.mark.parametrize("fault", ["principal-removed", "identity-rotated", "table-level-only"])
@@ -71,7 +87,7 @@ def test_add_heals(healer_setup: Any, fault: str) -> None:
     world, _, _, worker = healer_setup
     statuses, changes = heal(worker, world, fault)
     assert statuses[-1] == "healed"
-    assert len(changes) == 1 and changes[0].startswith(".add database ['devicedata'] ingestors")
+    assert len(changes) == 1 and changes[0].startswith(".add database ['devicedata'] admins")
     current = world.iotc.identity_of("contoso")
     assert current.object_id.lower() in changes[0] or current.client_id.lower() in changes[0]
 
@@ -107,7 +123,7 @@ def test_observe_mode_plans_and_changes_nothing(healer_setup: Any, azurite: Any)
     assert changing_commands(world, before) == []
     history = observer.s.store.read_history(CONTOSO)
     assert history[0]["Outcome"] == "planned" and history[0]["Diagnosis"] == "principal-stale"
-    assert '"refresh"' in history[0]["Actions"]
+    assert '"recreate-destination"' in history[0]["Actions"] and '"refresh"' in history[0]["Actions"]
 
 
 def test_history_records_every_run(healer_setup: Any) -> None:

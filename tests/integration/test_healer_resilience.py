@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,15 +27,15 @@ REFRESH_POINTS = [
     "phase:planned",
     "journal:snapshot:done",
     "phase:snapshotted",
-    "journal:drop-ingestors:intent",
-    "effect:drop-ingestors",
-    "journal:drop-ingestors:done",
+    "journal:drop-admins:intent",
+    "effect:drop-admins",
+    "journal:drop-admins:done",
     "phase:dropped",
     "enqueue:readd",
     "phase:re-adding",
-    "journal:readd-ingestors:intent",
-    "effect:readd-ingestors",
-    "journal:readd-ingestors:done",
+    "journal:readd-admins:intent",
+    "effect:readd-admins",
+    "journal:readd-admins:done",
     "phase:verifying",
     "enqueue:verify",
     "journal:verify:done",
@@ -59,6 +60,37 @@ ADD_TOGGLE_POINTS = [
 ]
 
 
+@pytest.fixture
+def refresh_setup(healer_setup: Any, azurite: Any) -> Any:
+    """(world, settings, healer, worker) with the forum's refresh as the only remedy."""
+    world = healer_setup[0]
+    settings = make_settings(world, azurite, remedy_order="refresh")
+    healer = healer_for(settings)
+    return world, settings, healer, Worker(healer, queue_client(settings))
+
+
+RECREATE_POINTS = [
+    "journal:plan:done",
+    "phase:planned",
+    "journal:destination-copy:done",
+    "phase:destination-prepared",
+    "journal:create-destination:intent",
+    "effect:create-destination",
+    "journal:create-destination:done",
+    "phase:destination-created",
+    "journal:repoint-export:intent",
+    "effect:repoint-export",
+    "journal:repoint-export:done",
+    "phase:export-repointed",
+    "journal:delete-destination:intent",
+    "effect:delete-destination",
+    "journal:delete-destination:done",
+    "phase:verifying",
+    "enqueue:verify",
+    "journal:verify:done",
+]
+
+
 def crash_once_at(point: str, seen: list[str]) -> Callable[[str], None]:
     def hook(name: str) -> None:
         seen.append(name)
@@ -71,7 +103,7 @@ def crash_once_at(point: str, seen: list[str]) -> Callable[[str], None]:
 def principal_intact(world: World) -> bool:
     identity = world.iotc.identity_of("contoso")
     rows = [a for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)]
-    return any(a.role == "ingestors" and a.notes == NOTE for a in rows)
+    return any(a.role == "admins" and a.notes == NOTE for a in rows)
 
 
 def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -> None:
@@ -89,8 +121,8 @@ def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -
     worker.run_until(settled, timeout_s)
 
 
-def test_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any, azurite: Any) -> None:
-    world, _, healer, worker = healer_setup
+def test_crash_points_are_the_ones_the_matrix_covers(refresh_setup: Any, azurite: Any) -> None:
+    world, _, healer, worker = refresh_setup
     seen: list[str] = []
     healer.s.checkpoint = seen.append
     inject_and_wait(world, "stale-permission")
@@ -108,8 +140,8 @@ def test_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any, azurite:
     assert list(dict.fromkeys(seen_add)) == ADD_TOGGLE_POINTS
 
 
-def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(healer_setup: Any) -> None:
-    world, _, healer, worker = healer_setup
+def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(refresh_setup: Any) -> None:
+    world, _, healer, worker = refresh_setup
     inject_and_wait(world, "stale-permission")
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: any(o.status == "waiting" for o in worker.outcomes), 20)
@@ -120,8 +152,8 @@ def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(healer_setup: An
     assert healer.s.store.load(CONTOSO).pending_readd is None
 
 
-def test_chaos_30_percent_of_kusto_calls_fail(healer_setup: Any) -> None:
-    world, _, healer, worker = healer_setup
+def test_chaos_30_percent_of_kusto_calls_fail(refresh_setup: Any) -> None:
+    world, _, healer, worker = refresh_setup
     worker.visibility_s = 1
     for round_ in range(3):
         inject_and_wait(world, "stale-permission", "contoso")
@@ -136,12 +168,12 @@ def test_chaos_30_percent_of_kusto_calls_fail(healer_setup: Any) -> None:
     assert counters.throttled and counters.errors and counters.resets, f"every kind of fault happened: {counters}"
     identity = world.iotc.identity_of("contoso")
     grants = [a for a in world.cluster.database("devicedata").principals if a.fqn.matches(identity)]
-    assert [(a.role, a.notes) for a in grants] == [("ingestors", NOTE)]  # no duplicate grant, nothing lost
+    assert [(a.role, a.notes) for a in grants] == [("admins", NOTE)]  # no duplicate grant, nothing lost
     assert any(o.status == "healed" for o in worker.outcomes), [(o.status, o.detail) for o in worker.outcomes]
 
 
-def test_concurrent_workers_on_one_target_do_one_refresh(healer_setup: Any) -> None:
-    world, settings, _, worker = healer_setup
+def test_concurrent_workers_on_one_target_do_one_refresh(refresh_setup: Any) -> None:
+    world, settings, _, worker = refresh_setup
     second = Worker(healer_for(settings), queue_client(settings))
     inject_and_wait(world, "stale-permission", "contoso")
     before = len(world.cluster.command_log)
@@ -160,3 +192,75 @@ def test_concurrent_workers_on_one_target_do_one_refresh(healer_setup: Any) -> N
     statuses = [o.status for o in worker.outcomes + second.outcomes]
     assert statuses.count("skipped") >= 2
     assert principal_intact(world)
+
+
+def export_has_a_destination(world: World) -> bool:
+    app = world.iotc.apps["contoso"]
+    refs = app.exports["export-1"]["destinations"]
+    return bool(refs) and all(r["id"] in app.destinations for r in refs)
+
+
+def test_recreate_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any) -> None:
+    world, _, healer, worker = healer_setup
+    seen: list[str] = []
+    healer.s.checkpoint = seen.append
+    inject_and_wait(world, "destination-stale")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 40)
+    assert list(dict.fromkeys(seen)) == RECREATE_POINTS
+
+
+# Every side effect and every phase change of the re-creation (the journal writes between them
+# are covered by the refresh matrix, which shares the same effect helper).
+RECREATE_CRASHES = [p for p in RECREATE_POINTS if p.startswith(("effect:", "phase:destination", "phase:export"))]
+
+
+@pytest.mark.parametrize("point", RECREATE_CRASHES)
+def test_crash_during_recreate_keeps_the_export_sending(healer_setup: Any, point: str) -> None:
+    """Make-before-break: at every step the export sends to a destination that exists; a crash
+    anywhere resumes to one re-created destination, the transform kept, no principal touched."""
+    world, _, healer, worker = healer_setup
+    worker.visibility_s = 1
+    world.iotc.apps["contoso"].exports["export-1"]["destinations"] = [{"id": "adx-1", "transform": "{ d: .device }"}]
+    seen: list[str] = []
+    crash = crash_once_at(point, seen)
+    gaps: list[str] = []
+
+    def hook(name: str) -> None:
+        if not export_has_a_destination(world):
+            gaps.append(name)
+        crash(name)
+
+    healer.s.checkpoint = hook
+    inject_and_wait(world, "destination-stale")
+    worker.enqueue_start(CONTOSO)
+    drive(world, healer, worker)
+    assert point in seen and gaps == []
+    assert any(o.status == "healed" for o in worker.outcomes), [(o.status, o.detail) for o in worker.outcomes]
+    app = world.iotc.apps["contoso"]
+    refs = app.exports["export-1"]["destinations"]
+    assert len(refs) == 1 and refs[0]["id"] != "adx-1" and refs[0]["transform"] == "{ d: .device }"
+    assert list(app.destinations) == [refs[0]["id"]]  # the old one deleted, one copy only
+    assert changing_commands(world) == []
+    assert healer.s.store.load(CONTOSO).destination_id == refs[0]["id"]
+
+
+def test_recovery_sweep_finishes_a_re_creation_whose_messages_were_lost(healer_setup: Any) -> None:
+    world, _, healer, worker = healer_setup
+    worker.visibility_s = 1
+    healer.s.checkpoint = crash_once_at("effect:create-destination", [])
+    inject_and_wait(world, "destination-stale")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: worker.crashes == 1, 20)
+    worker.queue.clear_messages()  # the redelivery is lost: nobody will resume the run
+    assert healer.s.store.load(CONTOSO).phase == "destination-prepared"
+    # Once the lease lapses (here: set to the past) the sweep finishes it: the copy is used, the
+    # old one is gone.
+    assert not healer.sweep()  # not while the dead worker's lease still runs
+    lapsed = datetime.now(UTC) - timedelta(seconds=1)
+    healer.s.store.update(CONTOSO, lambda st: setattr(st, "lease_until", lapsed))
+    assert healer.sweep()
+    app = world.iotc.apps["contoso"]
+    refs = app.exports["export-1"]["destinations"]
+    assert len(refs) == 1 and list(app.destinations) == [refs[0]["id"]] and refs[0]["id"] != "adx-1"
+    worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 30)

@@ -45,8 +45,9 @@ def test_export_and_destination_report_status_and_errors(world: World, contoso: 
     export = sdk.iotc_get(contoso, "/api/dataExport/exports/export-1")
     dest = sdk.iotc_get(contoso, "/api/dataExport/exports/export-1/destinations")["value"][0]
     assert export["status"] == "error" and dest["status"] == "error"
-    assert dest["errors"][0]["code"] == "Forbidden"
-    assert "is not authorized to perform operation 'Ingest'" in dest["errors"][0]["message"]
+    # IoT Central's own words, not Kusto's (sandbox/fidelity.py: iotc_error_style)
+    assert dest["errors"][0]["code"] == "InsufficientPermissions"
+    assert "lacks required permissions" in dest["errors"][0]["message"]
     assert "lastExportTime" in export  # kept from the last good batch
 
 

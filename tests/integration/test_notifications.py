@@ -89,7 +89,11 @@ def test_a_bad_webhook_setting_is_refused_without_echoing_it() -> None:
 
 def test_a_readd_the_healer_cannot_do_is_one_readd_failed_incident(world: Any, azurite: Any) -> None:
     settings = make_settings(
-        world, azurite, notify_webhook=world.endpoints()["notify_webhook_url"], refresh_wait_seconds=1
+        world,
+        azurite,
+        notify_webhook=world.endpoints()["notify_webhook_url"],
+        refresh_wait_seconds=1,
+        remedy_order="refresh",  # the drop/wait/re-add is what leaves a re-add pending
     )
     healer = healer_for(settings)
     worker = Worker(healer, queue_client(settings))

@@ -94,6 +94,9 @@ def test_answers_match_the_document(app: tuple[World, Runner]) -> None:
     wait_until(lambda: world.iotc.apps["contoso"].exports["export-1"]["status"] == "error", 10, "the break")
     send("POST", "heal", {"target": "contoso:export-1:adx-1"})
     send("POST", "heal", {"target": "contoso:export-1:adx-1"})  # 409: already queued
+    world.inject("stale-permission", "fabrikam")  # a plan with remedies in order
+    wait_until(lambda: world.iotc.apps["fabrikam"].exports["export-1"]["status"] == "error", 10, "the break")
+    send("POST", "heal", {"target": "fabrikam:export-1:adx-1", "dry_run": True})
     alert = {
         "schemaId": "azureMonitorCommonAlertSchema",
         "data": {"essentials": {"alertId": "a-1", "monitorCondition": "Fired", "alertTargetIDs": []}},

@@ -45,7 +45,7 @@ def test_table_level_only_blames_the_drop_not_the_table_grant(world: Any, healer
     reading = healer.read(healer.target("fabrikam:export-1:adx-1"))
     assert str(reading.diagnosis.kind) == "insufficient-role"
     cause = reading.diagnosis.root_cause
-    assert cause["command"].startswith(".drop database ['devicedata'] ingestors (")
+    assert cause["command"].startswith(".drop database ['devicedata'] admins (")
     assert cause["actor"] == OPERATOR_UPN
 
 

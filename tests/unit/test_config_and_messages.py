@@ -31,7 +31,7 @@ def target(**changes: Any) -> dict[str, Any]:
 
 def test_a_valid_target_and_its_defaults() -> None:
     (parsed,) = parse_targets(json.dumps([target()]))
-    assert parsed.key == "contoso:export-1:adx-1" and parsed.role == "ingestors"
+    assert parsed.key == "contoso:export-1:adx-1" and parsed.role == "admins"  # IoT Central's docs
     assert parsed.principal.ref().fqn() == f"aadapp={GUID};{TENANT}"
 
 

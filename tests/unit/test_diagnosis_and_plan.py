@@ -54,7 +54,8 @@ def state(
         db or [],
         table or [],
         {"admins"} if healer is None else healer,
-        **flags,
+        row_level_security=flags.pop("row_level_security", False),
+        restricted_view_access=flags.pop("restricted_view_access", False),
     )
 
 
@@ -62,7 +63,8 @@ def state(
     ("adx", "evidence", "current", "kind"),
     [
         (state([row("database", "ingestors")]), [], None, Kind.HEALTHY),
-        (state([row("database", "ingestors")]), DENIED, None, Kind.PRINCIPAL_STALE),
+        # IoT Central's docs require Admin: Ingestor alone, while IoT Central is denied, is not enough.
+        (state([row("database", "ingestors")]), DENIED, None, Kind.INSUFFICIENT_ROLE),
         (state([row("database", "admins")]), DENIED, None, Kind.PRINCIPAL_STALE),
         (state([]), DENIED, None, Kind.PRINCIPAL_MISSING),
         (state([row("database", "viewers")]), DENIED, None, Kind.INSUFFICIENT_ROLE),
@@ -98,7 +100,7 @@ def test_identity_named_in_the_error_counts_when_both_ids_are_configured() -> No
     result = diagnose(ME, None, state([row("database", "ingestors")]), other, "db", "T")
     assert result.kind == Kind.IDENTITY_CHANGED and result.principal.client_id == NEW
     only_oid = PrincipalRef(TENANT, object_id=OID)
-    result = diagnose(only_oid, None, state([row("database", "ingestors")]), other, "db", "T")
+    result = diagnose(only_oid, None, state([row("database", "admins")]), other, "db", "T")
     assert result.kind == Kind.PRINCIPAL_STALE  # with one id known, a different id proves nothing
 
 
@@ -116,16 +118,19 @@ def test_row_level_security_and_restricted_view_are_notes_only() -> None:
     assert any("restricted view access" in n for n in result.notes)
 
 
+MANAGED = {"type": "dataexplorer@v1", "authorization": {"type": "systemAssignedManagedIdentity"}}
+
+
 def test_plans_say_why() -> None:
-    stale = diagnose(ME, None, state([row("database", "ingestors", notes="exact 'notes'")]), DENIED, "db", "T")
-    plan = make_plan(TARGET, stale, toggle_export=True, correlation_id="c1")
-    assert [a.kind for a in plan.actions] == ["refresh", "toggle-export", "verify"]
-    assert plan.actions[0].snapshot[0].notes == "exact 'notes'"
+    stale = diagnose(ME, None, state([row("database", "admins", notes="exact 'notes'")]), DENIED, "db", "T")
+    plan = make_plan(TARGET, stale, toggle_export=True, correlation_id="c1", destination=MANAGED)
+    assert [a.kind for a in plan.actions] == ["recreate-destination", "refresh", "toggle-export", "verify"]
+    assert plan.actions[1].snapshot[0].notes == "exact 'notes'"
     assert all(a.reason.endswith(".") for a in plan.actions)
 
     missing = diagnose(ME, None, state([]), DENIED, "db", "T")
     plan = make_plan(TARGET, missing, toggle_export=False, correlation_id="c2")
-    assert [(a.kind, a.role) for a in plan.actions] == [("add-role", "ingestors"), ("verify", "")]
+    assert [(a.kind, a.role) for a in plan.actions] == [("add-role", "admins"), ("verify", "")]
     assert plan.actions[0].fqn == f"aadapp={OID};{TENANT}" and "c2" in plan.actions[0].notes
 
     for kind_state in (state([], healer={"viewers"}), state(table_exists=False)):
@@ -144,8 +149,8 @@ def test_plans_say_why() -> None:
 
 
 def test_refresh_is_refused_when_the_snapshot_cannot_be_re_added_exactly() -> None:
-    stale = diagnose(ME, None, state([row("database", "ingestors", notes="two\nlines")]), DENIED, "db", "T")
-    plan = make_plan(TARGET, stale, toggle_export=False, correlation_id="c")
+    stale = diagnose(ME, None, state([row("database", "admins", notes="two\nlines")]), DENIED, "db", "T")
+    plan = make_plan(TARGET, stale, toggle_export=False, correlation_id="c", remedies=("refresh",))
     assert [a.kind for a in plan.actions] == ["escalate"] and "nothing is dropped" in plan.actions[0].reason
 
 
@@ -154,7 +159,7 @@ def test_cluster_admins_and_other_principals_are_never_in_a_snapshot() -> None:
         row("database", "admins", NEW),
         Assignment("cluster", "AllDatabasesAdmin", f"aadapp={NEW};{TENANT}", NEW, "ops", ""),
     ]
-    stale = diagnose(ME, None, state([*others, row("database", "ingestors")]), DENIED, "db", "T")
-    plan = make_plan(TARGET, stale, toggle_export=False, correlation_id="c")
+    stale = diagnose(ME, None, state([*others, row("database", "admins")]), DENIED, "db", "T")
+    plan = make_plan(TARGET, stale, toggle_export=False, correlation_id="c", remedies=("refresh",))
     snapshot = plan.actions[0].snapshot
-    assert [(a.role, a.fqn) for a in snapshot] == [("ingestors", f"aadapp={OID};{TENANT}")]
+    assert [(a.role, a.fqn) for a in snapshot] == [("admins", f"aadapp={OID};{TENANT}")]

@@ -46,6 +46,7 @@ TARGET = Target(
     database="devicedata",
     table="DeviceTelemetry",
     principal={"object_id": OBJECT, "tenant_id": TENANT},  # type: ignore[arg-type]
+    role="ingestors",  # the model's principal holds Ingestor: a denial is a stale permission
 )
 EXAMPLES = int(os.environ.get("HEALER_MODEL_EXAMPLES", "2000"))
 STATS = {"examples": 0, "steps": 0, "drops": 0, "crashes": 0, "healed": 0, "stalls": 0}
@@ -65,6 +66,7 @@ def model_settings() -> Settings:
         "cooldown_seconds": 0,
         "max_attempts": 50,
         "backfill": "off",  # the model is about principals; the backfill phase has its own tests
+        "remedy_order": "refresh",  # the model is the refresh's; re-creating a destination has its own tests
     }
     return Settings(**values)
 

@@ -1,0 +1,122 @@
+"""Remedy: re-create the export's destination, Microsoft's documented repair
+(planned → destination-prepared → destination-created → export-repointed → verifying).
+
+Make-before-break: the copy exists and the export sends to it before the old destination is
+deleted, so the export is never without a destination. What the copy needs (the destination's
+body, the export's reference with its transform, the new id) is kept in the run's state before
+the first change; each step is an idempotent effect (PUT, PATCH, DELETE that tolerates 404), so
+a redelivered message resumes from the phase and repeats at most the step that died. The phase
+that re-points the export also records the new destination id in the target's state: from then
+on the target (same key) is judged by the new destination.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+from shared import recreate_destination as rd
+from shared.iotcentral import IotcError
+from shared.plan import Action, Plan
+from shared.runs.base import PLANNED, Outcome
+from shared.runs.reading import Reading
+from shared.runs.remedy import Step, holds
+from shared.storage import TargetState
+
+PREPARED = "destination-prepared"
+CREATED = "destination-created"
+REPOINTED = "export-repointed"
+
+
+class RecreateDestination:
+    action: ClassVar[str] = "recreate-destination"
+    phases: ClassVar[tuple[str, ...]] = (PREPARED, CREATED, REPOINTED)
+    steps: ClassVar[tuple[str, ...]] = ()
+
+    def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
+        target = reading.target
+        iotc = step.healer.s.iotc
+        try:
+            copy = rd.prepare(iotc, target.app, target.export_id, target.destination_id, step.run.run_id)
+        except rd.NotRecreatable as exc:
+            reason = f"re-creating the destination is not possible: {exc}"
+            step.run.finish(lambda st: _escalated(st, reason, str(plan.diagnosis.kind)))
+            return step.healer.history(step, Outcome("escalated", reason, plan), plan)
+        # The principal keeps its listing: what verification counts as "listed" is what was read.
+        fqn = plan.diagnosis.principal.fqn()
+        listed = any(holds(reading.adx.database_principals, role, fqn) for role in ("admins", "ingestors"))
+        step.run.journal("destination-copy", "done", copy=copy.to_dict(), listed=listed)
+        data = {"copy": json.dumps(copy.to_dict()), "listed": "yes" if listed else ""}
+        step.run.transition({PLANNED}, PREPARED, lambda st: setattr(st, "run_data", data))
+        outcome = self._carry_on(step, PREPARED, data)
+        step.healer.history(
+            step,
+            Outcome("waiting", f"re-created destination {copy.old_id} as {copy.new_id}; verifying", plan),
+            plan,
+        )
+        return outcome
+
+    def resume(self, step: Step, state: TargetState) -> Outcome:
+        return self._carry_on(step, state.phase, state.run_data)
+
+    def _carry_on(self, step: Step, phase: str, data: dict[str, str]) -> Outcome:
+        services = step.healer.s
+        iotc = services.iotc
+        copy = rd.DestinationCopy.from_dict(json.loads(data["copy"]))
+        listed = bool(data.get("listed"))
+        if phase == PREPARED:
+            try:
+                step.run.effect(
+                    "create-destination",
+                    PREPARED,
+                    lambda: rd.create(iotc, copy),
+                    lambda body: {"destination_status": str(body.get("status", ""))},
+                    destination=copy.new_id,
+                )
+            except IotcError as exc:
+                if not refused(exc):
+                    raise
+                # Nothing changed yet (e.g. the app already has 10 destinations): tell people.
+                return _give_up(step, f"IoT Central refused the copy of destination {copy.old_id}: {exc}")
+            step.run.transition({PREPARED}, CREATED)
+            phase = CREATED
+        if phase == CREATED:
+            step.run.effect(
+                "repoint-export",
+                CREATED,
+                lambda: rd.point(iotc, copy),
+                lambda changed: {"changed": changed, "listed": listed},
+                export=copy.export_id,
+                old=copy.old_id,
+                new=copy.new_id,
+            )
+            step.run.transition({CREATED}, REPOINTED, lambda st: setattr(st, "destination_id", copy.new_id))
+            phase = REPOINTED
+        step.run.effect(
+            "delete-destination",
+            REPOINTED,
+            lambda: rd.delete_old(iotc, copy),
+            lambda deleted: {"deleted": deleted},
+            destination=copy.old_id,
+        )
+        state = services.store.load(step.key)
+        if step.target is not None:
+            step.target = step.target.at_destination(copy.new_id)
+        return step.healer.to_verify(step, {REPOINTED}, state.phase_at or services.clock())
+
+
+def refused(exc: IotcError) -> bool:
+    """A 4xx that a retry will not change (throttling and timeouts are retried by the pipeline)."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
+
+
+def _give_up(step: Step, reason: str) -> Outcome:
+    step.run.finish(lambda st: _escalated(st, reason, st.last_diagnosis))
+    return step.healer.history(step, Outcome("escalated", reason))
+
+
+def _escalated(state: TargetState, reason: str, diagnosis: str) -> None:
+    state.escalated = True
+    state.escalation_reason = reason[:1000]
+    state.last_outcome = "escalated"
+    state.last_diagnosis = diagnosis
