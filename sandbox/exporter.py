@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sandbox.iotc_data import Message, iso_ms, ms, template_capabilities
+from sandbox.iotc_data import OPERATORS, Message, iso_ms, ms, template_capabilities
 
 IOTC_MODULE = "def find(f): .[] | select(f);\n"
 
@@ -156,17 +156,7 @@ def filter_matches(text: str | None, app: Any, message: Message) -> bool:
         actual = facts.get(cond.group("field"))
         if actual is None:
             return False
-        op = cond.group("op")
-        ok = {
-            "=": actual == expected,
-            "!=": actual != expected,
-            "<>": actual != expected,
-            ">": actual > expected,
-            "<": actual < expected,
-            ">=": actual >= expected,
-            "<=": actual <= expected,
-        }[op]
-        if not ok:
+        if not OPERATORS[cond.group("op")](actual, expected):
             return False
     return True
 

@@ -197,7 +197,7 @@ class TelemetryStore:
 
 _TOKEN = re.compile(r"'[^']*'|\[[^\]]*\]|>=|<=|!=|<>|[=<>(),]|[^\s=<>!(),]+")
 _NAME = re.compile(r"^(\$id|\$ts|[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)$")
-_OPS = {
+OPERATORS = {
     "=": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
     "<>": lambda a, b: a != b,
@@ -309,10 +309,10 @@ def parse_query(text: str, capabilities: Callable[[str], tuple[set[str], set[str
                 field_name = aliases.get(clause[0], clause[0])
                 values = {v.strip("'") for v in "".join(clause[2:]).strip("[]").split(",")}
                 filters.append(lambda r, f=field_name, v=values: r.get(f) in v)  # type: ignore[misc]
-            elif len(clause) == 3 and clause[1] in _OPS:
+            elif len(clause) == 3 and clause[1] in OPERATORS:
                 field_name = aliases.get(clause[0], clause[0])
                 value = _literal(clause[2])
-                op = _OPS[clause[1]]
+                op = OPERATORS[clause[1]]
                 filters.append(lambda r, f=field_name, v=value, o=op: r.get(f) is not None and o(r[f], v))  # type: ignore[misc]
             else:
                 raise bad_query(f"'{' '.join(clause)}' is not a supported condition.")

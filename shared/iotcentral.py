@@ -271,22 +271,18 @@ class IoTCentralAdapter:
         )
 
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
-        result: dict[str, Any] = self._app(
-            app,
-            "PATCH",
-            f"/api/dataExport/exports/{export_id}",
-            json_body={"enabled": enabled},
-            content_type="application/merge-patch+json",
-        )
-        return result
+        return self._patch_export(app, export_id, {"enabled": enabled})
 
     def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
         """Point an export at these destinations (each `{id, transform?}`), nothing else changed."""
+        return self._patch_export(app, export_id, {"destinations": refs})
+
+    def _patch_export(self, app: str, export_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._app(
             app,
             "PATCH",
             f"/api/dataExport/exports/{export_id}",
-            json_body={"destinations": refs},
+            json_body=changes,
             content_type="application/merge-patch+json",
         )
         return result
