@@ -19,6 +19,7 @@ ADX_RVA = "https://learn.microsoft.com/azure/data-explorer/kusto/management/rest
 ADX_RLS = "https://learn.microsoft.com/azure/data-explorer/kusto/management/row-level-security-policy"
 ADX_INGESTION_TIME = "https://learn.microsoft.com/azure/data-explorer/kusto/management/ingestiontime-policy"
 ADX_STREAMING = "https://learn.microsoft.com/azure/data-explorer/kusto/management/streaming-ingestion-policy"
+ADX_TABLE_DETAILS = "https://learn.microsoft.com/azure/data-explorer/kusto/management/show-table-details-command"
 ADX_FAILED_INGESTION = "MicrosoftDocs/dataexplorer-docs, data-explorer/ingest-data-no-code.md (FailedIngestion)"
 IOTC_TROUBLESHOOT = "https://learn.microsoft.com/azure/iot-central/core/troubleshooting"
 IOTC_ADX = "https://learn.microsoft.com/azure/iot-central/core/howto-export-to-azure-data-explorer"
@@ -175,7 +176,17 @@ BEHAVIOURS: dict[str, Entry] = {
         ),
     ),
     "failed-ingestion-log": Entry("queued ingestion failures are FailedIngestion rows", ADX_FAILED_INGESTION),
-    "streaming-ingestion-policy": Entry("`.show table|database … policy streamingingestion`", ADX_STREAMING),
+    "streaming-ingestion-policy": Entry(
+        "`.show table|database … policy streamingingestion`; streaming into a table is allowed when the "
+        "table's own policy or its database's is enabled",
+        ADX_STREAMING,
+    ),
+    "table-details": Entry(
+        "`.show table T details`: the documented columns, the effective streaming-ingestion policy (the "
+        "table's, else its database's); extents and other policies are not modelled (0, null); column "
+        "order as the reference page lists it (the product reads by name)",
+        ADX_TABLE_DETAILS,
+    ),
     "documented-repair": Entry("remove the destination and add it again", IOTC_TROUBLESHOOT),
 }
 

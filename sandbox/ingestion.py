@@ -238,7 +238,8 @@ def streaming_ingest(
         )
     with cluster.lock:
         t = cluster.table(database, table)
-        if not t.streaming_ingestion:
+        # The effective policy: the table's own, else its database's (streaming-ingestion-policy.md).
+        if not (t.streaming_ingestion or cluster.database(database).streaming_ingestion):
             raise KustoFault(
                 400,
                 "BadRequest_StreamingIngestionPolicyNotEnabled",

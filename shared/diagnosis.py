@@ -73,7 +73,6 @@ class AdxState:
     table_principals: list[Assignment]
     healer_roles: set[str]
     row_level_security: bool = False
-    restricted_view_access: bool = False
     listing_notes: list[str] = field(default_factory=list)  # rows skipped (unknown role text)
     streaming_ingestion: bool | None = None
     table_near_miss: str | None = None  # a table whose name differs only in case
@@ -145,8 +144,6 @@ def diagnose(
     notes = list(adx.listing_notes)
     if adx.row_level_security:
         notes.append(f"row-level security is enabled on {table}: it governs queries, not ingestion; left as is")
-    if adx.restricted_view_access:
-        notes.append(f"restricted view access is enabled on {table}: it governs queries, not ingestion; left as is")
     failures = [e for e in evidence if not e.permission]
     denials = [e for e in evidence if e.permission]
     shown = [f"{e.source}: {e.code}: {e.message}" for e in evidence]

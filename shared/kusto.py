@@ -8,6 +8,7 @@ before acting, because ADX does not document what re-adding a present principal 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -239,20 +240,13 @@ class KustoAdapter:
 
     def policy_enabled(self, database: str, table: str, policy: str) -> bool:
         rows = self._read("mgmt", database, cmd.show_policy(table, policy))
-        if not rows:
-            return False
-        value = str(rows[0].get("Policy") or "null").strip()
-        if value in ("", "null", "false"):
-            return False
-        return '"IsEnabled": false' not in value.replace('"IsEnabled":false', '"IsEnabled": false')
+        return _policy_on(rows[0].get("Policy") if rows else None)
 
     def streaming_ingestion(self, database: str, table: str) -> bool:
-        """Enabled on the table, or (when the table has no policy) on its database."""
-        if self.policy_enabled(database, table, "streamingingestion"):
-            return True
-        rows = self._read("mgmt", database, cmd.show_database_policy(database, "streamingingestion"))
-        value = str(rows[0].get("Policy") or "null").strip() if rows else "null"
-        return value not in ("", "null") and '"IsEnabled": false' not in value.replace(":false", ": false")
+        """The effective policy (the table's, or its database's when it has none), from
+        `.show table T details`; a missing table raises not-found like any table command."""
+        rows = self._read("mgmt", database, cmd.show_table_details(table))
+        return _policy_on(rows[0].get("StreamingIngestionPolicy") if rows else None)
 
     def rows_since(self, database: str, table: str, since: datetime) -> int:
         rows = self._read("query", database, cmd.rows_since(table, since))
@@ -321,3 +315,18 @@ class KustoAdapter:
 
         result: list[Assignment] = self._retrying()(attempt)
         return result
+
+
+def _policy_on(value: object) -> bool:
+    """A policy cell: `null` (or empty) when none is set, else its JSON; a policy object without
+    `IsEnabled` (restricted view access answers a bare `true`) counts as on."""
+    text = str(value if value is not None else "null").strip()
+    if text in ("", "null", "false"):
+        return False
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return True
+    if isinstance(parsed, dict):
+        return bool(parsed.get("IsEnabled", True))
+    return bool(parsed)

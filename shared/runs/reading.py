@@ -121,15 +121,16 @@ def read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]
             return AdxState(True, True, [], [], set())
         raise
     own = kusto.own_roles(db)
-    try:  # a policy read also proves the table exists (names are case-sensitive)
-        rls = kusto.policy_enabled(db, table, "row_level_security")
+    try:  # the details also prove the table exists (names are case-sensitive)
+        streaming = kusto.streaming_ingestion(db, table)
     except AdxError as exc:
         if exc.not_found:
             near = next((t for t in kusto.tables(db) if t.lower() == table.lower()), None)
             return AdxState(True, False, db_rows, [], own, listing_notes=skipped, table_near_miss=near)
         raise
-    rva = kusto.policy_enabled(db, table, "restricted_view_access")
-    streaming = kusto.streaming_ingestion(db, table)
+    rls = kusto.policy_enabled(db, table, "row_level_security")
+    # Restricted view access is not read here: it governs queries, not ingestion, and
+    # verification reads it when the count finds nothing (one request less per diagnosis).
     # Table-level roles matter only when the database-level ones cannot ingest (one read saved).
     ingests = any(
         a.scope == "database" and a.role in INGESTING_DB_ROLES and p.matches(a) for a in db_rows for p in principals
@@ -138,9 +139,7 @@ def read_adx(kusto: KustoAdapter, target: Target, principals: list[PrincipalRef]
     if not ingests:
         table_rows, more = kusto.table_listing(db, table)
         skipped = skipped + more
-    return AdxState(
-        True, True, db_rows, table_rows, own, rls, rva, listing_notes=skipped, streaming_ingestion=streaming
-    )
+    return AdxState(True, True, db_rows, table_rows, own, rls, listing_notes=skipped, streaming_ingestion=streaming)
 
 
 def plan(

@@ -150,20 +150,28 @@ def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, cr
     assert "ingest-by:chunk-1" in world.cluster.table("devicedata", TABLE).ingest_by_tags
 
 
-def test_streaming_needs_the_tables_policy(fleet_world: World, credential: Any) -> None:
+def test_streaming_needs_the_effective_policy(fleet_world: World, credential: Any) -> None:
+    """The table's own streaming-ingestion policy, or its database's when the table has none."""
     from azure.kusto.data.exceptions import KustoApiError
 
     from shared.backfill.ingest import Ingestor
 
     world = fleet_world
-    rows = [{"DeviceId": "streamed", "Timestamp": "2026-01-01T00:00:00.000Z"}]
+    database, table = world.cluster.database("devicedata"), world.cluster.table("devicedata", TABLE)
+    database.streaming_ingestion = table.streaming_ingestion = False
     ingestor = Ingestor(world.cluster.url, credential)
     with pytest.raises(KustoApiError) as refused:
-        ingestor.ingest("devicedata", TABLE, rows, "s-1", streaming=True)
+        ingestor.ingest(
+            "devicedata", TABLE, [{"DeviceId": "refused", "Timestamp": "2026-01-01T00:00:00Z"}], "s-0", streaming=True
+        )
     assert refused.value.get_api_error().code == "BadRequest_StreamingIngestionPolicyNotEnabled"
-    world.cluster.table("devicedata", TABLE).streaming_ingestion = True
-    assert ingestor.ingest("devicedata", TABLE, rows, "s-1", streaming=True) == "streamed"
-    assert [r["DeviceId"] for r in world.cluster.table("devicedata", TABLE).rows if r["DeviceId"] == "streamed"]
+    for tag, on in (("s-1", table), ("s-2", database)):
+        database.streaming_ingestion = table.streaming_ingestion = False
+        on.streaming_ingestion = True
+        rows = [{"DeviceId": f"streamed-{tag}", "Timestamp": "2026-01-01T00:00:00.000Z"}]
+        assert ingestor.ingest("devicedata", TABLE, rows, tag, streaming=True) == "streamed"
+    streamed = sorted(r["DeviceId"] for r in table.rows if str(r["DeviceId"]).startswith(("streamed", "refused")))
+    assert streamed == ["streamed-s-1", "streamed-s-2"]
 
 
 def test_cli_backfill_dry_run_then_for_real(

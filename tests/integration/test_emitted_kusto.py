@@ -39,7 +39,7 @@ def test_every_command_the_core_emits_parses(healer_setup: Any) -> None:
         cmd.show_policy("T", "restricted_view_access"),
         cmd.show_policy("T", "ingestiontime"),
         cmd.show_policy("T", "streamingingestion"),
-        cmd.show_database_policy("my data", "streamingingestion"),
+        cmd.show_table_details("My Table"),
         cmd.change_role("add", "db", "admins", FQN, AWKWARD_NOTES),
         cmd.change_role("drop", "db", "ingestors", FQN, None),
         cmd.change_role("add", "db", "ingestors", FQN, "t", table="My Table"),

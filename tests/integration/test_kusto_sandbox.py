@@ -169,6 +169,34 @@ def test_metadata_commands(world: World, kusto: Any) -> None:
     assert rva[0]["Policy"] == "null"
 
 
+def test_table_details_show_the_effective_streaming_policy(world: World, kusto: Any) -> None:
+    database = world.cluster.database("devicedata")
+    table = world.cluster.table("devicedata", "DeviceTelemetry")
+    table.streaming_ingestion = False
+
+    def details() -> dict[str, Any]:
+        found = rows(kusto.execute_mgmt("devicedata", ".show table DeviceTelemetry details"))
+        assert len(found) == 1
+        return found[0]
+
+    database.streaming_ingestion = True
+    row = details()
+    assert row["TableName"] == "DeviceTelemetry" and row["DatabaseName"] == "devicedata"
+    assert {"TotalRowCount", "AuthorizedPrincipals", "IngestionBatchingPolicy", "TableId"} <= set(row)
+    assert '"IsEnabled": true' in row["StreamingIngestionPolicy"]  # inherited from the database
+    database.streaming_ingestion = False
+    assert details()["StreamingIngestionPolicy"] in (None, "", "null")
+    table.streaming_ingestion = True
+    assert '"IsEnabled": true' in details()["StreamingIngestionPolicy"]
+    with pytest.raises(KustoApiError):  # names are case-sensitive: a near miss is not the table
+        kusto.execute_mgmt("devicedata", ".show table devicetelemetry details")
+    outsider = world.directory.add(new_identity("no-role-details"))
+    client = sdk.kusto_client(world.cluster.url, sdk.credential(outsider.client_id))
+    with pytest.raises(KustoApiError) as info:
+        client.execute_mgmt("devicedata", ".show table DeviceTelemetry details")
+    assert info.value.get_api_error().code == "Forbidden"
+
+
 def test_ingestion_needs_an_ingesting_role_and_failures_are_listed(world: World, kusto: Any) -> None:
     viewer = world.directory.add(new_identity("viewer-ingest"))
     world.cluster.grant("devicedata", "viewers", viewer.fqn)

@@ -55,7 +55,6 @@ def state(
         table or [],
         {"admins"} if healer is None else healer,
         row_level_security=flags.pop("row_level_security", False),
-        restricted_view_access=flags.pop("restricted_view_access", False),
     )
 
 
@@ -104,18 +103,17 @@ def test_identity_named_in_the_error_counts_when_both_ids_are_configured() -> No
     assert result.kind == Kind.PRINCIPAL_STALE  # with one id known, a different id proves nothing
 
 
-def test_row_level_security_and_restricted_view_are_notes_only() -> None:
+def test_row_level_security_is_a_note_only() -> None:
     result = diagnose(
         ME,
         None,
-        state([row("database", "ingestors")], row_level_security=True, restricted_view_access=True),
+        state([row("database", "ingestors")], row_level_security=True),
         [],
         "db",
         "T",
     )
     assert result.kind == Kind.HEALTHY
     assert any("row-level security" in n for n in result.notes)
-    assert any("restricted view access" in n for n in result.notes)
 
 
 MANAGED = {"type": "dataexplorer@v1", "authorization": {"type": "systemAssignedManagedIdentity"}}
