@@ -223,7 +223,7 @@ class Drill:
                     HEALER_VERIFY_POLL_SECONDS=1,
                     HEALER_VERIFY_DEADLINE_SECONDS=20,
                     HEALER_COOLDOWN_SECONDS=300,
-                    HEALER_LEASE_SECONDS=120,
+                    HEALER_LEASE_SECONDS=150,
                     HEALER_KUSTO_SERVER_TIMEOUT_SECONDS=10,
                     # The SDKs log every request at INFO: asked for here, so the secret check covers them.
                     HEALER_AZURE_LOG_LEVEL="INFO",

@@ -123,12 +123,15 @@ class Settings(BaseSettings):
     def worst_case_step_seconds(self) -> float:
         """The longest one side effect can take: its retry budget, then one last attempt that runs
         to its timeouts (a role change is a read and a command, each up to the server timeout plus
-        the Kusto client's margin; an HTTP call connects and reads)."""
+        the Kusto client's margin; an HTTP call connects and reads), plus one token request when
+        the cached token has expired (connect and read). The storage round trip that renews the
+        lease is not in it: the run checks what is left of the lease after renewing instead."""
+        from shared.credentials import TOKEN_TIMEOUT_S
         from shared.timeouts import KUSTO_CLIENT_MARGIN_S
 
         kusto = self.kusto_retry_budget_seconds + 2 * (self.kusto_server_timeout_seconds + KUSTO_CLIENT_MARGIN_S)
         http = self.http_retry_budget_seconds + 2 * self.http_timeout_seconds
-        return max(kusto, http)
+        return max(kusto, http) + 2 * TOKEN_TIMEOUT_S
 
     @model_validator(mode="after")
     def _lease_outlasts_a_step(self) -> Settings:
@@ -137,8 +140,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"HEALER_LEASE_SECONDS={self.lease_seconds} is shorter than the worst-case step of {worst:.0f} s "
                 "(HEALER_KUSTO_RETRY_BUDGET_SECONDS plus twice HEALER_KUSTO_SERVER_TIMEOUT_SECONDS plus 60 s, or "
-                "HEALER_HTTP_RETRY_BUDGET_SECONDS plus twice HEALER_HTTP_TIMEOUT_SECONDS), so a run could lose its "
-                "lease while still acting"
+                "HEALER_HTTP_RETRY_BUDGET_SECONDS plus twice HEALER_HTTP_TIMEOUT_SECONDS, plus 20 s for a token), "
+                "so a run could lose its lease while still acting"
             )
         return self
 

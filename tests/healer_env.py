@@ -37,7 +37,7 @@ def settings_values(world: World, azurite: Azurite, **overrides: Any) -> dict[st
         "verify_poll_seconds": 1,
         "verify_deadline_seconds": 15,
         "cooldown_seconds": 0,
-        "lease_seconds": 90,
+        "lease_seconds": 120,
         "kusto_server_timeout_seconds": 5,
         "http_timeout_seconds": 5,
         "http_retry_budget_seconds": 10,

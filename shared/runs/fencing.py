@@ -3,8 +3,9 @@
 A run acts only while it holds the target's lease. Every state change is an ETag-guarded update
 that first checks the lease is still this run's (fencing): a holder whose lease was taken by
 another run is refused, whatever it believes. Every side effect renews the lease first (so one
-bounded step always fits inside it; settings validation guarantees that) and is journaled
-intent → effect → result.
+bounded step always fits inside it: settings validation keeps the lease longer than the worst-case
+step, and the run acts only if that much is left once the renewal itself has returned) and is
+journaled intent → effect → result.
 """
 
 from __future__ import annotations
@@ -139,7 +140,15 @@ class Run:
         Nothing acts without the lease, and the renewal comes right before the act so the whole
         bounded act fits inside it."""
         self.journal(step, "intent", **intent)
-        self.renew(during=during)
+        state = self.renew(during=during)
+        # The renewal's own storage round trip (retries included) ran on the lease it was setting:
+        # act only if a whole worst-case step still fits in what is left.
+        left = (state.lease_until - self.s.clock()).total_seconds() if state.lease_until else 0.0
+        if left < self.s.settings.worst_case_step_seconds:
+            raise LeaseLost(
+                f"run {self.run_id} on {self.key}: {left:.0f} s of lease left after renewing, less than the "
+                f"worst-case step of {self.s.settings.worst_case_step_seconds:.0f} s; not acting"
+            )
         value = act()
         self.s.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))

@@ -234,11 +234,12 @@ def test_an_app_must_name_where_its_destinations_may_point(entry: dict[str, Any]
 def test_a_lease_shorter_than_the_worst_case_step_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(lease_seconds=60)
-    assert str(info.value).startswith("HEALER_LEASE_SECONDS=60 is shorter than the worst-case step of 240 s")
+    # 60 + 2 x (60 + 30) for Kusto, and a token request of 2 x 10
+    assert str(info.value).startswith("HEALER_LEASE_SECONDS=60 is shorter than the worst-case step of 260 s")
     kusto = {"kusto_retry_budget_seconds": 5, "kusto_server_timeout_seconds": 5}  # 5 + 2 x (5 + 30) = 75
-    with pytest.raises(ConfigError):  # the HTTP side is now the longest: 60 + 2 x 30 = 120
-        load_settings(lease_seconds=100, **kusto)
-    assert load_settings(lease_seconds=120, **kusto).worst_case_step_seconds == 120
+    with pytest.raises(ConfigError):  # the HTTP side is now the longest: 60 + 2 x 30 (+ 20) = 140
+        load_settings(lease_seconds=120, **kusto)
+    assert load_settings(lease_seconds=140, **kusto).worst_case_step_seconds == 140
 
 
 def test_azure_sdk_loggers_stay_at_warning_unless_asked() -> None:

@@ -159,3 +159,36 @@ def test_a_readd_for_a_target_removed_from_configuration_still_re_adds() -> None
     assert h.run_due() == ["recovered"]  # from the pending record alone: cluster, database, snapshot
     assert held(h) == [("ingestors", NOTES)]
     assert h.queue.dead_letters == []  # a re-add is never dead-lettered
+
+
+def test_a_renewal_that_ate_the_lease_does_not_act() -> None:
+    """The storage round trip that renews the lease runs on the lease it sets: when it was so slow
+    that a worst-case step no longer fits in what is left, the run does not act."""
+    slow: list[bool] = []
+
+    def checkpoint(name: str) -> None:
+        if name == "journal:drop-ingestors:intent" and not slow:
+            slow.append(True)  # the next state update (the renewal before the drop) is slow
+
+    h = harness(checkpoint)
+    settings = h.services.settings
+    update = h.store.update
+
+    def slow_update(key: str, mutate: Any) -> Any:
+        result = update(key, mutate)
+        if slow == [True]:
+            slow.append(False)
+            h.clock.advance(settings.lease_seconds - settings.worst_case_step_seconds + 1)
+        return result
+
+    h.store.update = slow_update  # type: ignore[method-assign]
+    assert h.deliver(new_run(TARGET.key, "timer").to_json()) != "waiting"
+    assert [entry for entry in h.adx.log if entry[0] == "drop"] == []  # refused before acting
+    assert held(h) == [("ingestors", NOTES)]
+    for _ in range(20):  # a later run (the message's retry, or the next cycle's) heals it
+        h.clock.advance(settings.lease_seconds + 1)
+        if "healed" in h.run_due():
+            break
+        h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert len([entry for entry in h.adx.log if entry[0] == "drop"]) == 1
+    assert held(h) == [("ingestors", NOTES)]
