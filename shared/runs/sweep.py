@@ -1,8 +1,9 @@
 """The recovery sweep: the first thing every timer run does. It re-adds every dropped principal
 whose re-add is overdue, from the state record alone (configured, discovered or since removed),
 finishes a destination re-creation whose run stopped half-way (its messages lost: a copy left
-behind would count against IoT Central's 10 destinations per app), and re-enables exports the
-healer left disabled. Each target is isolated: one that fails is
+behind would count against IoT Central's 10 destinations per app), queues again a backfill whose
+next message was lost (a worker that died between handing over from verification and queueing the
+backfill), and re-enables exports the healer left disabled. Each target is isolated: one that fails is
 escalated with the reason and retried next time, and never stops the others."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.messages import RemediationMessage
+from shared.runs.backfill import Backfill
 from shared.runs.base import RunStopped, Services
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
@@ -66,6 +68,8 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
                 report.done.extend(_readd(healer, state, state.pending_readd))
             if state.phase in RecreateDestination.phases and stalled(state, now, grace):
                 report.done.extend(_finish_recreate(healer, state))
+            if state.phase in Backfill.phases and stalled(state, now, grace):
+                report.done.extend(_continue_backfill(healer, state))
             if state.pending_enable and not state.leased(now):
                 target = healer.known(state.key, state)
                 if target is not None:
@@ -103,6 +107,38 @@ def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
         return []
     RecreateDestination().resume(step, state)
     return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
+
+
+def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
+    """Queue the stalled backfill's next invocation. Every invocation renews the run's lease for
+    its budget, so a lapsed one means no message is being worked on; the run takes its lease
+    again here, so later sweeps leave it to this message. The backfill's progress is in the
+    journal: the invocation resumes at the window it stopped in (and measures the gap first if
+    that was never done)."""
+    services = healer.s
+    if healer.known(state.key, state) is None:
+        return []
+    run = Run(services, state.key, state.run_id)
+    if run.acquire(extra_s=services.settings.backfill_invocation_seconds, exclusive=True) is None:
+        return []
+    gap = state.gap or {}
+    start = end = None
+    if gap.get("start") and gap.get("end"):  # measured (or asked for by hand)
+        start = datetime.fromisoformat(str(gap["start"]).replace("Z", "+00:00"))
+        end = datetime.fromisoformat(str(gap["end"]).replace("Z", "+00:00"))
+    msg = RemediationMessage(
+        target=state.key,
+        run_id=state.run_id,
+        step="backfill",
+        trigger="sweep",
+        reason="recovery sweep: continue the backfill",
+        correlation_id=state.run_id,
+        window_start=start,
+        window_end=end,
+        backfill_mode="on" if gap.get("backfill") == "on" else "plan",
+    )
+    services.queue.send(msg.to_json())
+    return [f"{state.key}: queued the backfill of run {state.run_id} again"]
 
 
 def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
