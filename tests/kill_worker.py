@@ -6,6 +6,11 @@ queue) served like the Functions host serves a queue trigger: a received message
 while handled, deleted on success, visible again soon after a failure. When a lane reaches its
 `block_at` checkpoint it writes `<blocked><lane>` and blocks there until the test SIGKILLs the
 process. With "sweep": true every lane also runs the recovery sweep, as the timer would.
+
+A checkpoint passed more than once is named by its pass: `phase:backfilling#2` is the second.
+A lane may also name a `record` file (every checkpoint it passes is appended, one per line) and
+a `stall_at` checkpoint where its invocation is slow for `stall_s` seconds, once (to spend a
+bounded invocation's time budget, so the run has to continue on another message).
 """
 
 from __future__ import annotations
@@ -32,12 +37,22 @@ def _serve(
     settings = Settings(**spec["settings"])
     services = build_services(settings, sdk.credential())
     block_at = spec.get("block_at")
+    stall_at, stall_s = spec.get("stall_at"), float(spec.get("stall_s", 0))
+    record = Path(spec["record"]) if spec.get("record") else None
+    passes: dict[str, int] = {}
 
     def checkpoint(name: str) -> None:
-        if name == block_at:
-            Path(f"{blocked}{lane}").write_text(name)
+        passes[name] = passes.get(name, 0) + 1
+        numbered = name if passes[name] == 1 else f"{name}#{passes[name]}"
+        if record is not None:
+            with record.open("a") as out:
+                out.write(numbered + "\n")
+        if numbered == block_at:
+            Path(f"{blocked}{lane}").write_text(numbered)
             while True:  # the test kills the process here
                 time.sleep(1)
+        if numbered == stall_at:
+            time.sleep(stall_s)  # a slow invocation: its budget is spent when it looks next
 
     services.checkpoint = checkpoint
     healer = Healer(services)
