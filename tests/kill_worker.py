@@ -48,7 +48,10 @@ def _serve(
             with record.open("a") as out:
                 out.write(numbered + "\n")
         if numbered == block_at:
-            Path(f"{blocked}{lane}").write_text(numbered)
+            # Written whole, then renamed: the test reads the name the moment the file appears.
+            partial = Path(f"{blocked}{lane}.partial")
+            partial.write_text(numbered)
+            partial.replace(f"{blocked}{lane}")
             while True:  # the test kills the process here
                 time.sleep(1)
         if numbered == stall_at:
