@@ -108,6 +108,9 @@ class Healer:
             if state.pending_enable and (not state.leased(self.s.clock()) or state.lease_owner == msg.run_id):
                 self._reenable(step)
             if state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, ""):
+                stray = self._stray(state, msg)
+                if stray:  # touches nothing, not even the lease: the sweep must see a stalled run lapse
+                    return Outcome("skipped", stray)
                 if step.run.acquire() is None:
                     return Outcome("skipped", "another remediation holds this target")
                 return self._resume(step, state)
@@ -119,6 +122,14 @@ class Healer:
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
             return Outcome("skipped", str(stopped))
+
+    def _stray(self, state: TargetState, msg: RemediationMessage) -> str:
+        """Why a message of this run has nothing to do in the run's follow-up phase ("" if it has):
+        an earlier step delivered again (a verify redelivered after verification handed over)."""
+        for follow_up in self.follow_ups:
+            if state.phase in follow_up.phases and msg.step not in follow_up.steps:
+                return f"run {msg.run_id} is {state.phase}; {msg.step} is not its step"
+        return ""
 
     def _resume(self, step: Step, state: TargetState) -> Outcome:
         if step.target is None and state.pending_readd is None:
