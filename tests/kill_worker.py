@@ -5,7 +5,8 @@ CONFIG is a JSON file: {"lanes": [{"settings": {...}, "block_at": "phase:dropped
 queue) served like the Functions host serves a queue trigger: a received message is invisible
 while handled, deleted on success, visible again soon after a failure. When a lane reaches its
 `block_at` checkpoint it writes `<blocked><lane>` and blocks there until the test SIGKILLs the
-process. With "sweep": true every lane also runs the recovery sweep, as the timer would.
+process. With "sweep": true every lane also runs the recovery sweep in a thread of its own, beside
+its queue, as the timer would.
 
 A checkpoint passed more than once is named by its pass: `phase:backfilling#2` is the second.
 A lane may also name a `record` file (every checkpoint it passes is appended, one per line) and
@@ -16,6 +17,7 @@ bounded invocation's time budget, so the run has to continue on another message)
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -60,11 +62,14 @@ def _serve(
     services.checkpoint = checkpoint
     healer = Healer(services)
     queue = queue_client(settings.queue_name, settings.storage_connection_string)
-    last_sweep = 0.0
-    while not stop.is_set():
-        if sweeps and time.monotonic() - last_sweep > 0.5:
+
+    def sweeping() -> None:  # the timer runs beside the queue trigger, as in the Functions host
+        while not stop.wait(0.5):
             sweep(healer)
-            last_sweep = time.monotonic()
+
+    if sweeps:
+        threading.Thread(target=sweeping, daemon=True).start()
+    while not stop.is_set():
         try:
             messages = list(queue.receive_messages(max_messages=1, visibility_timeout=visibility_s))
         except Exception:  # storage hiccup: the host would poll again
@@ -80,12 +85,14 @@ def _serve(
             queue.delete_message(message)
             continue
         except Exception:  # the host retries a failed invocation after a short delay
+            logging.exception("lane %d: invocation failed", lane)
             queue.update_message(message, visibility_timeout=1)
             continue
         queue.delete_message(message)
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.WARNING)  # to the lane's log file, read when a lane fails
     config = json.loads(Path(sys.argv[1]).read_text())
     stop = threading.Event()
     threads = [

@@ -268,7 +268,10 @@ def test_killed_at_every_checkpoint_then_redelivered(
             return [([*points, "control"])[n] for n in range(len(lanes)) if not settled(n)]
 
         wait_for(lambda: not unsettled(), 90)
-        assert unsettled() == [], "lanes that did not heal after their kill"
+        stuck = {
+            lane: _describe(stores[n], keys[n]) for n, lane in enumerate([*points, "control"]) if lane in unsettled()
+        }
+        assert stuck == {}, "lanes that did not heal after their kill"
 
         # Every checkpoint the unkilled healing passed has a lane (the control lane's record).
         passed = [line for line in control.read_text().splitlines() if _base(line) not in CONDITIONAL]
@@ -294,6 +297,16 @@ def test_killed_at_every_checkpoint_then_redelivered(
                 process.kill()
                 process.wait(10)
         world.stop_exporter()
+
+
+def _describe(store: StateStore, key: str) -> str:
+    state = store.load(key)
+    steps = [f"{r['Step']}:{r['Status']}" for r in store.read_journal(key)]
+    return (
+        f"phase {state.phase} of {state.run_id}, outcome {state.last_outcome}, lease {state.lease_owner} "
+        f"until {state.lease_until}, gap {state.gap}, journal {steps}, "
+        f"history {[(h.get('Trigger'), h.get('Outcome'), h.get('Detail')) for h in store.read_history(key)]}"
+    )
 
 
 def _assert_roles_and_runs(world: World, remedy: Remedy, app: str, lane: str, store: StateStore, key: str) -> None:
