@@ -61,10 +61,30 @@ def key(row: dict[str, Any], schema: Schema) -> Key:
 
 
 def missing(rows: list[dict[str, Any]], present: Iterable[dict[str, Any]], schema: Schema) -> list[dict[str, Any]]:
-    """`rows` minus `present` (as multisets, by the whole row in the table's types)."""
-    have = Counter(key(r, schema) for r in present)
+    """`rows` minus `present` (as multisets, by the whole row in the table's types).
+
+    Whole keys are costly (times parsed, bags serialized) and a window's read-back often holds
+    rows that cannot match (other templates' rows of the same minutes, or none at all), so rows
+    are first matched on their string columns alone (a part of the whole key, cheap to get): only
+    rows that agree there are compared whole."""
+    present = list(present)
+    if not present or not rows:
+        return list(rows)
+    strings = [(name, kind) for name, kind in schema if kind == "string"]
+    ours = [key(r, strings) for r in rows]
+    wanted = set(ours)
+    have: Counter[Key] = Counter()
+    shared: set[Key] = set()  # string parts some present row has
+    for row in present:
+        part = key(row, strings)
+        if part in wanted:
+            shared.add(part)
+            have[key(row, schema)] += 1
     out = []
-    for row in rows:
+    for row, part in zip(rows, ours, strict=True):
+        if part not in shared:  # no present row agrees even on the strings
+            out.append(row)
+            continue
         k = key(row, schema)
         if have[k] > 0:
             have[k] -= 1

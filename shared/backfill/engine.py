@@ -11,6 +11,7 @@ the comparison with the table skips whatever the table already shows.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,16 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.backfill import dedupe
-from shared.backfill.planner import RECORD_CAP, PlanError, Window, ceil_second, floor_second, next_size, split_select
-from shared.backfill.planner import query_text as build_query
+from shared.backfill.planner import PlanError, Window, ceil_second, floor_second, next_size, split_select
 from shared.backfill.planner import stamp as stamp_s
+from shared.backfill.reader import Answer, Position, Reader
 from shared.backfill.records import (
     NOT_RETURNED,
     ExportFilter,
     FilterUnsupported,
     TransformError,
-    join_parts,
-    messages_from,
     parse_ts,
     rows_for,
 )
@@ -150,6 +149,11 @@ class BackfillEngine:
     # ---------------------------------------------------------------- reading the target
 
     def context(self, target: Any, progress: Progress) -> Context:
+        return self._details(target, progress, self._sources(target, progress))
+
+    def _sources(self, target: Any, progress: Progress) -> Context:
+        """What the queries need (the export, its filter and templates): read before the rest so
+        the queries can start while the devices are still being listed."""
         iotc = self.s.iotc
         export = iotc.export(target.app, target.export_id)
         if export.get("source", "telemetry") != "telemetry":
@@ -165,7 +169,6 @@ class BackfillEngine:
             (d.get("transform") for d in export.get("destinations") or [] if d.get("id") == target.destination_id),
             None,
         )
-        application_id = iotc.application_id(target.iotc_resource_id) if target.iotc_resource_id else ""
         templates = [parse_template(t) for t in iotc.device_templates(target.app)]
         templates = [t for t in templates if export_filter.covers(t.template_id) and t.telemetry]
         groups: dict[str, list[list[str]]] = {}
@@ -174,26 +177,61 @@ class BackfillEngine:
                 groups[info.template_id] = split_select(info.template_id, info.telemetry)
             except PlanError as exc:
                 raise BackfillRefused(str(exc)) from exc
-        devices = {str(d.get("id")): d for d in iotc.devices(target.app)} if templates else {}
-        kusto = self.s.kusto(target.cluster_url)
-        schema, streaming = [], False
-        if templates:  # nothing to ask IoT Central for: nothing to compare or send either
-            schema = kusto.table_schema(target.database, target.table)
-            streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
-        notes = [n for info in templates for n in info.unrecoverable]
-        notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
-        if not application_id:
-            notes.append("applicationId: unknown without iotc_resource_id (rebuilt empty)")
-        for note in notes:
-            if note not in progress.unrecoverable:
-                progress.unrecoverable.append(note)
         if not progress.templates:  # the order is fixed at the first invocation: template_index refers to it
             progress.templates = sorted(t.template_id for t in templates)
         by_id = {t.template_id: t for t in templates}
         templates = [by_id[t] for t in progress.templates if t in by_id]
-        return Context(application_id, templates, groups, devices, export_filter, transform, schema, streaming)
+        return Context("", templates, groups, {}, export_filter, transform, [], False)
+
+    def _details(self, target: Any, progress: Progress, ctx: Context) -> Context:
+        """What rebuilding, comparing and sending need: the app's id, its devices, the table."""
+        iotc = self.s.iotc
+        ctx.application_id = iotc.application_id(target.iotc_resource_id) if target.iotc_resource_id else ""
+        if ctx.templates:  # nothing to ask IoT Central for: nothing to compare or send either
+            ctx.devices = {str(d.get("id")): d for d in iotc.devices(target.app)}
+            kusto = self.s.kusto(target.cluster_url)
+            ctx.schema = kusto.table_schema(target.database, target.table)
+            ctx.streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
+        notes = [n for info in ctx.templates for n in info.unrecoverable]
+        notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
+        if not ctx.application_id:
+            notes.append("applicationId: unknown without iotc_resource_id (rebuilt empty)")
+        for note in notes:
+            if note not in progress.unrecoverable:
+                progress.unrecoverable.append(note)
+        return ctx
 
     # ---------------------------------------------------------------- the windows
+
+    def _reader(self, target: Any, ctx: Context, progress: Progress, devices: threading.Event) -> Reader:
+        """Queries run ahead in their own thread while answers are rebuilt, compared and sent."""
+        pending = progress.pending
+        position = Position(
+            progress.template_index,
+            parse_ts(progress.cursor),
+            timedelta(seconds=progress.size_s),
+            Window(parse_ts(pending["start"]), parse_ts(pending["end"])) if pending else None,
+        )
+
+        def streams(info: TemplateInfo) -> int | None:
+            """Device streams of a template (each device sends each interface's telemetry as its
+            own message), once the devices are known."""
+            if not devices.is_set():
+                return None
+            count = sum(1 for d in ctx.devices.values() if d.get("template") == info.template_id)
+            return count * len({c.component for c in info.telemetry})
+
+        return Reader(
+            lambda text: self.s.iotc.query(target.app, text),
+            ctx.templates,
+            ctx.groups,
+            parse_ts(progress.start),
+            parse_ts(progress.end),
+            position,
+            next_size=next_size,
+            first_window=lambda: FIRST_WINDOW,
+            streams=streams,
+        ).start()
 
     def run(self, target: Any, progress: Progress, budget_s: float) -> Progress:
         """Work through windows until done or `budget_s` is spent; progress is saved after each."""
@@ -201,60 +239,61 @@ class BackfillEngine:
             return progress
         started = self.monotonic()
         try:
-            ctx = self.context(target, progress)
+            ctx = self._sources(target, progress)
         except BackfillRefused as exc:
             progress.refused, progress.done = str(exc), True
             self.save(progress)
             return progress
-        end = parse_ts(progress.end)
-        while not progress.done and self.monotonic() - started < budget_s:
-            cursor = parse_ts(progress.cursor)
-            if cursor >= end or progress.template_index >= len(ctx.templates):
-                progress.template_index += 1
-                progress.cursor, progress.size_s = progress.start, int(FIRST_WINDOW.total_seconds())
-                if progress.template_index >= len(ctx.templates):
-                    progress.done = True
+        devices = threading.Event()
+        reader: Reader | None = None
+        used = 0  # queries of the answers taken from the reader
+        try:
+            if self.monotonic() - started < budget_s:
+                reader = self._reader(target, ctx, progress, devices)
+            ctx = self._details(target, progress, ctx)
+            devices.set()
+            end = parse_ts(progress.end)
+            while not progress.done and self.monotonic() - started < budget_s:
+                cursor = parse_ts(progress.cursor)
+                if cursor >= end or progress.template_index >= len(ctx.templates):
+                    progress.template_index += 1
+                    progress.cursor, progress.size_s = progress.start, int(FIRST_WINDOW.total_seconds())
+                    if progress.template_index >= len(ctx.templates):
+                        progress.done = True
+                    self.save(progress)
+                    continue
+                try:
+                    if reader is None:
+                        reader = self._reader(target, ctx, progress, devices)
+                    answer = reader.next()
+                    if answer is None or answer.template_index != progress.template_index:
+                        raise RuntimeError(f"backfill reader out of step at {progress.cursor}: {answer}")
+                    if answer.window.start != cursor:
+                        raise RuntimeError(f"backfill reader out of step at {progress.cursor}: {answer.window}")
+                    used += answer.queries
+                    progress.queries += answer.queries
+                    self._window(target, ctx, progress, answer)
+                except (BackfillRefused, TransformError, PlanError) as exc:
+                    progress.refused, progress.done = str(exc), True
                 self.save(progress)
-                continue
-            if progress.pending:
-                window = Window(parse_ts(progress.pending["start"]), parse_ts(progress.pending["end"]))
-            else:
-                window = Window(cursor, min(end, cursor + timedelta(seconds=progress.size_s)))
-            try:
-                self._window(target, ctx, progress, window)
-            except (BackfillRefused, TransformError, PlanError) as exc:
-                progress.refused, progress.done = str(exc), True
-            self.save(progress)
+        finally:
+            if reader is not None:
+                reader.close()
+                if reader.queries > used:  # read ahead, not used: asked again by the next invocation
+                    progress.queries += reader.queries - used
+                    self.save(progress)
         return progress
 
-    def _query(
-        self, target: Any, info: TemplateInfo, ctx: Context, progress: Progress, window: Window
-    ) -> tuple[list[Any], int] | None:
-        """The template's messages in the window, or None when an answer hit the record cap."""
-        parts = []
-        most = 0
-        for items in ctx.groups[info.template_id]:
-            answer = self.s.iotc.query(target.app, build_query(info.template_id, items, window.start, window.end))
-            progress.queries += 1
-            most = max(most, len(answer))
-            if len(answer) >= RECORD_CAP:
-                return None
-            parts.append(answer)
-        messages = [m for m in messages_from(info, join_parts(parts)) if window.owns(m.enqueued)]
-        return messages, most
-
-    def _window(self, target: Any, ctx: Context, progress: Progress, window: Window) -> None:
+    def _window(self, target: Any, ctx: Context, progress: Progress, answer: Answer) -> None:
         info = ctx.templates[progress.template_index]
-        answer = self._query(target, info, ctx, progress, window)
-        if answer is None:
-            first, _ = window.halves()
-            progress.size_s = int(first.size.total_seconds())
-            if progress.pending:  # the journaled window itself was cut off: it was never sent
-                progress.pending = None
-            return
-        messages, most = answer
+        window = answer.window
+        if progress.pending and (stamp_s(window.start), stamp_s(window.end)) != (
+            progress.pending["start"],
+            progress.pending["end"],
+        ):
+            progress.pending = None  # the journaled window's answer was cut off: it was never sent
         rows_by_message = rows_for(
-            messages,
+            answer.messages,
             application_id=ctx.application_id,
             info=info,
             devices=ctx.devices,
@@ -299,7 +338,7 @@ class BackfillEngine:
         progress.pending = None
         progress.windows += 1
         progress.cursor = stamp_s(window.end)
-        progress.size_s = int(next_size(window.size, most).total_seconds())
+        progress.size_s = int(answer.next_size.total_seconds())
         self.save(progress)
         self.s.checkpoint("backfill:window-done")
 

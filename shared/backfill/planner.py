@@ -19,7 +19,10 @@ from shared.backfill.templates import Capability
 MAX_ITEMS = 15
 MAX_CHARS = 350
 RECORD_CAP = 10_000
-TARGET_RECORDS = 9_000  # aim below the cap so a window is rarely cut off and re-asked
+# Aim a little below the cap: a window whose answer is cut off costs its query and a half-sized
+# one after it, while each record under the cap is a record the query could have brought. Next to
+# each other, windows of a gap differ in density by far less than this margin.
+TARGET_RECORDS = 9_500
 MIN_WINDOW = timedelta(seconds=1)
 MAX_WINDOW = timedelta(days=7)
 FIXED_ITEMS = ("$id", "$ts")
@@ -105,7 +108,13 @@ def ceil_second(value: datetime) -> datetime:
 
 
 def next_size(previous: timedelta, records: int) -> timedelta:
-    """Size the next window so it should hold about TARGET_RECORDS, from the last one's density."""
-    grown = previous * 8 if records <= 0 else previous * (TARGET_RECORDS / records)
+    """Size the next window so its query should answer about TARGET_RECORDS, from the density of
+    the last one (`records` in the largest answer for `previous`, whose query asked one second
+    more: both the density and the next query's reach count that second)."""
+    if records <= 0:
+        grown = previous * 8
+    else:
+        asked = previous + MIN_WINDOW
+        grown = asked * (TARGET_RECORDS / records) - MIN_WINDOW
     seconds = max(MIN_WINDOW.total_seconds(), min(MAX_WINDOW.total_seconds(), grown.total_seconds()))
     return timedelta(seconds=int(seconds))

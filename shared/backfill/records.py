@@ -56,8 +56,9 @@ def parse_ts(value: str) -> datetime:
 
 
 def iso_ms(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def join_parts(parts: list[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -106,11 +107,19 @@ def exported_message(application_id: str, message: Message) -> dict[str, Any]:
     return body
 
 
+def capability_ids(info: TemplateInfo) -> dict[tuple[str | None, str], str]:
+    return {(c.component, c.name): c.capability_id for c in info.telemetry}
+
+
 def transform_input(
-    application_id: str, message: Message, info: TemplateInfo, device: dict[str, Any] | None
+    application_id: str,
+    message: Message,
+    info: TemplateInfo,
+    device: dict[str, Any] | None,
+    ids: dict[tuple[str | None, str], str] | None = None,
 ) -> dict[str, Any]:
     body = exported_message(application_id, message)
-    ids = {(c.component, c.name): c.capability_id for c in info.telemetry}
+    ids = capability_ids(info) if ids is None else ids
     body["telemetry"] = [
         {"id": ids.get((message.component, name), ""), "name": name, "value": value}
         for name, value in message.telemetry.items()
@@ -249,7 +258,8 @@ def rows_for(
         return [(m, exported_message(application_id, m)) for m in kept]
     program = compile_transform(transform)
     out: list[tuple[Message, dict[str, Any]]] = []
-    inputs = [transform_input(application_id, m, info, devices.get(m.device_id)) for m in kept]
+    ids = capability_ids(info)
+    inputs = [transform_input(application_id, m, info, devices.get(m.device_id), ids) for m in kept]
     for message, value in zip(kept, inputs, strict=True):
         try:
             results = program.input_value(value).all()

@@ -4,6 +4,7 @@ IoT Central's `iotc` module, and dedupe against rows already in the table."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,8 @@ from shared.backfill import dedupe
 from shared.backfill.planner import (
     MAX_CHARS,
     MAX_ITEMS,
+    RECORD_CAP,
+    TARGET_RECORDS,
     PlanError,
     Window,
     next_size,
@@ -77,7 +80,11 @@ def test_a_query_asks_one_second_more_at_the_start_and_windows_own_their_start()
     assert (first.start, first.end, second.end) == (T0, T0 + timedelta(seconds=5), window.end)
     with pytest.raises(PlanError):
         Window(T0, T0 + timedelta(seconds=1)).halves()
-    assert next_size(timedelta(minutes=10), 18_000) == timedelta(minutes=5)
+    # 19,000 records in a query of 100 s (99 s and the second before): 190/s, so 50 s next.
+    assert next_size(timedelta(seconds=99), 19_000) == timedelta(seconds=49)
+    for per_second in (1, 7, 150, 300, 999):  # steady density: the next query stays under the target
+        size = next_size(timedelta(seconds=60), 61 * per_second)
+        assert (size.total_seconds() + 1) * per_second <= TARGET_RECORDS < RECORD_CAP
     assert next_size(timedelta(minutes=10), 0) == timedelta(minutes=80)
     assert next_size(timedelta(days=2), 1) == timedelta(days=7)
 
@@ -191,6 +198,90 @@ def test_rows_already_in_the_table_are_skipped_as_a_multiset_in_the_tables_types
     ]
     present = [{"DeviceId": "d", "Timestamp": T0 + timedelta(milliseconds=100), "Values": {"a": 2.0, "b": 1}, "T": 1.0}]
     assert dedupe.missing(rebuilt, present, schema) == rebuilt[1:]
+    # Rows of other devices in the same window match nothing; neither does a row that differs
+    # from ours only in a string column.
+    others = [{**present[0], "DeviceId": "other"}, {**present[0], "DeviceId": "D"}]
+    assert dedupe.missing(rebuilt, others, schema) == rebuilt
+    assert dedupe.missing(rebuilt, [*others, *present, *present], schema) == rebuilt[2:]
+    assert dedupe.missing(rebuilt, [], schema) == rebuilt
     pairs = [(T0 + timedelta(milliseconds=100), rebuilt[0])]
     assert dedupe.time_column(pairs, schema) == "Timestamp"
     assert dedupe.time_column(pairs, [("DeviceId", "string")]) is None
+
+
+def _dense_query(per_second: dict[str, int], asked: list[str]) -> Any:
+    """A query API over devices that each send once a second at whole seconds (both ends of a
+    range included, as the sandbox does), cutting answers off at the record cap."""
+    import re
+
+    def query(text: str) -> list[dict[str, Any]]:
+        asked.append(text)
+        template = text.split(" FROM ")[1].split(" ", maxsplit=1)[0]
+        first, last = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in re.findall(r"'(.+)/(.+)'", text)[0])
+        records: list[dict[str, Any]] = []
+        at = first
+        while at <= last and len(records) < RECORD_CAP:
+            stamp = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+            records += [{"$id": f"d{n}", "$ts": stamp, "t": 1} for n in range(per_second[template])]
+            at += timedelta(seconds=1)
+        return records[:RECORD_CAP]
+
+    return query
+
+
+def test_the_reader_walks_contiguous_windows_under_the_cap_and_sizes_the_next_template_from_the_pace() -> None:
+    from shared.backfill.reader import Position, Reader
+
+    slow, dense = TemplateInfo("dtmi:c:a;1", "A", caps("t")), TemplateInfo("dtmi:c:b;1", "B", caps("t"))
+    per_second = {slow.template_id: 150, dense.template_id: 400}
+    asked: list[str] = []
+    end = T0 + timedelta(minutes=5)
+    reader = Reader(
+        _dense_query(per_second, asked),
+        [slow, dense],
+        {slow.template_id: [["t"]], dense.template_id: [["t"]]},
+        T0,
+        end,
+        Position(0, T0, timedelta(seconds=100), None),  # 100 s of the first: cut off, then halved
+        next_size=next_size,
+        first_window=lambda: timedelta(minutes=1),
+        streams=lambda info: per_second[info.template_id],  # one stream per device
+    ).start()
+    answers = []
+    while (answer := reader.next()) is not None:
+        answers.append(answer)
+    reader.close()
+    for index in (0, 1):
+        windows = [a.window for a in answers if a.template_index == index]
+        assert windows[0].start == T0 and windows[-1].end == end
+        assert all(a.end == b.start for a, b in itertools.pairwise(windows))
+    assert all(a.most < RECORD_CAP for a in answers)
+    assert answers[0].queries == 2 and answers[0].window.size == timedelta(seconds=50)  # the cut-off one counted
+    assert sum(a.queries for a in answers) == reader.queries == len(asked)
+    # The dense template's first window comes from the pace measured on the first: not cut off.
+    first_dense = next(a for a in answers if a.template_index == 1)
+    assert first_dense.queries == 1 and first_dense.most > TARGET_RECORDS * 0.8
+    assert len(asked) <= 22  # about 9,500 records a query: 45,000 and 120,000 records, one cut off
+
+
+def test_a_closed_reader_stops_reading_ahead() -> None:
+    from shared.backfill.reader import Position, Reader
+
+    info = TemplateInfo("dtmi:c:a;1", "A", caps("t"))
+    asked: list[str] = []
+    reader = Reader(
+        _dense_query({info.template_id: 10}, asked),
+        [info],
+        {info.template_id: [["t"]]},
+        T0,
+        T0 + timedelta(days=1),
+        Position(0, T0, timedelta(seconds=1), None),
+        next_size=lambda previous, records: timedelta(seconds=1),
+        first_window=lambda: timedelta(seconds=1),
+        ahead=2,
+    ).start()
+    assert reader.next() is not None
+    reader.close()
+    sent = len(asked)
+    assert sent <= 1 + 2 + 2  # the one taken, the ones held, the one being handed over
+    assert reader.queries == sent and len(asked) == sent
