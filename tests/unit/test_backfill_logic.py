@@ -285,3 +285,41 @@ def test_a_closed_reader_stops_reading_ahead() -> None:
     sent = len(asked)
     assert sent <= 1 + 2 + 2  # the one taken, the ones held, the one being handed over
     assert reader.queries == sent and len(asked) == sent
+
+
+def test_the_transform_worker_gives_the_in_process_rows_and_falls_back_when_it_dies() -> None:
+    from shared.backfill.transform_worker import TransformWorker
+
+    info = TemplateInfo("dtmi:c:t;1", "Thermostat", caps("temperature", "battery.level"))
+    messages = [
+        Message(f"d{n % 7}", info.template_id, T0 + timedelta(milliseconds=n), comp, tel)
+        for n in range(300)
+        for comp, tel in ((None, {"temperature": n / 10}), ("battery", {"level": n % 100}))
+    ]
+    devices = {f"d{n}": {"id": f"d{n}", "displayName": f"Sensor {n}"} for n in range(7)}
+    program = (
+        'import "iotc" as iotc; {Device: .device.name, T: ([.telemetry | iotc::find(.name == "temperature") '
+        "| .value] | first), At: .enqueuedTime, C: .component} | select(.C != null or .T > 1), .Device"
+    )
+    args: dict[str, Any] = {
+        "application_id": "app",
+        "info": info,
+        "devices": devices,
+        "export_filter": ExportFilter.parse('SELECT * FROM devices WHERE $id != "d3"'),
+        "transform": program,
+    }
+    expected = rows_for(messages, **args)
+    worker = TransformWorker(worker_from=10)
+    try:
+        got = worker.rows(messages, **args)
+        assert got == expected and len(got) > 500  # the same (message, row) pairs, in the same order
+        assert all(a[0] is b[0] for a, b in zip(got, expected, strict=True))
+        assert worker._process is not None and worker._process.poll() is None  # it ran in the worker
+        with pytest.raises(TransformError, match="failed on a message"):
+            worker.rows(messages, **{**args, "transform": '.telemetry | error("no")'})
+        worker._process.kill()
+        worker._process.wait()
+        assert worker.rows(messages, **args) == expected  # died: in-process from then on
+        assert worker._process is None
+    finally:
+        worker.close()
