@@ -2,7 +2,5 @@
 
 templates (what to ask for) → planner (queries within the documented limits) → records (the
 messages the export would have sent: filter + jq transform) → dedupe (skip what ADX has) →
-ingest (azure-kusto-ingest, tagged per chunk) → engine (windows, journal, time budget), with
-reader (the queries, read ahead in a thread) and transform_worker (the jq transform of big
-windows in a worker process).
+ingest (azure-kusto-ingest, tagged per chunk) → engine (windows, journal, time budget).
 """

@@ -28,9 +28,9 @@ from shared.backfill.records import (
     FilterUnsupported,
     TransformError,
     parse_ts,
+    rows_for,
 )
 from shared.backfill.templates import TemplateInfo, parse_template
-from shared.backfill.transform_worker import TransformWorker
 
 log = logging.getLogger(__name__)
 RETENTION = timedelta(days=30)  # IoT Central keeps telemetry available to queries this long
@@ -112,7 +112,6 @@ class BackfillEngine:
         self.ingestor = ingestor
         self.clock = clock or services.clock
         self.monotonic = monotonic
-        self.transforms = TransformWorker()
 
     # ---------------------------------------------------------------- progress in the journal
 
@@ -278,7 +277,6 @@ class BackfillEngine:
                     progress.refused, progress.done = str(exc), True
                 self.save(progress)
         finally:
-            self.transforms.close()
             if reader is not None:
                 reader.close()
                 if reader.queries > used:  # read ahead, not used: asked again by the next invocation
@@ -294,7 +292,7 @@ class BackfillEngine:
             progress.pending["end"],
         ):
             progress.pending = None  # the journaled window's answer was cut off: it was never sent
-        rows_by_message = self.transforms.rows(
+        rows_by_message = rows_for(
             answer.messages,
             application_id=ctx.application_id,
             info=info,
