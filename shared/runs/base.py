@@ -30,6 +30,7 @@ PLANNED = "planned"
 # In a transition's `expect`: the state belongs to another run (this one has not begun there).
 OTHER_RUN = "<another run>"
 TOGGLING = "toggling"
+CLAIM = "claim"  # run_data key: which delivery of the run holds a claimed phase
 VERIFYING = "verifying"
 DONE = "done"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from shared.runs.base import OTHER_RUN, LeaseLost, PhaseConflict, Services
+from shared.runs.base import CLAIM, OTHER_RUN, LeaseLost, PhaseConflict, Services
 from shared.storage import TargetState
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Run:
         self.key = key
         self.run_id = run_id
         self.holder = holder or run_id
+        self.claim: str | None = None  # set while this hand holds a claimed phase (the export toggle)
 
     # ---------------------------------------------------------------- the lease
 
@@ -51,6 +52,13 @@ class Run:
                 return None
         return self.s.store.acquire(self.key, self.holder, now, self._hold(extra_s))
 
+    def _check_claim(self, state: TargetState) -> None:
+        # A twin delivery of the same run holds the same lease: a claim tells them apart.
+        if self.claim is not None and state.run_data.get(CLAIM) != self.claim:
+            raise PhaseConflict(
+                f"run {self.run_id} on {self.key}: phase {state.phase!r} was claimed by a twin delivery"
+            )
+
     def _check(self, state: TargetState) -> None:
         # The owner is overwritten by whoever takes the lease, so "still mine" means nobody else
         # acted since: a lapsed lease nobody took may be renewed; a taken one may not.
@@ -66,6 +74,7 @@ class Run:
 
         def apply(state: TargetState) -> None:
             self._check(state)
+            self._check_claim(state)
             if during is not None and (state.run_id != self.run_id or state.phase != during):
                 raise PhaseConflict(
                     f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, not {during!r}"
@@ -90,6 +99,7 @@ class Run:
 
         def apply(state: TargetState) -> None:
             self._check(state)
+            self._check_claim(state)
             if expect is not None:
                 phase = state.phase if state.run_id == self.run_id else OTHER_RUN
                 if phase not in expect:

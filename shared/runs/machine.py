@@ -9,6 +9,7 @@ never left dropped.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from shared.runs import reading
 from shared.runs.add_role import AddRole
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
+    CLAIM,
     DONE,
     IDLE,
     OTHER_RUN,
@@ -105,8 +107,6 @@ class Healer:
                 if step.run.acquire() is None:
                     return Outcome("skipped", "another remediation holds this target")
                 return self.finish_readd(step, pending)
-            if state.pending_enable and (not state.leased(self.s.clock()) or state.lease_owner == msg.run_id):
-                self._reenable(step)
             if state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, ""):
                 stray = self._stray(state, msg)
                 if stray:  # touches nothing, not even the lease: the sweep must see a stalled run lapse
@@ -246,9 +246,6 @@ class Healer:
             state.pending_readd = None
             if state.escalated and state.escalation_reason.startswith("re-add pending"):
                 state.escalated, state.escalation_reason = False, ""
-            # Whoever stood in for the run (the sweep, another run's message) hands the lease back
-            # to the run, whose verification comes next.
-            state.lease_owner = step.run.run_id
 
         detail = f"{verb} {len(pending.snapshot)} role(s) of {pending.principal}"
         if step.target is None:
@@ -271,17 +268,35 @@ class Healer:
             target = step.target
             assert target is not None
 
+            # The toggle is two effects that must stay paired (a twin delivery of this run that
+            # disabled after this one enabled would leave the export off): each toggle claims the
+            # phase, and only the latest claim may act or end it.
+            claim = uuid.uuid4().hex
+
             def disabling(state: TargetState) -> None:
                 if mutate is not None:
                     mutate(state)
                 state.pending_enable = True
+                state.run_data = {**state.run_data, CLAIM: claim}
 
             step.run.transition(expect, TOGGLING, disabling)
+            step.run.claim = claim
             iotc = self.s.iotc
             step.run.effect("disable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, False))
             step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
             expect, mutate = {TOGGLING}, lambda st: _set(st, pending_enable=False)
-        step.run.transition(expect, VERIFYING, mutate, hold_s=self.s.settings.verify_poll_seconds)
+        last = mutate
+
+        def verifying(state: TargetState) -> None:
+            if last is not None:
+                last(state)
+            state.run_data = {k: v for k, v in state.run_data.items() if k != CLAIM}
+            # Whoever stood in for the run (the sweep, another run's message) keeps the lease
+            # through the toggle and hands it back here: the run's own verification comes next.
+            state.lease_owner = step.run.run_id
+
+        step.run.transition(expect, VERIFYING, verifying, hold_s=self.s.settings.verify_poll_seconds)
+        step.run.claim = None
         return self._send_verify(step, action_at)
 
     def _send_verify(self, step: Step, action_at: datetime) -> Outcome:
@@ -293,16 +308,6 @@ class Healer:
         )
         self.s.checkpoint("enqueue:verify")
         return Outcome("waiting", f"verification scheduled until {until:%H:%M:%S}Z")
-
-    def _reenable(self, step: Step) -> None:
-        """An export the healer disabled is enabled again before anything else happens."""
-        target = step.target
-        if target is None:
-            return
-        step.run.journal("reenable", "intent")
-        self.s.iotc.set_enabled(target.app, target.export_id, True)
-        self.s.store.update(target.key, lambda st: _set(st, pending_enable=False))
-        step.run.journal("reenable", "done")
 
     def _verify(self, step: Step) -> Outcome:
         settings, now, msg, target = self.s.settings, self.s.clock(), step.msg, step.target

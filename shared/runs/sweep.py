@@ -3,7 +3,8 @@ whose re-add is overdue, from the state record alone (configured, discovered or 
 finishes a destination re-creation whose run stopped half-way (its messages lost: a copy left
 behind would count against IoT Central's 10 destinations per app), queues again a backfill whose
 next message was lost (a worker that died between handing over from verification and queueing the
-backfill), and re-enables exports the healer left disabled. Each target is isolated: one that fails is
+backfill), queues again a run whose export toggle died half-way with no message left to resume
+it, and re-enables exports the healer left disabled. Each target is isolated: one that fails is
 escalated with the reason and retried next time, and never stops the others."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 
 from shared.messages import RemediationMessage
 from shared.runs.backfill import Backfill
-from shared.runs.base import RunStopped, Services
+from shared.runs.base import TOGGLING, RunStopped, Services
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
 from shared.runs.recreate import RecreateDestination
@@ -70,6 +71,8 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
                 report.done.extend(_finish_recreate(healer, state))
             if state.phase in Backfill.phases and stalled(state, now, grace):
                 report.done.extend(_continue_backfill(healer, state))
+            if state.phase == TOGGLING and stalled(state, now, grace):
+                report.done.extend(_resume_toggle(healer, state))
             if state.pending_enable and not state.leased(now):
                 target = healer.known(state.key, state)
                 if target is not None:
@@ -102,11 +105,36 @@ def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
     target = healer.known(state.key, state)
     if target is None:
         return []
-    step = Step(healer, Run(healer.s, state.key, state.run_id), target, msg)
+    # Never under the run's own name: a late message of the run must not act beside the sweep
+    # (the lease goes back to the run when verification is scheduled).
+    holder = f"sweep-{uuid.uuid4().hex[:12]}"
+    step = Step(healer, Run(healer.s, state.key, state.run_id, holder), target, msg)
     if step.run.acquire(exclusive=True) is None:
         return []
     RecreateDestination().resume(step, state)
     return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
+
+
+def _resume_toggle(healer: Healer, state: TargetState) -> list[str]:
+    """Queue the run again when whoever toggled its export died half-way (the export may be off;
+    the run's own message resumes the toggle: disable, enable, then verification). The run's
+    lease is taken under its own name so later sweeps leave the toggle to this message."""
+    services = healer.s
+    if healer.known(state.key, state) is None:
+        return []
+    run = Run(services, state.key, state.run_id)
+    if run.acquire(exclusive=True) is None:
+        return []
+    msg = RemediationMessage(
+        target=state.key,
+        run_id=state.run_id,
+        step="start",
+        trigger="sweep",
+        reason="recovery sweep: finish toggling the export",
+        correlation_id=state.run_id,
+    )
+    services.queue.send(msg.to_json())
+    return [f"{state.key}: queued run {state.run_id} again to finish toggling the export"]
 
 
 def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:

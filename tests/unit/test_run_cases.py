@@ -192,3 +192,115 @@ def test_a_renewal_that_ate_the_lease_does_not_act() -> None:
         h.queue.send(new_run(TARGET.key, "timer").to_json())
     assert len([entry for entry in h.adx.log if entry[0] == "drop"]) == 1
     assert held(h) == [("ingestors", NOTES)]
+
+
+def test_the_sweep_finishes_an_overdue_readd_with_the_export_toggle_and_hands_verification_back() -> None:
+    """With HEALER_TOGGLE_EXPORT the sweep, standing in for the run, toggles the export after the
+    re-add: it must keep the lease through the toggle and hand it to the run only when the run's
+    verification is scheduled (handing it over first refused the toggle and stranded the run)."""
+    h = harness()
+    h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
+    h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert h.run_due() == ["waiting"] and held(h) == []
+    h.queue.messages.clear()  # the re-add message is lost
+    h.clock.advance(400)
+    report = sweep(h.healer)
+    assert report.errors == [] and any("re-added overdue" in line for line in report.done), report
+    assert held(h) == [("ingestors", NOTES)]
+    state = h.store.load(TARGET.key)
+    assert state.phase == "verifying" and state.lease_owner == state.run_id and not state.pending_enable
+    outcomes: list[str] = []
+    for _ in range(10):
+        h.clock.advance(61)
+        outcomes += h.run_due()
+        if "healed" in outcomes:
+            break
+    assert "healed" in outcomes, outcomes
+
+
+class Crash(Exception):
+    pass
+
+
+def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:
+    """Two deliveries of one run's re-add share its lease. One stalls after enabling the export;
+    its twin toggles again, disables, and dies before enabling. The stalled one, woken, must not
+    end the toggle (it would clear the pending enable while the export is off): the latest claim
+    owns the phase, and the twin's redelivery finishes it."""
+    paused, woken = threading.Event(), threading.Event()
+    crash_at: list[str] = []
+
+    def checkpoint(name: str) -> None:
+        if threading.current_thread().name == "stalled" and name == "journal:enable-export:done":
+            paused.set()
+            woken.wait(10)
+        elif crash_at and name == crash_at[0]:
+            crash_at.clear()
+            raise Crash(name)
+
+    h = harness(checkpoint)
+    h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
+    start = new_run(TARGET.key, "timer")
+    assert h.deliver(start.to_json()) == "waiting"
+    readd = [m for m in h.queue.messages.values()][0].body
+    h.clock.advance(61)
+    errors: list[BaseException] = []
+
+    def stalled() -> None:
+        try:
+            h.deliver(readd)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=stalled, name="stalled")
+    worker.start()
+    assert paused.wait(10)  # re-added, disabled, enabled; not yet verifying
+    assert h.services.iotc.enabled  # type: ignore[attr-defined]
+    crash_at.append("effect:disable-export")
+    try:
+        h.deliver(readd)  # the twin: toggles again and dies with the export off
+    except Crash:
+        pass
+    assert not h.services.iotc.enabled  # type: ignore[attr-defined]
+    woken.set()
+    worker.join(10)
+    assert not errors, errors
+    state = h.store.load(TARGET.key)
+    assert state.phase == "toggling" and state.pending_enable  # the stalled one stood back
+    h.deliver(readd)  # the twin's message comes back
+    state = h.store.load(TARGET.key)
+    assert h.services.iotc.enabled and not state.pending_enable  # type: ignore[attr-defined]
+    assert state.phase == "verifying"
+
+
+def test_a_toggle_the_sweep_died_in_is_queued_again_and_verified() -> None:
+    """The sweep re-adds an overdue principal and toggles the export for the run; it dies with the
+    export off. No message of the run is left to resume it, so a later sweep queues one."""
+    crash_at = ["effect:disable-export"]
+
+    def checkpoint(name: str) -> None:
+        if crash_at and name == crash_at[0]:
+            crash_at.clear()
+            raise Crash(name)
+
+    h = harness(checkpoint)
+    settings = h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
+    h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert h.run_due() == ["waiting"]
+    h.queue.messages.clear()  # the re-add message is lost
+    h.clock.advance(400)
+    report = sweep(h.healer)
+    assert report.errors and "Crash" in report.errors[0]
+    assert held(h) == [("ingestors", NOTES)] and not h.services.iotc.enabled  # type: ignore[attr-defined]
+    h.clock.advance(settings.lease_seconds + settings.sweep_grace_seconds + 1)
+    report = sweep(h.healer)
+    assert any("finish toggling" in line or "toggling the export" in line for line in report.done), report
+    outcomes: list[str] = []
+    for _ in range(10):
+        outcomes += h.run_due()
+        if "healed" in outcomes:
+            break
+        h.clock.advance(61)
+    assert "healed" in outcomes, outcomes
+    state = h.store.load(TARGET.key)
+    assert h.services.iotc.enabled and not state.pending_enable  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ Invariants after every step:
   2. never side effects of two runs of the target interleaved (run A, then B, then A again);
   3. after a sweep past a re-add's due time plus the grace, with ADX up and the healer admin, the
      principal is back unless a live lease holds the target (someone is re-adding it right now);
-and at the end, after quiescence, the principal holds exactly its roles (role and notes).
+and at the end, after quiescence, the principal holds exactly its roles (role and notes) and the
+export is enabled (HEALER_TOGGLE_EXPORT is drawn both ways).
 
 At least HEALER_MODEL_EXAMPLES (default 2000) examples per run; the count is reported.
 """
@@ -95,13 +96,14 @@ class RunModel(RuleBasedStateMachine):
         self.store = MemoryStore()
         self.queue = MemoryQueue(self.clock)
         self.crash_after: int | None = None
+        self.iotc = FakeIotc(self.adx, FQN)
         self.services = Services(
             self.settings,
             {TARGET.key: TARGET},
             self.store,
             self.queue,
             cast(Any, lambda url: cast(KustoAdapter, FakeKusto(self.adx))),
-            cast(IoTCentralAdapter, FakeIotc(self.adx, FQN)),
+            cast(IoTCentralAdapter, self.iotc),
             clock=self.clock,
             checkpoint=self._checkpoint,
         )
@@ -125,8 +127,10 @@ class RunModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the world
 
-    @initialize(trigger=st.sampled_from(["timer", "alert"]))
-    def it_starts_broken(self, trigger: str) -> None:
+    @initialize(trigger=st.sampled_from(["timer", "alert"]), toggle=st.booleans())
+    def it_starts_broken(self, trigger: str, toggle: bool) -> None:
+        # HEALER_TOGGLE_EXPORT both ways: the toggle adds a phase between the re-add and verification
+        self.settings = self.services.settings = self.settings.model_copy(update={"toggle_export": toggle})
         self.adx.stale.add(FQN.lower())
         self.queue.send(new_run(TARGET.key, trigger).to_json())  # type: ignore[arg-type]
 
@@ -281,13 +285,15 @@ class RunModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Quiescence: faults cleared, the target configured, workers and the timer run until
-        nothing is left to do. Then the principal holds exactly its role, with its notes."""
+        nothing is left to do. Then the principal holds exactly its role, with its notes, and the
+        export is enabled."""
         self._wake()
         self.adx.failing, self.adx.healer_admin = False, True
         self.services.targets[TARGET.key] = TARGET
         for _ in range(200):
             state = self.store.load(TARGET.key)
-            if not self.queue.messages and state.pending_readd is None and not state.leased(self.clock()):
+            idle = state.pending_readd is None and not state.pending_enable and not state.leased(self.clock())
+            if not self.queue.messages and idle:
                 break
             self.clock.advance(61)
             sweep(self.healer)
@@ -299,6 +305,7 @@ class RunModel(RuleBasedStateMachine):
         assert state.pending_readd is None, "a re-add is still pending after quiescence"
         held = [(a.role, a.notes) for a in self.adx.rows if a.fqn.lower() == FQN.lower()]
         assert held == [("ingestors", NOTES)], f"after quiescence the principal holds {held}"
+        assert self.iotc.enabled and not state.pending_enable, "the export was left disabled"
 
     def a_worker_takes_a_message_plain(self, message_id: int) -> None:
         message = self.queue.messages.get(message_id)
