@@ -8,6 +8,8 @@ import threading
 from datetime import timedelta
 from typing import Any, cast
 
+import pytest
+
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import new_run
@@ -242,7 +244,7 @@ def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:
     h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
     start = new_run(TARGET.key, "timer")
     assert h.deliver(start.to_json()) == "waiting"
-    readd = [m for m in h.queue.messages.values()][0].body
+    readd = next(iter(h.queue.messages.values())).body
     h.clock.advance(61)
     errors: list[BaseException] = []
 
@@ -255,13 +257,11 @@ def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:
     worker = threading.Thread(target=stalled, name="stalled")
     worker.start()
     assert paused.wait(10)  # re-added, disabled, enabled; not yet verifying
-    assert h.services.iotc.enabled  # type: ignore[attr-defined]
+    assert h.services.iotc.enabled
     crash_at.append("effect:disable-export")
-    try:
+    with pytest.raises(Crash):
         h.deliver(readd)  # the twin: toggles again and dies with the export off
-    except Crash:
-        pass
-    assert not h.services.iotc.enabled  # type: ignore[attr-defined]
+    assert not h.services.iotc.enabled
     woken.set()
     worker.join(10)
     assert not errors, errors
@@ -269,7 +269,7 @@ def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:
     assert state.phase == "toggling" and state.pending_enable  # the stalled one stood back
     h.deliver(readd)  # the twin's message comes back
     state = h.store.load(TARGET.key)
-    assert h.services.iotc.enabled and not state.pending_enable  # type: ignore[attr-defined]
+    assert h.services.iotc.enabled and not state.pending_enable
     assert state.phase == "verifying"
 
 
@@ -291,7 +291,7 @@ def test_a_toggle_the_sweep_died_in_is_queued_again_and_verified() -> None:
     h.clock.advance(400)
     report = sweep(h.healer)
     assert report.errors and "Crash" in report.errors[0]
-    assert held(h) == [("ingestors", NOTES)] and not h.services.iotc.enabled  # type: ignore[attr-defined]
+    assert held(h) == [("ingestors", NOTES)] and not h.services.iotc.enabled
     h.clock.advance(settings.lease_seconds + settings.sweep_grace_seconds + 1)
     report = sweep(h.healer)
     assert any("finish toggling" in line or "toggling the export" in line for line in report.done), report
@@ -303,4 +303,4 @@ def test_a_toggle_the_sweep_died_in_is_queued_again_and_verified() -> None:
         h.clock.advance(61)
     assert "healed" in outcomes, outcomes
     state = h.store.load(TARGET.key)
-    assert h.services.iotc.enabled and not state.pending_enable  # type: ignore[attr-defined]
+    assert h.services.iotc.enabled and not state.pending_enable
