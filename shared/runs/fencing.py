@@ -52,19 +52,17 @@ class Run:
                 return None
         return self.s.store.acquire(self.key, self.holder, now, self._hold(extra_s))
 
-    def _check_claim(self, state: TargetState) -> None:
-        # A twin delivery of the same run holds the same lease: a claim tells them apart.
-        if self.claim is not None and state.run_data.get(CLAIM) != self.claim:
-            raise PhaseConflict(
-                f"run {self.run_id} on {self.key}: phase {state.phase!r} was claimed by a twin delivery"
-            )
-
     def _check(self, state: TargetState) -> None:
         # The owner is overwritten by whoever takes the lease, so "still mine" means nobody else
         # acted since: a lapsed lease nobody took may be renewed; a taken one may not.
         if state.lease_owner != self.holder:
             taken = f"held by {state.lease_owner}" if state.lease_owner else "released"
             raise LeaseLost(f"run {self.run_id} no longer holds {self.key} (lease {taken})")
+        # A twin delivery of the same run holds the same lease: a claim tells them apart.
+        if self.claim is not None and state.run_data.get(CLAIM) != self.claim:
+            raise PhaseConflict(
+                f"run {self.run_id} on {self.key}: phase {state.phase!r} was claimed by a twin delivery"
+            )
 
     def renew(self, extra_s: float = 0, during: str | None = None) -> TargetState:
         """Extend the lease before acting; LeaseLost if another holder took it meanwhile, and
@@ -74,7 +72,6 @@ class Run:
 
         def apply(state: TargetState) -> None:
             self._check(state)
-            self._check_claim(state)
             if during is not None and (state.run_id != self.run_id or state.phase != during):
                 raise PhaseConflict(
                     f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, not {during!r}"
@@ -99,7 +96,6 @@ class Run:
 
         def apply(state: TargetState) -> None:
             self._check(state)
-            self._check_claim(state)
             if expect is not None:
                 phase = state.phase if state.run_id == self.run_id else OTHER_RUN
                 if phase not in expect:
