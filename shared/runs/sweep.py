@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.messages import RemediationMessage
-from shared.runs.backfill import Backfill
+from shared.runs.backfill import Backfill, resolve_window
 from shared.runs.base import TOGGLING, RunStopped, Services
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
@@ -93,22 +93,45 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
     return report
 
 
-def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
-    msg = RemediationMessage(
-        target=state.key,
-        run_id=state.run_id,
-        step="start",
-        trigger="sweep",
-        reason="recovery sweep: finish re-creating the destination",
-        correlation_id=state.run_id,
+def _message(
+    key: str, run_id: str, step: str, reason: str, correlation_id: str | None = None, **fields: object
+) -> RemediationMessage:
+    return RemediationMessage.model_validate(
+        {
+            "target": key,
+            "run_id": run_id,
+            "step": step,
+            "trigger": "sweep",
+            "reason": f"recovery sweep: {reason}",
+            "correlation_id": run_id if correlation_id is None else correlation_id,
+            **fields,
+        }
     )
+
+
+def _stand_in(healer: Healer, key: str, run_id: str) -> Run:
+    """The sweep's hands on a run, never under the run's own name: a late message of the run must
+    not act beside it (the lease goes back to the run when verification is scheduled)."""
+    return Run(healer.s, key, run_id, f"sweep-{uuid.uuid4().hex[:12]}")
+
+
+def _queue_again(healer: Healer, state: TargetState, msg: RemediationMessage, extra_s: float = 0) -> bool:
+    """Hand a stalled run to a message of its own: the run's lease is taken under its own name,
+    so later sweeps leave the run to this message. False when the target is unknown or held."""
+    if healer.known(state.key, state) is None:
+        return False
+    if Run(healer.s, state.key, state.run_id).acquire(extra_s=extra_s, exclusive=True) is None:
+        return False
+    healer.s.queue.send(msg.to_json())
+    return True
+
+
+def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
+    msg = _message(state.key, state.run_id, "start", "finish re-creating the destination")
     target = healer.known(state.key, state)
     if target is None:
         return []
-    # Never under the run's own name: a late message of the run must not act beside the sweep
-    # (the lease goes back to the run when verification is scheduled).
-    holder = f"sweep-{uuid.uuid4().hex[:12]}"
-    step = Step(healer, Run(healer.s, state.key, state.run_id, holder), target, msg)
+    step = Step(healer, _stand_in(healer, state.key, state.run_id), target, msg)
     if step.run.acquire(exclusive=True) is None:
         return []
     RecreateDestination().resume(step, state)
@@ -119,21 +142,8 @@ def _resume_toggle(healer: Healer, state: TargetState) -> list[str]:
     """Queue the run again when whoever toggled its export died half-way (the export may be off;
     the run's own message resumes the toggle: disable, enable, then verification). The run's
     lease is taken under its own name so later sweeps leave the toggle to this message."""
-    services = healer.s
-    if healer.known(state.key, state) is None:
+    if not _queue_again(healer, state, _message(state.key, state.run_id, "start", "finish toggling the export")):
         return []
-    run = Run(services, state.key, state.run_id)
-    if run.acquire(exclusive=True) is None:
-        return []
-    msg = RemediationMessage(
-        target=state.key,
-        run_id=state.run_id,
-        step="start",
-        trigger="sweep",
-        reason="recovery sweep: finish toggling the export",
-        correlation_id=state.run_id,
-    )
-    services.queue.send(msg.to_json())
     return [f"{state.key}: queued run {state.run_id} again to finish toggling the export"]
 
 
@@ -143,43 +153,27 @@ def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
     again here, so later sweeps leave it to this message. The backfill's progress is in the
     journal: the invocation resumes at the window it stopped in (and measures the gap first if
     that was never done)."""
-    services = healer.s
-    if healer.known(state.key, state) is None:
-        return []
-    run = Run(services, state.key, state.run_id)
-    if run.acquire(extra_s=services.settings.backfill_invocation_seconds, exclusive=True) is None:
-        return []
     gap = state.gap or {}
     start = end = None
     if gap.get("start") and gap.get("end"):  # measured (or asked for by hand)
-        start = datetime.fromisoformat(str(gap["start"]).replace("Z", "+00:00"))
-        end = datetime.fromisoformat(str(gap["end"]).replace("Z", "+00:00"))
-    msg = RemediationMessage(
-        target=state.key,
-        run_id=state.run_id,
-        step="backfill",
-        trigger="sweep",
-        reason="recovery sweep: continue the backfill",
-        correlation_id=state.run_id,
+        start, end = resolve_window(None, None, state, healer.s.clock())
+    msg = _message(
+        state.key,
+        state.run_id,
+        "backfill",
+        "continue the backfill",
         window_start=start,
         window_end=end,
         backfill_mode="on" if gap.get("backfill") == "on" else "plan",
     )
-    services.queue.send(msg.to_json())
+    if not _queue_again(healer, state, msg, healer.s.settings.backfill_invocation_seconds):
+        return []
     return [f"{state.key}: queued the backfill of run {state.run_id} again"]
 
 
 def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
-    msg = RemediationMessage(
-        target=state.key,
-        run_id=pending.run_id,
-        step="readd",
-        trigger="sweep",
-        reason="recovery sweep: re-add overdue",
-        correlation_id=pending.correlation_id,
-    )
-    holder = f"sweep-{uuid.uuid4().hex[:12]}"  # never the run's own name: its messages must not act beside it
-    step = Step(healer, Run(healer.s, state.key, pending.run_id, holder), healer.known(state.key, state), msg)
+    msg = _message(state.key, pending.run_id, "readd", "re-add overdue", pending.correlation_id)
+    step = Step(healer, _stand_in(healer, state.key, pending.run_id), healer.known(state.key, state), msg)
     if step.run.acquire(exclusive=True) is None:
         return []  # the run itself is re-adding right now
     outcome = healer.finish_readd(step, pending, verb="recovery sweep: re-added overdue")
