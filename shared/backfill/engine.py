@@ -253,7 +253,8 @@ class BackfillEngine:
             ctx = self._details(target, progress, ctx)
             devices.set()
             end = parse_ts(progress.end)
-            while not progress.done and self.monotonic() - started < budget_s:
+            # No reader: the budget was spent before the first window, and so it still is.
+            while reader is not None and not progress.done and self.monotonic() - started < budget_s:
                 cursor = parse_ts(progress.cursor)
                 if cursor >= end or progress.template_index >= len(ctx.templates):
                     progress.template_index += 1
@@ -263,8 +264,6 @@ class BackfillEngine:
                     self.save(progress)
                     continue
                 try:
-                    if reader is None:
-                        reader = self._reader(target, ctx, progress, devices)
                     answer = reader.next()
                     if answer is None or answer.template_index != progress.template_index:
                         raise RuntimeError(f"backfill reader out of step at {progress.cursor}: {answer}")
