@@ -12,15 +12,6 @@ from tests.helpers import FIXTURES, ROOT
 
 INFRA = ROOT / "infra"
 BICEP = sorted(INFRA.rglob("*.bicep"))
-# Resource types Microsoft's definitions do not hold, each with the reason; the test fails if
-# one is used that is not listed here, or one listed here is no longer used.
-NOT_IN_DEFINITIONS = {
-    "Microsoft.Graph/applications": "Microsoft Graph Bicep extension (microsoftGraphV1), not in bicep-types-az",
-    "Microsoft.Graph/servicePrincipals": "Microsoft Graph Bicep extension (microsoftGraphV1), not in bicep-types-az",
-    "Microsoft.Graph/appRoleAssignedTo": "Microsoft Graph Bicep extension (microsoftGraphV1), not in bicep-types-az",
-    "Microsoft.Insights/workbooks": "in bicep-types-az (applicationinsights/microsoft.insights/2023-06-01) but not "
-    "among the fixtures; its required properties are checked in test_workbook_and_incident_alerts.py",
-}
 
 
 @cache
@@ -42,9 +33,8 @@ def test_every_resource_body_matches_microsofts_definitions() -> None:
         checked += sum(1 for _ in resources(path))
     assert checked >= 15, checked
     assert not problems, "\n".join(problems)
-    for name in sorted(missing):
-        print(f"not type-checked (no definition): {name}: {NOT_IN_DEFINITIONS.get(name, 'NOT ALLOWED')}")
-    assert missing == set(NOT_IN_DEFINITIONS), f"types without a definition: {sorted(missing)}"
+    # No exception list: every resource type in infra/ has a definition among the fixtures.
+    assert not missing, f"types without a definition: {sorted(missing)}"
 
 
 def broken(file: str, old: str, new: str) -> tuple[list[str], set[str]]:
@@ -115,7 +105,6 @@ def test_a_type_without_a_definition_is_reported_by_name() -> None:
     )
     problems, missing = broken("functionapp.bicep", "output name string", key_resource + "output name string")
     assert missing == {"Microsoft.Web/sites/host/functionKeys"} and not problems
-    assert "Microsoft.Web/sites/host/functionKeys" not in NOT_IN_DEFINITIONS
 
 
 def test_existing_resources_are_not_checked() -> None:

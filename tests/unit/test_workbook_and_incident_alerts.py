@@ -2,11 +2,9 @@
 (Microsoft's parser) over the metric names the healer really emits, and the workbook resource body
 has what its schema requires.
 
-Microsoft.Insights/workbooks is not among the resource types in the shared bicep-types fixtures;
-when it is (applicationinsights_microsoft.insights_2023-06-01.json), the body is checked against it,
-otherwise against the required properties of the same schema (Azure/bicep-types-az, generated/
-applicationinsights/microsoft.insights/2023-06-01: location, name; properties.displayName,
-category, serializedData)."""
+The whole body is type-checked with every other resource (test_bicep_types.py, against
+applicationinsights_microsoft.insights_2023-06-01.json); here the properties a workbook needs to
+show anything (displayName, category, serializedData) and a GUID name are required on top."""
 
 from __future__ import annotations
 
@@ -68,13 +66,11 @@ def test_the_workbook_body_matches_its_schema() -> None:
     resources = [text(path, n) for n in children(tree(path).root_node, "resource_declaration")]
     body = next(r for r in resources if "workbooks@" in r)
     types = FIXTURES / "bicep-types" / "applicationinsights_microsoft.insights_2023-06-01.json"
-    if types.exists():
-        nodes = json.loads(types.read_text())
-        resource = next(n for n in nodes if n.get("name") == "Microsoft.Insights/workbooks@2023-06-01")
-        top = nodes[int(resource["body"]["$ref"].split("/")[-1])]
-        required = [k for k, v in top["properties"].items() if v.get("flags", 0) & 1]
-    else:
-        required = ["name", "location"]
+    nodes = json.loads(types.read_text())
+    resource = next(n for n in nodes if n.get("name") == "Microsoft.Insights/workbooks@2023-06-01")
+    top = nodes[int(resource["body"]["$ref"].split("/")[-1])]
+    required = [k for k, v in top["properties"].items() if v.get("flags", 0) & 1]
+    assert {"name", "location"} <= set(required), required
     for key in [*required, "displayName", "category", "serializedData"]:
         assert re.search(rf"^\s*{key}:", body, re.M), key
     assert "name: guid(" in body  # workbook names must be GUIDs
