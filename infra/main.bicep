@@ -208,6 +208,7 @@ module functionApp 'modules/functionapp.bicep' = {
     backfillInvocationSeconds: backfillInvocationSeconds
     logsWorkspaceCustomerId: workspaceReader.outputs.customerId
     alertAudience: alertAudience
+    alertClientId: enableAlerts ? webhookApp.outputs.appId : ''
     alertTenantId: enableAlerts ? tenant().tenantId : ''
     notifyWebhook: notifyWebhook
   }

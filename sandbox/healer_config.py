@@ -11,6 +11,8 @@ from sandbox.world import World
 
 # The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).
 ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"
+# Its client id: the `aud` of a v2 token (the Bicep pins requestedAccessTokenVersion 2).
+ALERT_CLIENT_ID = "5d8c7a3e-2f41-4b6a-9c0d-7e1f2a3b4c5d"
 
 
 def targets_for(world: World) -> list[dict[str, Any]]:
@@ -53,6 +55,7 @@ def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, 
         "HEALER_TIMER_SCHEDULE": "*/5 * * * * *",
         "HEALER_QUEUE_NAME": "healer-remediations",
         "HEALER_ALERT_AUDIENCE": ALERT_AUDIENCE,
+        "HEALER_ALERT_CLIENT_ID": ALERT_CLIENT_ID,
         "HEALER_ALERT_TENANT_ID": TENANT_ID,
         "HEALER_ENTRA_AUTHORITY": endpoints["entra_authority"],
         "AzureWebJobsStorage": azurite.connection_string,

@@ -129,27 +129,43 @@ class Directory:
         *,
         tenant_id: str = TENANT_ID,
         roles: tuple[str, ...] = (ACTION_GROUPS_ROLE,),
+        version: int = 1,
         **extra: object,
     ) -> str:
-        """The token an action group's secure webhook carries: a v1 app-only token from the
-        first-party action groups application for the receiver's application (`aud` = its
-        identifier URI), with the app role assigned to it. `extra` overrides claims (tests)."""
+        """The token an action group's secure webhook carries: an app-only token from the
+        first-party action groups application for the receiver's application, with the app role
+        assigned to it. Version 1 (`aud` the identifier URI asked for, `iss` sts.windows.net,
+        `appid`) or 2, as the application's `requestedAccessTokenVersion` says (`aud` its client
+        id, `iss` login.microsoftonline.com/{tid}/v2.0, `azp`; Microsoft Learn, "Access tokens in
+        the Microsoft identity platform"). `extra` overrides claims (tests)."""
         now = int(time.time())
         claims: dict[str, object] = {
             "aud": audience,
-            "iss": f"https://sts.windows.net/{tenant_id}/",
             "iat": now,
             "nbf": now - 5,
             "exp": now + TOKEN_LIFETIME_S,
             "tid": tenant_id,
-            "appid": ACTION_GROUPS_APP_ID,
-            "appidacr": "2",
             "idtyp": "app",
             "oid": self.action_groups_object_id,
             "sub": self.action_groups_object_id,
             "roles": list(roles),
-            "ver": "1.0",
         }
+        if version == 1:
+            claims.update(
+                {"iss": f"https://sts.windows.net/{tenant_id}/", "appid": ACTION_GROUPS_APP_ID, "appidacr": "2"}
+            )
+            claims["ver"] = "1.0"
+        elif version == 2:
+            claims.update(
+                {
+                    "iss": f"https://login.microsoftonline.com/{tenant_id}/v2.0",
+                    "azp": ACTION_GROUPS_APP_ID,
+                    "azpacr": "2",
+                    "ver": "2.0",
+                }
+            )
+        else:
+            raise ValueError(f"version={version!r} must be 1 or 2")
         claims.update(extra)
         return self._sign(claims)
 

@@ -60,8 +60,10 @@ class Settings(BaseSettings):
     timer_schedule: str = Field("0 */5 * * * *", pattern=r"^(\S+\s+){5}\S+$")
     manual_heal_min_interval_seconds: int = Field(300, ge=0, le=86400)
     # The alert webhook's Entra token (shared/webhook_auth.py): the webhook application's
-    # identifier URI, its tenant, and where the tenant's signing keys are published.
+    # identifier URI and client id (a v1 token's `aud` is the one, a v2 token's the other), its
+    # tenant, and where the tenant's signing keys are published.
     alert_audience: str | None = None
+    alert_client_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
     alert_tenant_id: str | None = Field(None, pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
     entra_authority: str = "https://login.microsoftonline.com"
     iotc_base_url: str = "https://{subdomain}.azureiotcentral.com"
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
             raise ValueError("queue names may not contain '--'")
         return value
 
-    @field_validator("alert_tenant_id", "alert_audience", mode="before")
+    @field_validator("alert_tenant_id", "alert_audience", "alert_client_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # The Bicep sets these to '' when alerts are off: that means "not configured".

@@ -6,10 +6,13 @@ An action group with `useAadAuth` asks Entra for a token for the receiving appli
 this module is its lock: signature from the tenant's published keys (JWKS), `iss` the tenant,
 `aud` the webhook application, `appid`/`azp` the action groups application, and the app role
 `ActionGroupsSecureWebhook` in `roles`. Nothing else about the token is trusted or logged.
+The application pins `api.requestedAccessTokenVersion` (infra/modules/webhook-app.bicep), yet
+both versions are accepted: a v1 token's `aud` is the identifier URI that was asked for, a v2
+token's is the application's client id, and an action group does not retry a 401.
 Sources: Microsoft Learn, "Action groups" (secure webhook; the PowerShell script names the
 application id and the role), and "Access tokens in the Microsoft identity platform" (v1 `iss`
 `https://sts.windows.net/{tid}/`, v2 `https://login.microsoftonline.com/{tid}/v2.0`; `appid` v1,
-`azp` v2).
+`azp` v2; `aud` of a v2 token is the resource's client id).
 """
 
 from __future__ import annotations
@@ -51,14 +54,20 @@ def _unauthorized(message: str) -> ApiError:
     return error
 
 
+def audiences(settings: Settings) -> list[str]:
+    """The `aud` values of this healer's tokens: the identifier URI (v1) and the client id (v2)."""
+    return [a for a in (settings.alert_audience, settings.alert_client_id) if a]
+
+
 def check_action_group_token(headers: Mapping[str, str], settings: Settings) -> dict[str, Any]:
     """The token's claims if it is an action group's secure-webhook token for this healer, else
     ApiError 401 naming what is wrong (never the token)."""
     import jwt
 
-    if not settings.alert_audience or not settings.alert_tenant_id:
+    if not audiences(settings) or not settings.alert_tenant_id:
         raise _unauthorized(
-            "the alert webhook is not configured (HEALER_ALERT_AUDIENCE and HEALER_ALERT_TENANT_ID are unset)"
+            "the alert webhook is not configured (HEALER_ALERT_TENANT_ID and HEALER_ALERT_AUDIENCE or "
+            "HEALER_ALERT_CLIENT_ID are unset)"
         )
     header = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
     scheme, _, token = header.partition(" ")
@@ -71,7 +80,7 @@ def check_action_group_token(headers: Mapping[str, str], settings: Settings) -> 
             token.strip(),
             key.key,
             algorithms=["RS256"],
-            audience=settings.alert_audience,
+            audience=audiences(settings),
             issuer=[f"https://sts.windows.net/{tenant}/", f"https://login.microsoftonline.com/{tenant}/v2.0"],
             options={"require": ["exp", "iat", "aud", "iss"]},
             leeway=60,
@@ -79,7 +88,7 @@ def check_action_group_token(headers: Mapping[str, str], settings: Settings) -> 
     except jwt.ExpiredSignatureError as exc:
         raise _unauthorized("the token has expired") from exc
     except jwt.InvalidAudienceError as exc:
-        raise _unauthorized("the token's aud is not HEALER_ALERT_AUDIENCE") from exc
+        raise _unauthorized("the token's aud is neither HEALER_ALERT_AUDIENCE nor HEALER_ALERT_CLIENT_ID") from exc
     except jwt.InvalidIssuerError as exc:
         raise _unauthorized("the token's iss is not the tenant HEALER_ALERT_TENANT_ID") from exc
     except jwt.PyJWKClientConnectionError as exc:  # Entra unreachable: the action group retries a 503

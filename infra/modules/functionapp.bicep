@@ -23,6 +23,8 @@ param backfillInvocationSeconds int
 param logsWorkspaceCustomerId string
 @description('HEALER_ALERT_AUDIENCE: identifier URI of the secure webhook\'s Entra application; empty: /api/alerts refuses every call.')
 param alertAudience string
+@description('HEALER_ALERT_CLIENT_ID: that application\'s client id, the `aud` of a v2 token.')
+param alertClientId string
 param alertTenantId string
 
 @secure()
@@ -86,6 +88,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'HEALER_STORAGE_ACCOUNT_NAME', value: storageAccountName }
         { name: 'HEALER_LOG_ANALYTICS_WORKSPACE_ID', value: logsWorkspaceCustomerId }
         { name: 'HEALER_ALERT_AUDIENCE', value: alertAudience }
+        { name: 'HEALER_ALERT_CLIENT_ID', value: alertClientId }
         { name: 'HEALER_ALERT_TENANT_ID', value: alertTenantId }
         { name: 'HEALER_NOTIFY_WEBHOOK', value: notifyWebhook }
       ]

@@ -12,7 +12,7 @@ import jwt
 import pytest
 import requests
 
-from sandbox.healer_config import ALERT_AUDIENCE
+from sandbox.healer_config import ALERT_AUDIENCE, ALERT_CLIENT_ID
 from sandbox.identity import Directory
 from sandbox.runner import Runner
 from sandbox.world import World
@@ -53,6 +53,38 @@ def test_the_action_group_token_opens_the_webhook_and_nothing_else(app: tuple[Wo
     answer = send(runner, "POST", "alerts", {"x-functions-key": runner.key}, ALERT)
     assert answer.status_code == 401 and answer.json()["error"]["field"] == "Authorization"
     assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("audience", [ALERT_AUDIENCE, ALERT_CLIENT_ID], ids=["identifier-uri", "client-id"])
+def test_v1_and_v2_tokens_are_accepted_with_either_audience(
+    app: tuple[World, Runner], version: int, audience: str
+) -> None:
+    """The application pins v2 tokens (`aud` its client id), yet a v1 token (`aud` the identifier
+    URI asked for) must pass too: an action group does not retry a 401."""
+    world, runner = app
+    token = world.directory.mint_action_group(audience, version=version)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert ("appid" in claims) is (version == 1) and ("azp" in claims) is (version == 2)
+    assert send(runner, "POST", "alerts", bearer(token), ALERT).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("version", "claims", "why"),
+    [
+        (2, {"aud": "5d8c7a3e-0000-4b6a-9c0d-7e1f2a3b4c5d"}, "aud"),
+        (2, {"iss": "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001/v2.0"}, "iss"),
+        (2, {"azp": "11111111-1111-1111-1111-111111111111"}, "azp"),
+        (2, {"roles": ["Something.Else"]}, "ActionGroupsSecureWebhook"),
+    ],
+)
+def test_v2_tokens_that_are_not_the_action_groups_are_refused(
+    app: tuple[World, Runner], version: int, claims: dict[str, Any], why: str
+) -> None:
+    world, runner = app
+    token = world.directory.mint_action_group(ALERT_CLIENT_ID, version=version, **claims)
+    answer = send(runner, "POST", "alerts", bearer(token), ALERT)
+    assert answer.status_code == 401 and why in answer.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -99,6 +131,7 @@ def test_forged_tokens_are_refused(app: tuple[World, Runner]) -> None:
 def test_an_unconfigured_webhook_refuses_everything(app: tuple[World, Runner]) -> None:
     world, runner = app
     runner.set_app_setting("HEALER_ALERT_AUDIENCE", "")
+    runner.set_app_setting("HEALER_ALERT_CLIENT_ID", "")
     entrypoints.reset()
     answer = send(runner, "POST", "alerts", bearer(world.directory.mint_action_group(ALERT_AUDIENCE)), ALERT)
     assert answer.status_code == 401 and "HEALER_ALERT_AUDIENCE" in answer.json()["error"]["message"]
