@@ -29,7 +29,7 @@ from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import ALERT_AUDIENCE, app_settings
 from sandbox.runner import Runner
 from sandbox.waiting import wait_for
-from sandbox.world import World
+from sandbox.world import ADX_RESOURCE_ID, World
 
 DATABASE = "devicedata"
 
@@ -501,6 +501,13 @@ def _die_once_after(point: str) -> Callable[[str], None]:
     return hook
 
 
+# The FailedIngestion rule's query as infra/modules/alerts.bicep writes it (tests/unit/test_infra.py).
+FAILED_INGESTION_ALERT_QUERY = (
+    'FailedIngestion | where ErrorCode in ("Forbidden", "BadRequest_DatabaseAccessDenied", '
+    '"BadRequest_TableAccessDenied") | project TimeGenerated, Database, Table, ErrorCode, _ResourceId'
+)
+
+
 def _alert(scenario: Scenario, key: str) -> dict[str, Any]:
     """A Log Alerts V2 notification (common alert schema) for a FailedIngestion rule."""
     table = "".join(p.title() for p in scenario.app.split("-")) + "Telemetry"
@@ -527,7 +534,7 @@ def _alert(scenario: Scenario, key: str) -> dict[str, Any]:
                     "windowSize": "PT5M",
                     "allOf": [
                         {
-                            "searchQuery": "FailedIngestion | where ErrorCode == 'Forbidden'",
+                            "searchQuery": FAILED_INGESTION_ALERT_QUERY,
                             "metricValue": 3,
                             "operator": "GreaterThan",
                             "threshold": "0",
@@ -535,6 +542,7 @@ def _alert(scenario: Scenario, key: str) -> dict[str, Any]:
                             "dimensions": [
                                 {"name": "Database", "value": scenario.database},
                                 {"name": "Table", "value": table},
+                                {"name": "_ResourceId", "value": ADX_RESOURCE_ID},
                             ],
                         }
                     ],

@@ -7,7 +7,7 @@ from typing import Any
 
 from sandbox.azurite import Azurite
 from sandbox.identity import TENANT_ID
-from sandbox.world import World
+from sandbox.world import ADX_RESOURCE_ID, World
 
 # The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).
 ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"
@@ -35,6 +35,7 @@ def targets_for(world: World) -> list[dict[str, Any]]:
                 },
                 "role": t.role,
                 "iotc_resource_id": world.iotc.apps[t.subdomain].arm_id,
+                "cluster_resource_id": ADX_RESOURCE_ID,
             }
         )
     return out

@@ -64,9 +64,11 @@ HEALER = "healer"
 OPERATOR_UPN = "ops-admin@contoso.com"  # the person whose commands the faults stand for
 
 
+# The sandbox's cluster as Azure names it (Log Analytics lower-cases `_ResourceId`). Its URL is
+# loopback and names nothing, so the healer's configuration carries this id (cluster_resource_id).
 ADX_RESOURCE_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-adx"
-    "/providers/microsoft.kusto/clusters/sandbox"
+    "/providers/microsoft.kusto/clusters/adxsandbox"
 )
 
 

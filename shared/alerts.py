@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -145,10 +144,6 @@ def alert_evidence(alert: Alert) -> Evidence:
     return Evidence("alert", code[:100], text[:500])
 
 
-def _cluster_name(target: Target) -> str:
-    return target.cluster_url.split("//", 1)[-1].split(".", 1)[0].lower()
-
-
 def match_targets(alert: Alert, targets: list[Target]) -> list[Target]:
     """The targets an alert names: by dimensions first, then by the resource it fired on."""
     dims = alert.dimensions
@@ -159,17 +154,16 @@ def match_targets(alert: Alert, targets: list[Target]) -> list[Target]:
             r == (t.iotc_resource_id or "").lower() or r.endswith(f"/iotapps/{t.app}") for r in resources
         )
 
-    # The cluster: the resource the alert fired on, or a resource-id dimension of a log alert.
-    clusters = {
-        r.rstrip("/").rsplit("/", 1)[-1]
+    # The cluster: the resource the alert fired on, or a resource-id dimension of a log alert
+    # (`_ResourceId` tells apart clusters that share a workspace).
+    clusters = [
+        r
         for r in (*resources, dims.get("_resourceid", "").lower(), dims.get("resourceid", "").lower())
-        if "microsoft.kusto/clusters/" in r
-    }
+        if "/microsoft.kusto/clusters/" in r
+    ]
 
     def on_cluster(t: Target) -> bool:
-        host = t.cluster_url.split("//", 1)[-1].split(":", 1)[0]
-        loopback = re.fullmatch(r"127(\.\d+){3}|localhost", host) is not None  # the sandbox's cluster has no name
-        return not clusters or loopback or _cluster_name(t) in clusters
+        return not clusters or any(t.on_cluster(r) for r in clusters)
 
     if "exportid" in dims:
         return [

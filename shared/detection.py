@@ -4,7 +4,6 @@ ask for at most N remediations. Runs from the timer (and the CLI)."""
 from __future__ import annotations
 
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -287,11 +286,8 @@ class Detector:
 
 
 def _same_table(target: Target, group: FailureGroup) -> bool:
-    """Same cluster, database and table. The cluster is named by the row's resource id and by the
-    first label of the target's URL; a row naming no cluster matches nothing."""
-    if (target.database, target.table) != (group.database, group.table) or not group.cluster_name:
+    """Same cluster, database and table. The cluster is the row's `_ResourceId` (two clusters may
+    share a workspace and hold tables of the same names); a row naming no cluster matches nothing."""
+    if (target.database, target.table) != (group.database, group.table):
         return False
-    host = target.cluster_url.split("//", 1)[-1].split(":", 1)[0].lower()
-    if re.fullmatch(r"127(\.\d+){3}|localhost", host):  # a loopback cluster (the sandbox) has no name to compare
-        return True
-    return host.split(".", 1)[0] == group.cluster_name
+    return target.on_cluster(group.resource_id)

@@ -37,10 +37,6 @@ class FailureGroup:
     message: str
     resource_id: str
 
-    @property
-    def cluster_name(self) -> str:
-        return self.resource_id.rstrip("/").rsplit("/", 1)[-1].lower() if self.resource_id else ""
-
 
 class LogAnalyticsError(Exception):
     pass

@@ -12,10 +12,14 @@ HEALER_TARGETS_FILE). Schema of one element:
       "table": "DeviceTelemetry",
       "principal": {"object_id": "<guid>", "client_id": "<guid>", "tenant_id": "<guid>"},
       "role": "admins",                      # IoT Central's docs prescribe Admin; or "ingestors"
-      "iotc_resource_id": "/subscriptions/…/providers/Microsoft.IoTCentral/iotApps/contoso"  # optional
+      "iotc_resource_id": "/subscriptions/…/providers/Microsoft.IoTCentral/iotApps/contoso",  # optional
+      "cluster_resource_id": "/subscriptions/…/providers/Microsoft.Kusto/clusters/mycluster"  # optional
     }
 
-At least one of principal.object_id / principal.client_id is required.
+At least one of principal.object_id / principal.client_id is required. An alert or a log row
+names its cluster by resource id; a target's cluster is its `cluster_resource_id` or else the
+first label of its https `cluster_url`. A cluster URL that names no cluster (plain http on
+loopback) matches no alert or log row that names a cluster unless `cluster_resource_id` is set.
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ _ARM_ID = re.compile(
 )
 
 
+_KUSTO_ARM_ID = re.compile(
+    r"/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[\w.()\-]{1,90}/providers/Microsoft\.Kusto/clusters/"
+    r"([a-z][a-z0-9]{3,21})",
+    re.IGNORECASE,
+)
+
+
 class ConfigError(ValueError):
     """Bad configuration; the message names the setting, the field and the value."""
 
@@ -59,6 +70,13 @@ def cluster_url(field_name: str, value: str) -> str:
     if not (re.fullmatch(r"https://[A-Za-z0-9.\-]+(?::\d{1,5})?/?", value) or _LOOPBACK.fullmatch(value)):
         raise ValueError(f"{field_name}={value!r} must be https://<cluster>.<region>.kusto.windows.net")
     return value.rstrip("/")
+
+
+def cluster_name_of_url(url: str) -> str | None:
+    """The cluster an https ADX URL names (its first DNS label); None for a loopback URL."""
+    if not url.lower().startswith("https://"):
+        return None
+    return url.split("//", 1)[1].split("/", 1)[0].split(":", 1)[0].split(".", 1)[0].lower() or None
 
 
 def same_cluster(a: str, b: str) -> bool:
@@ -103,6 +121,7 @@ class Target(BaseModel):
     principal: PrincipalConfig
     role: Literal["ingestors", "admins"] = "admins"
     iotc_resource_id: str | None = None
+    cluster_resource_id: str | None = None
     # After the healer re-created the destination, the target keeps its key (state, journal,
     # history) while its destination id is the new one.
     _key: str | None = PrivateAttr(default=None)
@@ -137,6 +156,41 @@ class Target(BaseModel):
         if value is not None and not _ARM_ID.fullmatch(value):
             raise ValueError(f"iotc_resource_id={value!r} is not an IoT Central app resource id")
         return value
+
+    @field_validator("cluster_resource_id")
+    @classmethod
+    def _cluster_arm(cls, value: str | None) -> str | None:
+        if value is not None and not _KUSTO_ARM_ID.fullmatch(value.rstrip("/")):
+            raise ValueError(f"cluster_resource_id={value!r} is not an ADX cluster resource id")
+        return None if value is None else value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> Target:
+        named = cluster_name_of_url(self.cluster_url)
+        if self.cluster_resource_id and named and named != self.cluster_name:
+            raise ValueError(
+                f"cluster_resource_id={self.cluster_resource_id!r} names cluster {self.cluster_name!r} "
+                f"but cluster_url={self.cluster_url!r} names {named!r}"
+            )
+        return self
+
+    @property
+    def cluster_name(self) -> str | None:
+        """The ADX cluster this target writes to, by name; None when nothing names it."""
+        if self.cluster_resource_id:
+            return self.cluster_resource_id.rsplit("/", 1)[-1].lower()
+        return cluster_name_of_url(self.cluster_url)
+
+    def on_cluster(self, resource_id: str) -> bool:
+        """Whether an ADX cluster resource id (an alert's target, a log row's `_ResourceId`) is
+        this target's cluster: the whole id when the target has one, else the cluster's name."""
+        rid = resource_id.strip().rstrip("/").lower()
+        if not _KUSTO_ARM_ID.fullmatch(rid):
+            return False
+        if self.cluster_resource_id:
+            return rid == self.cluster_resource_id.lower()
+        name = cluster_name_of_url(self.cluster_url)
+        return name is not None and rid.rsplit("/", 1)[-1] == name
 
     @property
     def key(self) -> str:

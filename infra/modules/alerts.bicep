@@ -1,5 +1,5 @@
-// Alerts that start a remediation in seconds: a log alert on FailedIngestion (ErrorCode
-// Forbidden) and a metric alert per IoT Central app on dataExport.error, both through an action
+// Alerts that start a remediation in seconds: a log alert on FailedIngestion (the refusals the
+// healer repairs) and a metric alert per IoT Central app on dataExport.error, both through an action
 // group whose secure webhook calls /api/alerts with the common alert schema. The same action group
 // tells people of the healer's incidents (incident-alerts.bicep; optional email receivers).
 param location string
@@ -66,7 +66,7 @@ resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-prev
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: 'ADX ingestion refused (Forbidden)'
+    displayName: 'ADX ingestion refused (Forbidden, database or table access denied)'
     severity: 2
     enabled: true
     evaluationFrequency: 'PT5M'
@@ -75,13 +75,18 @@ resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-prev
     criteria: {
       allOf: [
         {
-          query: 'FailedIngestion | where ErrorCode == "Forbidden"'
+          // The error codes shared/diagnosis.py treats as a lost permission. No summarize: the
+          // rule counts and splits by the dimensions (Microsoft's log-alert query guidance).
+          query: 'FailedIngestion | where ErrorCode in ("Forbidden", "BadRequest_DatabaseAccessDenied", "BadRequest_TableAccessDenied") | project TimeGenerated, Database, Table, ErrorCode, _ResourceId'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0
+          // _ResourceId: the cluster, so clusters that share a workspace are told apart.
           dimensions: [
             { name: 'Database', operator: 'Include', values: ['*'] }
             { name: 'Table', operator: 'Include', values: ['*'] }
+            { name: 'ErrorCode', operator: 'Include', values: ['*'] }
+            { name: '_ResourceId', operator: 'Include', values: ['*'] }
           ]
           failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
         }

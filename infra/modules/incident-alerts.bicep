@@ -27,9 +27,11 @@ resource incidents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' =
     criteria: {
       allOf: [
         {
-          query: 'customMetrics | where name == "healer.incidents" | extend IncidentKind = tostring(customDimensions["kind"]), target = tostring(customDimensions["target"]) | summarize Incidents = sum(valueSum) by IncidentKind, target'
+          // Rows, not a summary: the rule sums valueSum per dimension over its window (Microsoft's
+          // log-alert query guidance: let the rule aggregate).
+          query: 'customMetrics | where name == "healer.incidents" | extend IncidentKind = tostring(customDimensions["kind"]), target = tostring(customDimensions["target"]) | project timestamp, valueSum, IncidentKind, target'
           timeAggregation: 'Total'
-          metricMeasureColumn: 'Incidents'
+          metricMeasureColumn: 'valueSum'
           operator: 'GreaterThan'
           threshold: 0
           dimensions: [

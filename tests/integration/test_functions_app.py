@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner
-from sandbox.world import World
+from sandbox.world import ADX_RESOURCE_ID, World
 from shared import entrypoints
 from shared.loganalytics import failed_ingestion_query
 from tests.helpers import wait_until
@@ -157,7 +157,12 @@ def test_random_bodies_never_get_a_5xx(
     assert answer.headers["Content-Type"].startswith("application/json")
 
 
-def alert(database: str, table: str, condition: str = "Fired", alert_id: str | None = None) -> dict[str, Any]:
+def alert(
+    database: str, table: str, condition: str = "Fired", alert_id: str | None = None, cluster: str | None = None
+) -> dict[str, Any]:
+    dimensions = [{"name": "Database", "value": database}, {"name": "Table", "value": table}]
+    if cluster is not None:
+        dimensions.append({"name": "_ResourceId", "value": cluster})
     return {
         "schemaId": "azureMonitorCommonAlertSchema",
         "data": {
@@ -170,14 +175,23 @@ def alert(database: str, table: str, condition: str = "Fired", alert_id: str | N
             },
             "alertContext": {
                 "conditionType": "LogQueryCriteria",
-                "condition": {
-                    "allOf": [
-                        {"dimensions": [{"name": "Database", "value": database}, {"name": "Table", "value": table}]}
-                    ]
-                },
+                "condition": {"allOf": [{"dimensions": dimensions}]},
             },
         },
     }
+
+
+def test_an_alert_from_another_cluster_starts_nothing(app: tuple[World, Runner]) -> None:
+    """The sandbox's cluster is on loopback; only its resource id (HEALER_TARGETS'
+    cluster_resource_id) matches it, and an alert naming another cluster in the same workspace
+    starts nothing."""
+    world, runner = app
+    runner.pause_timer()
+    other = ADX_RESOURCE_ID.rsplit("/", 1)[0] + "/adxelsewhere"
+    elsewhere = post_alert(world, runner, alert("devicedata", "DeviceTelemetry", cluster=other))
+    assert elsewhere.status_code == 202 and elsewhere.json()["targets"] == []
+    here = post_alert(world, runner, alert("devicedata", "DeviceTelemetry", cluster=ADX_RESOURCE_ID))
+    assert here.status_code == 202 and here.json()["queued"] == [CONTOSO]
 
 
 def test_alert_fired_resolved_and_repeated(app: tuple[World, Runner]) -> None:

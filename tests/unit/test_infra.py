@@ -204,3 +204,24 @@ def test_bicep_extensions_are_configured() -> None:
         for name in re.findall(r"^extension (\w+)", path.read_text(), re.M):
             assert name in config["extensions"], f"{path.name} uses extension {name}, not in infra/bicepconfig.json"
             assert config["extensions"][name].startswith("br:mcr.microsoft.com/bicep/extensions/")
+
+
+def test_the_failed_ingestion_alert_matches_every_access_refusal_per_cluster() -> None:
+    from sandbox.drill import FAILED_INGESTION_ALERT_QUERY
+    from shared.diagnosis import PERMISSION_CODES
+
+    source = (INFRA / "modules" / "alerts.bicep").read_text()
+    query = re.search(r"query: '(FailedIngestion[^']*)'", source)
+    assert query and query.group(1) == FAILED_INGESTION_ALERT_QUERY  # the drill's alert is this rule's
+    codes = set(re.findall(r'"(\w+)"', query.group(1)))
+    assert codes == {"Forbidden", "BadRequest_DatabaseAccessDenied", "BadRequest_TableAccessDenied"}
+    assert codes <= PERMISSION_CODES
+    assert "summarize" not in query.group(1)  # the rule counts; the query returns rows
+    from tests.kusto_parser import parse_all
+
+    assert [r.errors for r in parse_all([query.group(1)]) if not r.ok] == []
+    rule = source[source.index("resource failedIngestion") :]
+    dimensions = re.findall(r"\{ name: '(\w+)', operator: 'Include'", rule[: rule.index("failingPeriods")])
+    assert dimensions == ["Database", "Table", "ErrorCode", "_ResourceId"]
+    for dimension in dimensions:
+        assert dimension in query.group(1).split("| project", 1)[1]

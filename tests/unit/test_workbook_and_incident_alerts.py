@@ -59,6 +59,18 @@ def test_every_query_is_real_kusto_over_emitted_names() -> None:
     assert '"healer.incidents"' in _alert_query()
 
 
+def test_the_incident_alert_lets_the_rule_aggregate() -> None:
+    """Microsoft's log-alert query guidance: the query returns rows and the rule aggregates them
+    (timeAggregation over metricMeasureColumn, split by the dimensions)."""
+    query = _alert_query()
+    assert "summarize" not in query and "make-series" not in query
+    source = (INFRA / "modules" / "incident-alerts.bicep").read_text()
+    measure = re.search(r"metricMeasureColumn: '(\w+)'", source)
+    assert measure and re.search(rf"\bproject\b.*\b{measure.group(1)}\b", query)
+    for dimension in re.findall(r"\{ name: '(\w+)', operator: 'Include'", source):
+        assert re.search(rf"\bproject\b.*\b{dimension}\b", query), dimension
+
+
 def test_the_workbook_body_matches_its_schema() -> None:
     path = INFRA / "modules" / "workbook.bicep"
     source = path.read_text()
