@@ -88,6 +88,9 @@ param adxClusterResourceId string
 @description('Comma-separated ADX databases the healer may repair (it gets Database Admin on each, nothing else).')
 param adxDatabases string
 
+@description('Also grant the ADX database roles in the template (for deployments without azd\'s postprovision hook, once the healer\'s identity exists); the hook grants them either way.')
+param adxRolesInTemplate bool = false
+
 @description('Resource id of the Log Analytics workspace that holds (or will hold) the ADX diagnostic logs. Empty: the healer creates its own workspace and uses it.')
 param adxLogsWorkspaceResourceId string = ''
 
@@ -226,7 +229,8 @@ module workbook 'modules/workbook.bicep' = {
 }
 
 // Entra replicates a new identity within minutes; an ADX principal assignment made before that
-// fails ("principal not found"). Everything is idempotent: the README says to re-run `azd up`.
+// fails ("principal not found"). azd's postprovision hook grants the database roles and waits for
+// replication (hooks/provisioning.py); the template grants them only with adxRolesInTemplate.
 module adxAccess 'modules/adx-access.bicep' = {
   name: 'adx-access'
   scope: resourceGroup(adxSubscription, adxResourceGroup)
@@ -234,6 +238,7 @@ module adxAccess 'modules/adx-access.bicep' = {
     clusterName: adxClusterName
     databases: databases
     healerClientId: identity.outputs.clientId
+    grantRoles: adxRolesInTemplate
     enableDiagnostics: enableAdxDiagnostics
     workspaceId: workspaceReader.outputs.id
   }
@@ -284,3 +289,9 @@ output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_ID string = workspaceReader.outputs.id
 output HEALER_ALERT_AUDIENCE string = alertAudience
 output HEALER_WORKBOOK_ID string = workbook.outputs.workbookId
+// Read by the postprovision hook (hooks/provisioning.py).
+output HEALER_TENANT_ID string = tenant().tenantId
+output ADX_CLUSTER_ID string = adxAccess.outputs.clusterId
+output WEBHOOK_PRINCIPAL_ID string = enableAlerts ? webhookApp.outputs.principalId : ''
+output WEBHOOK_APP_ROLE_ID string = enableAlerts ? webhookApp.outputs.roleId : ''
+output ACTION_GROUPS_PRINCIPAL_ID string = enableAlerts ? webhookApp.outputs.actionGroupsPrincipalId : ''

@@ -185,7 +185,7 @@ def test_the_package_leaves_out_what_must_not_deploy() -> None:
     files = package_files()
     for kept in ("function_app.py", "host.json", "requirements.txt", "shared/runs/machine.py"):
         assert kept in files
-    for left_out in ("sandbox/", "tests/", "bench/", "tools/", "infra/", "node_modules/", ".venv/"):
+    for left_out in ("sandbox/", "tests/", "bench/", "tools/", "infra/", "hooks/", "node_modules/", ".venv/"):
         assert not [f for f in files if f.startswith(left_out)], left_out
     assert "requirements-dev.txt" not in files
 

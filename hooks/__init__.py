@@ -1,0 +1,1 @@
+"""azd hooks around `azd provision` (see provisioning.py)."""
