@@ -1,11 +1,13 @@
 """An offline type check of Bicep resource bodies against Microsoft's resource type definitions
 (bicep-types-az `types.json`), the schema the Bicep compiler checks them with.
 
-For every `resource` that is not `existing`: the `type@apiVersion` must be defined; every property
-written in literal object syntax must exist with exactly that case and must not be read-only;
-literal strings, numbers and booleans must match the declared type (allowed values, ranges,
-lengths); required properties must be present. Expressions that are not literals (parameters,
-function calls, interpolated strings where a fixed value is wanted) are not judged.
+For every `resource`: the `type@apiVersion` must be defined. For one that is declared (not
+`existing`): every property written in literal object syntax must exist with exactly that case and
+must not be read-only; literal strings, numbers and booleans must match the declared type (allowed
+values, ranges, lengths); required properties must be present. An `existing` one may name only the
+type's identifiers (`name`; `uniqueName`, `appId` of Graph types), each a string. Expressions that
+are not literals (parameters, function calls, interpolated strings where a fixed value is wanted)
+are not judged.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from tree_sitter_language_pack import get_parser
 
-REQUIRED, READ_ONLY = 1, 2
+REQUIRED, READ_ONLY, IDENTIFIER = 1, 2, 16
 # Resource-level keywords of the Bicep language, not properties of any type.
 BICEP_KEYWORDS = {"parent", "scope", "dependsOn"}
 # The grammar predates Bicep's `extension` statement; such lines are blanked (same length).
@@ -34,6 +36,7 @@ class Resource:
     api_version: str
     body: Any  # tree-sitter object node
     line: int
+    existing: bool = False
 
 
 class Types:
@@ -58,12 +61,16 @@ def source(path: Path) -> bytes:
     return _EXTENSION.sub(lambda m: b" " * len(m.group(0)), path.read_bytes())
 
 
-def resources(path: Path, text: bytes | None = None) -> Iterator[Resource]:
-    """The non-`existing` resources of a Bicep file and the object literal of each body."""
+def resources(path: Path, text: bytes | None = None, *, existing: bool = False) -> Iterator[Resource]:
+    """The resources of a Bicep file (the `existing` ones too if asked) and the object literal of
+    each body."""
     data = source(path) if text is None else text
     root = get_parser("bicep").parse(data).root_node
     for node in root.children:
-        if node.type != "resource_declaration" or any(c.type == "existing" for c in node.children):
+        if node.type != "resource_declaration":
+            continue
+        is_existing = any(c.type == "existing" for c in node.children)
+        if is_existing and not existing:
             continue
         symbol = _text(data, next(c for c in node.children if c.type == "identifier"))
         type_text = _string_value(data, next(c for c in node.children if c.type == "string")) or ""
@@ -71,14 +78,14 @@ def resources(path: Path, text: bytes | None = None) -> Iterator[Resource]:
         body = node.children[-1]
         while body.type in ("for_statement", "if_statement"):
             body = body.children[-2] if body.type == "for_statement" else body.children[-1]
-        yield Resource(path.name, symbol, type_name, version, (data, body), node.start_point[0] + 1)
+        yield Resource(path.name, symbol, type_name, version, (data, body), node.start_point[0] + 1, is_existing)
 
 
 def check_file(path: Path, types: Types, text: bytes | None = None) -> tuple[list[str], set[str]]:
     """(problems, resource types missing from the definitions) for one Bicep file."""
     problems: list[str] = []
     missing: set[str] = set()
-    for res in resources(path, text):
+    for res in resources(path, text, existing=True):
         where = f"{res.file}:{res.line} {res.symbol}"
         found = types.resources.get(f"{res.type_name}@{res.api_version}".lower())
         if found is None:
@@ -94,7 +101,11 @@ def check_file(path: Path, types: Types, text: bytes | None = None) -> tuple[lis
         data, body = res.body
         if body.type != "object":
             continue
-        _Checker(nodes, data, where, problems).object(body, resource_type["body"], res.type_name, top=True)
+        checker = _Checker(nodes, data, where, problems)
+        if res.existing:
+            checker.identifiers(body, resource_type["body"], res.type_name)
+        else:
+            checker.object(body, resource_type["body"], res.type_name, top=True)
     return problems, missing
 
 
@@ -195,6 +206,24 @@ class _Checker:
             flags = declared_prop.get("flags", 0)
             if flags & REQUIRED and not flags & READ_ONLY and name not in written:
                 self.fail(f"{path}.{name}", "is required but not set")
+
+    def identifiers(self, node: Any, ref: dict[str, Any], path: str) -> None:
+        """An `existing` reference names the resource by the type's identifiers, nothing else."""
+        declared = self.deref(ref)
+        properties = declared.get("properties", {})
+        # Azure resource types are named by `name`; Graph types flag their identifiers.
+        allowed = {name for name, prop in properties.items() if prop.get("flags", 0) & IDENTIFIER or name == "name"}
+        for prop in (c for c in node.children if c.type == "object_property"):
+            name = self.key(prop)
+            if name in BICEP_KEYWORDS:
+                continue
+            if name not in allowed:
+                self.fail(
+                    f"{path}.{name}",
+                    f"an existing resource is named by {', '.join(sorted(allowed)) or 'nothing'}, not {name!r}",
+                )
+                continue
+            self.value(prop.children[-1], properties[name]["type"], f"{path}.{name}")
 
     # ------------------------------------------------------------------ values
 

@@ -30,8 +30,8 @@ def test_every_resource_body_matches_microsofts_definitions() -> None:
         found, absent = check_file(path, types())
         problems += found
         missing |= absent
-        checked += sum(1 for _ in resources(path))
-    assert checked >= 15, checked
+        checked += sum(1 for _ in resources(path, existing=True))
+    assert checked >= 25, checked
     assert not problems, "\n".join(problems)
     # No exception list: every resource type in infra/ has a definition among the fixtures.
     assert not missing, f"types without a definition: {sorted(missing)}"
@@ -107,9 +107,13 @@ def test_a_type_without_a_definition_is_reported_by_name() -> None:
     assert missing == {"Microsoft.Web/sites/host/functionKeys"} and not problems
 
 
-def test_existing_resources_are_not_checked() -> None:
+def test_existing_resources_are_checked_for_their_type_and_identifiers() -> None:
     problems, _ = broken("functionapp.bicep", "name: appInsightsName\n}", "name: appInsightsName\n  bogus: 1\n}")
-    assert problems == []
+    assert any("bogus" in p and "an existing resource is named by name" in p for p in problems), problems
+    problems, _ = broken("webhook-app.bicep", "servicePrincipals@v1.0' existing", "servicePrincipals@v9.9' existing")
+    assert any("servicePrincipals@v9.9 is not defined" in p for p in problems), problems
+    problems, _ = broken("webhook-app.bicep", "  appId: actionGroupsAppId\n", "  displayName: 'x'\n")
+    assert any("named by appId" in p for p in problems), problems
     problems, _ = broken("storage.bicep", "  parent: account\n  name: 'default'", "  parent: account\n  nam: 'default'")
     assert any("blobServices.nam" in p for p in problems) and any("name: is required" in p for p in problems)
 
