@@ -46,7 +46,9 @@ class Azure:
 
     assignments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # database → rows
     unreplicated_puts: int = 0  # PUTs refused before the identity is visible to ADX
-    refusal: str = "async"  # how a not-yet is told: "async" (the operation fails) or "sync" (400)
+    # how a not-yet is told: "async" (the Azure-AsyncOperation fails), "location" (the Location
+    # answers an error), or "sync" (the PUT gets 400)
+    refusal: str = "async"
     put_status: int | None = None  # force an answer to every PUT (403, 409…)
     action_groups_sp: str | None = None
     role_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -90,6 +92,15 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, {"value": a.assignments.get(assignments.group(1), [])})
         elif assignments and self.command == "PUT":
             self.put_assignment(assignments.group(1), assignments.group(2), self.body())
+        elif (op := re.fullmatch(r"/locations/([\w-]+)", path)) and self.command == "GET":
+            state = a.operations[op.group(1)]
+            state["polls"] += 1
+            if state["polls"] < 2:
+                self.reply(202, None, {"Location": f"{self.base}{path}"})
+            elif state["error"]:
+                self.reply(400, {"error": {"code": "BadRequest", "message": state["error"]}})
+            else:
+                self.reply(200, {"properties": {"provisioningState": "Succeeded"}})
         elif (op := re.fullmatch(r"/operations/([\w-]+)", path)) and self.command == "GET":
             state = a.operations[op.group(1)]
             state["polls"] += 1
@@ -218,7 +229,7 @@ def waiting(clock: Clock, budget: float = 900.0) -> Waiting:
     return Waiting(budget_s=budget, first_delay_s=5, max_delay_s=60, poll_s=2, sleep=clock.sleep, clock=clock.clock)
 
 
-@pytest.mark.parametrize("refusal", ["async", "sync"])
+@pytest.mark.parametrize("refusal", ["async", "location", "sync"])
 def test_the_first_run_waits_for_the_identity_and_a_second_run_changes_nothing(
     azure: tuple[Azure, str], refusal: str
 ) -> None:
