@@ -517,7 +517,7 @@ def _alert(scenario: Scenario, key: str) -> dict[str, Any]:
             "essentials": {
                 "alertId": f"/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.AlertsManagement"
                 f"/alerts/{key.replace(':', '-')}-{int(time.time())}",
-                "alertRule": "adx-failed-ingestion-forbidden",
+                "alertRule": "iotc-adx-healer-failed-ingestion",
                 "severity": "Sev2",
                 "signalType": "Log",
                 "monitorCondition": "Fired",

@@ -134,6 +134,7 @@ def _discover(
                         principal=who,
                         role=app.role,
                         iotc_resource_id=app.iotc_resource_id,
+                        cluster_resource_id=app.resource_id_of(str(dest["clusterUrl"])),
                     )
                 )
             except ValueError as exc:  # a destination the healer cannot safely act on

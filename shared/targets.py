@@ -72,6 +72,12 @@ def cluster_url(field_name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def cluster_resource_id(field_name: str, value: str) -> str:
+    if not _KUSTO_ARM_ID.fullmatch(value.rstrip("/")):
+        raise ValueError(f"{field_name}={value!r} is not an ADX cluster resource id")
+    return value.rstrip("/")
+
+
 def cluster_name_of_url(url: str) -> str | None:
     """The cluster an https ADX URL names (its first DNS label); None for a loopback URL."""
     if not url.lower().startswith("https://"):
@@ -160,9 +166,7 @@ class Target(BaseModel):
     @field_validator("cluster_resource_id")
     @classmethod
     def _cluster_arm(cls, value: str | None) -> str | None:
-        if value is not None and not _KUSTO_ARM_ID.fullmatch(value.rstrip("/")):
-            raise ValueError(f"cluster_resource_id={value!r} is not an ADX cluster resource id")
-        return None if value is None else value.rstrip("/")
+        return None if value is None else cluster_resource_id("cluster_resource_id", value)
 
     @model_validator(mode="after")
     def _one_cluster(self) -> Target:
@@ -214,7 +218,9 @@ class AppConfig(BaseModel):
 
     Anyone who may add a destination in IoT Central must not be able to point the healer at any
     database it administers: `clusters` (and optionally `databases`) say where this app's
-    destinations may point; anything else is reported, never touched."""
+    destinations may point; anything else is reported, never touched. `cluster_resource_ids`
+    maps an allowed cluster URL to its resource id, which its discovered targets carry (needed
+    only where the URL names no cluster)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -224,11 +230,31 @@ class AppConfig(BaseModel):
     role: Literal["ingestors", "admins"] = "admins"
     clusters: tuple[str, ...] = Field(min_length=1)
     databases: tuple[str, ...] | None = None
+    cluster_resource_ids: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("clusters")
     @classmethod
     def _clusters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(cluster_url(f"clusters[{n}]", url) for n, url in enumerate(value))
+
+    @field_validator("cluster_resource_ids")
+    @classmethod
+    def _cluster_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        return {
+            cluster_url("cluster_resource_ids", url): cluster_resource_id(f"cluster_resource_ids[{url!r}]", rid)
+            for url, rid in value.items()
+        }
+
+    @model_validator(mode="after")
+    def _ids_of_allowed_clusters(self) -> AppConfig:
+        for url in self.cluster_resource_ids:
+            if not any(same_cluster(url, c) for c in self.clusters):
+                raise ValueError(f"cluster_resource_ids names {url!r}, which is not in clusters")
+        return self
+
+    def resource_id_of(self, cluster: str) -> str | None:
+        """The resource id configured for an allowed cluster URL, if any."""
+        return next((rid for url, rid in self.cluster_resource_ids.items() if same_cluster(url, cluster)), None)
 
     @field_validator("databases")
     @classmethod

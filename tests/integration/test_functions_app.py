@@ -354,7 +354,12 @@ def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner]) -
     world, runner = app
     runner.pause_timer()
     apps = [
-        {"app": name, "iotc_resource_id": world.iotc.apps[name].arm_id, "clusters": [world.cluster.url]}
+        {
+            "app": name,
+            "iotc_resource_id": world.iotc.apps[name].arm_id,
+            "clusters": [world.cluster.url],
+            "cluster_resource_ids": {world.cluster.url: ADX_RESOURCE_ID},
+        }
         for name in ("contoso", "fabrikam")
     ]
     runner.set_app_setting("HEALER_TARGETS", "[]")
@@ -362,8 +367,12 @@ def test_discovered_targets_are_detected_and_healed(app: tuple[World, Runner]) -
     entrypoints.reset()
     world.inject("principal-removed", "contoso")
     wait_until(lambda: broken(world), 10, "the break")
+    wait_until(lambda: bool(world.workspace.tables["FailedIngestion"]), 10, "a FailedIngestion row")
     report = entrypoints.timer_tick()
     assert report["targets"] == 2 and report["enqueued"] == [CONTOSO]
+    # The log rows name the sandbox's cluster by resource id: they reach the discovered target too.
+    (finding,) = [f for f in report["findings"] if f["target"] == CONTOSO]
+    assert "loganalytics" in finding["signals"]
     rows = {r["target"]: r for r in call(runner, "GET", "targets").json()["targets"]}
     assert set(rows) == {CONTOSO, "fabrikam:export-1:adx-1"} and rows[CONTOSO]["database"] == "devicedata"
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")

@@ -13,7 +13,7 @@ import pytest
 from shared.alerts import match_targets, parse_alert
 from shared.detection import _same_table
 from shared.loganalytics import FailureGroup
-from shared.targets import ConfigError, Target, parse_targets
+from shared.targets import AppConfig, ConfigError, PrincipalConfig, Target, parse_apps, parse_targets
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"
@@ -153,3 +153,44 @@ def test_the_sandboxs_targets_carry_its_clusters_resource_id() -> None:
     configured = [Target.model_validate(t) for t in targets_for(world)]
     assert configured and all(t.cluster_resource_id == ADX_RESOURCE_ID for t in configured)
     assert all(t.on_cluster(ADX_RESOURCE_ID) and not t.on_cluster(OTHER) for t in configured)
+
+
+def test_discovered_targets_carry_the_resource_id_configured_for_their_cluster() -> None:
+    from shared.detection import _discover
+
+    app = AppConfig(
+        app="contoso",
+        principal=PrincipalConfig(tenant_id=TENANT, object_id=OID),
+        clusters=("http://127.0.0.1:8080", PROD_URL),
+        cluster_resource_ids={"http://127.0.0.1:8080/": LOCAL},
+    )
+    exports = [{"id": "export-1", "destinations": [{"id": "adx-1"}, {"id": "adx-2"}]}]
+    dests = {
+        "adx-1": {"id": "adx-1", "type": "dataexplorer@v1", "clusterUrl": "http://127.0.0.1:8080",
+                  "database": "devicedata", "table": "DeviceTelemetry"},
+        "adx-2": {"id": "adx-2", "type": "dataexplorer@v1", "clusterUrl": PROD_URL,
+                  "database": "devicedata", "table": "DeviceTelemetry"},
+    }  # fmt: skip
+    found = {t.destination_id: t for t in _discover(app, exports, dests, app.principal, {})}
+    assert found["adx-1"].cluster_resource_id == LOCAL and found["adx-1"].on_cluster(LOCAL.lower())
+    assert found["adx-2"].cluster_resource_id is None and found["adx-2"].on_cluster(PROD)
+    assert not found["adx-1"].on_cluster(PROD) and not found["adx-2"].on_cluster(LOCAL)
+
+
+@pytest.mark.parametrize(
+    ("ids", "why"),
+    [
+        ({"http://127.0.0.1:9999": LOCAL}, "not in clusters"),
+        ({"http://127.0.0.1:8080": "adxlocal"}, "not an ADX cluster resource id"),
+    ],
+)
+def test_resource_ids_of_apps_are_checked(ids: dict[str, str], why: str) -> None:
+    app = {
+        "app": "contoso",
+        "iotc_resource_id": None,
+        "clusters": ["http://127.0.0.1:8080"],
+        "cluster_resource_ids": ids,
+    }
+    app["principal"] = {"tenant_id": TENANT, "object_id": OID}
+    with pytest.raises(ConfigError, match=why):
+        parse_apps(json.dumps([app]))
