@@ -86,8 +86,9 @@ def problems_of(path: Path, text: bytes | None = None) -> list[str]:
     """Why a second deployment of this file would not be a no-op."""
     data = (source(path) if text is None else text).decode()
     found: list[str] = []
-    if PER_RUN.search(data):
-        found.append(f"{path.name}: {PER_RUN.search(data).group(0)}… changes per run: no name may depend on it")  # type: ignore[union-attr]
+    per_run = PER_RUN.search(data)
+    if per_run:
+        found.append(f"{path.name}: {per_run.group(0)}… changes per run: no name may depend on it")
     resources = declared(path, text)
     applications = {r.symbol for r in resources if r.type_name == "Microsoft.Graph/applications" and not r.existing}
     for r in resources:
