@@ -62,7 +62,7 @@ def test_help_reads_well() -> None:
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
+    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access", "doctor"):
         assert command in done.stdout
     assert "Exit codes" in done.stdout
     for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
@@ -174,3 +174,21 @@ def test_root_cause_and_the_html_report(sandbox_dir: Path, tmp_path: Path) -> No
     assert page.errors == [] and page.external == [] and page.title.endswith("all targets")
     code, _, out = cli(sandbox_dir, "report", "ghost:e:d", "--html", str(html))
     assert code == 2 and "not configured" in out
+
+
+def test_doctor_is_ready_or_names_the_fix(sandbox_dir: Path) -> None:
+    code, _, out = cli(sandbox_dir, "doctor", env={"COLUMNS": "80"})
+    assert code == 0, out
+    assert "ready" in out and "FAIL" not in out
+    assert "target contoso:export-1:adx-1" in out and "adx-role" in out
+    wrapped = [line for line in out.splitlines() if len(line) > 80 and "fix:" not in line]
+    assert not wrapped, wrapped  # only a fix (one command, soft-wrapped by the terminal) is longer
+    endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
+    targets = requests.get(f"{endpoints['control_url']}/healer-targets", timeout=10).json()
+    wrong = [{**targets[0], "table": "NoSuchTable"}]
+    code, report, out = cli(sandbox_dir, "--json", "doctor", env={"HEALER_TARGETS": json.dumps(wrong)})
+    assert code == 1, out
+    assert report is not None and report["ok"] is False
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failed] == ["adx-table"]
+    assert failed[0]["fix"].startswith(".create table ['NoSuchTable']")
