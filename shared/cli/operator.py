@@ -259,6 +259,8 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
     Rebuilds the rows the export would have written (filter and jq transform), skips those ADX
     already holds and ingests the rest tagged per chunk; observe mode and --dry-run only plan.
     """
+    from shared.backfill.engine import BackfillEngine
+    from shared.cli.progress import BackfillProgress
     from shared.runs.backfill import Backfill, BadWindow, backfill_message, backfill_mode, resolve_window
     from shared.runs.fencing import Run
     from shared.runs.remedy import Step
@@ -272,7 +274,19 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
         raise click.UsageError(str(exc)) from exc
     mode = "plan" if dry_run else backfill_mode(healer.s.settings)
     msg = backfill_message(tgt.key, first, last, mode, "cli", "operator backfill")
-    outcome = Backfill().begin(Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg), state, budget_s=86400)
+    with BackfillProgress(None if obj.as_json else _console(), f"backfill {tgt.key}") as display:
+        engine = BackfillEngine(healer.s, healer.s.ingestor)
+
+        def window_done(point: str) -> None:
+            # The engine journals its progress before this checkpoint: one read per window.
+            if point == "backfill:window-done" and display.enabled:
+                progress = engine.load(tgt.key, msg.run_id)
+                if progress is not None:
+                    display.update(progress.to_dict())
+
+        healer.s.checkpoint = window_done
+        step = Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg)
+        outcome = Backfill().begin(step, state, budget_s=86400)
     gap = healer.s.store.load(tgt.key).gap or {}
     data = {"target": tgt.key, "run_id": msg.run_id, "outcome": outcome.status, "detail": outcome.detail, "gap": gap}
 

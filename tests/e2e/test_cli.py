@@ -192,3 +192,13 @@ def test_doctor_is_ready_or_names_the_fix(sandbox_dir: Path) -> None:
     failed = [c for c in report["checks"] if c["status"] == "fail"]
     assert [c["name"] for c in failed] == ["adx-table"]
     assert failed[0]["fix"].startswith(".create table ['NoSuchTable']")
+
+
+def test_backfill_dry_run_prints_only_its_result_when_piped(sandbox_dir: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC).replace(microsecond=0)
+    window = ["--from", (end - timedelta(minutes=2)).isoformat(), "--to", end.isoformat()]
+    code, _, out = cli(sandbox_dir, "backfill", CONTOSO, *window, "--dry-run")
+    assert code in (0, 3), out
+    assert out.startswith(f"{CONTOSO}: ") and "\x1b[" not in out and "rows/s" not in out  # no bar in a pipe
