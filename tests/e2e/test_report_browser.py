@@ -59,9 +59,12 @@ def incidents() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         "summary": "ops-admin@contoso.com ran .drop database ['devicedata'] admins ('aadapp=8707…') at 17:12:30",
         "actor": "ops-admin@contoso.com",
     }
-    plan = {"diagnosis": {"kind": "principal-missing", "summary": "the app's identity holds no role on devicedata",
-                          "evidence": ["iotcentral: InsufficientPermissions: Principal lacks required permissions."],
-                          "notes": []}, "actions": [{"action": "add-role"}, {"action": "verify"}]}  # fmt: skip
+    evidence = ["iotcentral: InsufficientPermissions: Principal lacks required permissions."]
+    diagnosis = {"kind": "principal-missing", "summary": "the app's identity holds no role on devicedata"}
+    plan: dict[str, Any] = {
+        "diagnosis": {**diagnosis, "evidence": evidence, "notes": []},
+        "actions": [{"action": "add-role"}, {"action": "verify"}],
+    }
     measured = {"start": at(0), "end": at(423), "backfill": "on", "status": "queued"}
     progress = {"mode": "on", "start": at(0), "end": at(423), "windows": 3, "queries": 3, "rows_found": 2752,
                 "rows_present": 320, "rows_sent": 2432, "rows_missing": 2432, "ingestion": "queued", "done": True,
