@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from shared.runs import Services
     from shared.settings import Settings
-    from shared.targets import Target
+    from shared.targets import AppConfig, Target
 
 log = logging.getLogger(__name__)
 Status = Literal["pass", "fail", "cannot-tell", "not-applicable"]
@@ -146,6 +146,7 @@ class Doctor:
         self.report = DoctorReport(services.settings.mode, me.fqn if me else "")
         self._iotc_apps: dict[str, tuple[Check, dict[str, Any], dict[str, Any]]] = {}
         self._arm: set[str] = set()
+        self._adx_done: set[tuple[str, str, str]] = set()
 
     def add(self, scope: str, name: str, status: Status, why: str, fix: str = "", required: bool = True) -> Check:
         check = Check(scope, name, status, why, fix if status != "pass" else "", required)
@@ -175,7 +176,9 @@ class Doctor:
         for target in targets.values():
             self._target(target)
         for app in settings.app_list:
-            self._app_access(app.app)
+            access, _, destinations = self._app_access(app.app)
+            if access.status == "pass":
+                self._app_destinations(app, destinations)
             if app.iotc_resource_id:
                 self._arm_identity(f"app {app.app}", app.iotc_resource_id)
         self._log_analytics(settings)
@@ -199,8 +202,28 @@ class Doctor:
 
     def _target(self, target: Target) -> None:
         scope = f"target {target.key}"
-        kusto = self.s.kusto(target.cluster_url)
-        db, table = target.database, target.table
+        self._adx(scope, target.cluster_url, target.database, target.table, f"'database' of {target.key}")
+        self._export_and_destination(scope, target)
+        if target.iotc_resource_id:
+            self._arm_identity(scope, target.iotc_resource_id)
+
+    def _app_destinations(self, app: AppConfig, destinations: dict[str, Any]) -> None:
+        """HEALER_APPS: the app's ADX destinations that point where it allows, checked in ADX now
+        (detection would discover them as targets; before its first cycle none is known)."""
+        for dest_id, dest in sorted(destinations.items()):
+            if dest.get("type") != "dataexplorer@v1":
+                continue
+            cluster, db, table = (str(dest.get(k) or "") for k in ("clusterUrl", "database", "table"))
+            if app.allows(cluster, db) or not (cluster and db and table):
+                continue  # detection reports those and never touches them
+            self._adx(f"app {app.app} destination {dest_id}", cluster, db, table, f"destination {dest_id}'s database")
+
+    def _adx(self, scope: str, cluster_url: str, db: str, table: str, setting: str) -> None:
+        """The database reachable, the healer's Database Admin role on it, the table present."""
+        if (cluster_url.rstrip("/").lower(), db, table) in self._adx_done:
+            return
+        self._adx_done.add((cluster_url.rstrip("/").lower(), db, table))
+        kusto = self.s.kusto(cluster_url)
         admin_fix = f".add database {quote_entity('database', db)} admins ('{self.fqn}') 'iotc-adx-healer'"
         reachable = False
         try:
@@ -214,8 +237,8 @@ class Doctor:
                     scope,
                     "adx-role",
                     "fail",
-                    f"{target.cluster_url} has no database {db!r} (names are case-sensitive)",
-                    f"correct 'database' of {target.key} in HEALER_TARGETS, or create it: "
+                    f"{cluster_url} has no database {db!r} (names are case-sensitive)",
+                    f"correct {setting} (HEALER_TARGETS or IoT Central), or create it: "
                     f"az kusto database create --cluster-name <cluster> --resource-group <rg> --database-name {db} "
                     "--read-write-database location=<region>",
                 )
@@ -229,7 +252,7 @@ class Doctor:
                 )
         else:
             if roles & {"admins", "AllDatabasesAdmin"}:
-                self.add(scope, "adx-role", "pass", f"the healer is Database Admin of {db} on {target.cluster_url}")
+                self.add(scope, "adx-role", "pass", f"the healer is Database Admin of {db} on {cluster_url}")
             else:
                 held = ", ".join(sorted(roles)) or "no role it can name"
                 self.add(
@@ -256,14 +279,11 @@ class Doctor:
                         "adx-table",
                         "fail",
                         f"no table {table!r} in {db}" + (f" (but {near!r}: names are case-sensitive)" if near else ""),
-                        f"correct 'table' of {target.key} in HEALER_TARGETS to {near!r}"
+                        f"correct the table name to {near!r} (HEALER_TARGETS or the IoT Central destination)"
                         if near
                         else f".create table {quote_entity('table', table)} (<the columns your export writes>) "
-                        f"in {db}, or correct 'table' of {target.key} in HEALER_TARGETS",
+                        f"in {db}, or correct the table name (HEALER_TARGETS or the IoT Central destination)",
                     )
-        self._export_and_destination(scope, target)
-        if target.iotc_resource_id:
-            self._arm_identity(scope, target.iotc_resource_id)
 
     # ------------------------------------------------------------------ IoT Central
 

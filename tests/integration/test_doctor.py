@@ -175,3 +175,27 @@ def test_a_transport_fault_is_cannot_tell_not_a_crash(world: World, azurite: Azu
     assert not failing(report)
     assert not report.ok  # what could not be told is not ready
     assert statuses[("storage", "tables-and-queue")].status == "pass"  # the rest still checked
+
+
+def test_an_apps_destinations_are_checked_before_discovery_knows_them(world: World, azurite: Azurite) -> None:
+    apps = [
+        {
+            "app": "contoso",
+            "iotc_resource_id": world.iotc.apps["contoso"].arm_id,
+            "clusters": [world.cluster.url],
+            "databases": ["devicedata"],
+        }
+    ]
+    report = run(world, azurite, targets="[]", apps=json.dumps(apps))
+    checks = {(c.scope, c.name): c.status for c in report.checks}
+    assert report.ok, [c for c in report.checks if c.blocking]
+    assert checks[("app contoso destination adx-1", "adx-role")] == "pass"
+    assert checks[("app contoso destination adx-1", "adx-table")] == "pass"
+    assert checks[("app contoso", "arm-identity")] == "pass"
+    world.inject("healer-not-admin", "contoso")
+    failed = failing(run(world, azurite, targets="[]", apps=json.dumps(apps)))
+    assert [(c.scope, c.name) for c in failed] == [("app contoso destination adx-1", "adx-role")]
+    # A destination pointing where the app is not allowed is left to detection's report.
+    elsewhere = [{**apps[0], "databases": ["plantdata"]}]
+    report = run(world, azurite, targets="[]", apps=json.dumps(elsewhere))
+    assert not any(c.scope.startswith("app contoso destination") for c in report.checks)
