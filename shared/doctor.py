@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.kusto import AdxError
@@ -171,20 +172,35 @@ class Doctor:
 
         settings = self.s.settings
         self._settings_line(settings)
-        states_ok = self._storage()
-        targets = known_targets(self.s) if states_ok else dict(self.s.targets)
+        states_ok = self._safely("storage", self._storage)
+        targets = dict(self.s.targets)
+        if states_ok:
+            self._safely("storage", lambda: targets.update(known_targets(self.s)))
         for target in targets.values():
-            self._target(target)
+            self._safely(f"target {target.key}", partial(self._target, target))
         for app in settings.app_list:
-            access, _, destinations = self._app_access(app.app)
-            if access.status == "pass":
-                self._app_destinations(app, destinations)
-            if app.iotc_resource_id:
-                self._arm_identity(f"app {app.app}", app.iotc_resource_id)
-        self._log_analytics(settings)
-        self._alert_webhook(settings)
+            self._safely(f"app {app.app}", partial(self._app, app))
+        self._safely("log analytics", lambda: self._log_analytics(settings))
+        self._safely("alert webhook", lambda: self._alert_webhook(settings))
         self._notify_webhook(settings)
         return self.report
+
+    def _safely(self, scope: str, check: Callable[[], Any]) -> Any:
+        """A check that fails in a way no branch foresaw is a line that cannot tell, never a crash
+        of the whole report."""
+        try:
+            return check()
+        except Exception as exc:
+            log.exception("doctor: a check of %s failed", scope)
+            self.add(scope, "check", "cannot-tell", f"the check itself failed: {type(exc).__name__}: {_said(exc)}")
+            return None
+
+    def _app(self, app: AppConfig) -> None:
+        access, _, destinations = self._app_access(app.app)
+        if access.status == "pass":
+            self._app_destinations(app, destinations)
+        if app.iotc_resource_id:
+            self._arm_identity(f"app {app.app}", app.iotc_resource_id)
 
     def _settings_line(self, settings: Settings) -> None:
         count = len(settings.target_list) + len(settings.app_list)

@@ -199,3 +199,19 @@ def test_an_apps_destinations_are_checked_before_discovery_knows_them(world: Wor
     elsewhere = [{**apps[0], "databases": ["plantdata"]}]
     report = run(world, azurite, targets="[]", apps=json.dumps(elsewhere))
     assert not any(c.scope.startswith("app contoso destination") for c in report.checks)
+
+
+def test_a_check_that_breaks_unforeseen_is_a_line_not_a_crash(
+    world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.doctor import Doctor
+
+    def broken(self: Doctor, scope: str, target: Any) -> None:
+        raise RuntimeError("an answer no branch foresaw")
+
+    monkeypatch.setattr(Doctor, "_export_and_destination", broken)
+    report = run(world, azurite)
+    line = next(c for c in report.checks if c.name == "check")
+    assert line.scope == "target contoso:export-1:adx-1" and line.status == "cannot-tell"
+    assert "RuntimeError: an answer no branch foresaw" in line.why
+    assert not report.ok and any(c.scope == "alert webhook" for c in report.checks)  # the rest still ran
