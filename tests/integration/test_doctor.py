@@ -166,7 +166,7 @@ def test_a_missing_database_and_export_name_their_settings(world: World, azurite
 def test_a_transport_fault_is_cannot_tell_not_a_crash(world: World, azurite: Azurite) -> None:
     world.set_transport("kusto", reset_rate=1.0)
     world.set_transport("iotcentral", error_rate=1.0, error_status=503)
-    report = run(world, azurite)
+    report = run(world, azurite, kusto_retry_budget_seconds=1, http_retry_budget_seconds=1)  # retries bounded
     statuses = {(c.scope, c.name): c for c in report.checks}
     role = statuses[("target contoso:export-1:adx-1", "adx-role")]
     assert role.status == "cannot-tell" and "no answer" in role.why
