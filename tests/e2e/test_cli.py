@@ -113,6 +113,10 @@ def test_diagnose_plan_heal_status_history(sandbox_dir: Path) -> None:
     assert code == 0 and {r["target"] for r in status["targets"]} == {CONTOSO, "fabrikam:export-1:adx-1"}
     code, history, _ = cli(sandbox_dir, "--json", "history", CONTOSO)
     assert code == 0 and isinstance(history, list)
+    for command in ("status", "history"):  # as people read them in an 80-column terminal
+        code, _, out = cli(sandbox_dir, command, env={"COLUMNS": "80"})
+        assert code == 0 and "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+        assert CONTOSO in out or command == "history"  # no run has ended yet: its table is empty
     code, resume, _ = cli(sandbox_dir, "--json", "resume", CONTOSO)
     assert code == 0 and resume["dry_run"] is True
 
