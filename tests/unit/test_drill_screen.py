@@ -67,3 +67,18 @@ def test_the_live_view_shows_progress_only_on_a_terminal() -> None:
     screen = out.getvalue()
     assert screen.count("iotc-adx-healer drill") == 1  # printed once, at the end
     assert "running stale-permission" not in screen and "\x1b[" not in screen
+
+
+def test_a_terminal_sees_which_scenario_runs() -> None:
+    from rich.live import Live
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn
+
+    out = io.StringIO()
+    drill = Drill(SCENARIOS, Console(file=out, width=80, force_terminal=True), Path("."))
+    progress = Progress(TextColumn("{task.description}"), MofNCompleteColumn(), console=drill.console)
+    task = progress.add_task("running stale-permission", total=len(SCENARIOS))
+    with Live(drill.live_view(progress), console=drill.console, transient=False, auto_refresh=False) as live:
+        progress.advance(task)
+        live.update(drill.live_view(progress), refresh=True)
+        live.update(drill.table(), refresh=True)
+    assert "running stale-permission" in out.getvalue() and f"1/{len(SCENARIOS)}" in out.getvalue()
