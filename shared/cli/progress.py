@@ -69,3 +69,4 @@ class BackfillProgress:
         if self._bar is not None:
             done = round(backfill_fraction(progress) * STEPS)
             self._bar.update(self._task, completed=done, rate=self.rate(progress))
+            self._bar.refresh()  # a window can take less than the bar's refresh period
