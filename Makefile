@@ -27,7 +27,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+# Debian's Chromium, for the report's browser test (Playwright drives it; no browser download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+
+install: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -49,4 +55,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .sandbox .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) node_modules .sandbox .bench .reports .mypy_cache .ruff_cache .pytest_cache

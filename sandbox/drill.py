@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from rich.console import Console
+from rich.console import Console, Group, JustifyMethod
 from rich.live import Live
+from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sandbox import backfill_fleet
@@ -71,6 +72,7 @@ SCENARIOS = [
     Scenario("unknown-identity", "unknownid", "unknown-identity", "escalated"),
 ]
 OUTAGE_S = 300
+WIDE = 120  # from this console width the drill's table shows every column
 TERMINAL = {"healed", "escalated", "planned", "not-healed", "healthy"}
 
 
@@ -151,45 +153,84 @@ class Drill:
     # ------------------------------------------------------------------ display
 
     def table(self) -> Table:
-        table = Table(title="iotc-adx-healer drill", title_justify="left")
-        for column in (
-            "scenario",
-            "detected by",
-            "diagnosis",
-            "actions",
-            "outcome",
-            "expected",
-            "MTTD s",
-            "MTTR s",
-            "Kusto cmds",
-            "changing",
-            "busy s",
-            "backfill",
-            "notified",
-        ):
-            table.add_column(column, no_wrap=column in ("scenario", "outcome", "diagnosis"))
-        for r in self.results:
-            mark = "" if r.outcome in ("pending", "running") else (" ✓" if r.ok else " ✗")
-            style = "green" if r.ok else ("yellow" if r.outcome in ("pending", "running") else "red")
-            table.add_row(
-                r.name,
-                r.detected_by,
-                r.diagnosis,
-                ", ".join(r.actions),
-                f"[{style}]{r.outcome}{mark}[/]",
-                r.expected_outcome,
-                _num(r.mttd_s),
-                _num(r.mttr_s),
-                str(r.kusto_commands),
-                str(r.changing_commands),
-                f"{r.busy_s:.2f}",
-                ""
-                if r.rows_expected is None
-                else f"{r.rows_backfilled} in, {r.rows_missing} miss, {r.rows_duplicated} dup, "
-                f"+{'?' if r.second_backfill_added is None else r.second_backfill_added}",
-                str(r.notifications) if r.outcome not in ("pending", "running") else "",
-            )
+        """The scenarios as wide as the console allows: from 120 columns everything but the backfill
+        in the table; narrower, the scenario, outcome, diagnosis and MTTR, the rest in `details`.
+        No cell is ever cut: names keep their full width, the rest wraps."""
+        wide = self.console.width >= WIDE
+        table = Table(
+            title="iotc-adx-healer drill",
+            title_justify="left",
+            box=None,
+            header_style="bold underline",
+            collapse_padding=True,
+            pad_edge=False,
+        )
+
+        def column(name: str, whole: list[str] | None = None, justify: JustifyMethod = "left") -> None:
+            longest = max((len(w) for w in whole or []), default=0)
+            table.add_column(name, overflow="fold", min_width=longest or None, justify=justify)
+
+        names = [r.name for r in self.results]
+        outcomes = [self._outcome(r)[0] for r in self.results]
+        diagnoses = [r.diagnosis for r in self.results]
+        column("scenario", names)
+        column("outcome", outcomes)
+        if wide:
+            column("detected", ["detected"])
+        column("diagnosis", diagnoses)
+        if wide:
+            column("actions")
+        column("MTTR s", justify="right")
+        if wide:
+            column("Kusto", ["24 (2)"], justify="right")
+        for r, outcome in zip(self.results, outcomes, strict=True):
+            style = self._outcome(r)[1]
+            cells = [r.name, f"[{style}]{outcome}[/]"]
+            if wide:
+                cells.append(r.detected_by)
+            cells.append(r.diagnosis)
+            if wide:
+                cells.append(", ".join(r.actions))
+            cells.append(_num(r.mttr_s))
+            if wide:
+                done = r.outcome not in ("pending", "running")
+                cells.append(f"{r.kusto_commands} ({r.changing_commands})" if done else "")
+            table.add_row(*cells)
         return table
+
+    @staticmethod
+    def _outcome(r: Result) -> tuple[str, str]:
+        if r.outcome in ("pending", "running"):
+            return r.outcome, "yellow"
+        return f"{r.outcome} {'✓' if r.ok else '✗'}", "green" if r.ok else "red"
+
+    def details(self) -> list[str]:
+        """What the table leaves out at this width, a line (wrapped, never cut) per scenario."""
+        wide = self.console.width >= WIDE
+        lines = []
+        for r in self.results:
+            if r.outcome in ("pending", "running"):
+                continue
+            parts = []
+            if r.outcome != r.expected_outcome:
+                parts.append(f"expected {r.expected_outcome}")
+            by = "" if wide else f" by {r.detected_by or '-'}"
+            parts.append(f"detected{by} in {_num(r.mttd_s) or '-'} s")
+            if not wide:
+                parts.append(f"actions {', '.join(r.actions) or 'none'}")
+                parts.append(f"Kusto {r.kusto_commands} ({r.changing_commands} changing)")
+            parts.append(f"busy {r.busy_s:.2f} s, notified {r.notifications}")
+            if r.rows_expected is not None:
+                parts.append(
+                    f"backfill {_int(r.rows_backfilled)} in, {_int(r.rows_missing)} missing, "
+                    f"{_int(r.rows_duplicated)} twice, a second one added {_int(r.second_backfill_added)}"
+                )
+            if parts:
+                lines.append(f"{r.name}: {'; '.join(parts)}")
+        return lines
+
+    def live_view(self, scenarios: Progress) -> Group:
+        return Group(self.table(), scenarios)
 
     # ------------------------------------------------------------------ the run
 
@@ -237,17 +278,36 @@ class Drill:
                 from shared import entrypoints
 
                 entrypoints.reset()
+                # On a terminal: the table redrawn as scenarios end, under it which one runs and for
+                # how long. Elsewhere (a file, CI) rich prints only the final table, once.
+                scenarios = Progress(
+                    SpinnerColumn(),
+                    TextColumn("{task.description}"),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                )
+                task = scenarios.add_task("scenarios", total=len(self.scenarios))
                 with (
                     Runner(
                         app_settings=settings, http_port=0, timer_interval_s=1.0, retry_delay_s=1, instances=2
                     ) as runner,
-                    Live(self.table(), console=self.console, refresh_per_second=4, transient=False) as live,
+                    Live(
+                        self.live_view(scenarios),
+                        console=self.console,
+                        refresh_per_second=4,
+                        transient=False,
+                        vertical_overflow="visible",
+                    ) as live,
                 ):
                     for scenario, result in zip(self.scenarios, self.results, strict=True):
                         result.outcome = "running"
-                        live.update(self.table())
-                        self._scenario(world, runner, scenario, result, lambda: live.update(self.table()))
-                        live.update(self.table())
+                        scenarios.update(task, description=f"running {scenario.name}")
+                        live.update(self.live_view(scenarios))
+                        self._scenario(world, runner, scenario, result, lambda: live.update(self.live_view(scenarios)))
+                        scenarios.advance(task)
+                        live.update(self.live_view(scenarios))
+                    live.update(self.table())  # the final picture: the table alone
                     self.secrets = [
                         runner.key,
                         world.directory.identity_header,
@@ -557,6 +617,10 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
+def _int(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
 SECRET_PATTERNS = [
     re.compile(r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
     re.compile(r"(?i)bearer\s+[a-z0-9._-]{20,}"),
@@ -566,12 +630,14 @@ SECRET_PATTERNS = [
 
 
 def run(report_path: Path, names: list[str] | None = None, console: Console | None = None) -> int:
-    console = console or Console(width=max(Console().width, 150))
+    console = console or Console()  # the terminal's width (COLUMNS where there is no terminal)
     scenarios = [s for s in SCENARIOS if not names or s.name in names]
     drill = Drill(scenarios, console, report_path.parent)
     started = time.monotonic()
     drill.run()
     console.print()
+    for line in drill.details():
+        console.print(line, markup=False, highlight=False)
     report = drill.write_report(report_path)
     console.print(
         f"Drill finished in {time.monotonic() - started:.0f} s; report: {report_path} "

@@ -188,6 +188,11 @@ BEHAVIOURS: dict[str, Entry] = {
         ADX_TABLE_DETAILS,
     ),
     "documented-repair": Entry("remove the destination and add it again", IOTC_TROUBLESHOOT),
+    "arm-authorization": Entry(
+        "ARM answers a read by a caller without a role on the app 403 AuthorizationFailed, naming the caller, "
+        "the action and the scope (the wording as ARM's answers quote it)",
+        "Azure/azure-rest-api-specs-examples#4471 and Azure/ARO-RP#66 (ARM's AuthorizationFailed body)",
+    ),
 }
 
 

@@ -80,6 +80,8 @@ class App:
     telemetry: iotc_data.TelemetryStore = field(default_factory=iotc_data.TelemetryStore)
     # ARM reports this object id instead of the directory's (an identity Entra does not know yet).
     arm_principal_override: str | None = None
+    # Object ids without Reader (or any role that reads the app) on its ARM resource.
+    arm_denied: set[str] = field(default_factory=set)
 
     @property
     def arm_id(self) -> str:
@@ -473,7 +475,7 @@ class IoTCentral:
         return json_response({"value": list(reversed(events))})
 
     def _arm(self, request: Request, parts: list[str]) -> Response:
-        self.directory.authenticate(request, (ARM_AUDIENCE,))
+        caller = self.directory.authenticate(request, (ARM_AUDIENCE,))
         lowered = [p.lower() for p in parts]
         if lowered[2:] == ["providers", "microsoft.insights", "eventtypes", "management", "values"]:
             return self._activity_log(request, parts[1])
@@ -482,6 +484,15 @@ class IoTCentral:
         with self.lock:
             for app in self.apps.values():
                 if request.path.lower() == app.arm_id.lower() and request.method == "GET":
+                    if caller.object_id in app.arm_denied:
+                        raise ApiError(
+                            403,
+                            "AuthorizationFailed",
+                            f"The client '{caller.object_id}' with object id '{caller.object_id}' does not have "
+                            f"authorization to perform action 'Microsoft.IoTCentral/IoTApps/read' over scope "
+                            f"'{app.arm_id}' or the scope is invalid. If access was recently granted, please "
+                            "refresh your credentials.",
+                        )
                     identity = self.identity_of(app.subdomain)
                     principal_id = app.arm_principal_override or identity.object_id
                     return json_response(

@@ -226,6 +226,8 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
         ctx = context()
     except ConfigError as exc:
         return error(503, "ConfigurationError", str(exc))
+    if params.get("deep", "").lower() in ("true", "1"):
+        return _deep_health(ctx)
     from shared.runs.sweep import overdue_readds
 
     settings = ctx.healer.s.settings
@@ -242,6 +244,14 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
             "overdue_targets": overdue[:50],
         },
     )
+
+
+def _deep_health(ctx: Context) -> ApiResponse:
+    """`?deep=true`: the doctor (shared/doctor.py) run by the deployed app, as its own identity."""
+    from shared.doctor import run_doctor
+
+    report = run_doctor(ctx.healer.s.settings, ctx.healer.s.credential)
+    return ApiResponse(200, {"status": "ok" if report.ok else "not-ready", **report.to_dict()})
 
 
 ROUTES: dict[tuple[str, str], Handler] = {

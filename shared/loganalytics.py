@@ -39,7 +39,9 @@ class FailureGroup:
 
 
 class LogAnalyticsError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status; None when no answer came
 
 
 def _message(details: Any) -> str:
@@ -94,7 +96,7 @@ class LogAnalyticsAdapter:
                 enforce_https=not loopback,
             )
         except HttpResponseError as exc:
-            raise LogAnalyticsError(f"Log Analytics query failed: {exc.message}") from exc
+            raise LogAnalyticsError(f"Log Analytics query failed: {exc.message}", exc.status_code) from exc
         except AzureError as exc:  # unreachable, timed out: logs are extra evidence, never required
             raise LogAnalyticsError(f"Log Analytics unreachable: {type(exc).__name__}") from exc
         if isinstance(result, LogsQueryPartialResult):
@@ -105,6 +107,10 @@ class LogAnalyticsAdapter:
         else:
             tables = result.tables
         return list(tables[0].rows) if tables else []
+
+    def query(self, workspace_id: str, query: str, minutes: int) -> list[Any]:
+        """Rows of any read-only query (the doctor's row counts)."""
+        return self._query(workspace_id, query, minutes)
 
     def failed_ingestion(self, workspace_id: str, lookback_minutes: int) -> list[FailureGroup]:
         query = failed_ingestion_query(lookback_minutes)

@@ -43,7 +43,7 @@ class _Parser(HTMLParser):
             phase = next((c.removeprefix("phase-") for c in classes if c.startswith("phase-")), "")
             if self.page.phases:
                 self.page.phases[-1].append(phase)
-        self._in_title = tag == "title"
+        self._in_title = tag == "title" and "svg" not in self.stack  # the page's, not a chart's
         if tag not in VOID:
             self.stack.append(tag)
 

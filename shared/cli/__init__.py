@@ -1,7 +1,7 @@
 """Operator CLI: `python -m shared <command>`. The same steps the Function App runs, from a terminal.
 
 The group and its options live here; the commands in `operator` (diagnose, plan, heal, status,
-history, backfill, resume) and `iotc_access`; pointing the settings at the local sandbox in `sandbox`.
+history, backfill, resume), `doctor` and `iotc_access`; pointing the settings at the local sandbox in `sandbox`.
 
 Exit codes (stable, for scripts):
   0  done; the target is healthy, or nothing needed doing
@@ -129,6 +129,6 @@ def run() -> None:
         sys.exit(EXIT_FAILED)
 
 
-from shared.cli import iotc_access, operator  # noqa: E402  (the commands register on `main`)
+from shared.cli import doctor, iotc_access, operator  # noqa: E402  (the commands register on `main`)
 
-__all__ = ["iotc_access", "main", "operator", "run"]
+__all__ = ["doctor", "iotc_access", "main", "operator", "run"]

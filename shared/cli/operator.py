@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from shared.cli import EXIT_ESCALATED, EXIT_NOT_QUEUED, EXIT_OK, EXIT_PROBLEM, Ctx, _console, main
+from shared.cli.tables import Column, fitted
 
 
 @main.command()
@@ -52,13 +53,12 @@ def checklist(obj: Ctx, target: str) -> None:
     items = obj.healer().read(obj.target(target)).diagnosis.checklist
 
     def show() -> None:
-        from rich.table import Table
+        from rich.markup import escape
 
         style = {"pass": "green", "fail": "red", "not-applicable": "dim"}
-        table = Table("item", "result", "evidence")
-        for item in items:
-            table.add_row(item.name, f"[{style[item.status]}]{item.status}[/]", item.evidence)
-        _console().print(table)
+        columns = [Column("item", whole=True), Column("result", whole=True), Column("evidence")]
+        rows = [[i.name, f"[{style[i.status]}]{i.status}[/]", escape(i.evidence)] for i in items]
+        fitted(_console(), columns, rows)
 
     obj.emit({"target": target, "checklist": [i.to_dict() for i in items]}, show)
     sys.exit(EXIT_PROBLEM if any(i.status == "fail" for i in items) else EXIT_OK)
@@ -71,17 +71,15 @@ def _plan(obj: Ctx, target: str) -> Any:
 
 def _show_plan(target: str, plan: Any) -> Callable[[], None]:
     def show() -> None:
-        from rich.table import Table
+        from rich.markup import escape
 
         console = _console()
-        console.print(f"[bold]{target}[/]: [cyan]{plan.diagnosis.kind}[/] — {plan.diagnosis.summary}")
+        console.print(f"[bold]{target}[/]: [cyan]{plan.diagnosis.kind}[/] — {escape(plan.diagnosis.summary)}")
         if not plan.actions:
             console.print("Nothing to do.")
             return
-        table = Table("#", "action", "reason")
-        for n, action in enumerate(plan.actions, 1):
-            table.add_row(str(n), action.kind, action.reason)
-        console.print(table)
+        columns = [Column("#"), Column("action", whole=True), Column("reason")]
+        fitted(console, columns, [[str(n), a.kind, escape(a.reason)] for n, a in enumerate(plan.actions, 1)])
 
     return show
 
@@ -155,33 +153,36 @@ def status(obj: Ctx) -> None:
     rows = target_rows(healer.s, datetime.now(UTC))
 
     def show() -> None:
-        from rich.table import Table
+        from rich.markup import escape
 
-        table = Table(
-            "target",
-            "table",
-            "last outcome",
-            "diagnosis",
-            "in progress",
-            "cooldown until",
-            "escalated",
-            "gap",
-            "root cause",
-        )
+        columns = [
+            Column("target", whole=True),
+            Column("table", essential=False),
+            Column("last outcome", whole=True),
+            Column("diagnosis", whole=True),
+            Column("in progress", essential=False),
+            Column("cooldown until", essential=False),
+            Column("escalated"),
+            Column("gap", essential=False),
+            Column("root cause", essential=False),
+        ]
+        table_rows = []
         for r in rows:
             cause = r.get("root_cause") or {}
-            table.add_row(
-                r["target"],
-                f"{r['database']}.{r['table']}",
-                r["last_outcome"],
-                r["last_diagnosis"],
-                "yes" if r["in_progress"] else "",
-                r["cooldown_until"] or "",
-                f"[red]{r['escalation_reason']}[/]" if r["escalated"] else "",
-                _gap_text(r.get("gap")),
-                str(cause.get("actor") or cause.get("summary") or "")[:60],
+            table_rows.append(
+                [
+                    r["target"],
+                    escape(f"{r['database']}.{r['table']}"),
+                    r["last_outcome"],
+                    r["last_diagnosis"],
+                    "yes" if r["in_progress"] else "",
+                    r["cooldown_until"] or "",
+                    f"[red]{escape(r['escalation_reason'])}[/]" if r["escalated"] else "",
+                    escape(_gap_text(r.get("gap"))),
+                    escape(str(cause.get("actor") or cause.get("summary") or "")),
+                ]
             )
-        _console().print(table)
+        fitted(_console(), columns, table_rows)
 
     obj.emit({"mode": healer.s.settings.mode, "targets": rows}, show)
     sys.exit(EXIT_ESCALATED if any(r["escalated"] for r in rows) else EXIT_OK)
@@ -214,23 +215,35 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
         entry["RootCause"] = json.loads(row["RootCause"]) if row.get("RootCause") else None
 
     def show() -> None:
-        from rich.table import Table
+        from rich.markup import escape
 
-        table = Table("when", "target", "trigger", "diagnosis", "actions", "outcome", "detail", "root cause")
+        columns = [
+            Column("when", whole=True),
+            Column("target", whole=True),
+            Column("trigger", essential=False),
+            Column("diagnosis", whole=True),
+            Column("actions", essential=False),
+            Column("outcome", whole=True),
+            Column("detail", essential=False),
+            Column("root cause", essential=False),
+        ]
+        table_rows = []
         for r in data:
             actions = ", ".join(a["action"] for a in json.loads(r["Actions"] or "[]"))
             cause = r["RootCause"]
-            table.add_row(
-                str(r["At"])[:19],
-                str(r["PartitionKey"]),
-                str(r["Trigger"] or ""),
-                str(r["Diagnosis"] or ""),
-                actions,
-                str(r["Outcome"]),
-                str(r["Detail"] or "")[:80],
-                str(cause["summary"])[:80] if cause else "",
+            table_rows.append(
+                [
+                    str(r["At"])[:19],
+                    str(r["PartitionKey"]),
+                    str(r["Trigger"] or ""),
+                    str(r["Diagnosis"] or ""),
+                    actions,
+                    str(r["Outcome"]),
+                    escape(str(r["Detail"] or "")[:200]),
+                    escape(str(cause["summary"])[:200]) if cause else "",
+                ]
             )
-        _console().print(table)
+        fitted(_console(), columns, table_rows)
 
     obj.emit(data, show)
     sys.exit(EXIT_OK)
@@ -259,6 +272,8 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
     Rebuilds the rows the export would have written (filter and jq transform), skips those ADX
     already holds and ingests the rest tagged per chunk; observe mode and --dry-run only plan.
     """
+    from shared.backfill.engine import BackfillEngine
+    from shared.cli.progress import BackfillProgress
     from shared.runs.backfill import Backfill, BadWindow, backfill_message, backfill_mode, resolve_window
     from shared.runs.fencing import Run
     from shared.runs.remedy import Step
@@ -272,7 +287,19 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
         raise click.UsageError(str(exc)) from exc
     mode = "plan" if dry_run else backfill_mode(healer.s.settings)
     msg = backfill_message(tgt.key, first, last, mode, "cli", "operator backfill")
-    outcome = Backfill().begin(Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg), state, budget_s=86400)
+    with BackfillProgress(None if obj.as_json else _console(), f"backfill {tgt.key}") as display:
+        engine = BackfillEngine(healer.s, healer.s.ingestor)
+
+        def window_done(point: str) -> None:
+            # The engine journals its progress before this checkpoint: one read per window.
+            if point == "backfill:window-done" and display.enabled:
+                progress = engine.load(tgt.key, msg.run_id)
+                if progress is not None:
+                    display.update(progress.to_dict())
+
+        healer.s.checkpoint = window_done
+        step = Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg)
+        outcome = Backfill().begin(step, state, budget_s=86400)
     gap = healer.s.store.load(tgt.key).gap or {}
     data = {"target": tgt.key, "run_id": msg.run_id, "outcome": outcome.status, "detail": outcome.detail, "gap": gap}
 

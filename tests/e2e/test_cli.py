@@ -62,7 +62,7 @@ def test_help_reads_well() -> None:
         check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
-    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
+    for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access", "doctor"):
         assert command in done.stdout
     assert "Exit codes" in done.stdout
     for command in ("diagnose", "checklist", "plan", "heal", "status", "history", "resume", "iotc-access"):
@@ -113,6 +113,10 @@ def test_diagnose_plan_heal_status_history(sandbox_dir: Path) -> None:
     assert code == 0 and {r["target"] for r in status["targets"]} == {CONTOSO, "fabrikam:export-1:adx-1"}
     code, history, _ = cli(sandbox_dir, "--json", "history", CONTOSO)
     assert code == 0 and isinstance(history, list)
+    for command in ("status", "history"):  # as people read them in an 80-column terminal
+        code, _, out = cli(sandbox_dir, command, env={"COLUMNS": "80"})
+        assert code == 0 and "…" not in out and max(len(line) for line in out.splitlines()) <= 80, out
+        assert CONTOSO in out or command == "history"  # no run has ended yet: its table is empty
     code, resume, _ = cli(sandbox_dir, "--json", "resume", CONTOSO)
     assert code == 0 and resume["dry_run"] is True
 
@@ -174,3 +178,31 @@ def test_root_cause_and_the_html_report(sandbox_dir: Path, tmp_path: Path) -> No
     assert page.errors == [] and page.external == [] and page.title.endswith("all targets")
     code, _, out = cli(sandbox_dir, "report", "ghost:e:d", "--html", str(html))
     assert code == 2 and "not configured" in out
+
+
+def test_doctor_is_ready_or_names_the_fix(sandbox_dir: Path) -> None:
+    code, _, out = cli(sandbox_dir, "doctor", env={"COLUMNS": "80"})
+    assert code == 0, out
+    assert "ready" in out and "FAIL" not in out
+    assert "target contoso:export-1:adx-1" in out and "adx-role" in out
+    wrapped = [line for line in out.splitlines() if len(line) > 80 and "fix:" not in line]
+    assert not wrapped, wrapped  # only a fix (one command, soft-wrapped by the terminal) is longer
+    endpoints = json.loads((sandbox_dir / "endpoints.json").read_text())
+    targets = requests.get(f"{endpoints['control_url']}/healer-targets", timeout=10).json()
+    wrong = [{**targets[0], "table": "NoSuchTable"}]
+    code, report, out = cli(sandbox_dir, "--json", "doctor", env={"HEALER_TARGETS": json.dumps(wrong)})
+    assert code == 1, out
+    assert report is not None and report["ok"] is False
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert [c["name"] for c in failed] == ["adx-table"]
+    assert failed[0]["fix"].startswith(".create table ['NoSuchTable']")
+
+
+def test_backfill_dry_run_prints_only_its_result_when_piped(sandbox_dir: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC).replace(microsecond=0)
+    window = ["--from", (end - timedelta(minutes=2)).isoformat(), "--to", end.isoformat()]
+    code, _, out = cli(sandbox_dir, "backfill", CONTOSO, *window, "--dry-run")
+    assert code in (0, 3), out
+    assert out.startswith(f"{CONTOSO}: ") and "\x1b[" not in out and "rows/s" not in out  # no bar in a pipe

@@ -18,12 +18,14 @@ ALL = [s.name for s in SCENARIOS]
 
 
 @pytest.mark.timeout(300)
-def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
+def test_the_whole_drill_and_its_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     report_path = tmp_path / "drill-report.json"
-    console = Console(file=(tmp_path / "screen.txt").open("w"), width=200)
+    monkeypatch.setenv("COLUMNS", "80")  # as in an 80-column terminal; not a terminal: no live redraws
     environment = dict(os.environ)
-    assert run(report_path, None, console) == 0
-    console.file.close()
+    assert run(report_path, None) == 0
+    screen = capsys.readouterr().out
     assert dict(os.environ) == environment  # the drill restores the environment it changed
 
     report = json.loads(report_path.read_text())
@@ -95,8 +97,15 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     for pattern in SECRET_PATTERNS:
         assert not pattern.search(log), pattern.pattern
     assert ACCOUNT_KEY not in log
-    screen = (tmp_path / "screen.txt").read_text()
     assert "Every scenario ended as expected" in screen
+    # Readable at 80 columns: the table printed once, each scenario, outcome and diagnosis whole.
+    assert "…" not in screen and screen.count("iotc-adx-healer drill") == 1 and "\x1b[" not in screen
+    lines = screen.splitlines()
+    for name, row in rows.items():
+        assert any(
+            line.startswith(name + " ") and f"{row['outcome']} ✓" in line and row["diagnosis"] in line for line in lines
+        ), name
+    assert all(len(line) <= 80 for line in lines if not line.startswith("Drill finished"))
 
 
 def test_the_secret_check_catches_secrets(tmp_path: Path) -> None:

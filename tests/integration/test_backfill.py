@@ -208,6 +208,12 @@ def test_cli_backfill_dry_run_then_for_real(
     assert report["gap"]["rows_ingested"] == 0
     assert planned.exception is not None and planned.exception.args[0] == 3  # a problem found: rows missing
 
+    # On a terminal (TTY_COMPATIBLE=1 tells rich so) a dry run shows its windows going by.
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    shown = CliRunner().invoke(main, [*args[1:], "--dry-run"], standalone_mode=False)
+    assert "rows/s" in shown.output and "windows" in shown.output and "backfill-planned" in shown.output
+    monkeypatch.delenv("TTY_COMPATIBLE")
+
     done = CliRunner().invoke(main, args, standalone_mode=False)
     report = json.loads(done.output)
     assert report["outcome"] == "backfilled" and report["gap"]["rows_ingested"] == report["gap"]["rows_missing"] > 0

@@ -75,6 +75,27 @@ def test_health_and_key_check(app: tuple[World, Runner]) -> None:
     assert call(runner, "GET", "nowhere").status_code == 404
 
 
+def test_deep_health_runs_the_doctor(app: tuple[World, Runner]) -> None:
+    from tests.integration.test_openapi import check
+
+    world, runner = app
+    url = f"{runner.url}/api/health?deep=true"
+    assert requests.get(url, timeout=60).status_code == 401  # the function key, as for the shallow check
+    log_start = len(world.cluster.command_log)
+    answer = requests.get(url, headers={"x-functions-key": runner.key}, timeout=60)
+    check("health", "GET", answer)
+    body = answer.json()
+    assert body["status"] == "ok" and body["ok"] is True, [c for c in body["checks"] if c["status"] != "pass"]
+    scopes = {c["scope"] for c in body["checks"]}
+    assert {"target contoso:export-1:adx-1", "target fabrikam:export-1:adx-1", "storage"} <= scopes
+    commands = [text for _, _, text in world.cluster.command_log[log_start:]]
+    assert commands and all(not t.startswith(".") or t.startswith(".show ") for t in commands)
+    world.inject("healer-not-admin", "contoso")
+    body = requests.get(url, headers={"x-functions-key": runner.key}, timeout=60).json()
+    assert body["status"] == "not-ready"
+    assert [c["name"] for c in body["checks"] if c["status"] == "fail"] == ["adx-role", "adx-role"]  # one database
+
+
 def test_targets_route(app: tuple[World, Runner]) -> None:
     _, runner = app
     rows = call(runner, "GET", "targets").json()["targets"]
