@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,10 +27,15 @@ _EPOCH_MS_MAX = 10**13
 STORAGE_TIMEOUT_S = 10
 
 
+# Stored records ignore fields they do not know: a row written by a newer version is still read
+# (and its obligations still discharged) by an older one.
+STORED = ConfigDict(extra="ignore", frozen=True)
+
+
 class Dropped(BaseModel):
     """One role assignment a refresh dropped, exactly as it was listed (re-added as is)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STORED
 
     role: str
     fqn: str
@@ -40,7 +46,7 @@ class PendingReadd(BaseModel):
     """Everything needed to put a dropped principal back, from this record alone: the sweep can
     finish a re-add for a target that is no longer configured or discovered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STORED
 
     run_id: str
     cluster_url: str
@@ -54,6 +60,24 @@ class PendingReadd(BaseModel):
     # Set when the re-add can never succeed (the principal is unknown to Entra past the retry
     # window): the record stays for people, nothing retries it any more.
     abandoned: str = ""
+    # The obligation rule (shared/runs/obligations.py): a drop issued by this run may land until
+    # `land_by`; the record is discharged only once the principal is listed again after that.
+    land_by: datetime | None = None
+    readded_at: datetime | None = None  # the run re-added it; the sweep discharges the record
+
+
+class PendingEnable(BaseModel):
+    """An export the healer disabled (or is about to): re-enable it from this record alone, even
+    once its target has left the configuration."""
+
+    model_config = STORED
+
+    run_id: str
+    app: str
+    export_id: str
+    since: datetime
+    land_by: datetime | None = None  # a disable issued by the run may land until then
+    enabled_at: datetime | None = None  # the run enabled it again; the sweep discharges the record
 
 
 def _dt(value: datetime | None) -> str:
@@ -81,7 +105,7 @@ class TargetState:
     last_run_id: str = ""
     last_diagnosis: str = ""
     pending_readd: PendingReadd | None = None  # snapshot of a dropped principal not yet re-added
-    pending_enable: bool = False  # an export the healer disabled and has not re-enabled yet
+    pending_enable: PendingEnable | None = None  # an export the healer disabled and has not re-enabled yet
     queued_until: datetime | None = None  # a start message is on its way (dedups timer, alerts, HTTP)
     queued_run: str = ""
     discovered: dict[str, Any] | None = None  # a target found through discovery, for the queue side
@@ -95,6 +119,14 @@ class TargetState:
     gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
     last_root_cause: dict[str, Any] | None = None  # shared/root_cause.py, of the last diagnosis that had one
     destination_id: str = ""  # the destination the healer re-created in place of the target's
+    healed_at: datetime | None = None  # the last verified healing: older evidence starts nothing
+    # Back-off of the sweep's discharge attempts while they are refused (no admin role, outage).
+    retry_at: datetime | None = None
+    tries: int = 0
+    # The last write's name (run, step, nonce): a retried write whose first attempt landed finds
+    # its own name and is done, never a conflict.
+    write_id: str = ""
+    unreadable: str = ""  # why this row could not be read (the sweep reports it; nothing acts on it)
     etag: str | None = None
 
     def leased(self, now: datetime, by: str | None = None) -> bool:
@@ -127,7 +159,7 @@ class TargetState:
             "LastRunId": self.last_run_id,
             "LastDiagnosis": self.last_diagnosis,
             "PendingReadd": self.pending_readd.model_dump_json() if self.pending_readd else "",
-            "PendingEnable": self.pending_enable,
+            "EnableObligation": self.pending_enable.model_dump_json() if self.pending_enable else "",
             "QueuedUntil": _dt(self.queued_until),
             "QueuedRun": self.queued_run,
             "Discovered": json.dumps(self.discovered) if self.discovered else "",
@@ -139,6 +171,10 @@ class TargetState:
             "Gap": json.dumps(self.gap) if self.gap else "",
             "LastRootCause": json.dumps(self.last_root_cause) if self.last_root_cause else "",
             "DestinationId": self.destination_id,
+            "HealedAt": _dt(self.healed_at),
+            "RetryAt": _dt(self.retry_at),
+            "Tries": self.tries,
+            "WriteId": self.write_id,
         }
 
     @staticmethod
@@ -157,7 +193,9 @@ class TargetState:
             pending_readd=PendingReadd.model_validate_json(entity["PendingReadd"])
             if entity.get("PendingReadd")
             else None,
-            pending_enable=bool(entity.get("PendingEnable", False)),
+            pending_enable=PendingEnable.model_validate_json(entity["EnableObligation"])
+            if entity.get("EnableObligation")
+            else None,
             queued_until=_parse_dt(entity.get("QueuedUntil")),
             queued_run=entity.get("QueuedRun", ""),
             discovered=json.loads(entity["Discovered"]) if entity.get("Discovered") else None,
@@ -169,6 +207,10 @@ class TargetState:
             gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
             last_root_cause=json.loads(entity["LastRootCause"]) if entity.get("LastRootCause") else None,
             destination_id=entity.get("DestinationId", ""),
+            healed_at=_parse_dt(entity.get("HealedAt")),
+            retry_at=_parse_dt(entity.get("RetryAt")),
+            tries=int(entity.get("Tries") or 0),
+            write_id=entity.get("WriteId", ""),
             etag=etag,
         )
 
@@ -265,13 +307,24 @@ class StateStore:
             return TargetState(key=key)
         return TargetState.from_entity(dict(entity), entity.metadata.get("etag"))
 
-    def all_states(self) -> list[TargetState]:
+    def state_rows(self) -> list[tuple[dict[str, Any], str | None]]:
+        """Every target's raw state row and its ETag."""
         return _reading(
-            lambda: [
-                TargetState.from_entity(dict(e), e.metadata.get("etag"))
-                for e in self.state.query_entities("PartitionKey eq 'target'")
-            ]
+            lambda: [(dict(e), e.metadata.get("etag")) for e in self.state.query_entities("PartitionKey eq 'target'")]
         )
+
+    def all_states(self) -> list[TargetState]:
+        """Every target's state. A row that cannot be read is isolated to its target: it comes back
+        marked `unreadable` with the reason, and the others are read as usual."""
+        states = []
+        for entity, etag in self.state_rows():
+            try:
+                states.append(TargetState.from_entity(entity, etag))
+            except Exception as exc:
+                key = str(entity.get("RowKey", "?"))
+                log.error("state of %s is unreadable: %s", key, exc)
+                states.append(TargetState(key=key, unreadable=f"{type(exc).__name__}: {exc}"[:500], etag=etag))
+        return states
 
     def save(self, state: TargetState) -> TargetState:
         """Write only if nobody wrote since `state` was read; raises Conflict otherwise."""
@@ -294,29 +347,48 @@ class StateStore:
         state.etag = meta.get("etag")
         return state
 
-    def update(self, key: str, mutate: Callable[[TargetState], None]) -> TargetState:
-        """Load, apply `mutate(state)`, save with the ETag; retried when another writer won."""
+    def update(self, key: str, mutate: Callable[[TargetState], None], name: str = "") -> TargetState:
+        """Load, apply `mutate(state)`, save with the ETag; retried when another writer won.
+
+        Idempotent: the write carries its own name (`name`, e.g. run and step, plus a nonce). When a
+        save's answer is lost and the retry meets a changed ETag (the SDK retried a PUT that had
+        landed: 412), the row is read again; if it carries this write's name, the write is done and
+        is not applied a second time."""
+        write_id = f"{name or 'write'}#{uuid.uuid4().hex[:12]}"
         for _ in range(10):
             state = self.load(key)
+            if state.write_id == write_id:
+                return state  # an earlier attempt of this very write landed
             mutate(state)
+            state.write_id = write_id
             try:
                 return self.save(state)
             except Conflict:
+                landed = self.load(key)
+                if landed.write_id == write_id:
+                    return landed
                 continue
         raise Conflict(key)
 
     def acquire(self, key: str, owner: str, now: datetime, hold: timedelta) -> TargetState | None:
         """Take the target's lease for `owner` (or extend it); None if another run holds it."""
+        write_id = f"{owner}:acquire#{uuid.uuid4().hex[:12]}"
         for _ in range(5):
             state = self.load(key)
+            if state.write_id == write_id:
+                return state
             if state.leased(now, by=owner):
                 return None
             state.lease_owner = owner
             state.lease_until = now + hold
             state.queued_until, state.queued_run = None, ""
+            state.write_id = write_id
             try:
                 return self.save(state)
             except Conflict:
+                landed = self.load(key)
+                if landed.write_id == write_id:
+                    return landed
                 continue
         return None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,9 @@ class MemoryStore(StateStore):
         self.history_rows: list[dict[str, Any]] = []
         self.seq = itertools.count()
         self.etags = itertools.count(1)
+        # Storage faults: a write that lands but whose answer is lost (decides per written state).
+        self.lose_answer: Callable[[TargetState], bool] | None = None
+        self.lost_answers = 0
 
     def load(self, key: str) -> TargetState:
         found = self.entities.get(key)
@@ -45,8 +49,8 @@ class MemoryStore(StateStore):
             return TargetState(key=key)
         return TargetState.from_entity(copy.deepcopy(found[0]), str(found[1]))
 
-    def all_states(self) -> list[TargetState]:
-        return [self.load(key) for key in sorted(self.entities)]
+    def state_rows(self) -> list[tuple[dict[str, Any], str | None]]:
+        return [(copy.deepcopy(self.entities[k][0]), str(self.entities[k][1])) for k in sorted(self.entities)]
 
     def save(self, state: TargetState) -> TargetState:
         current = self.entities.get(state.key)
@@ -56,6 +60,11 @@ class MemoryStore(StateStore):
             raise Conflict(state.key)
         etag = next(self.etags)
         self.entities[state.key] = (copy.deepcopy(state.to_entity()), etag)
+        if self.lose_answer is not None and self.lose_answer(state):
+            # The write landed; its answer did not. azure-core retries the PUT on the read timeout,
+            # and the retry meets the new ETag: 412, which the store sees as a conflict.
+            self.lost_answers += 1
+            raise Conflict(state.key)
         state.etag = str(etag)
         return state
 

@@ -12,11 +12,10 @@ from typing import ClassVar
 from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
+from shared.runs.phases import ADDING
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
 from shared.storage import TargetState
-
-ADDING = "adding"
 
 
 class AddRole:

@@ -57,7 +57,7 @@ class Backfill:
         cooldown = now + timedelta(seconds=s.settings.cooldown_seconds)
 
         def healed(st: TargetState) -> None:
-            st.gap, st.last_outcome, st.cooldown_until = gap, "healed", cooldown
+            st.gap, st.last_outcome, st.cooldown_until, st.healed_at = gap, "healed", cooldown, now
 
         step.run.transition({VERIFYING}, BACKFILLING, healed, hold_s=s.settings.backfill_invocation_seconds)
         action_at = step.msg.action_at or now

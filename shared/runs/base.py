@@ -23,16 +23,13 @@ if TYPE_CHECKING:
     from shared.loganalytics import LogAnalyticsAdapter
     from shared.notify import Notifier
 
-# Phases of a run, kept in the target's state entity. Remedies add their own (refresh: snapshotted,
-# dropped, re-adding; add-role: adding); these are the ones every run passes through.
-IDLE = ""
-PLANNED = "planned"
+# The phases every run passes through (the whole graph: shared/runs/phases.py).
+from shared.runs.phases import DONE, IDLE, PLANNED, TOGGLING, VERIFYING
+
 # In a transition's `expect`: the state belongs to another run (this one has not begun there).
 OTHER_RUN = "<another run>"
-TOGGLING = "toggling"
 CLAIM = "claim"  # run_data key: which delivery of the run holds a claimed phase
-VERIFYING = "verifying"
-DONE = "done"
+__all__ = ["DONE", "IDLE", "PLANNED", "TOGGLING", "VERIFYING"]
 
 
 def utcnow() -> datetime:
@@ -53,6 +50,15 @@ class LeaseLost(RunStopped):
 
 class PhaseConflict(RunStopped):
     pass
+
+
+class LeaseTooShort(LeaseLost):
+    """The renewal left less lease than a worst-case step needs: the run does not act now; its
+    message is queued again after `retry_s` (never ended silently)."""
+
+    def __init__(self, message: str, retry_s: float) -> None:
+        super().__init__(message)
+        self.retry_s = retry_s
 
 
 @dataclass

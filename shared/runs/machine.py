@@ -18,7 +18,7 @@ from shared.alerts import ALERT_WITHOUT_CODE
 from shared.diagnosis import Evidence
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
-from shared.runs import reading
+from shared.runs import obligations, phases, reading
 from shared.runs.add_role import AddRole
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
@@ -29,6 +29,7 @@ from shared.runs.base import (
     PLANNED,
     TOGGLING,
     VERIFYING,
+    LeaseTooShort,
     Outcome,
     PhaseConflict,
     RunStopped,
@@ -39,7 +40,7 @@ from shared.runs.fencing import JournalValue, Run
 from shared.runs.recreate import RecreateDestination
 from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
-from shared.storage import PendingReadd, TargetState
+from shared.storage import PendingEnable, PendingReadd, TargetState
 from shared.targets import Target
 from shared.verification import verify
 
@@ -96,32 +97,67 @@ class Healer:
         if pending is not None and pending.abandoned:
             return Outcome("skipped", f"escalated: {pending.abandoned}")
         if pending is not None and pending.run_id != msg.run_id:
-            return self._recover_first(target, msg, pending)
-        if target is None and pending is None:
+            if pending.readded_at is None:
+                return self._recover_first(target, msg, pending)
+            return self._settling(target, msg, pending.run_id, pending.land_by)
+        own = state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, "")
+        if target is None and pending is None and not own:
             if msg.step == "readd":  # never dead-lettered: nothing is pending, so nothing is dropped
                 return Outcome("skipped", f"no re-add pending for {msg.target}")
             raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
         step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
         try:
-            if pending is not None and state.phase not in Refresh.phases:
+            if pending is not None and pending.readded_at is None and state.phase not in Refresh.phases:
                 if step.run.acquire() is None:
                     return Outcome("skipped", "another remediation holds this target")
                 return self.finish_readd(step, pending)
-            if state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, ""):
+            if own:
                 stray = self._stray(state, msg)
                 if stray:  # touches nothing, not even the lease: the sweep must see a stalled run lapse
                     return Outcome("skipped", stray)
                 if step.run.acquire() is None:
                     return Outcome("skipped", "another remediation holds this target")
                 return self._resume(step, state)
+            if msg.step in ("start", "backfill") and target is not None:
+                waiting = self._door(step, state)
+                if waiting is not None:
+                    return waiting
             if msg.step == "start":
                 return self._start(step, state)
             if msg.step == "backfill" and target is not None:  # asked for by hand: a run of its own
                 return Backfill().begin(step, state)
             return Outcome("skipped", f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
+        except LeaseTooShort as short:
+            # Never silently: the same message comes back once the lease can hold a whole step.
+            self.s.queue.send(msg.to_json(), delay_s=short.retry_s)
+            self.s.checkpoint("enqueue:lease-too-short")
+            return self.history(step, Outcome("waiting", f"{short}; queued again in {short.retry_s:.0f} s"))
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
             return Outcome("skipped", str(stopped))
+
+    def _settling(self, target: Target | None, msg: RemediationMessage, run_id: str, until: datetime | None) -> Outcome:
+        """Another run's obligation is discharged but not settled (an act it issued may still land):
+        a new run waits for the sweep to discharge it, and says so."""
+        detail = f"waiting: run {run_id}'s obligations settle at {until:%H:%M:%S}Z" if until else "waiting"
+        if msg.step != "start" or target is None:
+            return Outcome("skipped", detail)
+        return self.history(Step(self, Run(self.s, msg.target, msg.run_id), target, msg), Outcome("skipped", detail))
+
+    def _door(self, step: Step, state: TargetState) -> Outcome | None:
+        """No silent takeover: a new run never begins over another run caught mid-way. A live lease
+        makes it wait; a lapsed one hands the earlier run to its phase's recovery owner (the
+        sweep's), recorded in the history as a hand-over, and this start waits for it."""
+        if state.run_id in ("", step.msg.run_id) or state.phase in phases.REPLACEABLE:
+            return None
+        if state.leased(self.s.clock()):
+            return Outcome("skipped", f"run {state.run_id} holds this target ({state.phase})")
+        from shared.runs.sweep import recover
+
+        did = recover(self, state)
+        detail = f"handed over: run {state.run_id} was {state.phase} with its lease lapsed"
+        detail += f"; {'; '.join(did)}" if did else "; its recovery owner could not act yet"
+        return self.history(step, Outcome("skipped", f"{detail}; this start waits"))
 
     def _stray(self, state: TargetState, msg: RemediationMessage) -> str:
         """Why a message of this run has nothing to do in the run's follow-up phase ("" if it has):
@@ -132,10 +168,14 @@ class Healer:
         return ""
 
     def _resume(self, step: Step, state: TargetState) -> Outcome:
+        if state.phase in Refresh.phases and state.pending_readd is not None and self.s.settings.observe_only:
+            # Observe mode: what was dropped goes back now (a discharge), nothing more is dropped.
+            return self.finish_readd(step, state.pending_readd)
         if step.target is None and state.pending_readd is None:
-            # Removed from configuration mid-run, with nothing dropped: the run ends here.
-            step.run.finish(lambda st: _set(st, last_outcome="skipped"))
-            return self.history(step, Outcome("skipped", f"{step.key} is no longer configured; run ended"))
+            # Removed from configuration mid-run: discharge what the run owes, then it ends here.
+            return self._discharge_and_end(step, state, f"{step.key} is no longer configured")
+        if self.s.settings.observe_only and state.phase not in (VERIFYING, *self._follow_up_phases()):
+            return self._discharge_and_end(step, state, "observe mode")
         for remedy in self.remedies.values():
             if state.phase in remedy.phases:
                 return remedy.resume(step, state)
@@ -149,6 +189,39 @@ class Healer:
                 return self._verify(step)
             return self._send_verify(step, step.msg.action_at or state.phase_at or self.s.clock())
         raise RuntimeError(f"{step.key}: run {state.run_id} is in an unknown phase {state.phase!r}")
+
+    def _follow_up_phases(self) -> tuple[str, ...]:
+        return tuple(p for f in self.follow_ups for p in f.phases)
+
+    def _discharge_and_end(self, step: Step, state: TargetState, why: str) -> Outcome:
+        """Only discharge what the run owes (from its records alone), then end it: a copy it
+        created is deleted or its re-point finished, an export it disabled is enabled again."""
+        done: list[str] = []
+        if state.phase in RecreateDestination.phases:
+            done.append(RecreateDestination.discharge(step, state))
+        enable = state.pending_enable
+        if enable is not None:
+            iotc = self.s.iotc
+            step.run.effect(
+                "enable-export",
+                None,
+                lambda: iotc.set_enabled(enable.app, enable.export_id, True),
+                app=enable.app,
+                export=enable.export_id,
+            )
+            done.append(f"re-enabled export {enable.export_id}")
+        now = self.s.clock()
+
+        def ended(st: TargetState) -> None:
+            if enable is not None:
+                obligations.enabled(st, now)
+            st.last_outcome = "skipped"
+
+        step.run.finish(ended)
+        detail = f"{why}: run stopped in phase {state.phase}" + (
+            f" after discharging: {'; '.join(done)}" if done else ""
+        )
+        return self.history(step, Outcome("skipped", detail))
 
     # ------------------------------------------------------------------ start
 
@@ -242,8 +315,11 @@ class Healer:
             escalate_blocked(self.s, step.key, step.run.holder, str(blocked), abandon=abandon)
             return self.history(step, Outcome("escalated", str(blocked)))
 
+        now = self.s.clock()
+
         def cleared(state: TargetState) -> None:
-            state.pending_readd = None
+            obligations.readded(state, pending.run_id, now)  # discharged once settled, else the sweep's
+            obligations.succeeded(state)
             if state.escalated and state.escalation_reason.startswith("re-add pending"):
                 state.escalated, state.escalation_reason = False, ""
 
@@ -264,9 +340,10 @@ class Healer:
         mutate: Callable[[TargetState], None] | None = None,
     ) -> Outcome:
         """After a remedy: toggle the export when asked, then schedule verification."""
-        if self.s.settings.toggle_export:
+        if self.s.settings.toggle_export and not self.s.settings.observe_only:
             target = step.target
             assert target is not None
+            since = self.s.clock()
 
             # The toggle is two effects that must stay paired (a twin delivery of this run that
             # disabled after this one enabled would leave the export off): each toggle claims the
@@ -276,15 +353,24 @@ class Healer:
             def disabling(state: TargetState) -> None:
                 if mutate is not None:
                     mutate(state)
-                state.pending_enable = True
+                if state.pending_enable is None:  # the obligation is recorded before the disable
+                    state.pending_enable = PendingEnable(
+                        run_id=step.run.run_id, app=target.app, export_id=target.export_id, since=since
+                    )
                 state.run_data = {**state.run_data, CLAIM: claim}
 
             step.run.transition(expect, TOGGLING, disabling)
             step.run.claim = claim
             iotc = self.s.iotc
-            step.run.effect("disable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, False))
+            step.run.effect(
+                "disable-export",
+                TOGGLING,
+                lambda: iotc.set_enabled(target.app, target.export_id, False),
+                obligation="enable",
+            )
             step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
-            expect, mutate = {TOGGLING}, lambda st: _set(st, pending_enable=False)
+            enabled_at = self.s.clock()
+            expect, mutate = {TOGGLING}, lambda st: obligations.enabled(st, enabled_at)
         last = mutate
 
         def verifying(state: TargetState) -> None:
@@ -324,7 +410,8 @@ class Healer:
         action_at = msg.action_at or now
         result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
         step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
-        if not result.healed and result.still_denied:
+        observe = settings.observe_only  # observe mode starts no change: no next remedy, no retry
+        if not result.healed and result.still_denied and not observe:
             following = self._next_remedy(journal)
             taken = self._fall_back(step, following, result.detail) if following is not None else None
             if taken is not None:
@@ -336,7 +423,7 @@ class Healer:
                 if taken is not None:
                     return taken
             cooldown = now + timedelta(seconds=settings.cooldown_seconds)
-            step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown))
+            step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown, healed_at=now))
             return self.history(step, Outcome("healed", result.detail))
         if msg.verify_until and now < msg.verify_until:
             step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
@@ -354,6 +441,8 @@ class Healer:
         state = step.run.finish(failed)
         if state.escalated:
             return self.history(step, Outcome("escalated", state.escalation_reason))
+        if observe:
+            return self.history(step, Outcome("not-healed", f"{result.detail}; observe mode: no retry"))
         retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
         self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
         return self.history(step, Outcome("not-healed", f"{result.detail}; retry scheduled"))

@@ -19,13 +19,10 @@ from shared import recreate_destination as rd
 from shared.iotcentral import IotcError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
+from shared.runs.phases import CREATED, PREPARED, REPOINTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
 from shared.storage import TargetState
-
-PREPARED = "destination-prepared"
-CREATED = "destination-created"
-REPOINTED = "export-repointed"
 
 
 class RecreateDestination:
@@ -58,6 +55,10 @@ class RecreateDestination:
 
     def resume(self, step: Step, state: TargetState) -> Outcome:
         return self._carry_on(step, state.phase, state.run_data)
+
+    @staticmethod
+    def discharge(step: Step, state: TargetState) -> str:
+        return discharge(step, state)
 
     def _carry_on(self, step: Step, phase: str, data: dict[str, str]) -> Outcome:
         services = step.healer.s
@@ -103,6 +104,27 @@ class RecreateDestination:
         if step.target is not None:
             step.target = step.target.at_destination(copy.new_id)
         return step.healer.to_verify(step, {REPOINTED}, state.phase_at or services.clock())
+
+
+def discharge(step: Step, state: TargetState) -> str:
+    """Discharge a re-creation's obligation from its record alone (observe mode, a target that
+    left the configuration): if the export already sends to the copy, finish the re-point (the old
+    destination is deleted); otherwise delete the copy, so no orphan is left behind."""
+    iotc = step.healer.s.iotc
+    copy = rd.DestinationCopy.from_dict(json.loads(state.run_data["copy"]))
+    refs = [r.get("id") for r in iotc.export(copy.app, copy.export_id).get("destinations") or [] if isinstance(r, dict)]
+    if copy.new_id in refs:
+        if copy.old_id in refs:  # never left sending to both: the old reference goes first
+            export = iotc.export(copy.app, copy.export_id)
+            kept = [r for r in export.get("destinations") or [] if r.get("id") != copy.old_id]
+            step.run.effect("unpoint-old", None, lambda: iotc.set_destinations(copy.app, copy.export_id, kept))
+        step.run.effect("delete-destination", None, lambda: rd.delete_old(iotc, copy), destination=copy.old_id)
+        step.healer.s.store.update(step.key, lambda st: setattr(st, "destination_id", copy.new_id))
+        return f"finished the re-point to {copy.new_id}"
+    step.run.effect(
+        "delete-copy", None, lambda: iotc.delete_destination(copy.app, copy.new_id), destination=copy.new_id
+    )
+    return f"deleted the copy {copy.new_id} (the export still sends to {copy.old_id})"
 
 
 def refused(exc: IotcError) -> bool:

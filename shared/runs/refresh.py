@@ -16,16 +16,15 @@ from shared.diagnosis import healer_is_admin
 from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.principals import Assignment
+from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import JournalValue, Run
+from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
 from shared.storage import Dropped, PendingReadd, TargetState
 
 log = logging.getLogger(__name__)
-SNAPSHOTTED = "snapshotted"
-DROPPED = "dropped"
-READDING = "re-adding"
 
 
 def _listed(item: Dropped) -> Callable[[list[Assignment]], dict[str, JournalValue]]:
@@ -88,6 +87,7 @@ class Refresh:
                 SNAPSHOTTED,
                 drop,
                 _listed(item),
+                obligation="readd",
                 **item.model_dump(),
             )
         step.run.transition({SNAPSHOTTED}, DROPPED, lease_until=pending.due)
@@ -126,6 +126,12 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
             raise PhaseConflict(f"{run.key}: the re-add of run {pending.run_id} is already done")
 
     run.transition(None, READDING, still_pending)
+    readd_roles(services, run, pending, READDING)
+
+
+def readd_roles(services: Services, run: Run, pending: PendingReadd, during: str | None) -> None:
+    """Put every role of the snapshot back (each a journaled, fenced effect; one already listed
+    is not sent again); ReaddBlocked when it cannot be done now."""
     kusto = services.kusto(pending.cluster_url)
     missing = []
     for item in pending.snapshot:
@@ -136,7 +142,7 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         try:
             listing = run.effect(
                 f"readd-{item.role}",
-                READDING,
+                during,
                 add,
                 _listed(item),
                 **item.model_dump(),
@@ -176,6 +182,7 @@ def escalate_blocked(services: Services, key: str, holder: str | None, reason: s
         state.escalated = True
         state.escalation_reason = reason[:1000]
         state.last_outcome = "escalated"
+        obligations.back_off(state, services.clock())  # the sweep retries later, each time later
         if holder is not None and state.lease_owner == holder:
             state.lease_owner, state.lease_until = "", None
         runs[:] = [state.pending_readd.run_id if state.pending_readd else holder or "unknown"]

@@ -260,6 +260,10 @@ class RunModel(RuleBasedStateMachine):
         if pending is None:
             return
         deadline = pending.due + timedelta(seconds=self.settings.sweep_grace_seconds)
+        if pending.readded_at is not None and self.adx.holds(FQN):
+            return  # re-added: the record waits for the drop's window to pass before it is discharged
+        if state.retry_at is not None and self.clock() < state.retry_at:
+            return  # refused earlier: the sweep backs off
         if self.clock() >= deadline and not state.leased(self.clock()):
             raise AssertionError(f"the sweep ran at {self.clock()} past {deadline} and left the principal dropped")
 
