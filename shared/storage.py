@@ -560,6 +560,8 @@ class RemediationQueue:
         self.name = name
         self.client = queue_client(name, connection_string, account_url, credential)
         self.dead = queue_client(f"{name}-deadletter", connection_string, account_url, credential)
+        # Where the Functions host moves a message after maxDequeueCount failed deliveries.
+        self.poison = queue_client(f"{name}-poison", connection_string, account_url, credential)
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -571,6 +573,15 @@ class RemediationQueue:
     def send(self, body: str, delay_s: float = 0) -> None:
         delay = max(0, round(delay_s)) or None
         _queue_creating(self.client, lambda: self.client.send_message(body.encode(), visibility_timeout=delay))
+
+    def poisoned(self) -> int:
+        """How many messages the host moved to `<name>-poison` (approximate, as Azure counts)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return int(self.poison.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0  # nothing was ever poisoned
 
     def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body

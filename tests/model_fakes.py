@@ -108,6 +108,7 @@ class MemoryQueue(RemediationQueue):
         self.clock = clock
         self.messages: dict[int, Message] = {}
         self.dead_letters: list[str] = []
+        self.poison_list: list[str] = []  # what the host moved to `<queue>-poison`
         self.ids = itertools.count()
 
     def send(self, body: str, delay_s: float = 0) -> None:
@@ -116,6 +117,9 @@ class MemoryQueue(RemediationQueue):
 
     def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
         self.dead_letters.append(reason)
+
+    def poisoned(self) -> int:
+        return len(self.poison_list)
 
     def visible(self) -> list[Message]:
         return sorted((m for m in self.messages.values() if m.visible_at <= self.clock()), key=lambda m: m.id)
@@ -133,8 +137,13 @@ class AdxModel:
     healer_admin: bool = True
     failing: bool = False  # every call fails as a transient error (throttling, 5xx)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, role, fqn)
+    refused: int = 0  # role changes refused for want of Database Admin
+    before_command: Any = None  # called with the verb right before a role change lands
+    seconds_per_call: float = 0.0  # each role change takes this long on the fake clock
 
     def _call(self) -> None:
+        if self.seconds_per_call:
+            self.clock.advance(self.seconds_per_call)
         if self.failing:
             raise AdxError("ServiceError", "the cluster is unavailable", transient=True, status=503)
 
@@ -154,6 +163,7 @@ class FakeKusto:
     def database_principals(self, database: str) -> list[Assignment]:
         self.m._call()
         if not self.m.healer_admin:
+            self.m.refused += 1
             raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
         return list(self.m.rows)
 
@@ -204,7 +214,10 @@ class FakeKusto:
             return listing
         self.m._call()
         if not self.m.healer_admin:
+            self.m.refused += 1
             raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
+        if self.m.before_command is not None:
+            self.m.before_command("add" if present else "drop")  # a command in flight (a late act)
         if present:
             if not any(a.role == role and a.fqn.lower() == fqn.lower() for a in self.m.rows):
                 self.m.rows.append(Assignment("database", role, fqn, "", "", notes or ""))

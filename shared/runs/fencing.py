@@ -109,9 +109,17 @@ class Run:
                         f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, "
                         f"expected one of {sorted(expect)}"
                     )
-            if state.run_id == self.run_id and not phases.allowed(state.phase, to):
+            # Putting back what the run dropped is a discharge: allowed from any phase while its record exists.
+            owed = (
+                to == phases.READDING and state.pending_readd is not None and state.pending_readd.run_id == self.run_id
+            )
+            if state.run_id == self.run_id and not owed and not phases.allowed(state.phase, to):
                 raise PhaseConflict(f"run {self.run_id} on {self.key}: no move from {state.phase!r} to {to!r}")
-            if state.run_id != self.run_id and (to not in phases.STARTS or state.phase not in phases.REPLACEABLE):
+            if (
+                state.run_id != self.run_id
+                and not owed
+                and (to not in phases.STARTS or state.phase not in phases.REPLACEABLE)
+            ):
                 # No silent takeover: another run's phase is never overwritten mid-way.
                 raise PhaseConflict(
                     f"run {self.run_id} on {self.key}: run {state.run_id} is {state.phase!r}; not taken over"

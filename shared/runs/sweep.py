@@ -170,7 +170,11 @@ def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
             report.done.extend(lines)
         elif pending is not None and not pending.abandoned and pending.readded_at is not None:
             report.done.extend(_recheck_readd(healer, state, pending))
-        if state.phase in RECOVERY and stalled(state, now, grace) and (pending is None or pending.readded_at):
+        # An escalated run is left to people: its phase is not carried on (a poisoned backfill is
+        # not queued again forever), but what it owes is still discharged (a copy, a re-enable).
+        escalated = services.store.load(state.key).escalated if report.done else state.escalated
+        owner = not escalated or state.phase in RecreateDestination.phases
+        if owner and state.phase in RECOVERY and stalled(state, now, grace) and (pending is None or pending.readded_at):
             report.done.extend(recover(healer, state))
         if state.pending_enable is not None and not state.leased(now):
             report.done.extend(_reenable(healer, state, state.pending_enable))
@@ -296,7 +300,7 @@ def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
     step = Step(healer, _stand_in(healer, state.key, state.run_id), target, msg)
     if step.run.acquire(exclusive=True) is None:
         return []
-    if target is None or healer.s.settings.observe_only:  # only discharge: no new change
+    if target is None or healer.s.settings.observe_only or state.escalated:  # only discharge: no new change
         did = RecreateDestination.discharge(step, state)
         step.run.finish(lambda st: setattr(st, "last_outcome", "skipped"))
         return [f"{state.key}: {did} (run {state.run_id})"]
