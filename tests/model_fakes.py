@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.iotcentral import ExportStatus
+from shared.iotcentral import ExportStatus, IotcError
 from shared.kusto import AdxError
 from shared.principals import Assignment
 from shared.storage import Conflict, RemediationQueue, StateStore, TargetState
@@ -230,18 +230,32 @@ class FakeKusto:
 
 
 class FakeIotc:
-    """IoT Central's export status follows whether the principal can ingest."""
+    """IoT Central's export status follows whether the principal can ingest. One export, its
+    destinations (a re-created one authenticates afresh: the stale permission is gone for it)."""
 
     def __init__(self, model: AdxModel, fqn: str) -> None:
         self.m = model
         self.fqn = fqn
         self.enabled = True
+        self.destinations: dict[str, dict[str, Any]] = {
+            "adx-1": {
+                "id": "adx-1",
+                "displayName": "ADX",
+                "type": "dataexplorer@v1",
+                "clusterUrl": "https://model.westeurope.kusto.windows.net",
+                "database": "devicedata",
+                "table": "DeviceTelemetry",
+                "authorization": {"type": "systemAssignedManagedIdentity"},
+            }
+        }
+        self.refs: list[dict[str, Any]] = [{"id": "adx-1"}]
 
     def status(self, app: str, export_id: str, destination_id: str) -> ExportStatus:
         ok = self.m.can_ingest(self.fqn)
         errors = () if ok else (("Forbidden", "Principal lacks required permissions"),)
         status = "healthy" if ok else "error"
-        return ExportStatus(export_id, self.enabled, status, errors, destination_id, status, errors)
+        dest = self.destinations.get(destination_id, {})
+        return ExportStatus(export_id, self.enabled, status, errors, destination_id, status, errors, dict(dest))
 
     def current_identity(self, resource_id: str) -> None:
         return None
@@ -249,6 +263,26 @@ class FakeIotc:
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
         self.enabled = enabled
         return {"enabled": enabled}
+
+    def export(self, app: str, export_id: str) -> dict[str, Any]:
+        return {"id": export_id, "enabled": self.enabled, "destinations": copy.deepcopy(self.refs)}
+
+    def destination(self, app: str, destination_id: str) -> dict[str, Any]:
+        if destination_id not in self.destinations:
+            raise IotcError(404, "NotFound", f"destination {destination_id} not found")
+        return copy.deepcopy(self.destinations[destination_id])
+
+    def put_destination(self, app: str, destination_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.destinations[destination_id] = {**copy.deepcopy(body), "id": destination_id}
+        self.m.stale.discard(self.fqn.lower())
+        return {**body, "id": destination_id, "status": "starting"}
+
+    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+        self.refs = copy.deepcopy(refs)
+        return self.export(app, export_id)
+
+    def delete_destination(self, app: str, destination_id: str) -> bool:
+        return self.destinations.pop(destination_id, None) is not None
 
 
 class Harness:

@@ -56,6 +56,61 @@ def test_case01_a_late_drop_that_lands_after_the_sweeps_readd_is_readded_again()
     assert h.store.load(TARGET.key).pending_readd is None and held(h) == [("ingestors", NOTES)]
 
 
+def recreating(checkpoint: Any = None) -> Any:
+    h = harness(checkpoint)
+    h.services.settings = h.services.settings.model_copy(update={"remedy_order": "recreate-destination,refresh"})
+    return h
+
+
+def test_case02_a_new_start_never_takes_over_a_run_caught_mid_recreation() -> None:
+    """A run's lease lapses after its copy was created; a new start arrives before the sweep looked.
+    It must not plan over the earlier run (two copies, one orphaned): it hands the run to its
+    phase's recovery owner, says so in the history, and waits."""
+    crash_at = ["effect:create-destination"]
+
+    def checkpoint(name: str) -> None:
+        if crash_at and name == crash_at[0]:
+            crash_at.clear()
+            raise Crash(name)
+
+    h = recreating(checkpoint)
+    iotc = cast(Any, h.services.iotc)
+    first = new_run(TARGET.key, "timer")
+    with pytest.raises(Crash):
+        h.deliver(first.to_json())  # the copy exists; the worker died before it moved on
+    assert len(iotc.destinations) == 2
+    h.clock.advance(h.services.settings.lease_seconds + 1)
+    assert h.deliver(new_run(TARGET.key, "http").to_json()) == "skipped"
+    assert any(str(r.get("Detail", "")).startswith("handed over") for r in h.store.history_rows)
+    for _ in range(10):
+        h.clock.advance(61)
+        h.run_due()
+    copies = sorted(iotc.destinations)
+    assert len(copies) == 1 and copies[0].startswith("adx-1-r" + first.run_id[:8]), copies
+    assert [r["id"] for r in iotc.refs] == copies  # the export sends to exactly that one
+    assert h.store.load(TARGET.key).destination_id == copies[0]
+
+
+def test_case08_observe_mode_mid_recreation_deletes_the_copy_and_changes_nothing_else() -> None:
+    crash_at = ["effect:create-destination"]
+
+    def checkpoint(name: str) -> None:
+        if crash_at and name == crash_at[0]:
+            crash_at.clear()
+            raise Crash(name)
+
+    h = recreating(checkpoint)
+    iotc = cast(Any, h.services.iotc)
+    start = new_run(TARGET.key, "timer")
+    with pytest.raises(Crash):
+        h.deliver(start.to_json())
+    h.services.settings = h.services.settings.model_copy(update={"mode": "observe"})
+    h.clock.advance(h.services.settings.lease_seconds + 1)
+    assert h.deliver(start.to_json()) == "skipped"  # the redelivery: discharge only
+    assert sorted(iotc.destinations) == ["adx-1"] and [r["id"] for r in iotc.refs] == ["adx-1"]
+    assert h.store.load(TARGET.key).phase == phases.DONE
+
+
 def test_case03_an_export_disabled_by_a_run_whose_target_left_the_configuration_is_re_enabled() -> None:
     crash_at = ["effect:disable-export"]
 
@@ -335,3 +390,14 @@ def test_transition_refuses_a_move_the_graph_does_not_hold() -> None:
     assert other.acquire() is not None
     with pytest.raises(PhaseConflict, match="not taken over"):
         other.transition(None, phases.PLANNED)
+
+
+def test_the_readme_shows_the_run_graph_generated_from_the_table() -> None:
+    import re
+
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", readme, re.S)
+    assert shown, "the README has no run graph"
+    assert shown.group(1) == phases.mermaid(), "README's run graph differs from shared/runs/phases.py MOVES"
