@@ -140,6 +140,8 @@ class AdxModel:
     refused: int = 0  # role changes refused for want of Database Admin
     before_command: Any = None  # called with the verb right before a role change lands
     seconds_per_call: float = 0.0  # each role change takes this long on the fake clock
+    actor: Any = None  # who sends each role change (the model's run ids), kept beside `log`
+    who: list[str] = field(default_factory=list)
 
     def _call(self) -> None:
         if self.seconds_per_call:
@@ -222,10 +224,12 @@ class FakeKusto:
             if not any(a.role == role and a.fqn.lower() == fqn.lower() for a in self.m.rows):
                 self.m.rows.append(Assignment("database", role, fqn, "", "", notes or ""))
             self.m.log.append(("add", role, fqn.lower()))
+            self.m.who.append(self.m.actor() if self.m.actor else "")
         else:
             self.m.rows = [a for a in self.m.rows if not (a.role == role and a.fqn.lower() == fqn.lower())]
             self.m.stale.discard(fqn.lower())
             self.m.log.append(("drop", role, fqn.lower()))
+            self.m.who.append(self.m.actor() if self.m.actor else "")
         return list(self.m.rows)
 
 
@@ -260,7 +264,12 @@ class FakeIotc:
     def current_identity(self, resource_id: str) -> None:
         return None
 
+    def _command(self, verb: str) -> None:
+        if self.m.before_command is not None:
+            self.m.before_command(verb)
+
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
+        self._command("enable" if enabled else "disable")
         self.enabled = enabled
         return {"enabled": enabled}
 
@@ -273,15 +282,18 @@ class FakeIotc:
         return copy.deepcopy(self.destinations[destination_id])
 
     def put_destination(self, app: str, destination_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._command("create")
         self.destinations[destination_id] = {**copy.deepcopy(body), "id": destination_id}
         self.m.stale.discard(self.fqn.lower())
         return {**body, "id": destination_id, "status": "starting"}
 
     def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._command("repoint")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
 
     def delete_destination(self, app: str, destination_id: str) -> bool:
+        self._command("delete")
         return self.destinations.pop(destination_id, None) is not None
 
 

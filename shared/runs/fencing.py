@@ -183,7 +183,20 @@ class Run:
                 f"{needed:.0f} s a worst-case step needs (with the clock skew allowed); not acting",
                 retry_s=settings.verify_poll_seconds,
             )
+        if settings.observe_only and not discharges(step):
+            # Observe mode may have been switched on since this delivery began: from then on a
+            # run only discharges what it owes.
+            raise PhaseConflict(f"run {self.run_id} on {self.key}: observe mode; {step} is a change, not sent")
         value = act()
         self.s.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))
         return value
+
+
+# Acts that discharge an obligation (allowed in observe mode): putting a dropped role back,
+# enabling an export, deleting a copy or finishing a re-point.
+DISCHARGES = frozenset({"enable-export", "delete-destination", "delete-copy", "unpoint-old"})
+
+
+def discharges(step: str) -> bool:
+    return step in DISCHARGES or step.startswith("readd-")
