@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -80,6 +80,41 @@ class PendingEnable(BaseModel):
     enabled_at: datetime | None = None  # the run enabled it again; the sweep discharges the record
 
 
+class RunData(BaseModel):
+    """What a remedy keeps to resume its phase, typed (no JSON inside strings)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    # add-role: the add this run makes, and since when it has been retried
+    role: str = ""
+    fqn: str = ""
+    notes: str = ""
+    since: datetime | None = None
+    # recreate-destination: the copy (shared/recreate_destination.py DestinationCopy), and whether
+    # the principal was listed when the copy was made (verification counts it as listed)
+    destination_copy: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("destination_copy", "copy")
+    )
+    listed: bool = False
+    # which delivery of the run holds a claimed phase (the export toggle)
+    claim: str = ""
+
+    @field_validator("destination_copy", mode="before")
+    @classmethod
+    def _copy(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) and value else value or None  # rows of 0.x kept JSON text
+
+    @field_validator("listed", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return value if isinstance(value, bool) else value in ("yes", "true", "1")  # rows of 0.x said "yes"/""
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _since(cls, value: Any) -> Any:
+        return value or None
+
+
 def _dt(value: datetime | None) -> str:
     return value.astimezone(UTC).isoformat() if value else ""
 
@@ -114,7 +149,7 @@ class TargetState:
     run_id: str = ""
     phase: str = ""
     phase_at: datetime | None = None
-    run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
+    run_data: RunData = field(default_factory=RunData)  # what a remedy needs to resume its phase
     last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
     gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
     last_root_cause: dict[str, Any] | None = None  # shared/root_cause.py, of the last diagnosis that had one
@@ -166,7 +201,7 @@ class TargetState:
             "RunId": self.run_id,
             "Phase": self.phase,
             "PhaseAt": _dt(self.phase_at),
-            "RunData": json.dumps(self.run_data) if self.run_data else "",
+            "RunData": self.run_data.model_dump_json(exclude_defaults=True) if self.run_data != RunData() else "",
             "LastManualAt": _dt(self.last_manual_at),
             "Gap": json.dumps(self.gap) if self.gap else "",
             "LastRootCause": json.dumps(self.last_root_cause) if self.last_root_cause else "",
@@ -202,7 +237,7 @@ class TargetState:
             run_id=entity.get("RunId", ""),
             phase=entity.get("Phase", ""),
             phase_at=_parse_dt(entity.get("PhaseAt")),
-            run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
+            run_data=RunData.model_validate_json(entity["RunData"]) if entity.get("RunData") else RunData(),
             last_manual_at=_parse_dt(entity.get("LastManualAt")),
             gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
             last_root_cause=json.loads(entity["LastRootCause"]) if entity.get("LastRootCause") else None,

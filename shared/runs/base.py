@@ -12,6 +12,8 @@ from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import RemediationMessage
 from shared.plan import Plan
+from shared.runs.outcome import Outcome, Status
+from shared.runs.phases import DONE, IDLE, PLANNED, TOGGLING, VERIFYING
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
 from shared.targets import Target
@@ -23,13 +25,9 @@ if TYPE_CHECKING:
     from shared.loganalytics import LogAnalyticsAdapter
     from shared.notify import Notifier
 
-# The phases every run passes through (the whole graph: shared/runs/phases.py).
-from shared.runs.phases import DONE, IDLE, PLANNED, TOGGLING, VERIFYING
-
 # In a transition's `expect`: the state belongs to another run (this one has not begun there).
 OTHER_RUN = "<another run>"
-CLAIM = "claim"  # run_data key: which delivery of the run holds a claimed phase
-__all__ = ["DONE", "IDLE", "PLANNED", "TOGGLING", "VERIFYING"]
+__all__ = ["DONE", "IDLE", "PLANNED", "TOGGLING", "VERIFYING", "Outcome", "Status"]
 
 
 def utcnow() -> datetime:
@@ -81,14 +79,6 @@ class Services:
     # Called with every history record (key, message, outcome, plan, gap): telemetry,
     # notifications, the remembered root cause (shared/observers.py). Their failures never fail a run.
     observers: list[Observer] = field(default_factory=list)
-
-
-@dataclass
-class Outcome:
-    status: str  # planned | healthy | waiting | healed | not-healed | escalated | skipped | recovered
-    detail: str
-    plan: Plan | None = None
-    incident: str = ""  # shared/notify.py KINDS: something people must hear about
 
 
 Observer = Callable[[str, RemediationMessage, Outcome, Plan | None, "dict[str, object] | None"], None]

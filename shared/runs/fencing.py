@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from shared.runs import obligations, phases
-from shared.runs.base import CLAIM, OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict, Services
+from shared.runs.base import OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict, Services
 from shared.storage import TargetState
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Run:
             taken = f"held by {state.lease_owner}" if state.lease_owner else "released"
             raise LeaseLost(f"run {self.run_id} no longer holds {self.key} (lease {taken})")
         # A twin delivery of the same run holds the same lease: a claim tells them apart.
-        if self.claim is not None and state.run_data.get(CLAIM) != self.claim:
+        if self.claim is not None and state.run_data.claim != self.claim:
             raise PhaseConflict(
                 f"run {self.run_id} on {self.key}: phase {state.phase!r} was claimed by a twin delivery"
             )

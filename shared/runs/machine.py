@@ -22,7 +22,6 @@ from shared.runs import obligations, phases, reading
 from shared.runs.add_role import AddRole
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
-    CLAIM,
     DONE,
     IDLE,
     OTHER_RUN,
@@ -37,10 +36,11 @@ from shared.runs.base import (
     UnknownTarget,
 )
 from shared.runs.fencing import JournalValue, Run
+from shared.runs.outcome import Status, escalate
 from shared.runs.recreate import RecreateDestination
 from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
-from shared.storage import PendingEnable, PendingReadd, TargetState
+from shared.storage import PendingEnable, PendingReadd, RunData, TargetState
 from shared.targets import Target
 from shared.verification import verify
 
@@ -95,7 +95,7 @@ class Healer:
         target = self.known(msg.target, state)
         pending = state.pending_readd
         if pending is not None and pending.abandoned:
-            return Outcome("skipped", f"escalated: {pending.abandoned}")
+            return Outcome(Status.SKIPPED, f"escalated: {pending.abandoned}")
         if pending is not None and pending.run_id != msg.run_id:
             if pending.readded_at is None:
                 return self._recover_first(target, msg, pending)
@@ -103,20 +103,20 @@ class Healer:
         own = state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, "")
         if target is None and pending is None and not own:
             if msg.step == "readd":  # never dead-lettered: nothing is pending, so nothing is dropped
-                return Outcome("skipped", f"no re-add pending for {msg.target}")
+                return Outcome(Status.SKIPPED, f"no re-add pending for {msg.target}")
             raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
         step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
         try:
             if pending is not None and pending.readded_at is None and state.phase not in Refresh.phases:
                 if step.run.acquire() is None:
-                    return Outcome("skipped", "another remediation holds this target")
+                    return Outcome(Status.SKIPPED, "another remediation holds this target")
                 return self.finish_readd(step, pending)
             if own:
                 stray = self._stray(state, msg)
                 if stray:  # touches nothing, not even the lease: the sweep must see a stalled run lapse
-                    return Outcome("skipped", stray)
+                    return Outcome(Status.SKIPPED, stray)
                 if step.run.acquire() is None:
-                    return Outcome("skipped", "another remediation holds this target")
+                    return Outcome(Status.SKIPPED, "another remediation holds this target")
                 return self._resume(step, state)
             if msg.step in ("start", "backfill") and target is not None:
                 waiting = self._door(step, state)
@@ -126,23 +126,25 @@ class Healer:
                 return self._start(step, state)
             if msg.step == "backfill" and target is not None:  # asked for by hand: a run of its own
                 return Backfill().begin(step, state)
-            return Outcome("skipped", f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
         except LeaseTooShort as short:
             # Never silently: the same message comes back once the lease can hold a whole step.
             self.s.queue.send(msg.to_json(), delay_s=short.retry_s)
             self.s.checkpoint("enqueue:lease-too-short")
-            return self.history(step, Outcome("waiting", f"{short}; queued again in {short.retry_s:.0f} s"))
+            return self.history(step, Outcome(Status.WAITING, f"{short}; queued again in {short.retry_s:.0f} s"))
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
-            return Outcome("skipped", str(stopped))
+            return Outcome(Status.SKIPPED, str(stopped))
 
     def _settling(self, target: Target | None, msg: RemediationMessage, run_id: str, until: datetime | None) -> Outcome:
         """Another run's obligation is discharged but not settled (an act it issued may still land):
         a new run waits for the sweep to discharge it, and says so."""
         detail = f"waiting: run {run_id}'s obligations settle at {until:%H:%M:%S}Z" if until else "waiting"
         if msg.step != "start" or target is None:
-            return Outcome("skipped", detail)
-        return self.history(Step(self, Run(self.s, msg.target, msg.run_id), target, msg), Outcome("skipped", detail))
+            return Outcome(Status.SKIPPED, detail)
+        return self.history(
+            Step(self, Run(self.s, msg.target, msg.run_id), target, msg), Outcome(Status.SKIPPED, detail)
+        )
 
     def _door(self, step: Step, state: TargetState) -> Outcome | None:
         """No silent takeover: a new run never begins over another run caught mid-way. A live lease
@@ -151,13 +153,13 @@ class Healer:
         if state.run_id in ("", step.msg.run_id) or state.phase in phases.REPLACEABLE:
             return None
         if state.leased(self.s.clock()):
-            return Outcome("skipped", f"run {state.run_id} holds this target ({state.phase})")
+            return Outcome(Status.SKIPPED, f"run {state.run_id} holds this target ({state.phase})")
         from shared.runs.sweep import recover
 
         did = recover(self, state)
         detail = f"handed over: run {state.run_id} was {state.phase} with its lease lapsed"
         detail += f"; {'; '.join(did)}" if did else "; its recovery owner could not act yet"
-        return self.history(step, Outcome("skipped", f"{detail}; this start waits"))
+        return self.history(step, Outcome(Status.SKIPPED, f"{detail}; this start waits"))
 
     def _stray(self, state: TargetState, msg: RemediationMessage) -> str:
         """Why a message of this run has nothing to do in the run's follow-up phase ("" if it has):
@@ -215,13 +217,13 @@ class Healer:
         def ended(st: TargetState) -> None:
             if enable is not None:
                 obligations.enabled(st, now)
-            st.last_outcome = "skipped"
+            st.last_outcome = Status.SKIPPED.value
 
         step.run.finish(ended)
         detail = f"{why}: run stopped in phase {state.phase}" + (
             f" after discharging: {'; '.join(done)}" if done else ""
         )
-        return self.history(step, Outcome("skipped", detail))
+        return self.history(step, Outcome(Status.SKIPPED, detail))
 
     # ------------------------------------------------------------------ start
 
@@ -230,25 +232,25 @@ class Healer:
         target = step.target
         assert target is not None
         if state.last_run_id == msg.run_id or (state.run_id == msg.run_id and state.phase == DONE):
-            return Outcome("skipped", f"run {msg.run_id} already ended")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} already ended")
         if state.escalated:
-            return self.history(step, Outcome("skipped", f"escalated: {state.escalation_reason}"))
+            return self.history(step, Outcome(Status.SKIPPED, f"escalated: {state.escalation_reason}"))
         manual = msg.trigger in ("http", "cli")
         if state.cooldown_until and now < state.cooldown_until and state.lease_owner != msg.run_id and not manual:
-            return self.history(step, Outcome("skipped", f"cooling down until {state.cooldown_until:%H:%M:%S}Z"))
+            return self.history(step, Outcome(Status.SKIPPED, f"cooling down until {state.cooldown_until:%H:%M:%S}Z"))
         window = now - timedelta(seconds=settings.attempt_window_seconds)
         if len([a for a in state.attempts if a > window]) >= settings.max_attempts:
             reason = f"{settings.max_attempts} failed attempts within {settings.attempt_window_seconds}s"
-            self.s.store.update(target.key, lambda st: _escalate(st, reason))
-            return self.history(step, Outcome("escalated", reason))
+            self.s.store.update(target.key, lambda st: escalate(st, reason))
+            return self.history(step, Outcome(Status.ESCALATED, reason))
         if step.run.acquire() is None:
-            return self.history(step, Outcome("skipped", "another remediation holds this target"))
+            return self.history(step, Outcome(Status.SKIPPED, "another remediation holds this target"))
         if state.run_id != msg.run_id and any(
             r["Status"] == "intent" for r in self.s.store.read_journal(target.key, msg.run_id)
         ):
             # A start delivered again after its run ended and another began: it acted once already.
             step.run.finish()
-            return Outcome("skipped", f"run {msg.run_id} already acted")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} already acted")
 
         carried = [Evidence(e.source, e.code, e.message) for e in msg.evidence]
         # An alert that names no error is a reason to look, not a failure to classify.
@@ -261,23 +263,25 @@ class Healer:
         def planned(state: TargetState) -> None:
             if state.pending_readd is not None:  # a drop happened since this message looked
                 raise PhaseConflict(f"{target.key}: run {state.pending_readd.run_id}'s re-add is pending")
-            _set(state, last_diagnosis=kind, run_data={})
+            state.last_diagnosis, state.run_data = kind, RunData()
 
         step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, planned)
         if settings.observe_only:
-            step.run.finish(lambda st: _set(st, last_outcome="planned"))
-            return self.history(step, Outcome("planned", "observe mode: plan recorded, nothing changed", plan), plan)
+            step.run.finish(lambda st: _ended(st, Status.PLANNED))
+            return self.history(
+                step, Outcome(Status.PLANNED, "observe mode: plan recorded, nothing changed", plan), plan
+            )
         if plan.escalates:
             reason = plan.actions[0].reason
-            step.run.finish(lambda st: _escalate(st, reason, kind))
-            return self.history(step, Outcome("escalated", reason, plan), plan)
+            step.run.finish(lambda st: escalate(st, reason, kind))
+            return self.history(step, Outcome(Status.ESCALATED, reason, plan), plan)
         if not plan.actions:
             if carried:  # healthy despite the evidence that started the run: do not re-queue every cycle
                 until = now + timedelta(seconds=settings.healthy_cooldown_seconds)
-                step.run.finish(lambda st: _set(st, last_outcome="healthy", cooldown_until=until))
+                step.run.finish(lambda st: _ended(st, Status.HEALTHY, cooldown_until=until))
             else:
-                step.run.finish(lambda st: _set(st, last_outcome="healthy"))
-            return self.history(step, Outcome("healthy", plan.diagnosis.summary, plan), plan)
+                step.run.finish(lambda st: _ended(st, Status.HEALTHY))
+            return self.history(step, Outcome(Status.HEALTHY, plan.diagnosis.summary, plan), plan)
         first = plan.actions[0]
         remedy = self.remedies.get(first.kind)
         if remedy is None:
@@ -294,15 +298,15 @@ class Healer:
         # Held under this message's own name: the dropping run's own messages must not act beside it.
         step = Step(self, Run(self.s, msg.target, pending.run_id, holder=msg.run_id), target, owner)
         if step.run.acquire(exclusive=True) is None:
-            return Outcome("skipped", f"run {pending.run_id} holds this target (its re-add is pending)")
+            return Outcome(Status.SKIPPED, f"run {pending.run_id} holds this target (its re-add is pending)")
         try:
             outcome = self.finish_readd(step, pending, verb="recovered: re-added first")
         except RunStopped as stopped:
-            return Outcome("skipped", str(stopped))
+            return Outcome(Status.SKIPPED, str(stopped))
         if msg.step == "start" and target is not None:
             self.history(
                 Step(self, Run(self.s, msg.target, msg.run_id), target, msg),
-                Outcome("skipped", f"superseded: finished run {pending.run_id} first"),
+                Outcome(Status.SKIPPED, f"superseded: finished run {pending.run_id} first"),
             )
         return outcome
 
@@ -313,7 +317,7 @@ class Healer:
         except ReaddBlocked as blocked:
             abandon = isinstance(blocked, ReaddAbandoned)
             escalate_blocked(self.s, step.key, step.run.holder, str(blocked), abandon=abandon)
-            return self.history(step, Outcome("escalated", str(blocked)))
+            return self.history(step, Outcome(Status.ESCALATED, str(blocked)))
 
         now = self.s.clock()
 
@@ -326,8 +330,8 @@ class Healer:
         detail = f"{verb} {len(pending.snapshot)} role(s) of {pending.principal}"
         if step.target is None:
             step.run.finish(cleared)
-            return self.history(step, Outcome("recovered", f"{detail}; the target is no longer configured"))
-        self.history(step, Outcome("waiting", f"{detail}; listed again"))
+            return self.history(step, Outcome(Status.RECOVERED, f"{detail}; the target is no longer configured"))
+        self.history(step, Outcome(Status.WAITING, f"{detail}; listed again"))
         return self.to_verify(step, {"re-adding"}, pending.dropped_at, cleared)
 
     # ------------------------------------------------------------------ export toggle and verify
@@ -357,7 +361,7 @@ class Healer:
                     state.pending_enable = PendingEnable(
                         run_id=step.run.run_id, app=target.app, export_id=target.export_id, since=since
                     )
-                state.run_data = {**state.run_data, CLAIM: claim}
+                state.run_data = state.run_data.model_copy(update={"claim": claim})
 
             step.run.transition(expect, TOGGLING, disabling)
             step.run.claim = claim
@@ -376,7 +380,7 @@ class Healer:
         def verifying(state: TargetState) -> None:
             if last is not None:
                 last(state)
-            state.run_data = {k: v for k, v in state.run_data.items() if k != CLAIM}
+            state.run_data = state.run_data.model_copy(update={"claim": ""})
             # Whoever stood in for the run (the sweep, another run's message) keeps the lease
             # through the toggle and hands it back here: the run's own verification comes next.
             state.lease_owner = step.run.run_id
@@ -393,7 +397,7 @@ class Healer:
             delay_s=settings.verify_poll_seconds,
         )
         self.s.checkpoint("enqueue:verify")
-        return Outcome("waiting", f"verification scheduled until {until:%H:%M:%S}Z")
+        return Outcome(Status.WAITING, f"verification scheduled until {until:%H:%M:%S}Z")
 
     def _verify(self, step: Step) -> Outcome:
         settings, now, msg, target = self.s.settings, self.s.clock(), step.msg, step.target
@@ -423,29 +427,29 @@ class Healer:
                 if taken is not None:
                     return taken
             cooldown = now + timedelta(seconds=settings.cooldown_seconds)
-            step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown, healed_at=now))
-            return self.history(step, Outcome("healed", result.detail))
+            step.run.finish(lambda st: _ended(st, Status.HEALED, cooldown_until=cooldown, healed_at=now))
+            return self.history(step, Outcome(Status.HEALED, result.detail))
         if msg.verify_until and now < msg.verify_until:
             step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
             self.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
             self.s.checkpoint("enqueue:verify-again")
-            return Outcome("waiting", f"not yet: {result.detail}")
+            return Outcome(Status.WAITING, f"not yet: {result.detail}")
         window = now - timedelta(seconds=settings.attempt_window_seconds)
 
         def failed(state: TargetState) -> None:
             state.attempts = [a for a in state.attempts if a > window] + [now]
-            state.last_outcome = "not-healed"
+            state.last_outcome = Status.NOT_HEALED.value
             if len(state.attempts) >= settings.max_attempts:
-                _escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
+                escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
 
         state = step.run.finish(failed)
         if state.escalated:
-            return self.history(step, Outcome("escalated", state.escalation_reason))
+            return self.history(step, Outcome(Status.ESCALATED, state.escalation_reason))
         if observe:
-            return self.history(step, Outcome("not-healed", f"{result.detail}; observe mode: no retry"))
+            return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; observe mode: no retry"))
         retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
         self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
-        return self.history(step, Outcome("not-healed", f"{result.detail}; retry scheduled"))
+        return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; retry scheduled"))
 
     # ------------------------------------------------------------------ the next remedy
 
@@ -474,7 +478,7 @@ class Healer:
         )
         if action is None:
             return None  # not applicable now (the diagnosis changed): verification goes on
-        step.run.transition({VERIFYING}, PLANNED, lambda st: _set(st, run_data={}))
+        step.run.transition({VERIFYING}, PLANNED, _fresh_run_data)
         return self.remedies[action_kind].begin(step, fresh, action, plan)
 
     # ------------------------------------------------------------------ history
@@ -488,7 +492,7 @@ class Healer:
             "Trigger": msg.trigger,
             "CorrelationId": msg.correlation_id,
             "Mode": self.s.settings.mode,
-            "Outcome": outcome.status,
+            "Outcome": outcome.status.value,
             "Detail": outcome.detail[:8000],
         }
         if plan is not None:
@@ -510,14 +514,15 @@ class Healer:
         return outcome
 
 
-def _set(state: TargetState, **fields: object) -> None:
-    for name, value in fields.items():
-        setattr(state, name, value)
+def _ended(
+    state: TargetState, outcome: Status, *, cooldown_until: datetime | None = None, healed_at: datetime | None = None
+) -> None:
+    state.last_outcome = outcome.value
+    if cooldown_until is not None:
+        state.cooldown_until = cooldown_until
+    if healed_at is not None:
+        state.healed_at = healed_at
 
 
-def _escalate(state: TargetState, reason: str, diagnosis: str = "") -> None:
-    state.escalated = True
-    state.escalation_reason = reason[:1000]
-    state.last_outcome = "escalated"
-    if diagnosis:
-        state.last_diagnosis = diagnosis
+def _fresh_run_data(state: TargetState) -> None:
+    state.run_data = RunData()

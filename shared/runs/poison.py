@@ -10,6 +10,7 @@ import logging
 
 from shared.messages import RemediationMessage
 from shared.runs.base import Services
+from shared.runs.outcome import escalate
 from shared.storage import TargetState
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def escalate_poisoned(services: Services, msg: RemediationMessage, error: BaseEx
 
     def apply(state: TargetState) -> None:
         first[:] = [not state.escalation_reason.startswith(f"poisoned: run {msg.run_id} ")]
-        state.escalated, state.escalation_reason, state.last_outcome = True, reason, "escalated"
+        escalate(state, reason)
 
     services.store.update(msg.target, apply, name=f"{msg.run_id}:poisoned")
     log.error("%s: %s", msg.target, reason)

@@ -12,17 +12,18 @@ on the target (same key) is judged by the new destination.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import ClassVar
 
 from shared import recreate_destination as rd
 from shared.iotcentral import IotcError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
+from shared.runs.outcome import Status, escalate
 from shared.runs.phases import CREATED, PREPARED, REPOINTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.storage import TargetState
+from shared.storage import RunData, TargetState
 
 
 class RecreateDestination:
@@ -37,18 +38,22 @@ class RecreateDestination:
             copy = rd.prepare(iotc, target.app, target.export_id, target.destination_id, step.run.run_id)
         except rd.NotRecreatable as exc:
             reason = f"re-creating the destination is not possible: {exc}"
-            step.run.finish(lambda st: _escalated(st, reason, str(plan.diagnosis.kind)))
-            return step.healer.history(step, Outcome("escalated", reason, plan), plan)
+            step.run.finish(lambda st: escalate(st, reason, str(plan.diagnosis.kind)))
+            return step.healer.history(step, Outcome(Status.ESCALATED, reason, plan), plan)
         # The principal keeps its listing: what verification counts as "listed" is what was read.
         fqn = plan.diagnosis.principal.fqn()
         listed = any(holds(reading.adx.database_principals, role, fqn) for role in ("admins", "ingestors"))
         step.run.journal("destination-copy", "done", copy=copy.to_dict(), listed=listed)
-        data = {"copy": json.dumps(copy.to_dict()), "listed": "yes" if listed else ""}
-        step.run.transition({PLANNED}, PREPARED, lambda st: setattr(st, "run_data", data))
+        data = RunData(destination_copy=copy.to_dict(), listed=listed)
+
+        def prepared(state: TargetState) -> None:
+            state.run_data = data
+
+        step.run.transition({PLANNED}, PREPARED, prepared)
         outcome = self._carry_on(step, PREPARED, data)
         step.healer.history(
             step,
-            Outcome("waiting", f"re-created destination {copy.old_id} as {copy.new_id}; verifying", plan),
+            Outcome(Status.WAITING, f"re-created destination {copy.old_id} as {copy.new_id}; verifying", plan),
             plan,
         )
         return outcome
@@ -60,11 +65,11 @@ class RecreateDestination:
     def discharge(step: Step, state: TargetState) -> str:
         return discharge(step, state)
 
-    def _carry_on(self, step: Step, phase: str, data: dict[str, str]) -> Outcome:
+    def _carry_on(self, step: Step, phase: str, data: RunData) -> Outcome:
         services = step.healer.s
         iotc = services.iotc
-        copy = rd.DestinationCopy.from_dict(json.loads(data["copy"]))
-        listed = bool(data.get("listed"))
+        copy = rd.DestinationCopy.from_dict(data.destination_copy or {})
+        listed = data.listed
         if phase == PREPARED:
             try:
                 step.run.effect(
@@ -91,7 +96,7 @@ class RecreateDestination:
                 old=copy.old_id,
                 new=copy.new_id,
             )
-            step.run.transition({CREATED}, REPOINTED, lambda st: setattr(st, "destination_id", copy.new_id))
+            step.run.transition({CREATED}, REPOINTED, _at(copy.new_id))
             phase = REPOINTED
         step.run.effect(
             "delete-destination",
@@ -111,7 +116,7 @@ def discharge(step: Step, state: TargetState) -> str:
     left the configuration): if the export already sends to the copy, finish the re-point (the old
     destination is deleted); otherwise delete the copy, so no orphan is left behind."""
     iotc = step.healer.s.iotc
-    copy = rd.DestinationCopy.from_dict(json.loads(state.run_data["copy"]))
+    copy = rd.DestinationCopy.from_dict(state.run_data.destination_copy or {})
     refs = [r.get("id") for r in iotc.export(copy.app, copy.export_id).get("destinations") or [] if isinstance(r, dict)]
     if copy.new_id in refs:
         if copy.old_id in refs:  # never left sending to both: the old reference goes first
@@ -119,7 +124,7 @@ def discharge(step: Step, state: TargetState) -> str:
             kept = [r for r in export.get("destinations") or [] if r.get("id") != copy.old_id]
             step.run.effect("unpoint-old", None, lambda: iotc.set_destinations(copy.app, copy.export_id, kept))
         step.run.effect("delete-destination", None, lambda: rd.delete_old(iotc, copy), destination=copy.old_id)
-        step.healer.s.store.update(step.key, lambda st: setattr(st, "destination_id", copy.new_id))
+        step.healer.s.store.update(step.key, _at(copy.new_id))
         return f"finished the re-point to {copy.new_id}"
     step.run.effect(
         "delete-copy", None, lambda: iotc.delete_destination(copy.app, copy.new_id), destination=copy.new_id
@@ -133,12 +138,14 @@ def refused(exc: IotcError) -> bool:
 
 
 def _give_up(step: Step, reason: str) -> Outcome:
-    step.run.finish(lambda st: _escalated(st, reason, st.last_diagnosis))
-    return step.healer.history(step, Outcome("escalated", reason))
+    step.run.finish(lambda st: escalate(st, reason))
+    return step.healer.history(step, Outcome(Status.ESCALATED, reason))
 
 
-def _escalated(state: TargetState, reason: str, diagnosis: str) -> None:
-    state.escalated = True
-    state.escalation_reason = reason[:1000]
-    state.last_outcome = "escalated"
-    state.last_diagnosis = diagnosis
+def _at(destination_id: str) -> Callable[[TargetState], None]:
+    """The target is judged by the re-created destination from now on."""
+
+    def moved(state: TargetState) -> None:
+        state.destination_id = destination_id
+
+    return moved

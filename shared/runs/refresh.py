@@ -19,6 +19,7 @@ from shared.principals import Assignment
 from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import JournalValue, Run
+from shared.runs.outcome import Status, escalate
 from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
@@ -94,7 +95,7 @@ class Refresh:
         self._send_readd(step, pending)
         roles = ", ".join(i.role for i in pending.snapshot)
         detail = f"dropped {roles} of {pending.principal}; re-add due {pending.due:%H:%M:%S}Z"
-        return step.healer.history(step, Outcome("waiting", detail, plan), plan)
+        return step.healer.history(step, Outcome(Status.WAITING, detail, plan), plan)
 
     @staticmethod
     def _send_readd(step: Step, pending: PendingReadd) -> None:
@@ -111,7 +112,7 @@ class Refresh:
             return self._drop(step, pending, None, None)
         if state.phase == DROPPED and step.msg.step != "readd" and step.healer.s.clock() < pending.due:
             self._send_readd(step, pending)  # the delivery that died may not have sent it
-            return Outcome("waiting", f"re-add due {pending.due:%H:%M:%S}Z")
+            return Outcome(Status.WAITING, f"re-add due {pending.due:%H:%M:%S}Z")
         return step.healer.finish_readd(step, pending)
 
 
@@ -179,9 +180,7 @@ def escalate_blocked(services: Services, key: str, holder: str | None, reason: s
     def apply(state: TargetState) -> None:
         if abandon and state.pending_readd is not None:
             state.pending_readd = state.pending_readd.model_copy(update={"abandoned": reason[:1000]})
-        state.escalated = True
-        state.escalation_reason = reason[:1000]
-        state.last_outcome = "escalated"
+        escalate(state, reason)
         obligations.back_off(state, services.clock())  # the sweep retries later, each time later
         if holder is not None and state.lease_owner == holder:
             state.lease_owner, state.lease_until = "", None

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from shared.messages import RemediationMessage
 from shared.runs import obligations, phases
 from shared.runs.backfill import resolve_window
-from shared.runs.base import RunStopped, Services
+from shared.runs.base import RunStopped, Services, Status
 from shared.runs.fencing import Run
 from shared.runs.machine import Healer
 from shared.runs.recreate import RecreateDestination
@@ -302,7 +302,7 @@ def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
         return []
     if target is None or healer.s.settings.observe_only or state.escalated:  # only discharge: no new change
         did = RecreateDestination.discharge(step, state)
-        step.run.finish(lambda st: setattr(st, "last_outcome", "skipped"))
+        step.run.finish(_skipped)
         return [f"{state.key}: {did} (run {state.run_id})"]
     RecreateDestination().resume(step, state)
     return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
@@ -350,6 +350,10 @@ def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> tuple[l
     if outcome.status == "escalated":
         return [f"{state.key}: {outcome.detail}"], False  # escalate_blocked backed off already
     return [f"{state.key}: re-added overdue snapshot of run {pending.run_id}"], False
+
+
+def _skipped(state: TargetState) -> None:
+    state.last_outcome = Status.SKIPPED.value
 
 
 def _release(healer: Healer, state: TargetState) -> list[str]:
