@@ -1,6 +1,6 @@
 """What a remedy is. Each remedy is one module: the plan action it carries out, the phases it
 owns, the queue steps it answers, and how it begins and resumes. The machine knows remedies only
-through this interface (`shared/runs/machine.py` lists them), so a new one is a new module."""
+through this interface (`shared/runs/engine.py` lists them), so a new one is a new module."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from shared.storage import TargetState
 from shared.targets import Target
 
 if TYPE_CHECKING:
-    from shared.runs.machine import Healer
+    from shared.runs.engine import Healer
 
 
 @dataclass

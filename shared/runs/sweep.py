@@ -22,10 +22,10 @@ from shared.messages import RemediationMessage
 from shared.runs import obligations, phases
 from shared.runs.backfill import resolve_window
 from shared.runs.base import RunStopped, Services, Status
+from shared.runs.engine import Healer
 from shared.runs.fencing import Run
-from shared.runs.machine import Healer
-from shared.runs.recreate import RecreateDestination
-from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
+from shared.runs.remedies.recreate import RecreateDestination
+from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
 from shared.runs.remedy import Step
 from shared.storage import PendingEnable, PendingReadd, TargetState
 from shared.targets import Target

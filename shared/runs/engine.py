@@ -19,7 +19,6 @@ from shared.diagnosis import Evidence
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
 from shared.runs import obligations, phases, reading
-from shared.runs.add_role import AddRole
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
     DONE,
@@ -37,8 +36,9 @@ from shared.runs.base import (
 )
 from shared.runs.fencing import JournalValue, Run
 from shared.runs.outcome import Status, escalate
-from shared.runs.recreate import RecreateDestination
-from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
+from shared.runs.remedies.add_role import AddRole
+from shared.runs.remedies.recreate import RecreateDestination
+from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
 from shared.storage import PendingEnable, PendingReadd, RunData, TargetState
 from shared.targets import Target
