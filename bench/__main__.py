@@ -285,7 +285,7 @@ def sweep_obligations(
     from shared.runs import Healer, Services
     from shared.runs.sweep import sweep
     from shared.settings import Settings
-    from shared.storage import Dropped, PendingReadd, TargetState
+    from shared.state import Dropped, PendingReadd, TargetState
     from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
 
     clock = FakeClock()

@@ -17,7 +17,7 @@ from shared.iotcentral import IotcError, service_principal_of
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
 from shared.runs import Healer
 from shared.runs.sweep import sweep
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import AppConfig, PrincipalConfig, Target
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from typing import Any
 from shared.iotcentral import ExportStatus, IotcError
 from shared.kusto import AdxError
 from shared.principals import Assignment
-from shared.storage import Conflict, RemediationQueue, StateStore, TargetState
+from shared.state import Conflict, TargetState
+from shared.storage import RemediationQueue, StateStore
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

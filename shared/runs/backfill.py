@@ -25,7 +25,7 @@ from shared.messages import RemediationMessage
 from shared.runs.base import VERIFYING, Outcome
 from shared.runs.outcome import Status
 from shared.runs.remedy import Step
-from shared.storage import TargetState
+from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 BACKFILLING = "backfilling"

@@ -40,7 +40,7 @@ from shared.runs.remedies.add_role import AddRole
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
-from shared.storage import PendingEnable, PendingReadd, RunData, TargetState
+from shared.state import PendingEnable, PendingReadd, RunData, TargetState
 from shared.targets import Target
 from shared.verification import verify
 

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from shared.runs import obligations, phases
 from shared.runs.base import OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict, Services
-from shared.storage import TargetState
+from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

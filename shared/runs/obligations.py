@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.settings import Settings
-from shared.storage import PendingEnable, PendingReadd, TargetState
+from shared.state import PendingEnable, PendingReadd, TargetState
 
 # Back-off of the sweep's discharge attempts while they are refused: 5 s, doubling, at most 15 min.
 BACKOFF_FIRST_S = 5.0

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.plan import Plan
-    from shared.storage import TargetState
+    from shared.state import TargetState
 
 
 class Status(StrEnum):

@@ -11,7 +11,7 @@ import logging
 from shared.messages import RemediationMessage
 from shared.runs.base import Services
 from shared.runs.outcome import escalate
-from shared.storage import TargetState
+from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 # host.json extensions.queues.maxDequeueCount (a test keeps them equal).

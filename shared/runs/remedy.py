@@ -13,7 +13,7 @@ from shared.principals import Assignment, PrincipalRef
 from shared.runs.base import Outcome
 from shared.runs.fencing import Run
 from shared.runs.reading import Reading
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import Target
 
 if TYPE_CHECKING:

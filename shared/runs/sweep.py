@@ -27,7 +27,7 @@ from shared.runs.fencing import Run
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
 from shared.runs.remedy import Step
-from shared.storage import PendingEnable, PendingReadd, TargetState
+from shared.state import PendingEnable, PendingReadd, TargetState
 from shared.targets import Target
 
 log = logging.getLogger(__name__)

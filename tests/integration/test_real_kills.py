@@ -29,7 +29,8 @@ from sandbox.healer_config import targets_for
 from sandbox.waiting import wait_for
 from sandbox.world import World
 from shared.messages import new_run
-from shared.storage import RemediationQueue, StateStore, TargetState
+from shared.state import TargetState
+from shared.storage import RemediationQueue, StateStore
 from tests.healer_env import settings_values
 from tests.helpers import ROOT, wait_until
 from tests.integration.test_healer_resilience import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS

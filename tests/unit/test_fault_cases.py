@@ -14,7 +14,7 @@ import pytest
 from shared.messages import new_run
 from shared.runs import phases
 from shared.runs.sweep import RECOVERY, sweep
-from shared.storage import Dropped, PendingReadd, TargetState
+from shared.state import Dropped, PendingReadd, TargetState
 from tests.unit.test_run_cases import Crash, harness, held, owes_enable
 from tests.unit.test_run_model import FQN, NOTES, TARGET
 

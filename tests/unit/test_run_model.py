@@ -46,7 +46,7 @@ from shared.runs import Healer, Services
 from shared.runs.poison import MAX_DEQUEUE_COUNT, escalate_poisoned
 from shared.runs.sweep import sweep
 from shared.settings import Settings
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import Target
 from tests.helpers import ROOT
 from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore

@@ -16,7 +16,7 @@ from shared.runs.outcome import Status, escalate
 from shared.runs.phases import ADDING
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.storage import RunData, TargetState
+from shared.state import RunData, TargetState
 
 
 class AddRole:

@@ -23,7 +23,7 @@ from shared.runs.outcome import Status, escalate
 from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.storage import Dropped, PendingReadd, TargetState
+from shared.state import Dropped, PendingReadd, TargetState
 
 log = logging.getLogger(__name__)
 
