@@ -57,6 +57,7 @@ class CycleReport:
     enqueued: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     swept: list[str] = field(default_factory=list)
+    sweep_deferred: list[str] = field(default_factory=list)  # the sweep's budget ran out before these
     pruned: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # discovered destinations not allowed
     errors: list[str] = field(default_factory=list)
@@ -74,6 +75,7 @@ class CycleReport:
             "enqueued": self.enqueued,
             "skipped": self.skipped,
             "swept": self.swept,
+            "sweep_deferred": self.sweep_deferred,
             "pruned": self.pruned,
             "refused": self.refused,
             "errors": self.errors,
@@ -199,7 +201,7 @@ class Detector:
         states = {s.key: s for s in state_list}
         # The sweep comes first: nothing later in the cycle may keep a dropped principal dropped.
         swept = sweep(self.healer, state_list)
-        report.swept, report.errors = swept.done, list(swept.errors)
+        report.swept, report.errors, report.sweep_deferred = swept.done, list(swept.errors), swept.deferred
         try:
             keep = timedelta(days=settings.retention_days)
             report.pruned = services.store.prune(services.clock(), keep)
@@ -234,7 +236,11 @@ class Detector:
                         continue
                     if target.key not in all_targets:
                         all_targets[target.key] = target
-                        self._remember(target, states.get(target.key))
+                        try:
+                            self._remember(target, states.get(target.key))
+                        except Exception as exc:  # remembering is for the queue side; detection goes on
+                            log.exception("could not remember discovered target %s", target.key)
+                            report.errors.append(f"{target.key}: {type(exc).__name__}: {exc}"[:500])
                 for key, items in evidence.items():
                     if key not in all_targets:  # a re-created destination's new id: known by its first key
                         continue
@@ -256,9 +262,14 @@ class Detector:
                 report.skipped[finding.target] = f"cap of {budget} remediations per cycle reached"
                 continue
             summary = "; ".join(f"{e.source}: {e.code}" for e in finding.evidence)[:400]
-            request = request_remediation(
-                services, all_targets[finding.target], "timer", reason=summary, evidence=finding.evidence
-            )
+            try:
+                request = request_remediation(
+                    services, all_targets[finding.target], "timer", reason=summary, evidence=finding.evidence
+                )
+            except Exception as exc:  # contained to this target: the others are still asked for
+                log.exception("could not request a remediation of %s", finding.target)
+                report.errors.append(f"{finding.target}: {type(exc).__name__}: {exc}"[:500])
+                continue
             if request.queued:
                 report.enqueued.append(finding.target)
             else:
