@@ -474,7 +474,7 @@ def test_killed_with_company(world: World, azurite: Azurite, tmp_path: Path, rem
         def settled(n: int) -> bool:
             state = stores[n].load(keys[n])
             done = state.last_outcome == "healed" and state.lease_owner == "" and state.phase == "done"
-            return done and state.pending_readd is None and state.pending_enable is None
+            return done and state.pending_readd is None and not state.pending_enable
 
         wait_for(lambda: all(settled(n) for n in range(len(lanes))), 120)
         stuck = {points[n]: _describe(stores[n], keys[n]) for n in range(len(lanes)) if not settled(n)}
