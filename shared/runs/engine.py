@@ -1,9 +1,12 @@
-"""The run state machine: every message is decided from the run's phase (in the target's state)
-and the message's step. start → planned → (a remedy's phases) → [toggling] → verifying → done.
+"""The run engine: every message is decided from the run's phase (in the target's state) and the
+message's step, along the graph in shared/runs/phases.py: start → planned → (a remedy's phases)
+→ [toggling] → verifying → [backfilling] → done.
 
 A redelivered message of a run that already acted resumes from its phase or does nothing; it
 never plans again. Whatever a message asks for, a pending re-add is done first: a principal is
-never left dropped.
+never left dropped. A new start never takes over another run caught mid-way (it waits, or hands
+that run to its phase's recovery owner), observe mode lets a run in flight only discharge what it
+owes, and a lease too short to act re-queues the message instead of ending it silently.
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ A run acts only while it holds the target's lease. Every state change is an ETag
 that first checks the lease is still this run's (fencing): a holder whose lease was taken by
 another run is refused, whatever it believes. Every side effect renews the lease first (so one
 bounded step always fits inside it: settings validation keeps the lease longer than the worst-case
-step, and the run acts only if that much is left once the renewal itself has returned) and is
-journaled intent → effect → result.
+step by a margin, and the run acts only if a step plus the clock skew both ways is left once the
+renewal itself has returned) and is journaled intent → effect → result. The renewal before an act
+that creates an obligation stamps the obligation with how late the act may land. A transition
+refuses a move the run graph (shared/runs/phases.py) does not hold, and never overwrites another
+run's phase unless it is at rest. In observe mode only acts that discharge an obligation are sent.
 """
 
 from __future__ import annotations
