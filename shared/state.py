@@ -71,6 +71,23 @@ class PendingEnable(BaseModel):
     enabled_at: datetime | None = None  # the run enabled it again; the sweep discharges the record
 
 
+class PendingCopy(BaseModel):
+    """A destination copy the healer created (or is about to): from this record alone, either its
+    re-point is finished (the export sends to the copy: the old destination goes) or the copy is
+    deleted (the export still sends to the old one), so no orphan is left behind."""
+
+    model_config = STORED
+
+    run_id: str
+    app: str
+    export_id: str
+    old_id: str
+    new_id: str
+    since: datetime
+    land_by: datetime | None = None  # a create or re-point issued by the run may land until then
+    settled_at: datetime | None = None  # observed with one destination left; discharged once settled
+
+
 class RunData(BaseModel):
     """What a remedy keeps to resume its phase, typed (no JSON inside strings)."""
 
@@ -132,6 +149,7 @@ class TargetState:
     last_diagnosis: str = ""
     pending_readd: PendingReadd | None = None  # snapshot of a dropped principal not yet re-added
     pending_enable: PendingEnable | None = None  # an export the healer disabled and has not re-enabled yet
+    pending_copy: PendingCopy | None = None  # a destination copy whose re-point or deletion is owed
     queued_until: datetime | None = None  # a start message is on its way (dedups timer, alerts, HTTP)
     queued_run: str = ""
     discovered: dict[str, Any] | None = None  # a target found through discovery, for the queue side
@@ -186,6 +204,7 @@ class TargetState:
             "LastDiagnosis": self.last_diagnosis,
             "PendingReadd": self.pending_readd.model_dump_json() if self.pending_readd else "",
             "EnableObligation": self.pending_enable.model_dump_json() if self.pending_enable else "",
+            "CopyObligation": self.pending_copy.model_dump_json() if self.pending_copy else "",
             "QueuedUntil": time_text(self.queued_until),
             "QueuedRun": self.queued_run,
             "Discovered": json.dumps(self.discovered) if self.discovered else "",
@@ -218,6 +237,9 @@ class TargetState:
             last_diagnosis=entity.get("LastDiagnosis", ""),
             pending_readd=PendingReadd.model_validate_json(entity["PendingReadd"])
             if entity.get("PendingReadd")
+            else None,
+            pending_copy=PendingCopy.model_validate_json(entity["CopyObligation"])
+            if entity.get("CopyObligation")
             else None,
             pending_enable=PendingEnable.model_validate_json(entity["EnableObligation"])
             if entity.get("EnableObligation")

@@ -154,6 +154,10 @@ class Healer:
         makes it wait; a lapsed one hands the earlier run to its phase's recovery owner (the
         sweep's), recorded in the history as a hand-over, and this start waits for it."""
         if state.run_id in ("", step.msg.run_id) or state.phase in phases.REPLACEABLE:
+            copy = state.pending_copy
+            if copy is not None and copy.run_id != step.msg.run_id:
+                # Another run's destination copy is not settled yet: a new run waits for the sweep.
+                return self._settling(step.target, step.msg, copy.run_id, copy.land_by)
             return None
         if state.leased(self.s.clock()):
             return Outcome(Status.SKIPPED, f"run {state.run_id} holds this target ({state.phase})")

@@ -1,9 +1,9 @@
 """Obligations: what a run must undo or finish, recorded before the act that creates it.
 
 A principal dropped must be re-added (`PendingReadd`), an export disabled must be re-enabled
-(`PendingEnable`); a destination copy must be deleted or its re-point finished (the re-creation's
-phases keep the copy in the run's record). Each record holds everything needed to discharge it
-from the record alone: no configuration, no run in memory.
+(`PendingEnable`), a destination copy must be deleted or its re-point finished (`PendingCopy`).
+Each record holds everything needed to discharge it from the record alone: no configuration, no
+run in memory.
 
 The rule: an obligation is discharged only when its effect is observed **and** no act of the run
 that created it can still land. Every act that creates an obligation stamps the record, at the
@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.settings import Settings
-from shared.state import PendingEnable, PendingReadd, TargetState
+from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 
 # Back-off of the sweep's discharge attempts while they are refused: 5 s, doubling, at most 15 min.
 BACKOFF_FIRST_S = 5.0
@@ -30,7 +30,7 @@ def land_by(settings: Settings, now: datetime) -> datetime:
     return now + timedelta(seconds=settings.act_window_seconds)
 
 
-def settled(record: PendingReadd | PendingEnable, now: datetime) -> bool:
+def settled(record: PendingReadd | PendingEnable | PendingCopy, now: datetime) -> bool:
     """No act that created this obligation can still land."""
     return record.land_by is None or now >= record.land_by
 
@@ -43,7 +43,10 @@ def stamp(state: TargetState, kind: str, until: datetime) -> None:
     elif kind == "enable" and state.pending_enable is not None:
         later = max(filter(None, [state.pending_enable.land_by, until]))
         state.pending_enable = state.pending_enable.model_copy(update={"land_by": later})
-    elif kind not in ("readd", "enable"):
+    elif kind == "copy" and state.pending_copy is not None:
+        later = max(filter(None, [state.pending_copy.land_by, until]))
+        state.pending_copy = state.pending_copy.model_copy(update={"land_by": later})
+    elif kind not in ("readd", "enable", "copy"):
         raise ValueError(f"unknown obligation {kind!r}")
 
 
@@ -63,6 +66,14 @@ def enabled(state: TargetState, now: datetime) -> None:
     state.pending_enable = None if settled(pending, now) else pending.model_copy(update={"enabled_at": now})
 
 
+def copied(state: TargetState, now: datetime) -> None:
+    """One destination is left, the export sending to it: discharge the record if settled, else mark it."""
+    pending = state.pending_copy
+    if pending is None:
+        return
+    state.pending_copy = None if settled(pending, now) else pending.model_copy(update={"settled_at": now})
+
+
 def open_obligations(state: TargetState) -> list[str]:
     """What is still owed on this target, in words (the sweep's report, /api/health)."""
     owed = []
@@ -70,6 +81,8 @@ def open_obligations(state: TargetState) -> list[str]:
         owed.append(f"re-add {state.pending_readd.principal} (run {state.pending_readd.run_id})")
     if state.pending_enable is not None:
         owed.append(f"re-enable export {state.pending_enable.export_id} (run {state.pending_enable.run_id})")
+    if state.pending_copy is not None:
+        owed.append(f"settle destination copy {state.pending_copy.new_id} (run {state.pending_copy.run_id})")
     return owed
 
 

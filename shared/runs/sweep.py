@@ -24,10 +24,10 @@ from shared.runs.backfill import resolve_window
 from shared.runs.base import RunStopped, Services, Status
 from shared.runs.engine import Healer
 from shared.runs.fencing import Run
-from shared.runs.remedies.recreate import RecreateDestination
+from shared.runs.remedies.recreate import RecreateDestination, settle_copy
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
 from shared.runs.remedy import Step
-from shared.state import PendingEnable, PendingReadd, TargetState
+from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 from shared.targets import Target
 
 log = logging.getLogger(__name__)
@@ -67,9 +67,18 @@ def _work(state: TargetState, now: datetime, grace: float) -> bool:
     pending = state.pending_readd
     if pending is not None and not pending.abandoned and (overdue(state, now, grace) or pending.readded_at):
         return True
-    if state.pending_enable is not None and not state.leased(now):
+    if (state.pending_enable is not None or _copy_owed(state)) and not state.leased(now):
         return True
     return state.phase in RECOVERY and stalled(state, now, grace)
+
+
+def _copy_owed(state: TargetState) -> bool:
+    """A copy the sweep settles: its run is no longer re-creating (that run's own phases, or their
+    recovery owner, finish the re-creation first)."""
+    owed = state.pending_copy
+    if owed is None:
+        return False
+    return state.run_id != owed.run_id or state.phase not in RecreateDestination.phases
 
 
 def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepReport:
@@ -149,7 +158,7 @@ def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
     if state.unreadable:  # isolated to its target: reported, nothing acts on it
         report.errors.append(f"{state.key}: state unreadable: {state.unreadable}")
         return report
-    owes = state.pending_readd is not None or state.pending_enable is not None
+    owes = state.pending_readd is not None or state.pending_enable is not None or state.pending_copy is not None
     if owes and obligations.backing_off(state, now):
         report.backing_off.append(state.key)
         assert state.retry_at is not None
@@ -178,6 +187,9 @@ def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
             report.done.extend(recover(healer, state))
         if state.pending_enable is not None and not state.leased(now):
             report.done.extend(_reenable(healer, state, state.pending_enable))
+        if _copy_owed(state) and not state.leased(now):
+            assert state.pending_copy is not None
+            report.done.extend(_settle_copy(healer, state, state.pending_copy))
     except RunStopped as stopped:  # someone else is on it, or finished it meanwhile
         log.info("sweep of %s stood back: %s", state.key, stopped)
     except Exception as exc:  # one target's failure never stops the sweep of the others
@@ -253,6 +265,28 @@ def _reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list
     return [f"{state.key}: re-enabled the export"] + (
         [f"{state.key}: discharged the re-enable of run {enable.run_id}"] if after.pending_enable is None else []
     )
+
+
+def _settle_copy(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
+    """A destination copy whose run has moved on: finish its re-point or delete it (again, if a
+    late create landed), from the record alone; discharged once settled."""
+    run = _stand_in(healer, state.key, owed.run_id)
+    if run.acquire(exclusive=True) is None:
+        return []
+    try:
+        did = settle_copy(healer.s, run, state.key, owed)
+    finally:
+
+        def release(st: TargetState) -> None:
+            if st.lease_owner == run.holder:
+                st.lease_owner, st.lease_until = "", None
+
+        healer.s.store.update(state.key, release, name=f"{run.holder}:release")
+    after = healer.s.store.load(state.key)
+    lines = [f"{state.key}: {did} (run {owed.run_id})"]
+    if after.pending_copy is None:
+        lines.append(f"{state.key}: discharged the destination copy of run {owed.run_id}")
+    return lines
 
 
 def recover(healer: Healer, state: TargetState) -> list[str]:

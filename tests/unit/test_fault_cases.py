@@ -111,6 +111,38 @@ def test_case08_observe_mode_mid_recreation_deletes_the_copy_and_changes_nothing
     assert h.store.load(TARGET.key).phase == phases.DONE
 
 
+def test_a_late_create_that_lands_after_its_copy_was_deleted_is_deleted_again() -> None:
+    """The copy's create is in flight while the run's lease lapses and observe mode is switched on:
+    the sweep discharges the re-creation (deletes the copy, which is not there yet), then the late
+    create lands. The copy record outlives it, and the next sweep deletes the orphan."""
+    paused, woken = threading.Event(), threading.Event()
+    h = recreating()
+    iotc = cast(Any, h.services.iotc)
+
+    def in_flight(verb: str) -> None:
+        if verb == "create" and threading.current_thread().name == "stalled":
+            paused.set()
+            woken.wait(10)
+
+    h.adx.before_command = in_flight
+    worker = threading.Thread(target=lambda: h.deliver(new_run(TARGET.key, "timer").to_json()), name="stalled")
+    worker.start()
+    assert paused.wait(10)  # the create is on its way to IoT Central
+    settings = h.services.settings = h.services.settings.model_copy(update={"mode": "observe"})
+    h.clock.advance(settings.lease_seconds + settings.sweep_grace_seconds + 1)
+    sweep(h.healer)  # the recovery owner, in observe mode: discharge only
+    assert sorted(iotc.destinations) == ["adx-1"]
+    woken.set()  # the late create lands: an orphan
+    worker.join(10)
+    assert len(iotc.destinations) == 2
+    owed = h.store.load(TARGET.key).pending_copy
+    assert owed is not None and owed.land_by is not None, "the copy record was discharged while a create could land"
+    h.clock.now = owed.land_by
+    sweep(h.healer)
+    assert sorted(iotc.destinations) == ["adx-1"] and [r["id"] for r in iotc.refs] == ["adx-1"]
+    assert h.store.load(TARGET.key).pending_copy is None
+
+
 def test_case03_an_export_disabled_by_a_run_whose_target_left_the_configuration_is_re_enabled() -> None:
     crash_at = ["effect:disable-export"]
 

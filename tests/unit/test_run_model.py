@@ -473,7 +473,8 @@ class RunModel(RuleBasedStateMachine):
         self._settings(mode="enforce")
         for _ in range(200):
             state = self.store.load(TARGET.key)
-            idle = state.pending_readd is None and state.pending_enable is None and not state.leased(self.clock())
+            owes = state.pending_readd or state.pending_enable or state.pending_copy
+            idle = owes is None and not state.leased(self.clock())
             if not self.queue.messages and idle:
                 break
             self.clock.advance(61)
@@ -489,6 +490,7 @@ class RunModel(RuleBasedStateMachine):
         STATS["healed"] += sum(1 for row in self.store.history_rows if row.get("Outcome") == "healed")
         assert state.pending_readd is None, "a re-add is still pending after quiescence"
         assert state.pending_enable is None, "a re-enable is still owed after quiescence"
+        assert state.pending_copy is None, "a destination copy is still owed after quiescence"
         roles = [a.role for a in self.adx.rows if a.fqn.lower() == FQN.lower()]
         # It holds its role (the healer added it, or it held it from the start); a principal the
         # healer never added (its run escalated before the add) holds what it held: nothing.

@@ -18,12 +18,14 @@ from typing import ClassVar
 from shared import recreate_destination as rd
 from shared.iotcentral import IotcError
 from shared.plan import Action, Plan
-from shared.runs.base import PLANNED, Outcome
+from shared.runs import obligations
+from shared.runs.base import PLANNED, Outcome, Services
+from shared.runs.fencing import Run
 from shared.runs.outcome import Status, escalate
 from shared.runs.phases import CREATED, PREPARED, REPOINTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.state import RunData, TargetState
+from shared.state import PendingCopy, RunData, TargetState
 
 
 class RecreateDestination:
@@ -46,8 +48,19 @@ class RecreateDestination:
         step.run.journal("destination-copy", "done", copy=copy.to_dict(), listed=listed)
         data = RunData(destination_copy=copy.to_dict(), listed=listed)
 
+        since = step.healer.s.clock()
+        owed = PendingCopy(
+            run_id=step.run.run_id,
+            app=copy.app,
+            export_id=copy.export_id,
+            old_id=copy.old_id,
+            new_id=copy.new_id,
+            since=since,
+        )
+
         def prepared(state: TargetState) -> None:
             state.run_data = data
+            state.pending_copy = owed  # the obligation is recorded before the copy is created
 
         step.run.transition({PLANNED}, PREPARED, prepared)
         outcome = self._carry_on(step, PREPARED, data)
@@ -77,6 +90,7 @@ class RecreateDestination:
                     PREPARED,
                     lambda: rd.create(iotc, copy),
                     lambda body: {"destination_status": str(body.get("status", ""))},
+                    obligation="copy",
                     destination=copy.new_id,
                 )
             except IotcError as exc:
@@ -92,6 +106,7 @@ class RecreateDestination:
                 CREATED,
                 lambda: rd.point(iotc, copy),
                 lambda changed: {"changed": changed, "listed": listed},
+                obligation="copy",
                 export=copy.export_id,
                 old=copy.old_id,
                 new=copy.new_id,
@@ -108,28 +123,62 @@ class RecreateDestination:
         state = services.store.load(step.key)
         if step.target is not None:
             step.target = step.target.at_destination(copy.new_id)
-        return step.healer.to_verify(step, {REPOINTED}, state.phase_at or services.clock())
+        done_at = services.clock()
+        return step.healer.to_verify(
+            step, {REPOINTED}, state.phase_at or done_at, lambda st: obligations.copied(st, done_at)
+        )
 
 
 def discharge(step: Step, state: TargetState) -> str:
-    """Discharge a re-creation's obligation from its record alone (observe mode, a target that
-    left the configuration): if the export already sends to the copy, finish the re-point (the old
-    destination is deleted); otherwise delete the copy, so no orphan is left behind."""
-    iotc = step.healer.s.iotc
-    copy = rd.DestinationCopy.from_dict(state.run_data.destination_copy or {})
-    refs = [r.get("id") for r in iotc.export(copy.app, copy.export_id).get("destinations") or [] if isinstance(r, dict)]
-    if copy.new_id in refs:
-        if copy.old_id in refs:  # never left sending to both: the old reference goes first
-            export = iotc.export(copy.app, copy.export_id)
-            kept = [r for r in export.get("destinations") or [] if r.get("id") != copy.old_id]
-            step.run.effect("unpoint-old", None, lambda: iotc.set_destinations(copy.app, copy.export_id, kept))
-        step.run.effect("delete-destination", None, lambda: rd.delete_old(iotc, copy), destination=copy.old_id)
-        step.healer.s.store.update(step.key, _at(copy.new_id))
-        return f"finished the re-point to {copy.new_id}"
-    step.run.effect(
-        "delete-copy", None, lambda: iotc.delete_destination(copy.app, copy.new_id), destination=copy.new_id
-    )
-    return f"deleted the copy {copy.new_id} (the export still sends to {copy.old_id})"
+    """Discharge a re-creation's obligation (observe mode, a target that left the configuration,
+    an escalated run) from its record alone, then mark it observed."""
+    owed = state.pending_copy
+    if owed is None:  # a run of an earlier version: its record is the run's data
+        copy = rd.DestinationCopy.from_dict(state.run_data.destination_copy or {})
+        owed = PendingCopy(
+            run_id=state.run_id,
+            app=copy.app,
+            export_id=copy.export_id,
+            old_id=copy.old_id,
+            new_id=copy.new_id,
+            since=step.healer.s.clock(),
+        )
+    return settle_copy(step.healer.s, step.run, step.key, owed)
+
+
+def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> str:
+    """If the export sends to the copy, finish the re-point (the old reference goes first, then
+    the old destination); otherwise delete the copy. Each a journaled, fenced effect; then the
+    record is discharged once no create or re-point of its run can land any more."""
+    iotc = services.iotc
+    export = iotc.export(owed.app, owed.export_id)
+    refs = [r for r in export.get("destinations") or [] if isinstance(r, dict)]
+    ids = [r.get("id") for r in refs]
+    moved: str | None = None
+    if owed.new_id in ids:
+        if owed.old_id in ids:  # never left sending to both: the old reference goes first
+            kept = [r for r in refs if r.get("id") != owed.old_id]
+            run.effect("unpoint-old", None, lambda: iotc.set_destinations(owed.app, owed.export_id, kept))
+        run.effect(
+            "delete-destination",
+            None,
+            lambda: iotc.delete_destination(owed.app, owed.old_id),
+            destination=owed.old_id,
+        )
+        did, moved = f"finished the re-point to {owed.new_id}", owed.new_id
+    else:
+        run.effect("delete-copy", None, lambda: iotc.delete_destination(owed.app, owed.new_id), destination=owed.new_id)
+        did = f"deleted the copy {owed.new_id} (the export still sends to {owed.old_id})"
+    now = services.clock()
+
+    def observed(st: TargetState) -> None:
+        if moved is not None:
+            st.destination_id = moved
+        if st.pending_copy is not None and st.pending_copy.new_id == owed.new_id:
+            obligations.copied(st, now)
+
+    services.store.update(key, observed, name=f"{run.holder}:copy-settled")
+    return did
 
 
 def refused(exc: IotcError) -> bool:
