@@ -59,6 +59,10 @@ def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, 
         "HEALER_ALERT_CLIENT_ID": ALERT_CLIENT_ID,
         "HEALER_ALERT_TENANT_ID": TENANT_ID,
         "HEALER_ENTRA_AUTHORITY": endpoints["entra_authority"],
+        # One machine, one clock, and the sandbox has answered every command when the call
+        # returns: no skew to allow for, and no command lands after its answer.
+        "HEALER_CLOCK_SKEW_SECONDS": 0,
+        "HEALER_ACT_LANDS_WITHIN_SECONDS": 0,
         "AzureWebJobsStorage": azurite.connection_string,
         **world.identity_env(),
     }

@@ -16,7 +16,7 @@ from shared.iotcentral import IotcError, service_principal_of
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
 from shared.runs import Healer
 from shared.runs.sweep import sweep
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import AppConfig, PrincipalConfig, Target
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,15 @@ class CycleReport:
     enqueued: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     swept: list[str] = field(default_factory=list)
+    sweep_deferred: list[str] = field(default_factory=list)  # the sweep's budget ran out before these
     pruned: int = 0
     refused: dict[str, str] = field(default_factory=dict)  # discovered destinations not allowed
     errors: list[str] = field(default_factory=list)
+    # Apps this cycle could not look at (unexpected answers, timeouts, bugs), with why: each
+    # failure is contained to its app, the others are looked at as usual.
+    failed_apps: dict[str, str] = field(default_factory=dict)
+    # Log evidence older than the target's last verified healing: it starts nothing.
+    stale_evidence: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,9 +74,12 @@ class CycleReport:
             "enqueued": self.enqueued,
             "skipped": self.skipped,
             "swept": self.swept,
+            "sweep_deferred": self.sweep_deferred,
             "pruned": self.pruned,
             "refused": self.refused,
             "errors": self.errors,
+            "failed_apps": self.failed_apps,
+            "stale_evidence": self.stale_evidence,
             "seconds": round(self.seconds, 3),
         }
 
@@ -192,7 +201,7 @@ class Detector:
         states = {s.key: s for s in state_list}
         # The sweep comes first: nothing later in the cycle may keep a dropped principal dropped.
         swept = sweep(self.healer, state_list)
-        report.swept, report.errors = swept.done, list(swept.errors)
+        report.swept, report.errors, report.sweep_deferred = swept.done, list(swept.errors), swept.deferred
         try:
             keep = timedelta(days=settings.retention_days)
             report.pruned = services.store.prune(services.clock(), keep)
@@ -207,8 +216,18 @@ class Detector:
         replaced = {(k.split(":")[0], s.destination_id) for k, s in states.items() if s.destination_id}
         findings: dict[str, Finding] = {}
         all_targets: dict[str, Target] = {t.key: t for t in configured}
+
+        def scan(app: str) -> tuple[list[Target], dict[str, list[Evidence]], str | None]:
+            try:
+                return self._scan_app(app, by_app.get(app, []), apps[app], report.refused)
+            except Exception as exc:  # an unexpected answer or a bug: contained to this app
+                log.exception("detection of app %s failed", app)
+                reason = f"{type(exc).__name__}: {exc}"[:300]
+                report.failed_apps[app] = reason
+                return [], {}, f"{app}: {reason}"
+
         with ThreadPoolExecutor(max_workers=settings.scan_concurrency) as pool:
-            scans = pool.map(lambda a: self._scan_app(a, by_app.get(a, []), apps[a], report.refused), list(apps))
+            scans = pool.map(scan, list(apps))
             for discovered, evidence, error in scans:
                 if error:
                     report.errors.append(error)
@@ -217,14 +236,18 @@ class Detector:
                         continue
                     if target.key not in all_targets:
                         all_targets[target.key] = target
-                        self._remember(target, states.get(target.key))
+                        try:
+                            self._remember(target, states.get(target.key))
+                        except Exception as exc:  # remembering is for the queue side; detection goes on
+                            log.exception("could not remember discovered target %s", target.key)
+                            report.errors.append(f"{target.key}: {type(exc).__name__}: {exc}"[:500])
                 for key, items in evidence.items():
                     if key not in all_targets:  # a re-created destination's new id: known by its first key
                         continue
                     findings.setdefault(key, Finding(key)).evidence.extend(items)
                     findings[key].count += len(items)
         report.targets = len(all_targets)
-        self._merge_logs(all_targets, findings, report)
+        self._merge_logs(all_targets, findings, report, states)
 
         now = services.clock()
         ordered = sorted(findings.values(), key=lambda f: (not f.permission, -f.count, f.target))
@@ -239,14 +262,20 @@ class Detector:
                 report.skipped[finding.target] = f"cap of {budget} remediations per cycle reached"
                 continue
             summary = "; ".join(f"{e.source}: {e.code}" for e in finding.evidence)[:400]
-            request = request_remediation(
-                services, all_targets[finding.target], "timer", reason=summary, evidence=finding.evidence
-            )
+            try:
+                request = request_remediation(
+                    services, all_targets[finding.target], "timer", reason=summary, evidence=finding.evidence
+                )
+            except Exception as exc:  # contained to this target: the others are still asked for
+                log.exception("could not request a remediation of %s", finding.target)
+                report.errors.append(f"{finding.target}: {type(exc).__name__}: {exc}"[:500])
+                continue
             if request.queued:
                 report.enqueued.append(finding.target)
             else:
                 report.skipped[finding.target] = request.reason
         report.seconds = time.monotonic() - started
+        _LAST[0] = report
         log.info(
             "detection cycle: %d targets, %d findings, %d enqueued, %d skipped in %.2fs",
             report.targets,
@@ -266,7 +295,13 @@ class Detector:
         if state is None or state.discovered != data:
             self.healer.s.store.update(target.key, keep)
 
-    def _merge_logs(self, targets: dict[str, Target], findings: dict[str, Finding], report: CycleReport) -> None:
+    def _merge_logs(
+        self,
+        targets: dict[str, Target],
+        findings: dict[str, Finding],
+        report: CycleReport,
+        states: dict[str, TargetState] | None = None,
+    ) -> None:
         workspace = self.healer.s.settings.log_analytics_workspace_id
         if self.logs is None or not workspace:
             return
@@ -279,11 +314,26 @@ class Detector:
             for target in targets.values():
                 if not _same_table(target, group):
                     continue
+                state = (states or {}).get(target.key)
+                healed = state.healed_at if state is not None else None
+                if healed is not None and (group.last_seen is None or group.last_seen <= healed):
+                    # The outage's rows keep arriving within the lookback: a healed target is
+                    # not remediated again on evidence older than its last verified healing.
+                    report.stale_evidence[target.key] = f"{group.error_code} last seen before the healing at {healed}"
+                    continue
                 finding = findings.setdefault(target.key, Finding(target.key))
                 finding.evidence.append(Evidence("loganalytics", group.error_code, group.message))
                 finding.count += group.failures
                 finding.first_seen = min(filter(None, [finding.first_seen, group.first_seen]), default=None)
                 finding.last_seen = max(filter(None, [finding.last_seen, group.last_seen]), default=None)
+
+
+_LAST: list[CycleReport | None] = [None]
+
+
+def last_cycle() -> CycleReport | None:
+    """This instance's last detection cycle (for /api/health)."""
+    return _LAST[0]
 
 
 def _same_table(target: Target, group: FailureGroup) -> bool:

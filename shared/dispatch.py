@@ -9,7 +9,7 @@ from datetime import timedelta
 from shared.diagnosis import Evidence
 from shared.messages import Trigger, carried, new_run
 from shared.runs import Services
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import Target
 
 

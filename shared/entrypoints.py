@@ -97,7 +97,17 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
                 "messaging.message.delivery_count": dequeue_count,
             },
         ) as current:
-            outcome = ctx.healer.handle(msg)
+            try:
+                outcome = ctx.healer.handle(msg)
+            except Exception as exc:
+                from shared.runs.poison import escalate_poisoned, last_delivery
+
+                if last_delivery(dequeue_count):  # the host moves it to the poison queue next
+                    try:
+                        escalate_poisoned(ctx.healer.s, msg, exc)
+                    except Exception:
+                        log.exception("could not escalate the poisoned run %s", msg.run_id)
+                raise
             if current is not None:
                 current.set_attribute("healer.outcome", str(outcome.status))
     except (MalformedMessage, UnknownTarget) as exc:
@@ -232,10 +242,23 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
 
     settings = ctx.healer.s.settings
     overdue = overdue_readds(ctx.healer.s)
+    try:
+        poisoned: int | None = ctx.healer.s.queue.poisoned()
+    except Exception as exc:  # the count is a report, never a reason to fail the probe
+        log.warning("poison queue unreadable: %s", exc)
+        poisoned = None
+    from shared.detection import last_cycle
+
+    cycle = last_cycle()
+    failed_apps = dict(cycle.failed_apps) if cycle is not None else {}
     return ApiResponse(
         200,
         {
-            "status": "degraded" if overdue else "ok",
+            "status": "degraded" if overdue or poisoned or failed_apps else "ok",
+            # Messages that failed every delivery (their runs were escalated once each).
+            "poisoned_messages": poisoned,
+            # Apps the last detection cycle could not look at, with why (the others were looked at).
+            "failed_apps": failed_apps,
             "mode": settings.mode,
             "targets": len(settings.target_list),
             "apps": len(settings.app_list),

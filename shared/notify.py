@@ -22,7 +22,7 @@ from typing import Any
 from shared import telemetry
 
 log = logging.getLogger(__name__)
-KINDS = ("escalated", "readd-failed", "data-not-recovered")
+KINDS = ("escalated", "readd-failed", "data-not-recovered", "poisoned")
 _RESEND_AFTER = timedelta(minutes=10)  # a claim whose send never finished may be sent again
 
 

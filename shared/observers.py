@@ -53,7 +53,7 @@ def install(services: Any) -> None:
             _backfilled(services, key, msg, outcome, gap)
         kind = ""
         if outcome.status == "escalated":
-            # A re-add the healer cannot do (shared/runs/refresh.py escalate_blocked) is its own kind.
+            # A re-add the healer cannot do (shared/runs/remedies/refresh.py escalate_blocked) is its own kind.
             kind = "readd-failed" if outcome.detail.startswith("re-add pending") else "escalated"
             telemetry.count("healer.escalations", target=key, diagnosis=diagnosis)
         elif getattr(outcome, "incident", ""):

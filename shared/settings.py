@@ -13,6 +13,10 @@ from shared.targets import AppConfig, ConfigError, Target, describe_validation, 
 REMEDIES = ("recreate-destination", "refresh")
 
 
+# One renewal's storage round trip (the state store's timeout): part of the lease margin.
+RENEWAL_S = 10
+
+
 class Settings(BaseSettings):
     """All settings are app settings (environment variables) named HEALER_<FIELD>."""
 
@@ -30,8 +34,17 @@ class Settings(BaseSettings):
     max_remediations_per_cycle: int = Field(5, ge=1, le=500)
     verify_deadline_seconds: int = Field(900, ge=0, le=86400)
     verify_poll_seconds: int = Field(60, ge=1, le=3600)
-    lease_seconds: int = Field(300, ge=10, le=86400)
+    lease_seconds: int = Field(360, ge=10, le=86400)
+    # How far apart the clocks of two instances may be (assumed): leases and obligations allow it.
+    clock_skew_seconds: int = Field(30, ge=0, le=600)
+    # How late a command the healer issued may still land after the renewal that allowed it
+    # (assumed; default twice the lease): an obligation is discharged only after that.
+    act_lands_within_seconds: int | None = Field(None, ge=0, le=7 * 86400)
     sweep_grace_seconds: int = Field(120, ge=0, le=86400)
+    # The sweep discharges obligations concurrently, and begins nothing new after its budget
+    # (well inside host.json's functionTimeout of 10 min: detection must still run).
+    sweep_concurrency: int = Field(8, ge=1, le=64)
+    sweep_budget_seconds: int = Field(240, ge=10, le=3600)
     toggle_export: bool = False
     # After a verified healing: off, plan (measure the gap and record what would be ingested) or on.
     backfill: Literal["off", "plan", "on"] = "plan"
@@ -135,15 +148,31 @@ class Settings(BaseSettings):
         http = self.http_retry_budget_seconds + 2 * self.http_timeout_seconds
         return max(kusto, http) + 2 * TOKEN_TIMEOUT_S
 
+    @property
+    def lease_margin_seconds(self) -> float:
+        """What the lease must hold beyond the worst-case step: the renewal's own storage round trip
+        (RENEWAL_S) and the skew between the clock that set the lease and the clock that judges it,
+        both ways."""
+        return RENEWAL_S + 2 * self.clock_skew_seconds
+
+    @property
+    def act_window_seconds(self) -> float:
+        """After the renewal that allowed it, how long an act may still land, seen from any clock."""
+        late = self.act_lands_within_seconds
+        return (2 * self.lease_seconds if late is None else late) + 2 * self.clock_skew_seconds
+
     @model_validator(mode="after")
     def _lease_outlasts_a_step(self) -> Settings:
-        worst = self.worst_case_step_seconds
-        if self.lease_seconds < worst:
+        worst, margin = self.worst_case_step_seconds, self.lease_margin_seconds
+        if self.lease_seconds < worst + margin:
             raise ValueError(
-                f"HEALER_LEASE_SECONDS={self.lease_seconds} is shorter than the worst-case step of {worst:.0f} s "
-                "(HEALER_KUSTO_RETRY_BUDGET_SECONDS plus twice HEALER_KUSTO_SERVER_TIMEOUT_SECONDS plus 60 s, or "
-                "HEALER_HTTP_RETRY_BUDGET_SECONDS plus twice HEALER_HTTP_TIMEOUT_SECONDS, plus 20 s for a token), "
-                "so a run could lose its lease while still acting"
+                f"HEALER_LEASE_SECONDS={self.lease_seconds} must exceed the worst-case step of {worst:.0f} s "
+                f"by the margin of {margin:.0f} s ({RENEWAL_S} s for the renewal plus twice "
+                f"HEALER_CLOCK_SKEW_SECONDS={self.clock_skew_seconds}): at least {worst + margin:.0f} s. "
+                "The worst-case step is HEALER_KUSTO_RETRY_BUDGET_SECONDS plus twice "
+                "HEALER_KUSTO_SERVER_TIMEOUT_SECONDS plus 60 s, or "
+                "HEALER_HTTP_RETRY_BUDGET_SECONDS plus twice HEALER_HTTP_TIMEOUT_SECONDS, plus 20 s for a token; "
+                "with less, every run would find less than a step of lease left and never act"
             )
         return self
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import Target
 
 if TYPE_CHECKING:

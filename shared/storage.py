@@ -8,11 +8,10 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from shared.state import Conflict, LeasedStates, TargetState, parse_time, time_text
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -24,153 +23,6 @@ log = logging.getLogger(__name__)
 _EPOCH_MS_MAX = 10**13
 # Bounded time for storage calls too (the SDKs' defaults: 300 s to read, minutes of backoff).
 STORAGE_TIMEOUT_S = 10
-
-
-class Dropped(BaseModel):
-    """One role assignment a refresh dropped, exactly as it was listed (re-added as is)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    role: str
-    fqn: str
-    notes: str = ""
-
-
-class PendingReadd(BaseModel):
-    """Everything needed to put a dropped principal back, from this record alone: the sweep can
-    finish a re-add for a target that is no longer configured or discovered."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    run_id: str
-    cluster_url: str
-    database: str
-    principal: str
-    snapshot: tuple[Dropped, ...]
-    dropped_at: datetime
-    due: datetime
-    correlation_id: str
-    trigger: str = "timer"
-    # Set when the re-add can never succeed (the principal is unknown to Entra past the retry
-    # window): the record stays for people, nothing retries it any more.
-    abandoned: str = ""
-
-
-def _dt(value: datetime | None) -> str:
-    return value.astimezone(UTC).isoformat() if value else ""
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(value) if value else None
-
-
-@dataclass
-class TargetState:
-    """What the healer remembers about one target between invocations."""
-
-    key: str
-    lease_owner: str = ""
-    lease_until: datetime | None = None
-    cooldown_until: datetime | None = None
-    attempts: list[datetime] = field(default_factory=list)
-    escalated: bool = False
-    escalation_reason: str = ""
-    last_outcome: str = ""
-    last_run_id: str = ""
-    last_diagnosis: str = ""
-    pending_readd: PendingReadd | None = None  # snapshot of a dropped principal not yet re-added
-    pending_enable: bool = False  # an export the healer disabled and has not re-enabled yet
-    queued_until: datetime | None = None  # a start message is on its way (dedups timer, alerts, HTTP)
-    queued_run: str = ""
-    discovered: dict[str, Any] | None = None  # a target found through discovery, for the queue side
-    # The run state machine: which run is in progress on this target and how far it got. Changed
-    # only by ETag-guarded updates of the run holding the lease (shared/runs/fencing.py).
-    run_id: str = ""
-    phase: str = ""
-    phase_at: datetime | None = None
-    run_data: dict[str, str] = field(default_factory=dict)  # what a remedy needs to resume its phase
-    last_manual_at: datetime | None = None  # the last manual heal that was queued (rate limit)
-    gap: dict[str, Any] | None = None  # the last measured export gap and its backfill
-    last_root_cause: dict[str, Any] | None = None  # shared/root_cause.py, of the last diagnosis that had one
-    destination_id: str = ""  # the destination the healer re-created in place of the target's
-    etag: str | None = None
-
-    def leased(self, now: datetime, by: str | None = None) -> bool:
-        held = bool(self.lease_owner) and self.lease_until is not None and self.lease_until > now
-        return held and (by is None or self.lease_owner != by)
-
-    def why_busy(self, now: datetime, *, manual: bool = False) -> str:
-        """Why no new remediation may start now ("" if one may). Manual requests skip the cooldown."""
-        if self.escalated:
-            return f"escalated: {self.escalation_reason}"
-        if self.leased(now):
-            return "a remediation is in progress"
-        if self.queued_until and self.queued_until > now:
-            return "a remediation is already queued"
-        if self.cooldown_until and self.cooldown_until > now and not manual:
-            return f"cooling down until {self.cooldown_until:%H:%M:%S}Z"
-        return ""
-
-    def to_entity(self) -> dict[str, Any]:
-        return {
-            "PartitionKey": "target",
-            "RowKey": self.key,
-            "LeaseOwner": self.lease_owner,
-            "LeaseUntil": _dt(self.lease_until),
-            "CooldownUntil": _dt(self.cooldown_until),
-            "Attempts": json.dumps([_dt(a) for a in self.attempts]),
-            "Escalated": self.escalated,
-            "EscalationReason": self.escalation_reason,
-            "LastOutcome": self.last_outcome,
-            "LastRunId": self.last_run_id,
-            "LastDiagnosis": self.last_diagnosis,
-            "PendingReadd": self.pending_readd.model_dump_json() if self.pending_readd else "",
-            "PendingEnable": self.pending_enable,
-            "QueuedUntil": _dt(self.queued_until),
-            "QueuedRun": self.queued_run,
-            "Discovered": json.dumps(self.discovered) if self.discovered else "",
-            "RunId": self.run_id,
-            "Phase": self.phase,
-            "PhaseAt": _dt(self.phase_at),
-            "RunData": json.dumps(self.run_data) if self.run_data else "",
-            "LastManualAt": _dt(self.last_manual_at),
-            "Gap": json.dumps(self.gap) if self.gap else "",
-            "LastRootCause": json.dumps(self.last_root_cause) if self.last_root_cause else "",
-            "DestinationId": self.destination_id,
-        }
-
-    @staticmethod
-    def from_entity(entity: dict[str, Any], etag: str | None) -> TargetState:
-        return TargetState(
-            key=entity["RowKey"],
-            lease_owner=entity.get("LeaseOwner", ""),
-            lease_until=_parse_dt(entity.get("LeaseUntil")),
-            cooldown_until=_parse_dt(entity.get("CooldownUntil")),
-            attempts=[d for d in (_parse_dt(a) for a in json.loads(entity.get("Attempts") or "[]")) if d],
-            escalated=bool(entity.get("Escalated", False)),
-            escalation_reason=entity.get("EscalationReason", ""),
-            last_outcome=entity.get("LastOutcome", ""),
-            last_run_id=entity.get("LastRunId", ""),
-            last_diagnosis=entity.get("LastDiagnosis", ""),
-            pending_readd=PendingReadd.model_validate_json(entity["PendingReadd"])
-            if entity.get("PendingReadd")
-            else None,
-            pending_enable=bool(entity.get("PendingEnable", False)),
-            queued_until=_parse_dt(entity.get("QueuedUntil")),
-            queued_run=entity.get("QueuedRun", ""),
-            discovered=json.loads(entity["Discovered"]) if entity.get("Discovered") else None,
-            run_id=entity.get("RunId", ""),
-            phase=entity.get("Phase", ""),
-            phase_at=_parse_dt(entity.get("PhaseAt")),
-            run_data=json.loads(entity["RunData"]) if entity.get("RunData") else {},
-            last_manual_at=_parse_dt(entity.get("LastManualAt")),
-            gap=json.loads(entity["Gap"]) if entity.get("Gap") else None,
-            last_root_cause=json.loads(entity["LastRootCause"]) if entity.get("LastRootCause") else None,
-            destination_id=entity.get("DestinationId", ""),
-            etag=etag,
-        )
 
 
 def _table_missing(exc: Exception) -> bool:
@@ -208,11 +60,9 @@ def _reading(read: Callable[[], list[T]]) -> list[T]:
         raise
 
 
-class Conflict(Exception):
-    """Someone else changed the entity first (ETag mismatch or it already exists)."""
+class StateStore(LeasedStates):
+    """The state, journal, history, alert and notification tables (azure-data-tables)."""
 
-
-class StateStore:
     def __init__(
         self,
         connection_string: str | None = None,
@@ -265,12 +115,10 @@ class StateStore:
             return TargetState(key=key)
         return TargetState.from_entity(dict(entity), entity.metadata.get("etag"))
 
-    def all_states(self) -> list[TargetState]:
+    def state_rows(self) -> list[tuple[dict[str, Any], str | None]]:
+        """Every target's raw state row and its ETag."""
         return _reading(
-            lambda: [
-                TargetState.from_entity(dict(e), e.metadata.get("etag"))
-                for e in self.state.query_entities("PartitionKey eq 'target'")
-            ]
+            lambda: [(dict(e), e.metadata.get("etag")) for e in self.state.query_entities("PartitionKey eq 'target'")]
         )
 
     def save(self, state: TargetState) -> TargetState:
@@ -294,37 +142,6 @@ class StateStore:
         state.etag = meta.get("etag")
         return state
 
-    def update(self, key: str, mutate: Callable[[TargetState], None]) -> TargetState:
-        """Load, apply `mutate(state)`, save with the ETag; retried when another writer won."""
-        for _ in range(10):
-            state = self.load(key)
-            mutate(state)
-            try:
-                return self.save(state)
-            except Conflict:
-                continue
-        raise Conflict(key)
-
-    def acquire(self, key: str, owner: str, now: datetime, hold: timedelta) -> TargetState | None:
-        """Take the target's lease for `owner` (or extend it); None if another run holds it."""
-        for _ in range(5):
-            state = self.load(key)
-            if state.leased(now, by=owner):
-                return None
-            state.lease_owner = owner
-            state.lease_until = now + hold
-            state.queued_until, state.queued_run = None, ""
-            try:
-                return self.save(state)
-            except Conflict:
-                continue
-        return None
-
-    def release(self, state: TargetState) -> TargetState:
-        state.lease_owner = ""
-        state.lease_until = None
-        return self.save(state)
-
     # ---------------------------------------------------------------- journal and history
 
     def write_journal(self, key: str, run_id: str, step: str, status: str, data: dict[str, Any], now: datetime) -> None:
@@ -337,7 +154,7 @@ class StateStore:
             "RunId": run_id,
             "Step": step,
             "Status": status,
-            "At": _dt(now),
+            "At": time_text(now),
             "Data": json.dumps(data, default=str),
         }
         _creating(self.journal, lambda: self.journal.upsert_entity(entity, mode=UpdateMode.REPLACE))
@@ -361,7 +178,7 @@ class StateStore:
             "PartitionKey": key,
             "RowKey": f"{inverted:013d}:{run_id}",
             "RunId": run_id,
-            "At": _dt(now),
+            "At": time_text(now),
         }
         entity.update(
             {k: v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str) for k, v in record.items()}
@@ -394,7 +211,7 @@ class StateStore:
 
         try:
             marker = self.state.get_entity("meta", "retention")
-            if (last := _parse_dt(marker.get("At"))) and now - last < timedelta(days=1):
+            if (last := parse_time(marker.get("At"))) and now - last < timedelta(days=1):
                 return 0
         except ResourceNotFoundError:
             pass
@@ -417,7 +234,7 @@ class StateStore:
         _creating(
             self.state,
             lambda: self.state.upsert_entity(
-                {"PartitionKey": "meta", "RowKey": "retention", "At": _dt(now)}, mode=UpdateMode.REPLACE
+                {"PartitionKey": "meta", "RowKey": "retention", "At": time_text(now)}, mode=UpdateMode.REPLACE
             ),
         )
         return deleted
@@ -437,7 +254,7 @@ def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetim
     """True the first time an alert (id + condition) is seen; False for a repeat."""
     from azure.core.exceptions import ResourceExistsError
 
-    entity = {"PartitionKey": "alert", "RowKey": key, "At": _dt(now)}
+    entity = {"PartitionKey": "alert", "RowKey": key, "At": time_text(now)}
     entity.update({k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in data.items()})
     try:
         _creating(store.alerts, lambda: store.alerts.create_entity(entity))
@@ -488,6 +305,8 @@ class RemediationQueue:
         self.name = name
         self.client = queue_client(name, connection_string, account_url, credential)
         self.dead = queue_client(f"{name}-deadletter", connection_string, account_url, credential)
+        # Where the Functions host moves a message after maxDequeueCount failed deliveries.
+        self.poison = queue_client(f"{name}-poison", connection_string, account_url, credential)
 
     def ensure(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -500,9 +319,18 @@ class RemediationQueue:
         delay = max(0, round(delay_s)) or None
         _queue_creating(self.client, lambda: self.client.send_message(body.encode(), visibility_timeout=delay))
 
+    def poisoned(self) -> int:
+        """How many messages the host moved to `<name>-poison` (approximate, as Azure counts)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return int(self.poison.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0  # nothing was ever poisoned
+
     def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
         text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        envelope = {"reason": reason, "at": _dt(now), "body": text[:8000]}
+        envelope = {"reason": reason, "at": time_text(now), "body": text[:8000]}
         _queue_creating(self.dead, lambda: self.dead.send_message(json.dumps(envelope).encode()))
 
 

@@ -93,8 +93,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
     model = sys.modules.get("tests.unit.test_run_model")
     if model is not None and model.STATS["examples"]:
-        stats = model.STATS
+        stats, faults, remedies = model.STATS, model.FAULTS, model.REMEDIES
+        drawn = ", ".join(f"{n} {c}" for c, n in faults.items())
         terminalreporter.write_line(
-            f"stateful model: {stats['examples']} examples, {stats['steps']} deliveries, {stats['crashes']} crashes, "
-            f"{stats['stalls']} stalls, {stats['drops']} drops, {stats['healed']} healings; invariants held"
+            f"stateful model: {stats['examples']} examples, {stats['steps']} deliveries, {stats['drops']} drops, "
+            f"{stats['healed']} healings; faults: {drawn}; remedies: {remedies} (.reports/run-model.json)"
         )

@@ -38,6 +38,8 @@ def settings_values(world: World, azurite: Azurite, **overrides: Any) -> dict[st
         "verify_deadline_seconds": 15,
         "cooldown_seconds": 0,
         "lease_seconds": 120,
+        "clock_skew_seconds": 0,  # one machine, one clock: the lease margin is the renewal alone
+        "act_lands_within_seconds": 0,  # the sandbox answers every command before the call returns
         "kusto_server_timeout_seconds": 5,
         "http_timeout_seconds": 5,
         "http_retry_budget_seconds": 10,

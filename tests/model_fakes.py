@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.iotcentral import ExportStatus
+from shared.iotcentral import ExportStatus, IotcError
 from shared.kusto import AdxError
 from shared.principals import Assignment
-from shared.storage import Conflict, RemediationQueue, StateStore, TargetState
+from shared.state import Conflict, TargetState
+from shared.storage import RemediationQueue, StateStore
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -38,6 +40,9 @@ class MemoryStore(StateStore):
         self.history_rows: list[dict[str, Any]] = []
         self.seq = itertools.count()
         self.etags = itertools.count(1)
+        # Storage faults: a write that lands but whose answer is lost (decides per written state).
+        self.lose_answer: Callable[[TargetState], bool] | None = None
+        self.lost_answers = 0
 
     def load(self, key: str) -> TargetState:
         found = self.entities.get(key)
@@ -45,8 +50,8 @@ class MemoryStore(StateStore):
             return TargetState(key=key)
         return TargetState.from_entity(copy.deepcopy(found[0]), str(found[1]))
 
-    def all_states(self) -> list[TargetState]:
-        return [self.load(key) for key in sorted(self.entities)]
+    def state_rows(self) -> list[tuple[dict[str, Any], str | None]]:
+        return [(copy.deepcopy(self.entities[k][0]), str(self.entities[k][1])) for k in sorted(self.entities)]
 
     def save(self, state: TargetState) -> TargetState:
         current = self.entities.get(state.key)
@@ -56,6 +61,11 @@ class MemoryStore(StateStore):
             raise Conflict(state.key)
         etag = next(self.etags)
         self.entities[state.key] = (copy.deepcopy(state.to_entity()), etag)
+        if self.lose_answer is not None and self.lose_answer(state):
+            # The write landed; its answer did not. azure-core retries the PUT on the read timeout,
+            # and the retry meets the new ETag: 412, which the store sees as a conflict.
+            self.lost_answers += 1
+            raise Conflict(state.key)
         state.etag = str(etag)
         return state
 
@@ -99,6 +109,7 @@ class MemoryQueue(RemediationQueue):
         self.clock = clock
         self.messages: dict[int, Message] = {}
         self.dead_letters: list[str] = []
+        self.poison_list: list[str] = []  # what the host moved to `<queue>-poison`
         self.ids = itertools.count()
 
     def send(self, body: str, delay_s: float = 0) -> None:
@@ -107,6 +118,9 @@ class MemoryQueue(RemediationQueue):
 
     def dead_letter(self, body: bytes | str, reason: str, now: datetime) -> None:
         self.dead_letters.append(reason)
+
+    def poisoned(self) -> int:
+        return len(self.poison_list)
 
     def visible(self) -> list[Message]:
         return sorted((m for m in self.messages.values() if m.visible_at <= self.clock()), key=lambda m: m.id)
@@ -124,8 +138,15 @@ class AdxModel:
     healer_admin: bool = True
     failing: bool = False  # every call fails as a transient error (throttling, 5xx)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (verb, role, fqn)
+    refused: int = 0  # role changes refused for want of Database Admin
+    before_command: Any = None  # called with the verb right before a role change lands
+    seconds_per_call: float = 0.0  # each role change takes this long on the fake clock
+    actor: Any = None  # who sends each role change (the model's run ids), kept beside `log`
+    who: list[str] = field(default_factory=list)
 
     def _call(self) -> None:
+        if self.seconds_per_call:
+            self.clock.advance(self.seconds_per_call)
         if self.failing:
             raise AdxError("ServiceError", "the cluster is unavailable", transient=True, status=503)
 
@@ -145,6 +166,7 @@ class FakeKusto:
     def database_principals(self, database: str) -> list[Assignment]:
         self.m._call()
         if not self.m.healer_admin:
+            self.m.refused += 1
             raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
         return list(self.m.rows)
 
@@ -195,38 +217,85 @@ class FakeKusto:
             return listing
         self.m._call()
         if not self.m.healer_admin:
+            self.m.refused += 1
             raise AdxError("Forbidden", "principal is not authorized", transient=False, status=403)
+        if self.m.before_command is not None:
+            self.m.before_command("add" if present else "drop")  # a command in flight (a late act)
         if present:
             if not any(a.role == role and a.fqn.lower() == fqn.lower() for a in self.m.rows):
                 self.m.rows.append(Assignment("database", role, fqn, "", "", notes or ""))
             self.m.log.append(("add", role, fqn.lower()))
+            self.m.who.append(self.m.actor() if self.m.actor else "")
         else:
             self.m.rows = [a for a in self.m.rows if not (a.role == role and a.fqn.lower() == fqn.lower())]
             self.m.stale.discard(fqn.lower())
             self.m.log.append(("drop", role, fqn.lower()))
+            self.m.who.append(self.m.actor() if self.m.actor else "")
         return list(self.m.rows)
 
 
 class FakeIotc:
-    """IoT Central's export status follows whether the principal can ingest."""
+    """IoT Central's export status follows whether the principal can ingest. One export, its
+    destinations (a re-created one authenticates afresh: the stale permission is gone for it)."""
 
     def __init__(self, model: AdxModel, fqn: str) -> None:
         self.m = model
         self.fqn = fqn
         self.enabled = True
+        self.destinations: dict[str, dict[str, Any]] = {
+            "adx-1": {
+                "id": "adx-1",
+                "displayName": "ADX",
+                "type": "dataexplorer@v1",
+                "clusterUrl": "https://model.westeurope.kusto.windows.net",
+                "database": "devicedata",
+                "table": "DeviceTelemetry",
+                "authorization": {"type": "systemAssignedManagedIdentity"},
+            }
+        }
+        self.refs: list[dict[str, Any]] = [{"id": "adx-1"}]
 
     def status(self, app: str, export_id: str, destination_id: str) -> ExportStatus:
         ok = self.m.can_ingest(self.fqn)
         errors = () if ok else (("Forbidden", "Principal lacks required permissions"),)
         status = "healthy" if ok else "error"
-        return ExportStatus(export_id, self.enabled, status, errors, destination_id, status, errors)
+        dest = self.destinations.get(destination_id, {})
+        return ExportStatus(export_id, self.enabled, status, errors, destination_id, status, errors, dict(dest))
 
     def current_identity(self, resource_id: str) -> None:
         return None
 
+    def _command(self, verb: str) -> None:
+        if self.m.before_command is not None:
+            self.m.before_command(verb)
+
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
+        self._command("enable" if enabled else "disable")
         self.enabled = enabled
         return {"enabled": enabled}
+
+    def export(self, app: str, export_id: str) -> dict[str, Any]:
+        return {"id": export_id, "enabled": self.enabled, "destinations": copy.deepcopy(self.refs)}
+
+    def destination(self, app: str, destination_id: str) -> dict[str, Any]:
+        if destination_id not in self.destinations:
+            raise IotcError(404, "NotFound", f"destination {destination_id} not found")
+        return copy.deepcopy(self.destinations[destination_id])
+
+    def put_destination(self, app: str, destination_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._command("create")
+        self.destinations[destination_id] = {**copy.deepcopy(body), "id": destination_id}
+        self.m.stale.discard(self.fqn.lower())
+        return {**body, "id": destination_id, "status": "starting"}
+
+    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._command("repoint")
+        self.refs = copy.deepcopy(refs)
+        return self.export(app, export_id)
+
+    def delete_destination(self, app: str, destination_id: str) -> bool:
+        self._command("delete")
+        return self.destinations.pop(destination_id, None) is not None
 
 
 class Harness:

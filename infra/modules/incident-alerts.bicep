@@ -1,7 +1,8 @@
 // People hear of incidents through the action group: a log alert over the healer's own telemetry
 // (the healer.incidents metric in Application Insights' customMetrics; one point per incident,
 // see shared/notify.py) per incident kind and target: escalations, principals that could not be
-// re-added, data that could not be recovered.
+// re-added, data that could not be recovered, and runs whose message was poisoned (it failed every
+// delivery up to maxDequeueCount: shared/runs/poison.py; /api/health counts `<queue>-poison`).
 param location string
 param tags object
 param appInsightsName string
@@ -17,7 +18,7 @@ resource incidents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' =
   tags: tags
   kind: 'LogAlert'
   properties: {
-    displayName: 'iotc-adx-healer needs a person (escalation, re-add failed, data not recovered)'
+    displayName: 'iotc-adx-healer needs a person (escalation, re-add failed, data not recovered, poisoned message)'
     description: 'Read the incident in the healer: python -m shared status / history TARGET / report TARGET --html FILE.'
     severity: 1
     enabled: true

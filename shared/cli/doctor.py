@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from shared.cli import EXIT_FAILED, EXIT_OK, Ctx, _console, main
+from shared.cli.group import EXIT_FAILED, EXIT_OK, Ctx, _console, main
 
 LABELS = {
     "pass": ("pass", "green"),

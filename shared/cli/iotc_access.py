@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from shared.cli import EXIT_FAILED, EXIT_OK, Ctx, _console, main
+from shared.cli.group import EXIT_FAILED, EXIT_OK, Ctx, _console, main
 
 ROLE_IDS = {
     "administrator": "ca310b8d-2f4a-44e0-a36e-957c202cd8d4",

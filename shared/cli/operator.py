@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from shared.cli import EXIT_ESCALATED, EXIT_NOT_QUEUED, EXIT_OK, EXIT_PROBLEM, Ctx, _console, main
+from shared.cli.group import EXIT_ESCALATED, EXIT_NOT_QUEUED, EXIT_OK, EXIT_PROBLEM, Ctx, _console, main
 from shared.cli.tables import Column, fitted
 
 

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 from shared.kusto import AdxError
 from shared.messages import RemediationMessage
 from shared.runs.base import VERIFYING, Outcome
+from shared.runs.outcome import Status
 from shared.runs.remedy import Step
-from shared.storage import TargetState
+from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 BACKFILLING = "backfilling"
@@ -57,7 +58,7 @@ class Backfill:
         cooldown = now + timedelta(seconds=s.settings.cooldown_seconds)
 
         def healed(st: TargetState) -> None:
-            st.gap, st.last_outcome, st.cooldown_until = gap, "healed", cooldown
+            st.gap, st.last_outcome, st.cooldown_until, st.healed_at = gap, "healed", cooldown, now
 
         step.run.transition({VERIFYING}, BACKFILLING, healed, hold_s=s.settings.backfill_invocation_seconds)
         action_at = step.msg.action_at or now
@@ -71,7 +72,7 @@ class Backfill:
             ),
             "verified",
         )
-        return step.healer.history(step, Outcome("healed", f"{verified}; gap backfill ({mode}) queued"))
+        return step.healer.history(step, Outcome(Status.HEALED, f"{verified}; gap backfill ({mode}) queued"))
 
     @staticmethod
     def measure(step: Step) -> tuple[datetime, datetime, dict[str, Any]]:
@@ -116,11 +117,11 @@ class Backfill:
         """A `backfill` message of a run that is not in progress: a backfill-only run."""
         msg, s = step.msg, step.healer.s
         if state.last_run_id == msg.run_id:
-            return Outcome("skipped", f"run {msg.run_id} already ended")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} already ended")
         if msg.window_start is None or msg.window_end is None:
-            return Outcome("skipped", "a backfill needs window_start and window_end")
+            return Outcome(Status.SKIPPED, "a backfill needs window_start and window_end")
         if step.run.acquire(extra_s=s.settings.backfill_invocation_seconds) is None:
-            return step.healer.history(step, Outcome("skipped", "another remediation holds this target"))
+            return step.healer.history(step, Outcome(Status.SKIPPED, "another remediation holds this target"))
         gap = {
             "run_id": msg.run_id,
             "start": msg.window_start.isoformat(),
@@ -136,7 +137,7 @@ class Backfill:
     def resume(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
         msg, s, target = step.msg, step.healer.s, step.target
         if msg.step != "backfill" or target is None:
-            return Outcome("skipped", f"run {msg.run_id} is backfilling; {msg.step} is not its step")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} is backfilling; {msg.step} is not its step")
         if msg.window_start is None or msg.window_end is None:  # right after verification: measure first
             start, end, measured = self.measure(step)
             step.run.transition(
@@ -183,22 +184,23 @@ class Backfill:
             step.run.transition({BACKFILLING}, BACKFILLING, record, hold_s=budget)
             s.queue.send(msg.to_json())
             s.checkpoint("enqueue:backfill-continue")
-            return Outcome("waiting", f"backfill at {progress.cursor} of {progress.end}; continuing")
+            return Outcome(Status.WAITING, f"backfill at {progress.cursor} of {progress.end}; continuing")
         step.run.finish(record)
         summary = (
             f"{progress.rows_found} rows the export would have written in {progress.start}..{progress.end}: "
             f"{progress.rows_present} present"
         )
         if progress.refused:
-            outcome = Outcome("backfill-refused", progress.refused)
+            outcome = Outcome(Status.BACKFILL_REFUSED, progress.refused)
         elif mode == "on":
             outcome = Outcome(
-                "backfilled",
+                Status.BACKFILLED,
                 f"{summary}, {progress.rows_sent} ingested in {progress.chunks} chunk(s) ({progress.queries} queries)",
             )
         else:
             outcome = Outcome(
-                "backfill-planned", f"{summary}, {progress.rows_missing} would be ingested ({progress.queries} queries)"
+                Status.BACKFILL_PLANNED,
+                f"{summary}, {progress.rows_missing} would be ingested ({progress.queries} queries)",
             )
         step.healer.history(step, outcome, gap=progress.to_dict())
         return outcome

@@ -12,6 +12,8 @@ from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import RemediationMessage
 from shared.plan import Plan
+from shared.runs.outcome import Outcome, Status
+from shared.runs.phases import DONE, IDLE, PLANNED, TOGGLING, VERIFYING
 from shared.settings import Settings
 from shared.storage import RemediationQueue, StateStore
 from shared.targets import Target
@@ -23,16 +25,9 @@ if TYPE_CHECKING:
     from shared.loganalytics import LogAnalyticsAdapter
     from shared.notify import Notifier
 
-# Phases of a run, kept in the target's state entity. Remedies add their own (refresh: snapshotted,
-# dropped, re-adding; add-role: adding); these are the ones every run passes through.
-IDLE = ""
-PLANNED = "planned"
 # In a transition's `expect`: the state belongs to another run (this one has not begun there).
 OTHER_RUN = "<another run>"
-TOGGLING = "toggling"
-CLAIM = "claim"  # run_data key: which delivery of the run holds a claimed phase
-VERIFYING = "verifying"
-DONE = "done"
+__all__ = ["DONE", "IDLE", "PLANNED", "TOGGLING", "VERIFYING", "Outcome", "Status"]
 
 
 def utcnow() -> datetime:
@@ -55,6 +50,15 @@ class PhaseConflict(RunStopped):
     pass
 
 
+class LeaseTooShort(LeaseLost):
+    """The renewal left less lease than a worst-case step needs: the run does not act now; its
+    message is queued again after `retry_s` (never ended silently)."""
+
+    def __init__(self, message: str, retry_s: float) -> None:
+        super().__init__(message)
+        self.retry_s = retry_s
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -75,14 +79,6 @@ class Services:
     # Called with every history record (key, message, outcome, plan, gap): telemetry,
     # notifications, the remembered root cause (shared/observers.py). Their failures never fail a run.
     observers: list[Observer] = field(default_factory=list)
-
-
-@dataclass
-class Outcome:
-    status: str  # planned | healthy | waiting | healed | not-healed | escalated | skipped | recovered
-    detail: str
-    plan: Plan | None = None
-    incident: str = ""  # shared/notify.py KINDS: something people must hear about
 
 
 Observer = Callable[[str, RemediationMessage, Outcome, Plan | None, "dict[str, object] | None"], None]

@@ -4,8 +4,11 @@ A run acts only while it holds the target's lease. Every state change is an ETag
 that first checks the lease is still this run's (fencing): a holder whose lease was taken by
 another run is refused, whatever it believes. Every side effect renews the lease first (so one
 bounded step always fits inside it: settings validation keeps the lease longer than the worst-case
-step, and the run acts only if that much is left once the renewal itself has returned) and is
-journaled intent → effect → result.
+step by a margin, and the run acts only if a step plus the clock skew both ways is left once the
+renewal itself has returned) and is journaled intent → effect → result. The renewal before an act
+that creates an obligation stamps the obligation with how late the act may land. A transition
+refuses a move the run graph (shared/runs/phases.py) does not hold, and never overwrites another
+run's phase unless it is at rest. In observe mode only acts that discharge an obligation are sent.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from shared.runs.base import CLAIM, OTHER_RUN, LeaseLost, PhaseConflict, Services
-from shared.storage import TargetState
+from shared.runs import obligations, phases
+from shared.runs.base import OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict, Services
+from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,16 +63,19 @@ class Run:
             taken = f"held by {state.lease_owner}" if state.lease_owner else "released"
             raise LeaseLost(f"run {self.run_id} no longer holds {self.key} (lease {taken})")
         # A twin delivery of the same run holds the same lease: a claim tells them apart.
-        if self.claim is not None and state.run_data.get(CLAIM) != self.claim:
+        if self.claim is not None and state.run_data.claim != self.claim:
             raise PhaseConflict(
                 f"run {self.run_id} on {self.key}: phase {state.phase!r} was claimed by a twin delivery"
             )
 
-    def renew(self, extra_s: float = 0, during: str | None = None) -> TargetState:
+    def renew(self, extra_s: float = 0, during: str | None = None, obligation: str | None = None) -> TargetState:
         """Extend the lease before acting; LeaseLost if another holder took it meanwhile, and
         PhaseConflict if the run is no longer in phase `during` (a woken straggler whose run has
-        moved on, perhaps finished by someone standing in for it, must not act)."""
-        until = self.s.clock() + self._hold(extra_s)
+        moved on, perhaps finished by someone standing in for it, must not act). With
+        `obligation`, the act about to be issued creates that obligation: its record learns, in
+        this same write, until when the act may land."""
+        now = self.s.clock()
+        until = now + self._hold(extra_s)
 
         def apply(state: TargetState) -> None:
             self._check(state)
@@ -77,8 +84,10 @@ class Run:
                     f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, not {during!r}"
                 )
             state.lease_until = until
+            if obligation is not None:
+                obligations.stamp(state, obligation, obligations.land_by(self.s.settings, now))
 
-        return self.s.store.update(self.key, apply)
+        return self.s.store.update(self.key, apply, name=f"{self.holder}:renew")
 
     # ---------------------------------------------------------------- phases
 
@@ -103,12 +112,27 @@ class Run:
                         f"run {self.run_id} on {self.key}: phase is {state.phase!r} of run {state.run_id!r}, "
                         f"expected one of {sorted(expect)}"
                     )
+            # Putting back what the run dropped is a discharge: allowed from any phase while its record exists.
+            owed = (
+                to == phases.READDING and state.pending_readd is not None and state.pending_readd.run_id == self.run_id
+            )
+            if state.run_id == self.run_id and not owed and not phases.allowed(state.phase, to):
+                raise PhaseConflict(f"run {self.run_id} on {self.key}: no move from {state.phase!r} to {to!r}")
+            if (
+                state.run_id != self.run_id
+                and not owed
+                and (to not in phases.STARTS or state.phase not in phases.REPLACEABLE)
+            ):
+                # No silent takeover: another run's phase is never overwritten mid-way.
+                raise PhaseConflict(
+                    f"run {self.run_id} on {self.key}: run {state.run_id} is {state.phase!r}; not taken over"
+                )
             if mutate is not None:
                 mutate(state)
             state.run_id, state.phase, state.phase_at = self.run_id, to, now
             state.lease_until = lease_until or now + self._hold(hold_s or 0)
 
-        state = self.s.store.update(self.key, apply)
+        state = self.s.store.update(self.key, apply, name=f"{self.holder}:{to}")
         self.s.checkpoint(f"phase:{to}")
         return state
 
@@ -126,7 +150,7 @@ class Run:
                 state.run_id, state.phase, state.phase_at = self.run_id, "done", now
             state.lease_owner, state.lease_until = "", None
 
-        return self.s.store.update(self.key, apply)
+        return self.s.store.update(self.key, apply, name=f"{self.holder}:finish")
 
     # ---------------------------------------------------------------- journal and effects
 
@@ -137,25 +161,45 @@ class Run:
     def effect(
         self,
         step: str,
-        during: str,
+        during: str | None,
         act: Callable[[], T],
         result: Callable[[T], Mapping[str, JournalValue]] = lambda _: {},
+        *,
+        obligation: str | None = None,
         **intent: JournalValue,
     ) -> T:
         """Journal the intent, renew the lease (still in phase `during`), act, journal the result.
         Nothing acts without the lease, and the renewal comes right before the act so the whole
-        bounded act fits inside it."""
+        bounded act fits inside it. `obligation`: the act creates that obligation (its record is
+        stamped with how late the act may land)."""
         self.journal(step, "intent", **intent)
-        state = self.renew(during=during)
-        # The renewal's own storage round trip (retries included) ran on the lease it was setting:
-        # act only if a whole worst-case step still fits in what is left.
+        state = self.renew(during=during, obligation=obligation)
+        # The renewal's own storage round trip (retries included) ran on the lease it was setting;
+        # and the clock that judges the lease elsewhere may be ahead of ours by the skew, and ours
+        # behind: act only if a whole worst-case step still fits with both allowed for.
+        settings = self.s.settings
+        needed = settings.worst_case_step_seconds + 2 * settings.clock_skew_seconds
         left = (state.lease_until - self.s.clock()).total_seconds() if state.lease_until else 0.0
-        if left < self.s.settings.worst_case_step_seconds:
-            raise LeaseLost(
+        if left < needed:
+            raise LeaseTooShort(
                 f"run {self.run_id} on {self.key}: {left:.0f} s of lease left after renewing, less than the "
-                f"worst-case step of {self.s.settings.worst_case_step_seconds:.0f} s; not acting"
+                f"{needed:.0f} s a worst-case step needs (with the clock skew allowed); not acting",
+                retry_s=settings.verify_poll_seconds,
             )
+        if settings.observe_only and not discharges(step):
+            # Observe mode may have been switched on since this delivery began: from then on a
+            # run only discharges what it owes.
+            raise PhaseConflict(f"run {self.run_id} on {self.key}: observe mode; {step} is a change, not sent")
         value = act()
         self.s.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))
         return value
+
+
+# Acts that discharge an obligation (allowed in observe mode): putting a dropped role back,
+# enabling an export, deleting a copy or finishing a re-point.
+DISCHARGES = frozenset({"enable-export", "delete-destination", "delete-copy", "unpoint-old"})
+
+
+def discharges(step: str) -> bool:
+    return step in DISCHARGES or step.startswith("readd-")

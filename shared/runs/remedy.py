@@ -1,6 +1,6 @@
 """What a remedy is. Each remedy is one module: the plan action it carries out, the phases it
 owns, the queue steps it answers, and how it begins and resumes. The machine knows remedies only
-through this interface (`shared/runs/machine.py` lists them), so a new one is a new module."""
+through this interface (`shared/runs/engine.py` lists them), so a new one is a new module."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from shared.principals import Assignment, PrincipalRef
 from shared.runs.base import Outcome
 from shared.runs.fencing import Run
 from shared.runs.reading import Reading
-from shared.storage import TargetState
+from shared.state import TargetState
 from shared.targets import Target
 
 if TYPE_CHECKING:
-    from shared.runs.machine import Healer
+    from shared.runs.engine import Healer
 
 
 @dataclass

@@ -15,7 +15,7 @@ from sandbox.azurite import Azurite
 from sandbox.world import World
 from shared import telemetry
 from shared.messages import new_run
-from shared.runs import Outcome
+from shared.runs import Outcome, Status
 from tests.healer_env import healer_for, make_settings
 from tests.integration.test_backfill import KEY, fleet_world  # noqa: F401  (the fixture)
 from tests.integration.test_telemetry import _points
@@ -52,5 +52,5 @@ def test_a_refused_backfill_is_one_data_not_recovered_incident(
     assert [p.attributes["kind"] for p in points["healer.incidents"]] == ["data-not-recovered"]
     assert round(sum(p.sum for p in points["healer.data_gap_minutes"])) == 10
     for observe in healer.s.observers:  # the same record again (a redelivered step): nothing new
-        observe(KEY, msg, Outcome("backfill-refused", "again"), None, healer.s.store.load(KEY).gap)
+        observe(KEY, msg, Outcome(Status.BACKFILL_REFUSED, "again"), None, healer.s.store.load(KEY).gap)
     assert len(world.notifications) == 1

@@ -68,6 +68,8 @@ def test_health_and_key_check(app: tuple[World, Runner]) -> None:
         "apps": 0,
         "overdue_readds": 0,
         "overdue_targets": [],
+        "poisoned_messages": 0,
+        "failed_apps": {},
     }
     assert call(runner, "GET", "health", key=False).status_code == 401
     assert requests.get(f"{runner.url}/api/health?code={runner.key}", timeout=10).status_code == 200

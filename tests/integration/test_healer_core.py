@@ -156,7 +156,7 @@ def test_cooldown_after_healing_and_escalation_after_failed_attempts(healer_setu
     world.stop_exporter()
     worker.enqueue_start("fabrikam:export-1:adx-1")
     worker.run_until(outcome_of(worker, "escalated"), 40)
-    statuses = [o.status for o in worker.outcomes[2:]]
+    statuses = [str(o.status) for o in worker.outcomes[2:]]
     assert statuses.count("not-healed") == 1 and statuses[-1] == "escalated"
     state = healer.s.store.load("fabrikam:export-1:adx-1")
     assert state.escalated and "2 attempts" in state.escalation_reason and state.lease_owner == ""

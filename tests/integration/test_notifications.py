@@ -11,7 +11,7 @@ import pytest
 
 from shared.messages import new_run
 from shared.notify import Incident
-from shared.runs import Outcome
+from shared.runs import Outcome, Status
 from tests.healer_env import Worker, healer_for, inject_and_wait, make_settings, outcome_of, queue_client
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_without_a_webhook_incidents_are_recorded_once(world: Any, azurite: Any)
     msg = new_run(target.key, "timer")
     for _ in range(3):  # a redelivered step writes the same history again
         for observe in healer.s.observers:
-            observe(target.key, msg, Outcome("escalated", "needs a person"), None, None)
+            observe(target.key, msg, Outcome(Status.ESCALATED, "needs a person"), None, None)
     rows = list(healer.s.store.notifications.list_entities())
     assert [(r["Kind"], r["Status"]) for r in rows] == [("escalated", "recorded")]
     assert world.notifications == []

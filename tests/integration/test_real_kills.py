@@ -29,7 +29,8 @@ from sandbox.healer_config import targets_for
 from sandbox.waiting import wait_for
 from sandbox.world import World
 from shared.messages import new_run
-from shared.storage import RemediationQueue, StateStore, TargetState
+from shared.state import TargetState
+from shared.storage import RemediationQueue, StateStore
 from tests.healer_env import settings_values
 from tests.helpers import ROOT, wait_until
 from tests.integration.test_healer_resilience import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
@@ -372,3 +373,126 @@ def _assert_backfilled(world: World, app: str, table: str, lane: str, state: Tar
     wait_for(complete, 20)  # the counts below say more than a timeout would
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, f"{lane}: {result}"
     assert result["rows_expected"] > 0, f"{lane}: {result}"
+
+
+# Lanes with company: the victim blocks at its checkpoint and, before or after it is killed, another
+# delivery acts on its target. `twin`: the same message is delivered again and served by another
+# process while the victim is still alive (at-least-once delivery); `new-start`: the victim is
+# killed, its lease lapses, and a new run's start arrives beside the redelivery.
+COMPANY_POINTS = {
+    "refresh": ["phase:snapshotted", "effect:drop-admins", "phase:dropped"],
+    "recreate-destination": ["phase:destination-prepared", "effect:create-destination", "effect:repoint-export"],
+}
+
+
+@pytest.mark.parametrize("company", ["twin", "new-start"])
+@pytest.mark.parametrize("remedy", [r for r in REMEDIES if r.name in COMPANY_POINTS], ids=lambda r: r.name)
+def test_killed_with_company(world: World, azurite: Azurite, tmp_path: Path, remedy: Remedy, company: str) -> None:
+    points = COMPANY_POINTS[remedy.name]
+    apps = [f"c{n}" for n in range(len(points))]
+    writes = _setup_apps(world, azurite, remedy, apps)
+    world.start_exporter(interval_s=0.3)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        targets = {t["app"]: t for t in targets_for(world)}
+        lanes: list[dict[str, Any]] = [
+            {
+                "settings": settings_values(world, azurite, targets=json.dumps([targets[app]]), **remedy.settings),
+                "block_at": point,
+            }
+            for app, point in zip(apps, points, strict=True)
+        ]
+        for app in apps:
+            world.inject(remedy.fault, app)
+        wait_until(
+            lambda: all(world.iotc.apps[a].exports["export-1"].get("status") == "error" for a in apps),
+            20,
+            "every export to break",
+        )
+        env = world.identity_env()
+        victims = []
+        for n, lane in enumerate(lanes):
+            config = {
+                "lanes": [lane],
+                "ready": str(tmp_path / f"ready-{n}"),
+                "blocked": str(tmp_path / f"blocked-{n}-"),
+                "visibility_s": VISIBILITY_S,
+                "sweep": False,
+            }
+            victims.append(_spawn(config, tmp_path, f"victim-{n}", env))
+        processes.extend(victims)
+        keys = [f"{app}:export-1:adx-1" for app in apps]
+        stores = [
+            StateStore(lane["settings"]["storage_connection_string"], prefix=lane["settings"]["table_prefix"])
+            for lane in lanes
+        ]
+        queues = [
+            RemediationQueue(lane["settings"]["queue_name"], lane["settings"]["storage_connection_string"])
+            for lane in lanes
+        ]
+        starts = [new_run(key, "timer").to_json() for key in keys]
+        for queue, start in zip(queues, starts, strict=True):
+            queue.ensure()
+            queue.send(start)
+        blocked = [tmp_path / f"blocked-{n}-0" for n in range(len(points))]
+        assert wait_for(lambda: all(b.exists() for b in blocked), 120, interval=0.05), "victims never blocked"
+        assert [b.read_text() for b in blocked] == points
+
+        served: dict[str, Any] = {"lanes": [{"settings": lane["settings"], "block_at": None} for lane in lanes]}
+        if company == "twin":
+            # The same message again, served by another process while each victim is still alive
+            # inside its delivery (its lease live): the twin goes as far as it can.
+            for queue, start in zip(queues, starts, strict=True):
+                queue.send(start)
+            twin: dict[str, Any] = {
+                **served,
+                "ready": str(tmp_path / "ready-twin"),
+                "blocked": str(tmp_path / "never-"),
+            }
+            twin.update(visibility_s=VISIBILITY_S, sweep=False)
+            processes.append(_spawn(twin, tmp_path, "twin", env))
+
+            def twins_done() -> bool:
+                return all(
+                    any(r["Status"] == "done" or r["Step"] == "plan" for r in store.read_journal(key))
+                    and not list(queue.client.peek_messages(max_messages=1))
+                    for store, key, queue in zip(stores, keys, queues, strict=True)
+                )
+
+            wait_for(twins_done, 30)
+        for victim in victims:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        if company == "new-start":
+            for store, key, queue in zip(stores, keys, queues, strict=True):
+                _lapse(store, key)
+                queue.send(new_run(key, "timer").to_json())  # a new start: alert, timer or /api/heal
+        fresh: dict[str, Any] = {**served, "ready": str(tmp_path / "ready-fresh"), "blocked": str(tmp_path / "never-")}
+        fresh.update(visibility_s=VISIBILITY_S)
+        processes.append(_spawn(fresh, tmp_path, "fresh", env))
+
+        def settled(n: int) -> bool:
+            state = stores[n].load(keys[n])
+            done = state.last_outcome == "healed" and state.lease_owner == "" and state.phase == "done"
+            return done and state.pending_readd is None and not state.pending_enable
+
+        wait_for(lambda: all(settled(n) for n in range(len(lanes))), 120)
+        stuck = {points[n]: _describe(stores[n], keys[n]) for n in range(len(lanes)) if not settled(n)}
+        assert stuck == {}, f"lanes with a {company} that did not heal after their kill"
+        for n, app in enumerate(apps):
+            lane_name = f"{points[n]} with a {company}"
+            _assert_roles_and_runs(world, remedy, app, lane_name, stores[n], keys[n])
+            if remedy.name == "recreate-destination":
+                assert writes is not None
+                _assert_recreated(world, app, lane_name, writes.log[app], stores[n].load(keys[n]))
+            if company == "new-start":
+                history = [str(h.get("Detail", "")) for h in stores[n].read_history(keys[n])]
+                assert any(d.startswith(("handed over", "superseded", "waiting")) for d in history) or any(
+                    "re-added first" in d for d in history
+                ), f"{lane_name}: the new start's hand-over is not in the history: {history}"
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        world.stop_exporter()

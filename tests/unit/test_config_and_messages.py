@@ -235,11 +235,24 @@ def test_a_lease_shorter_than_the_worst_case_step_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(lease_seconds=60)
     # 60 + 2 x (60 + 30) for Kusto, and a token request of 2 x 10
-    assert str(info.value).startswith("HEALER_LEASE_SECONDS=60 is shorter than the worst-case step of 260 s")
+    assert str(info.value).startswith("HEALER_LEASE_SECONDS=60 must exceed the worst-case step of 260 s")
     kusto = {"kusto_retry_budget_seconds": 5, "kusto_server_timeout_seconds": 5}  # 5 + 2 x (5 + 30) = 75
     with pytest.raises(ConfigError):  # the HTTP side is now the longest: 60 + 2 x 30 (+ 20) = 140
         load_settings(lease_seconds=120, **kusto)
-    assert load_settings(lease_seconds=140, **kusto).worst_case_step_seconds == 140
+    assert load_settings(lease_seconds=210, **kusto).worst_case_step_seconds == 140
+
+
+def test_a_lease_equal_to_the_worst_case_step_is_refused_naming_both_numbers() -> None:
+    """Case 10: a lease equal to the worst-case step passed validation, and then every run found
+    "less than a whole step left" and ended skipped: the healer silently never acted."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(lease_seconds=260)
+    text = str(info.value)
+    assert "HEALER_LEASE_SECONDS=260" in text and "worst-case step of 260 s" in text
+    assert "margin of 70 s" in text and "at least 330 s" in text
+    assert load_settings(lease_seconds=330).lease_seconds == 330
+    # Without clock skew the margin is the renewal alone.
+    assert load_settings(lease_seconds=270, clock_skew_seconds=0).lease_margin_seconds == 10
 
 
 def test_azure_sdk_loggers_stay_at_warning_unless_asked() -> None:

@@ -183,7 +183,7 @@ def test_workflow_tests_on_push_and_deploys_with_oidc_on_tags() -> None:
 
 def test_the_package_leaves_out_what_must_not_deploy() -> None:
     files = package_files()
-    for kept in ("function_app.py", "host.json", "requirements.txt", "shared/runs/machine.py"):
+    for kept in ("function_app.py", "host.json", "requirements.txt", "shared/runs/engine.py"):
         assert kept in files
     for left_out in ("sandbox/", "tests/", "bench/", "tools/", "infra/", "hooks/", "node_modules/", ".venv/"):
         assert not [f for f in files if f.startswith(left_out)], left_out

@@ -16,16 +16,16 @@ from shared.diagnosis import healer_is_admin
 from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.principals import Assignment
+from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import JournalValue, Run
+from shared.runs.outcome import Status, escalate
+from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.storage import Dropped, PendingReadd, TargetState
+from shared.state import Dropped, PendingReadd, TargetState
 
 log = logging.getLogger(__name__)
-SNAPSHOTTED = "snapshotted"
-DROPPED = "dropped"
-READDING = "re-adding"
 
 
 def _listed(item: Dropped) -> Callable[[list[Assignment]], dict[str, JournalValue]]:
@@ -88,13 +88,14 @@ class Refresh:
                 SNAPSHOTTED,
                 drop,
                 _listed(item),
+                obligation="readd",
                 **item.model_dump(),
             )
         step.run.transition({SNAPSHOTTED}, DROPPED, lease_until=pending.due)
         self._send_readd(step, pending)
         roles = ", ".join(i.role for i in pending.snapshot)
         detail = f"dropped {roles} of {pending.principal}; re-add due {pending.due:%H:%M:%S}Z"
-        return step.healer.history(step, Outcome("waiting", detail, plan), plan)
+        return step.healer.history(step, Outcome(Status.WAITING, detail, plan), plan)
 
     @staticmethod
     def _send_readd(step: Step, pending: PendingReadd) -> None:
@@ -111,7 +112,7 @@ class Refresh:
             return self._drop(step, pending, None, None)
         if state.phase == DROPPED and step.msg.step != "readd" and step.healer.s.clock() < pending.due:
             self._send_readd(step, pending)  # the delivery that died may not have sent it
-            return Outcome("waiting", f"re-add due {pending.due:%H:%M:%S}Z")
+            return Outcome(Status.WAITING, f"re-add due {pending.due:%H:%M:%S}Z")
         return step.healer.finish_readd(step, pending)
 
 
@@ -126,6 +127,12 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
             raise PhaseConflict(f"{run.key}: the re-add of run {pending.run_id} is already done")
 
     run.transition(None, READDING, still_pending)
+    readd_roles(services, run, pending, READDING)
+
+
+def readd_roles(services: Services, run: Run, pending: PendingReadd, during: str | None) -> None:
+    """Put every role of the snapshot back (each a journaled, fenced effect; one already listed
+    is not sent again); ReaddBlocked when it cannot be done now."""
     kusto = services.kusto(pending.cluster_url)
     missing = []
     for item in pending.snapshot:
@@ -136,7 +143,7 @@ def readd(services: Services, run: Run, pending: PendingReadd) -> None:
         try:
             listing = run.effect(
                 f"readd-{item.role}",
-                READDING,
+                during,
                 add,
                 _listed(item),
                 **item.model_dump(),
@@ -173,9 +180,8 @@ def escalate_blocked(services: Services, key: str, holder: str | None, reason: s
     def apply(state: TargetState) -> None:
         if abandon and state.pending_readd is not None:
             state.pending_readd = state.pending_readd.model_copy(update={"abandoned": reason[:1000]})
-        state.escalated = True
-        state.escalation_reason = reason[:1000]
-        state.last_outcome = "escalated"
+        escalate(state, reason)
+        obligations.back_off(state, services.clock())  # the sweep retries later, each time later
         if holder is not None and state.lease_owner == holder:
             state.lease_owner, state.lease_until = "", None
         runs[:] = [state.pending_readd.run_id if state.pending_readd else holder or "unknown"]

@@ -1,9 +1,12 @@
-"""The run state machine: every message is decided from the run's phase (in the target's state)
-and the message's step. start → planned → (a remedy's phases) → [toggling] → verifying → done.
+"""The run engine: every message is decided from the run's phase (in the target's state) and the
+message's step, along the graph in shared/runs/phases.py: start → planned → (a remedy's phases)
+→ [toggling] → verifying → [backfilling] → done.
 
 A redelivered message of a run that already acted resumes from its phase or does nothing; it
 never plans again. Whatever a message asks for, a pending re-add is done first: a principal is
-never left dropped.
+never left dropped. A new start never takes over another run caught mid-way (it waits, or hands
+that run to its phase's recovery owner), observe mode lets a run in flight only discharge what it
+owes, and a lease too short to act re-queues the message instead of ending it silently.
 """
 
 from __future__ import annotations
@@ -18,17 +21,16 @@ from shared.alerts import ALERT_WITHOUT_CODE
 from shared.diagnosis import Evidence
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
-from shared.runs import reading
-from shared.runs.add_role import AddRole
+from shared.runs import obligations, phases, reading
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
-    CLAIM,
     DONE,
     IDLE,
     OTHER_RUN,
     PLANNED,
     TOGGLING,
     VERIFYING,
+    LeaseTooShort,
     Outcome,
     PhaseConflict,
     RunStopped,
@@ -36,10 +38,12 @@ from shared.runs.base import (
     UnknownTarget,
 )
 from shared.runs.fencing import JournalValue, Run
-from shared.runs.recreate import RecreateDestination
-from shared.runs.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
+from shared.runs.outcome import Status, escalate
+from shared.runs.remedies.add_role import AddRole
+from shared.runs.remedies.recreate import RecreateDestination
+from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
-from shared.storage import PendingReadd, TargetState
+from shared.state import PendingEnable, PendingReadd, RunData, TargetState
 from shared.targets import Target
 from shared.verification import verify
 
@@ -94,34 +98,75 @@ class Healer:
         target = self.known(msg.target, state)
         pending = state.pending_readd
         if pending is not None and pending.abandoned:
-            return Outcome("skipped", f"escalated: {pending.abandoned}")
+            return Outcome(Status.SKIPPED, f"escalated: {pending.abandoned}")
         if pending is not None and pending.run_id != msg.run_id:
-            return self._recover_first(target, msg, pending)
-        if target is None and pending is None:
+            if pending.readded_at is None:
+                return self._recover_first(target, msg, pending)
+            return self._settling(target, msg, pending.run_id, pending.land_by)
+        own = state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, "")
+        if target is None and pending is None and not own:
             if msg.step == "readd":  # never dead-lettered: nothing is pending, so nothing is dropped
-                return Outcome("skipped", f"no re-add pending for {msg.target}")
+                return Outcome(Status.SKIPPED, f"no re-add pending for {msg.target}")
             raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
         step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
         try:
-            if pending is not None and state.phase not in Refresh.phases:
+            if pending is not None and pending.readded_at is None and state.phase not in Refresh.phases:
                 if step.run.acquire() is None:
-                    return Outcome("skipped", "another remediation holds this target")
+                    return Outcome(Status.SKIPPED, "another remediation holds this target")
                 return self.finish_readd(step, pending)
-            if state.run_id == msg.run_id and state.phase not in (PLANNED, DONE, ""):
+            if own:
                 stray = self._stray(state, msg)
                 if stray:  # touches nothing, not even the lease: the sweep must see a stalled run lapse
-                    return Outcome("skipped", stray)
+                    return Outcome(Status.SKIPPED, stray)
                 if step.run.acquire() is None:
-                    return Outcome("skipped", "another remediation holds this target")
+                    return Outcome(Status.SKIPPED, "another remediation holds this target")
                 return self._resume(step, state)
+            if msg.step in ("start", "backfill") and target is not None:
+                waiting = self._door(step, state)
+                if waiting is not None:
+                    return waiting
             if msg.step == "start":
                 return self._start(step, state)
             if msg.step == "backfill" and target is not None:  # asked for by hand: a run of its own
                 return Backfill().begin(step, state)
-            return Outcome("skipped", f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
+        except LeaseTooShort as short:
+            # Never silently: the same message comes back once the lease can hold a whole step.
+            self.s.queue.send(msg.to_json(), delay_s=short.retry_s)
+            self.s.checkpoint("enqueue:lease-too-short")
+            return self.history(step, Outcome(Status.WAITING, f"{short}; queued again in {short.retry_s:.0f} s"))
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
-            return Outcome("skipped", str(stopped))
+            return Outcome(Status.SKIPPED, str(stopped))
+
+    def _settling(self, target: Target | None, msg: RemediationMessage, run_id: str, until: datetime | None) -> Outcome:
+        """Another run's obligation is discharged but not settled (an act it issued may still land):
+        a new run waits for the sweep to discharge it, and says so."""
+        detail = f"waiting: run {run_id}'s obligations settle at {until:%H:%M:%S}Z" if until else "waiting"
+        if msg.step != "start" or target is None:
+            return Outcome(Status.SKIPPED, detail)
+        return self.history(
+            Step(self, Run(self.s, msg.target, msg.run_id), target, msg), Outcome(Status.SKIPPED, detail)
+        )
+
+    def _door(self, step: Step, state: TargetState) -> Outcome | None:
+        """No silent takeover: a new run never begins over another run caught mid-way. A live lease
+        makes it wait; a lapsed one hands the earlier run to its phase's recovery owner (the
+        sweep's), recorded in the history as a hand-over, and this start waits for it."""
+        if state.run_id in ("", step.msg.run_id) or state.phase in phases.REPLACEABLE:
+            copy = state.pending_copy
+            if copy is not None and copy.run_id != step.msg.run_id:
+                # Another run's destination copy is not settled yet: a new run waits for the sweep.
+                return self._settling(step.target, step.msg, copy.run_id, copy.land_by)
+            return None
+        if state.leased(self.s.clock()):
+            return Outcome(Status.SKIPPED, f"run {state.run_id} holds this target ({state.phase})")
+        from shared.runs.sweep import recover
+
+        did = recover(self, state)
+        detail = f"handed over: run {state.run_id} was {state.phase} with its lease lapsed"
+        detail += f"; {'; '.join(did)}" if did else "; its recovery owner could not act yet"
+        return self.history(step, Outcome(Status.SKIPPED, f"{detail}; this start waits"))
 
     def _stray(self, state: TargetState, msg: RemediationMessage) -> str:
         """Why a message of this run has nothing to do in the run's follow-up phase ("" if it has):
@@ -132,10 +177,14 @@ class Healer:
         return ""
 
     def _resume(self, step: Step, state: TargetState) -> Outcome:
+        if state.phase in Refresh.phases and state.pending_readd is not None and self.s.settings.observe_only:
+            # Observe mode: what was dropped goes back now (a discharge), nothing more is dropped.
+            return self.finish_readd(step, state.pending_readd)
         if step.target is None and state.pending_readd is None:
-            # Removed from configuration mid-run, with nothing dropped: the run ends here.
-            step.run.finish(lambda st: _set(st, last_outcome="skipped"))
-            return self.history(step, Outcome("skipped", f"{step.key} is no longer configured; run ended"))
+            # Removed from configuration mid-run: discharge what the run owes, then it ends here.
+            return self._discharge_and_end(step, state, f"{step.key} is no longer configured")
+        if self.s.settings.observe_only and state.phase not in (VERIFYING, *self._follow_up_phases()):
+            return self._discharge_and_end(step, state, "observe mode")
         for remedy in self.remedies.values():
             if state.phase in remedy.phases:
                 return remedy.resume(step, state)
@@ -150,6 +199,39 @@ class Healer:
             return self._send_verify(step, step.msg.action_at or state.phase_at or self.s.clock())
         raise RuntimeError(f"{step.key}: run {state.run_id} is in an unknown phase {state.phase!r}")
 
+    def _follow_up_phases(self) -> tuple[str, ...]:
+        return tuple(p for f in self.follow_ups for p in f.phases)
+
+    def _discharge_and_end(self, step: Step, state: TargetState, why: str) -> Outcome:
+        """Only discharge what the run owes (from its records alone), then end it: a copy it
+        created is deleted or its re-point finished, an export it disabled is enabled again."""
+        done: list[str] = []
+        if state.phase in RecreateDestination.phases:
+            done.append(RecreateDestination.discharge(step, state))
+        enable = state.pending_enable
+        if enable is not None:
+            iotc = self.s.iotc
+            step.run.effect(
+                "enable-export",
+                None,
+                lambda: iotc.set_enabled(enable.app, enable.export_id, True),
+                app=enable.app,
+                export=enable.export_id,
+            )
+            done.append(f"re-enabled export {enable.export_id}")
+        now = self.s.clock()
+
+        def ended(st: TargetState) -> None:
+            if enable is not None:
+                obligations.enabled(st, now)
+            st.last_outcome = Status.SKIPPED.value
+
+        step.run.finish(ended)
+        detail = f"{why}: run stopped in phase {state.phase}" + (
+            f" after discharging: {'; '.join(done)}" if done else ""
+        )
+        return self.history(step, Outcome(Status.SKIPPED, detail))
+
     # ------------------------------------------------------------------ start
 
     def _start(self, step: Step, state: TargetState) -> Outcome:
@@ -157,25 +239,25 @@ class Healer:
         target = step.target
         assert target is not None
         if state.last_run_id == msg.run_id or (state.run_id == msg.run_id and state.phase == DONE):
-            return Outcome("skipped", f"run {msg.run_id} already ended")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} already ended")
         if state.escalated:
-            return self.history(step, Outcome("skipped", f"escalated: {state.escalation_reason}"))
+            return self.history(step, Outcome(Status.SKIPPED, f"escalated: {state.escalation_reason}"))
         manual = msg.trigger in ("http", "cli")
         if state.cooldown_until and now < state.cooldown_until and state.lease_owner != msg.run_id and not manual:
-            return self.history(step, Outcome("skipped", f"cooling down until {state.cooldown_until:%H:%M:%S}Z"))
+            return self.history(step, Outcome(Status.SKIPPED, f"cooling down until {state.cooldown_until:%H:%M:%S}Z"))
         window = now - timedelta(seconds=settings.attempt_window_seconds)
         if len([a for a in state.attempts if a > window]) >= settings.max_attempts:
             reason = f"{settings.max_attempts} failed attempts within {settings.attempt_window_seconds}s"
-            self.s.store.update(target.key, lambda st: _escalate(st, reason))
-            return self.history(step, Outcome("escalated", reason))
+            self.s.store.update(target.key, lambda st: escalate(st, reason))
+            return self.history(step, Outcome(Status.ESCALATED, reason))
         if step.run.acquire() is None:
-            return self.history(step, Outcome("skipped", "another remediation holds this target"))
+            return self.history(step, Outcome(Status.SKIPPED, "another remediation holds this target"))
         if state.run_id != msg.run_id and any(
             r["Status"] == "intent" for r in self.s.store.read_journal(target.key, msg.run_id)
         ):
             # A start delivered again after its run ended and another began: it acted once already.
             step.run.finish()
-            return Outcome("skipped", f"run {msg.run_id} already acted")
+            return Outcome(Status.SKIPPED, f"run {msg.run_id} already acted")
 
         carried = [Evidence(e.source, e.code, e.message) for e in msg.evidence]
         # An alert that names no error is a reason to look, not a failure to classify.
@@ -188,23 +270,25 @@ class Healer:
         def planned(state: TargetState) -> None:
             if state.pending_readd is not None:  # a drop happened since this message looked
                 raise PhaseConflict(f"{target.key}: run {state.pending_readd.run_id}'s re-add is pending")
-            _set(state, last_diagnosis=kind, run_data={})
+            state.last_diagnosis, state.run_data = kind, RunData()
 
         step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, planned)
         if settings.observe_only:
-            step.run.finish(lambda st: _set(st, last_outcome="planned"))
-            return self.history(step, Outcome("planned", "observe mode: plan recorded, nothing changed", plan), plan)
+            step.run.finish(lambda st: _ended(st, Status.PLANNED))
+            return self.history(
+                step, Outcome(Status.PLANNED, "observe mode: plan recorded, nothing changed", plan), plan
+            )
         if plan.escalates:
             reason = plan.actions[0].reason
-            step.run.finish(lambda st: _escalate(st, reason, kind))
-            return self.history(step, Outcome("escalated", reason, plan), plan)
+            step.run.finish(lambda st: escalate(st, reason, kind))
+            return self.history(step, Outcome(Status.ESCALATED, reason, plan), plan)
         if not plan.actions:
             if carried:  # healthy despite the evidence that started the run: do not re-queue every cycle
                 until = now + timedelta(seconds=settings.healthy_cooldown_seconds)
-                step.run.finish(lambda st: _set(st, last_outcome="healthy", cooldown_until=until))
+                step.run.finish(lambda st: _ended(st, Status.HEALTHY, cooldown_until=until))
             else:
-                step.run.finish(lambda st: _set(st, last_outcome="healthy"))
-            return self.history(step, Outcome("healthy", plan.diagnosis.summary, plan), plan)
+                step.run.finish(lambda st: _ended(st, Status.HEALTHY))
+            return self.history(step, Outcome(Status.HEALTHY, plan.diagnosis.summary, plan), plan)
         first = plan.actions[0]
         remedy = self.remedies.get(first.kind)
         if remedy is None:
@@ -221,15 +305,15 @@ class Healer:
         # Held under this message's own name: the dropping run's own messages must not act beside it.
         step = Step(self, Run(self.s, msg.target, pending.run_id, holder=msg.run_id), target, owner)
         if step.run.acquire(exclusive=True) is None:
-            return Outcome("skipped", f"run {pending.run_id} holds this target (its re-add is pending)")
+            return Outcome(Status.SKIPPED, f"run {pending.run_id} holds this target (its re-add is pending)")
         try:
             outcome = self.finish_readd(step, pending, verb="recovered: re-added first")
         except RunStopped as stopped:
-            return Outcome("skipped", str(stopped))
+            return Outcome(Status.SKIPPED, str(stopped))
         if msg.step == "start" and target is not None:
             self.history(
                 Step(self, Run(self.s, msg.target, msg.run_id), target, msg),
-                Outcome("skipped", f"superseded: finished run {pending.run_id} first"),
+                Outcome(Status.SKIPPED, f"superseded: finished run {pending.run_id} first"),
             )
         return outcome
 
@@ -240,18 +324,21 @@ class Healer:
         except ReaddBlocked as blocked:
             abandon = isinstance(blocked, ReaddAbandoned)
             escalate_blocked(self.s, step.key, step.run.holder, str(blocked), abandon=abandon)
-            return self.history(step, Outcome("escalated", str(blocked)))
+            return self.history(step, Outcome(Status.ESCALATED, str(blocked)))
+
+        now = self.s.clock()
 
         def cleared(state: TargetState) -> None:
-            state.pending_readd = None
+            obligations.readded(state, pending.run_id, now)  # discharged once settled, else the sweep's
+            obligations.succeeded(state)
             if state.escalated and state.escalation_reason.startswith("re-add pending"):
                 state.escalated, state.escalation_reason = False, ""
 
         detail = f"{verb} {len(pending.snapshot)} role(s) of {pending.principal}"
         if step.target is None:
             step.run.finish(cleared)
-            return self.history(step, Outcome("recovered", f"{detail}; the target is no longer configured"))
-        self.history(step, Outcome("waiting", f"{detail}; listed again"))
+            return self.history(step, Outcome(Status.RECOVERED, f"{detail}; the target is no longer configured"))
+        self.history(step, Outcome(Status.WAITING, f"{detail}; listed again"))
         return self.to_verify(step, {"re-adding"}, pending.dropped_at, cleared)
 
     # ------------------------------------------------------------------ export toggle and verify
@@ -264,9 +351,10 @@ class Healer:
         mutate: Callable[[TargetState], None] | None = None,
     ) -> Outcome:
         """After a remedy: toggle the export when asked, then schedule verification."""
-        if self.s.settings.toggle_export:
+        if self.s.settings.toggle_export and not self.s.settings.observe_only:
             target = step.target
             assert target is not None
+            since = self.s.clock()
 
             # The toggle is two effects that must stay paired (a twin delivery of this run that
             # disabled after this one enabled would leave the export off): each toggle claims the
@@ -276,21 +364,30 @@ class Healer:
             def disabling(state: TargetState) -> None:
                 if mutate is not None:
                     mutate(state)
-                state.pending_enable = True
-                state.run_data = {**state.run_data, CLAIM: claim}
+                if state.pending_enable is None:  # the obligation is recorded before the disable
+                    state.pending_enable = PendingEnable(
+                        run_id=step.run.run_id, app=target.app, export_id=target.export_id, since=since
+                    )
+                state.run_data = state.run_data.model_copy(update={"claim": claim})
 
             step.run.transition(expect, TOGGLING, disabling)
             step.run.claim = claim
             iotc = self.s.iotc
-            step.run.effect("disable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, False))
+            step.run.effect(
+                "disable-export",
+                TOGGLING,
+                lambda: iotc.set_enabled(target.app, target.export_id, False),
+                obligation="enable",
+            )
             step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
-            expect, mutate = {TOGGLING}, lambda st: _set(st, pending_enable=False)
+            enabled_at = self.s.clock()
+            expect, mutate = {TOGGLING}, lambda st: obligations.enabled(st, enabled_at)
         last = mutate
 
         def verifying(state: TargetState) -> None:
             if last is not None:
                 last(state)
-            state.run_data = {k: v for k, v in state.run_data.items() if k != CLAIM}
+            state.run_data = state.run_data.model_copy(update={"claim": ""})
             # Whoever stood in for the run (the sweep, another run's message) keeps the lease
             # through the toggle and hands it back here: the run's own verification comes next.
             state.lease_owner = step.run.run_id
@@ -307,7 +404,7 @@ class Healer:
             delay_s=settings.verify_poll_seconds,
         )
         self.s.checkpoint("enqueue:verify")
-        return Outcome("waiting", f"verification scheduled until {until:%H:%M:%S}Z")
+        return Outcome(Status.WAITING, f"verification scheduled until {until:%H:%M:%S}Z")
 
     def _verify(self, step: Step) -> Outcome:
         settings, now, msg, target = self.s.settings, self.s.clock(), step.msg, step.target
@@ -324,7 +421,8 @@ class Healer:
         action_at = msg.action_at or now
         result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
         step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
-        if not result.healed and result.still_denied:
+        observe = settings.observe_only  # observe mode starts no change: no next remedy, no retry
+        if not result.healed and result.still_denied and not observe:
             following = self._next_remedy(journal)
             taken = self._fall_back(step, following, result.detail) if following is not None else None
             if taken is not None:
@@ -336,27 +434,29 @@ class Healer:
                 if taken is not None:
                     return taken
             cooldown = now + timedelta(seconds=settings.cooldown_seconds)
-            step.run.finish(lambda st: _set(st, last_outcome="healed", cooldown_until=cooldown))
-            return self.history(step, Outcome("healed", result.detail))
+            step.run.finish(lambda st: _ended(st, Status.HEALED, cooldown_until=cooldown, healed_at=now))
+            return self.history(step, Outcome(Status.HEALED, result.detail))
         if msg.verify_until and now < msg.verify_until:
             step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
             self.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
             self.s.checkpoint("enqueue:verify-again")
-            return Outcome("waiting", f"not yet: {result.detail}")
+            return Outcome(Status.WAITING, f"not yet: {result.detail}")
         window = now - timedelta(seconds=settings.attempt_window_seconds)
 
         def failed(state: TargetState) -> None:
             state.attempts = [a for a in state.attempts if a > window] + [now]
-            state.last_outcome = "not-healed"
+            state.last_outcome = Status.NOT_HEALED.value
             if len(state.attempts) >= settings.max_attempts:
-                _escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
+                escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
 
         state = step.run.finish(failed)
         if state.escalated:
-            return self.history(step, Outcome("escalated", state.escalation_reason))
+            return self.history(step, Outcome(Status.ESCALATED, state.escalation_reason))
+        if observe:
+            return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; observe mode: no retry"))
         retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
         self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
-        return self.history(step, Outcome("not-healed", f"{result.detail}; retry scheduled"))
+        return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; retry scheduled"))
 
     # ------------------------------------------------------------------ the next remedy
 
@@ -385,7 +485,7 @@ class Healer:
         )
         if action is None:
             return None  # not applicable now (the diagnosis changed): verification goes on
-        step.run.transition({VERIFYING}, PLANNED, lambda st: _set(st, run_data={}))
+        step.run.transition({VERIFYING}, PLANNED, _fresh_run_data)
         return self.remedies[action_kind].begin(step, fresh, action, plan)
 
     # ------------------------------------------------------------------ history
@@ -399,7 +499,7 @@ class Healer:
             "Trigger": msg.trigger,
             "CorrelationId": msg.correlation_id,
             "Mode": self.s.settings.mode,
-            "Outcome": outcome.status,
+            "Outcome": outcome.status.value,
             "Detail": outcome.detail[:8000],
         }
         if plan is not None:
@@ -421,14 +521,15 @@ class Healer:
         return outcome
 
 
-def _set(state: TargetState, **fields: object) -> None:
-    for name, value in fields.items():
-        setattr(state, name, value)
+def _ended(
+    state: TargetState, outcome: Status, *, cooldown_until: datetime | None = None, healed_at: datetime | None = None
+) -> None:
+    state.last_outcome = outcome.value
+    if cooldown_until is not None:
+        state.cooldown_until = cooldown_until
+    if healed_at is not None:
+        state.healed_at = healed_at
 
 
-def _escalate(state: TargetState, reason: str, diagnosis: str = "") -> None:
-    state.escalated = True
-    state.escalation_reason = reason[:1000]
-    state.last_outcome = "escalated"
-    if diagnosis:
-        state.last_diagnosis = diagnosis
+def _fresh_run_data(state: TargetState) -> None:
+    state.run_data = RunData()

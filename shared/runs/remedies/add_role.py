@@ -6,17 +6,17 @@ HEALER_UNKNOWN_IDENTITY_RETRY_SECONDS from its first attempt, then escalates."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import ClassVar
 
 from shared.kusto import AdxError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
+from shared.runs.outcome import Status, escalate
+from shared.runs.phases import ADDING
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.storage import TargetState
-
-ADDING = "adding"
+from shared.state import RunData, TargetState
 
 
 class AddRole:
@@ -25,13 +25,18 @@ class AddRole:
     steps: ClassVar[tuple[str, ...]] = ()
 
     def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
-        since = step.healer.s.clock().isoformat()
-        intent = {"role": action.role, "fqn": action.fqn, "notes": action.notes, "since": since}
-        step.run.transition({PLANNED}, ADDING, lambda st: setattr(st, "run_data", intent))
+        intent = RunData(role=action.role, fqn=action.fqn, notes=action.notes, since=step.healer.s.clock())
+
+        def adding(state: TargetState) -> None:
+            state.run_data = intent
+
+        step.run.transition({PLANNED}, ADDING, adding)
         blocked = self._add(step, intent, reading)
         if blocked is not None:
             return blocked
-        step.healer.history(step, Outcome("waiting", f"added {action.role} for {action.fqn}; verifying", plan), plan)
+        step.healer.history(
+            step, Outcome(Status.WAITING, f"added {action.role} for {action.fqn}; verifying", plan), plan
+        )
         return step.healer.to_verify(step, {ADDING}, step.healer.s.clock())
 
     def resume(self, step: Step, state: TargetState) -> Outcome:
@@ -42,7 +47,7 @@ class AddRole:
             return blocked
         return step.healer.to_verify(step, {ADDING}, state.phase_at or step.healer.s.clock())
 
-    def _add(self, step: Step, intent: dict[str, str], reading: Reading | None) -> Outcome | None:
+    def _add(self, step: Step, intent: RunData, reading: Reading | None) -> Outcome | None:
         try:
             self._effect(step, intent, reading)
         except AdxError as exc:
@@ -52,14 +57,14 @@ class AddRole:
         return None
 
     @staticmethod
-    def _unknown(step: Step, intent: dict[str, str], exc: AdxError) -> Outcome:
+    def _unknown(step: Step, intent: RunData, exc: AdxError) -> Outcome:
         """Retry the same run a bounded time (delayed messages), then escalate; never forever."""
         services = step.healer.s
         now = services.clock()
-        since = datetime.fromisoformat(intent["since"]) if intent.get("since") else now
+        since = intent.since or now
         budget = services.settings.unknown_identity_retry_seconds
         waited = (now - since).total_seconds()
-        fqn = intent["fqn"]
+        fqn = intent.fqn
         if waited < budget:
             delay = max(1.0, min(float(services.settings.verify_poll_seconds), budget - waited))
             step.run.renew(extra_s=delay, during=ADDING)
@@ -67,25 +72,22 @@ class AddRole:
             services.checkpoint("enqueue:add-again")
             until = since + timedelta(seconds=budget)
             detail = f"{fqn} is not known to Entra yet ({exc.message}); retrying until {until:%H:%M:%S}Z"
-            return step.healer.history(step, Outcome("waiting", detail))
+            return step.healer.history(step, Outcome(Status.WAITING, detail))
         reason = (
             f"{fqn} is still unknown to Entra after {int(waited)}s of retries ({exc.message}): check IoT Central's "
             "managed identity (ARM) and that the identity exists, then resume the target"
         )
 
-        def escalate(state: TargetState) -> None:
-            state.escalated, state.escalation_reason, state.last_outcome = True, reason[:1000], "escalated"
-
-        step.run.finish(escalate)
-        return step.healer.history(step, Outcome("escalated", reason))
+        step.run.finish(lambda state: escalate(state, reason))
+        return step.healer.history(step, Outcome(Status.ESCALATED, reason))
 
     @staticmethod
-    def _effect(step: Step, intent: dict[str, str], reading: Reading | None) -> None:
+    def _effect(step: Step, intent: RunData, reading: Reading | None) -> None:
         target = step.target
         assert target is not None  # an add is planned only for a known target
         kusto = step.healer.s.kusto(target.cluster_url)
         current = reading.adx.database_principals if reading else None
-        role, fqn, notes = intent["role"], intent["fqn"], intent["notes"]
+        role, fqn, notes = intent.role, intent.fqn, intent.notes
         step.run.effect(
             "add",
             ADDING,

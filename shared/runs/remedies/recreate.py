@@ -1,0 +1,200 @@
+"""Remedy: re-create the export's destination, Microsoft's documented repair
+(planned → destination-prepared → destination-created → export-repointed → verifying).
+
+Make-before-break: the copy exists and the export sends to it before the old destination is
+deleted, so the export is never without a destination. What the copy needs (the destination's
+body, the export's reference with its transform, the new id) is kept in the run's state before
+the first change; each step is an idempotent effect (PUT, PATCH, DELETE that tolerates 404), so
+a redelivered message resumes from the phase and repeats at most the step that died. The phase
+that re-points the export also records the new destination id in the target's state: from then
+on the target (same key) is judged by the new destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from shared import recreate_destination as rd
+from shared.iotcentral import IotcError
+from shared.plan import Action, Plan
+from shared.runs import obligations
+from shared.runs.base import PLANNED, Outcome, Services
+from shared.runs.fencing import Run
+from shared.runs.outcome import Status, escalate
+from shared.runs.phases import CREATED, PREPARED, REPOINTED
+from shared.runs.reading import Reading
+from shared.runs.remedy import Step, holds
+from shared.state import PendingCopy, RunData, TargetState
+
+
+class RecreateDestination:
+    action: ClassVar[str] = "recreate-destination"
+    phases: ClassVar[tuple[str, ...]] = (PREPARED, CREATED, REPOINTED)
+    steps: ClassVar[tuple[str, ...]] = ()
+
+    def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
+        target = reading.target
+        iotc = step.healer.s.iotc
+        try:
+            copy = rd.prepare(iotc, target.app, target.export_id, target.destination_id, step.run.run_id)
+        except rd.NotRecreatable as exc:
+            reason = f"re-creating the destination is not possible: {exc}"
+            step.run.finish(lambda st: escalate(st, reason, str(plan.diagnosis.kind)))
+            return step.healer.history(step, Outcome(Status.ESCALATED, reason, plan), plan)
+        # The principal keeps its listing: what verification counts as "listed" is what was read.
+        fqn = plan.diagnosis.principal.fqn()
+        listed = any(holds(reading.adx.database_principals, role, fqn) for role in ("admins", "ingestors"))
+        step.run.journal("destination-copy", "done", copy=copy.to_dict(), listed=listed)
+        data = RunData(destination_copy=copy.to_dict(), listed=listed)
+
+        since = step.healer.s.clock()
+        owed = PendingCopy(
+            run_id=step.run.run_id,
+            app=copy.app,
+            export_id=copy.export_id,
+            old_id=copy.old_id,
+            new_id=copy.new_id,
+            since=since,
+        )
+
+        def prepared(state: TargetState) -> None:
+            state.run_data = data
+            state.pending_copy = owed  # the obligation is recorded before the copy is created
+
+        step.run.transition({PLANNED}, PREPARED, prepared)
+        outcome = self._carry_on(step, PREPARED, data)
+        step.healer.history(
+            step,
+            Outcome(Status.WAITING, f"re-created destination {copy.old_id} as {copy.new_id}; verifying", plan),
+            plan,
+        )
+        return outcome
+
+    def resume(self, step: Step, state: TargetState) -> Outcome:
+        return self._carry_on(step, state.phase, state.run_data)
+
+    @staticmethod
+    def discharge(step: Step, state: TargetState) -> str:
+        return discharge(step, state)
+
+    def _carry_on(self, step: Step, phase: str, data: RunData) -> Outcome:
+        services = step.healer.s
+        iotc = services.iotc
+        copy = rd.DestinationCopy.from_dict(data.destination_copy or {})
+        listed = data.listed
+        if phase == PREPARED:
+            try:
+                step.run.effect(
+                    "create-destination",
+                    PREPARED,
+                    lambda: rd.create(iotc, copy),
+                    lambda body: {"destination_status": str(body.get("status", ""))},
+                    obligation="copy",
+                    destination=copy.new_id,
+                )
+            except IotcError as exc:
+                if not refused(exc):
+                    raise
+                # Nothing changed yet (e.g. the app already has 10 destinations): tell people.
+                return _give_up(step, f"IoT Central refused the copy of destination {copy.old_id}: {exc}")
+            step.run.transition({PREPARED}, CREATED)
+            phase = CREATED
+        if phase == CREATED:
+            step.run.effect(
+                "repoint-export",
+                CREATED,
+                lambda: rd.point(iotc, copy),
+                lambda changed: {"changed": changed, "listed": listed},
+                obligation="copy",
+                export=copy.export_id,
+                old=copy.old_id,
+                new=copy.new_id,
+            )
+            step.run.transition({CREATED}, REPOINTED, _at(copy.new_id))
+            phase = REPOINTED
+        step.run.effect(
+            "delete-destination",
+            REPOINTED,
+            lambda: rd.delete_old(iotc, copy),
+            lambda deleted: {"deleted": deleted},
+            destination=copy.old_id,
+        )
+        state = services.store.load(step.key)
+        if step.target is not None:
+            step.target = step.target.at_destination(copy.new_id)
+        done_at = services.clock()
+        return step.healer.to_verify(
+            step, {REPOINTED}, state.phase_at or done_at, lambda st: obligations.copied(st, done_at)
+        )
+
+
+def discharge(step: Step, state: TargetState) -> str:
+    """Discharge a re-creation's obligation (observe mode, a target that left the configuration,
+    an escalated run) from its record alone, then mark it observed."""
+    owed = state.pending_copy
+    if owed is None:  # a run of an earlier version: its record is the run's data
+        copy = rd.DestinationCopy.from_dict(state.run_data.destination_copy or {})
+        owed = PendingCopy(
+            run_id=state.run_id,
+            app=copy.app,
+            export_id=copy.export_id,
+            old_id=copy.old_id,
+            new_id=copy.new_id,
+            since=step.healer.s.clock(),
+        )
+    return settle_copy(step.healer.s, step.run, step.key, owed)
+
+
+def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> str:
+    """If the export sends to the copy, finish the re-point (the old reference goes first, then
+    the old destination); otherwise delete the copy. Each a journaled, fenced effect; then the
+    record is discharged once no create or re-point of its run can land any more."""
+    iotc = services.iotc
+    export = iotc.export(owed.app, owed.export_id)
+    refs = [r for r in export.get("destinations") or [] if isinstance(r, dict)]
+    ids = [r.get("id") for r in refs]
+    moved: str | None = None
+    if owed.new_id in ids:
+        if owed.old_id in ids:  # never left sending to both: the old reference goes first
+            kept = [r for r in refs if r.get("id") != owed.old_id]
+            run.effect("unpoint-old", None, lambda: iotc.set_destinations(owed.app, owed.export_id, kept))
+        run.effect(
+            "delete-destination",
+            None,
+            lambda: iotc.delete_destination(owed.app, owed.old_id),
+            destination=owed.old_id,
+        )
+        did, moved = f"finished the re-point to {owed.new_id}", owed.new_id
+    else:
+        run.effect("delete-copy", None, lambda: iotc.delete_destination(owed.app, owed.new_id), destination=owed.new_id)
+        did = f"deleted the copy {owed.new_id} (the export still sends to {owed.old_id})"
+    now = services.clock()
+
+    def observed(st: TargetState) -> None:
+        if moved is not None:
+            st.destination_id = moved
+        if st.pending_copy is not None and st.pending_copy.new_id == owed.new_id:
+            obligations.copied(st, now)
+
+    services.store.update(key, observed, name=f"{run.holder}:copy-settled")
+    return did
+
+
+def refused(exc: IotcError) -> bool:
+    """A 4xx that a retry will not change (throttling and timeouts are retried by the pipeline)."""
+    return exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429)
+
+
+def _give_up(step: Step, reason: str) -> Outcome:
+    step.run.finish(lambda st: escalate(st, reason))
+    return step.healer.history(step, Outcome(Status.ESCALATED, reason))
+
+
+def _at(destination_id: str) -> Callable[[TargetState], None]:
+    """The target is judged by the re-created destination from now on."""
+
+    def moved(state: TargetState) -> None:
+        state.destination_id = destination_id
+
+    return moved
