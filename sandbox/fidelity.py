@@ -24,6 +24,7 @@ ADX_FAILED_INGESTION = "MicrosoftDocs/dataexplorer-docs, data-explorer/ingest-da
 IOTC_TROUBLESHOOT = "https://learn.microsoft.com/azure/iot-central/core/troubleshooting"
 IOTC_ADX = "https://learn.microsoft.com/azure/iot-central/core/howto-export-to-azure-data-explorer"
 IOTC_SPEC = "Azure/azure-rest-api-specs, specification/iotcentral/data-plane/IoTCentral/preview/2022-10-31-preview"
+KUSTO_404_SAMPLE = "Azure/azure-kusto-samples-dotnet#29 (404-NotFound, EntityNameDoesNotExistException)"
 ARM_UNKNOWN_ID = "Azure/azure-sdk-for-net#16416 (\"Entity ID … of type 'AAD Application Id' was not found\")"
 
 
@@ -56,6 +57,12 @@ FAULTS: dict[str, Entry] = {
     ),
     "healer-not-admin": Entry("the healer is Viewer: role commands need Database Admin", ADX_PRINCIPALS),
     "table-missing": Entry("the table is gone: ingestion fails with BadRequest_EntityNotFound", ADX_ERRORS),
+    "database-missing": Entry(
+        "the database is gone: every command and query on it answers HTTP 404, code NotFound, "
+        "Kusto.Common.Svc.Exceptions.EntityNameDoesNotExistException, \"Entity name 'D' of kind 'Database' does "
+        'not exist." (the body a real cluster answered; azure-kusto-data keeps only the response)',
+        KUSTO_404_SAMPLE,
+    ),
     "ingestor-only": Entry(
         "the writer holds database Ingestor only; IoT Central's docs require database Admin for its identity, "
         "so the exporter is refused (which operation needs Admin is not documented: the sandbox refuses "

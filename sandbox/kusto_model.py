@@ -114,11 +114,13 @@ def denied(identity: Identity, code: str, operation: str, resource: str) -> Kust
 
 
 def database_not_found(name: str) -> KustoFault:
+    """A command or query on a database the cluster does not have: HTTP 404 with the OneApi body
+    Azure/azure-kusto-samples-dotnet#29 shows (code NotFound, EntityNameDoesNotExistException)."""
     return KustoFault(
-        400,
-        "BadRequest_DatabaseNotExist",
-        "Kusto.Data.Exceptions.DatabaseNotFoundException",
-        f"Database '{name}' was not found.",
+        404,
+        "NotFound",
+        "Kusto.Common.Svc.Exceptions.EntityNameDoesNotExistException",
+        f"Entity name '{name}' of kind 'Database' does not exist.",
     )
 
 

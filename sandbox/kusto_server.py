@@ -95,7 +95,8 @@ def error_body(
     return {
         "error": {
             "code": code,
-            "message": _GENERIC_MESSAGES.get(status, "Request failed."),
+            # A not-found answer names the entity in `message` too (the published 404 sample).
+            "message": message if status == 404 else _GENERIC_MESSAGES.get(status, "Request failed."),
             "@type": error_type,
             "@message": message,
             "@context": {

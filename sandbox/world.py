@@ -32,6 +32,7 @@ SCENARIO_FAULTS = (
     "table-level-only",
     "healer-not-admin",
     "table-missing",
+    "database-missing",
     "ingestor-only",
     "destination-stale",
     "access-denied-code",
@@ -715,6 +716,16 @@ class World:
             db.tables.setdefault(target.table, table)
 
         return ActiveFault("table-missing", target.subdomain, undo)
+
+    def _fault_database_missing(self, target: Target) -> ActiveFault:
+        database = self.cluster.databases.pop(target.database, None)
+        if database is None:
+            raise ValueError(f"database {target.database!r} is already missing")
+
+        def undo() -> None:
+            self.cluster.databases.setdefault(target.database, database)
+
+        return ActiveFault("database-missing", target.subdomain, undo)
 
     def _fault_ingestor_only(self, target: Target) -> ActiveFault:
         """The forum's least privilege: the writer holds Ingestor, not the Admin IoT Central needs."""

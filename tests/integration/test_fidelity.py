@@ -124,6 +124,31 @@ def test_unknown_identity_is_refused_on_add(world: World, kusto: Any) -> None:
     assert info.value.unknown_principal and not info.value.not_found and not info.value.transient
 
 
+def test_a_missing_database_answers_404_and_the_adapter_reads_it_as_missing(world: World, kusto: Any) -> None:
+    from azure.kusto.data.exceptions import KustoServiceError
+
+    with pytest.raises(KustoServiceError) as raw:  # the SDK keeps the response, not the body's code
+        kusto.execute_mgmt("nowhere", ".show database nowhere principals")
+    assert raw.value.http_response is not None and raw.value.http_response.status_code == 404
+    assert "EntityNameDoesNotExistException" in raw.value.http_response.text
+    for read in (
+        lambda: adapter(world).database_listing("nowhere"),
+        lambda: adapter(world).rows_since("nowhere", "T", world_now()),
+    ):
+        with pytest.raises(AdxError) as info:
+            read()
+        assert info.value.not_found and info.value.missing == "database" and not info.value.transient
+    with pytest.raises(AdxError) as table:
+        adapter(world).table_schema("devicedata", "NoSuchTable")
+    assert table.value.not_found and table.value.missing == "table"
+
+
+def world_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
 # ---------------------------------------------------------------------- the role IoT Central needs
 
 
