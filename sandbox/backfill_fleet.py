@@ -62,7 +62,7 @@ def add_fleet_app(world: World, subdomain: str, table: str, database: str = "dev
     return f"{subdomain}:export-1:adx-1"
 
 
-def _key(row: dict[str, Any]) -> tuple[str, ...]:
+def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     # A property bag is the same whatever the order of its keys.
     return tuple(json.dumps(coerce(row.get(name), kind), sort_keys=True, default=str) for name, kind in COLUMNS)
 
@@ -71,10 +71,10 @@ def compare(world: World, subdomain: str, table: str, until: datetime, database:
     """The table against what the export would have written for every message up to `until`:
     rows missing, rows duplicated (present more often than expected) and rows expected."""
     start = datetime.min.replace(tzinfo=until.tzinfo)
-    expected = Counter(_key(r) for r in world.expected_rows(subdomain, start, until))
+    expected = Counter(row_key(r) for r in world.expected_rows(subdomain, start, until))
     with world.cluster.lock:
         rows = [r for r in world.cluster.table(database, table).rows if r["Timestamp"] <= until]
-    actual = Counter(_key(r) for r in rows)
+    actual = Counter(row_key(r) for r in rows)
     return {
         "rows_expected": sum(expected.values()),
         "rows_missing": sum((expected - actual).values()),

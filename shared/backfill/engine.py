@@ -53,7 +53,10 @@ class Progress:
     # The window being sent: its bounds, its tag, and its counts as first seen (a redo after a crash
     # sees the sent rows as present; the first counts are the true ones).
     pending: dict[str, Any] | None = None
-    template_index: int = 0  # templates are done one after another, each with windows of its own density
+    # Templates are done one after another (each with windows of its own density), in the order
+    # fixed by the first invocation (`templates`); the one in progress is kept by its id, never by
+    # its position: a template that leaves the export's filter must not shift the others.
+    template: str = ""
     windows: int = 0
     queries: int = 0
     rows_found: int = 0  # rows the export would have written in the windows done
@@ -107,9 +110,13 @@ class BackfillEngine:
         ingestor: Callable[[str], Any],
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        guard: Callable[[], object] = lambda: None,
     ) -> None:
         self.s = services
         self.ingestor = ingestor
+        # Called before every journal write and every ingestion: raises when this invocation no
+        # longer holds the run (its lease was taken, or a twin delivery claimed it since).
+        self.guard = guard
         self.clock = clock or services.clock
         self.monotonic = monotonic
 
@@ -122,6 +129,7 @@ class BackfillEngine:
         return None
 
     def save(self, progress: Progress) -> None:
+        self.guard()
         self.s.store.write_journal(
             progress.target, progress.run_id, "backfill", "progress", progress.to_dict(), self.clock()
         )
@@ -177,8 +185,9 @@ class BackfillEngine:
                 groups[info.template_id] = split_select(info.template_id, info.telemetry)
             except PlanError as exc:
                 raise BackfillRefused(str(exc)) from exc
-        if not progress.templates:  # the order is fixed at the first invocation: template_index refers to it
+        if not progress.templates:  # the order is fixed at the first invocation
             progress.templates = sorted(t.template_id for t in templates)
+            progress.template = progress.templates[0] if progress.templates else ""
         by_id = {t.template_id: t for t in templates}
         templates = [by_id[t] for t in progress.templates if t in by_id]
         return Context("", templates, groups, {}, export_filter, transform, [], False)
@@ -207,7 +216,7 @@ class BackfillEngine:
         """Queries run ahead in their own thread while answers are rebuilt, compared and sent."""
         pending = progress.pending
         position = Position(
-            progress.template_index,
+            self._current(ctx, progress),
             parse_ts(progress.cursor),
             timedelta(seconds=progress.size_s),
             Window(parse_ts(pending["start"]), parse_ts(pending["end"])) if pending else None,
@@ -233,6 +242,30 @@ class BackfillEngine:
             streams=streams,
         ).start()
 
+    def _current(self, ctx: Context, progress: Progress) -> int:
+        """The index in `ctx.templates` of the template in progress (len(ctx.templates) when every
+        template is done). A template that has left the export's filter (or the app) since the
+        backfill began is passed over, and what was not backfilled of it is said."""
+        ids = [t.template_id for t in ctx.templates]
+        while progress.template and progress.template not in ids:
+            note = (
+                f"template {progress.template} left the export's filter during the backfill: its telemetry from "
+                f"{progress.cursor} to {progress.end} was not backfilled"
+            )
+            if note not in progress.unrecoverable:
+                progress.unrecoverable.append(note)
+            self._advance(progress)
+        return ids.index(progress.template) if progress.template else len(ids)
+
+    @staticmethod
+    def _advance(progress: Progress) -> None:
+        """On to the next template of the fixed order, from the gap's start."""
+        order = progress.templates
+        at = order.index(progress.template) if progress.template in order else len(order)
+        progress.template = order[at + 1] if at + 1 < len(order) else ""
+        progress.cursor, progress.size_s = progress.start, int(FIRST_WINDOW.total_seconds())
+        progress.pending = None
+
     def run(self, target: Any, progress: Progress, budget_s: float) -> Progress:
         """Work through windows until done or `budget_s` is spent; progress is saved after each."""
         if progress.done:
@@ -256,25 +289,25 @@ class BackfillEngine:
             # No reader: the budget was spent before the first window, and so it still is.
             while reader is not None and not progress.done and self.monotonic() - started < budget_s:
                 cursor = parse_ts(progress.cursor)
-                if cursor >= end or progress.template_index >= len(ctx.templates):
-                    progress.template_index += 1
-                    progress.cursor, progress.size_s = progress.start, int(FIRST_WINDOW.total_seconds())
-                    if progress.template_index >= len(ctx.templates):
-                        progress.done = True
+                index = self._current(ctx, progress)
+                if index >= len(ctx.templates) or cursor >= end:
+                    if index < len(ctx.templates):
+                        self._advance(progress)
+                    progress.done = self._current(ctx, progress) >= len(ctx.templates)
                     self.save(progress)
                     continue
                 try:
                     answer = reader.next()
-                    if answer is None or answer.template_index != progress.template_index:
+                    if answer is None or answer.template_index != index:
                         raise RuntimeError(f"backfill reader out of step at {progress.cursor}: {answer}")
                     if answer.window.start != cursor:
                         raise RuntimeError(f"backfill reader out of step at {progress.cursor}: {answer.window}")
                     used += answer.queries
                     progress.queries += answer.queries
-                    self._window(target, ctx, progress, answer)
+                    self._window(target, ctx, progress, answer)  # saves the progress it made
                 except (BackfillRefused, TransformError, PlanError) as exc:
                     progress.refused, progress.done = str(exc), True
-                self.save(progress)
+                    self.save(progress)
         finally:
             if reader is not None:
                 reader.close()
@@ -284,7 +317,7 @@ class BackfillEngine:
         return progress
 
     def _window(self, target: Any, ctx: Context, progress: Progress, answer: Answer) -> None:
-        info = ctx.templates[progress.template_index]
+        info = ctx.templates[self._current(ctx, progress)]
         window = answer.window
         if progress.pending and (stamp_s(window.start), stamp_s(window.end)) != (
             progress.pending["start"],
@@ -324,6 +357,7 @@ class BackfillEngine:
                 }
                 self.save(progress)
                 self.s.checkpoint("backfill:intent")
+                self.guard()  # right before the act: a twin that claimed the run meanwhile ingests instead
                 how = self.ingestor(target.cluster_url).ingest(
                     target.database, target.table, todo, tag, streaming=ctx.streaming
                 )

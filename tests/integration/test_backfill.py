@@ -301,3 +301,115 @@ def test_a_table_with_streaming_ingestion_is_backfilled_by_managed_streaming(
     assert world.ingestion.ingested_blobs == queued_before
     result = backfill_fleet.compare(world, "fleet", TABLE, end)
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def _hand_outage(world: World) -> tuple[datetime, datetime]:
+    """An outage people fixed by hand: (a time before it, a time after it), rows still missing."""
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    inject_and_wait(world, "principal-removed", "fleet")
+    failures = len(world.workspace.tables["FailedIngestion"])
+    wait_until(lambda: len(world.workspace.tables["FailedIngestion"]) >= failures + 5, 10, "an outage")
+    world.clear("principal-removed", "fleet")
+    wait_until(lambda: world.iotc.apps["fleet"].exports["export-1"].get("status") == "healthy", 10, "healed")
+    return start, datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_world: World, azurite: Azurite) -> None:
+    """At-least-once delivery: the same backfill message runs twice at the same time under the
+    run's one lease. The twin that claimed the run last is the only one that ingests; the other
+    stands back before its next act, and the gap's counts are the true ones."""
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    start, end = _hand_outage(world)
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    outcomes: list[Any] = []
+    sends: list[str] = []  # who sent each chunk
+    turn = ["first"]
+    real_ingestor = healer.s.ingestor
+
+    class Counting:
+        def __init__(self, url: str) -> None:
+            self.inner = real_ingestor(url)
+
+        def ingest(self, *args: Any, **kwargs: Any) -> str:
+            sends.append(turn[0])
+            return str(self.inner.ingest(*args, **kwargs))
+
+    healer.s.ingestor = Counting
+
+    def twin_arrives(name: str) -> None:
+        if name == "backfill:intent" and turn == ["first"]:  # the first is about to send its chunk
+            turn[0] = "twin"
+            outcomes.append(healer.handle(msg))  # the twin delivery runs meanwhile, to the end
+            turn[0] = "first-again"
+
+    healer.s.checkpoint = twin_arrives
+    outcomes.insert(0, healer.handle(msg))
+    assert turn == ["first-again"], "the first delivery never reached an ingestion"
+    assert outcomes[1].status == "backfilled", outcomes
+    assert outcomes[0].status == "skipped", outcomes  # it stood back: the twin had claimed the run
+    assert "first-again" not in sends and "twin" in sends, sends
+    gap = healer.s.store.load(KEY).gap
+    assert gap["status"] == "done" and gap["rows_ingested"] == gap["rows_missing"] > 0, gap
+    result = _settled(world, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def test_a_template_leaving_the_filter_between_invocations_does_not_shift_the_others(
+    fleet_world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress is kept per template id: after the first template is done and the second begun,
+    the first leaves the export's filter; the second still resumes at its own cursor."""
+    from shared.backfill import engine
+
+    monkeypatch.setattr(engine, "FIRST_WINDOW", timedelta(seconds=1))
+    monkeypatch.setattr(engine, "next_size", lambda previous, records: timedelta(seconds=1))
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    start, end = _hand_outage(world)
+    seconds = int((end - start.replace(microsecond=0)).total_seconds())  # one window per second
+    done: list[str] = []
+
+    def crash(name: str) -> None:
+        if name == "backfill:window-done":
+            done.append(name)
+            if len(done) == seconds + 2:  # the pump's windows, then two of the thermostat's
+                raise Crash(name)
+
+    healer.s.checkpoint = crash
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    with pytest.raises(Crash):
+        healer.handle(msg)
+    progress = healer.s.store.read_journal(KEY, msg.run_id)
+    saved = next(r["Data"] for r in progress if r["Step"] == "backfill" and r["Status"] == "progress")
+    assert saved["templates"] == [backfill_fleet.PUMP, backfill_fleet.THERMOSTAT], saved  # the pump's are done
+    # The pump leaves the export's filter before the message is delivered again.
+    world.iotc.apps["fleet"].exports["export-1"]["filter"] = f"SELECT * FROM {backfill_fleet.THERMOSTAT}"
+    healer.s.checkpoint = lambda name: None
+    outcome = healer.handle(msg)
+    assert outcome.status == "backfilled", outcome
+    _settled_thermostats(world, start, end)
+
+
+def _settled_thermostats(world: World, start: datetime, end: datetime) -> None:
+    from collections import Counter
+
+    def rows() -> tuple[Counter[Any], Counter[Any]]:
+        expected = Counter(
+            backfill_fleet.row_key(r)
+            for r in world.expected_rows("fleet", start, end)
+            if r["Template"] == backfill_fleet.THERMOSTAT
+        )
+        with world.cluster.lock:
+            actual = Counter(
+                backfill_fleet.row_key(r)
+                for r in world.cluster.table("devicedata", TABLE).rows
+                if r["Template"] == backfill_fleet.THERMOSTAT and start <= r["Timestamp"] <= end
+            )
+        return expected, actual
+
+    wait_for(lambda: rows()[0] == rows()[1], 15)
+    expected, actual = rows()
+    assert sum(expected.values()) > 0
+    assert (sum((expected - actual).values()), sum((actual - expected).values())) == (0, 0)
