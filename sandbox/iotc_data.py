@@ -9,7 +9,8 @@ Sources (MicrosoftDocs/azure-docs, articles/iot-central/core/):
 - concepts-quotas-limits.md / AZURE_FACTS: about 1 query request per second per app.
 - howto-manage-device-templates-with-rest-api.md: templates carry `capabilityModel.contents`
   and `capabilityModel.extends[].contents`; components are contents of `@type: Component`.
-- Retention: telemetry older than 30 days is not available to queries.
+- Retention: telemetry older than 7 days is not available to queries (the current quotas page;
+  older revisions said 30).
 
 Unverified, chosen here and marked so the healer must not depend on them: the error code of a
 refused query (`InvalidQuery`), the status of a throttled query (429 + Retry-After), whether a
@@ -35,7 +36,7 @@ MAX_SELECT_ITEMS = 15
 MAX_QUERY_CHARS = 350
 MAX_LOGICAL_OPERATORS = 10
 MAX_TELEMETRY_RECORDS = 10_000
-RETENTION = timedelta(days=30)
+RETENTION = timedelta(days=7)
 QUERY_INTERVAL_S = 1.0
 
 
@@ -151,7 +152,7 @@ def template_capabilities(template: dict[str, Any]) -> tuple[set[str], set[str]]
 
 
 class TelemetryStore:
-    """Messages per template, kept sorted by time; older than 30 days is gone."""
+    """Messages per template, kept sorted by time; older than the retention is gone."""
 
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.now = now
@@ -288,7 +289,7 @@ def parse_query(text: str, capabilities: Callable[[str], tuple[set[str], set[str
     kinds = {"telemetry" if p in telemetry else "property" for p, _ in items if p not in ("$id", "$ts")}
     if len(kinds) > 1:
         raise bad_query("A query selects telemetry or properties, not both.")
-    start, end = now - timedelta(days=30), now
+    start, end = now - RETENTION, now
     filters: list[Callable[[dict[str, Any]], bool]] = []
     if match.group("where"):
         tokens = _TOKEN.findall(match.group("where"))

@@ -19,11 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.backfill import dedupe
+from shared.backfill.identity import Identity, find_identity, unrestorable_fields
 from shared.backfill.planner import PlanError, Window, ceil_second, floor_second, next_size, split_select
 from shared.backfill.planner import stamp as stamp_s
 from shared.backfill.reader import Answer, Position, Reader
 from shared.backfill.records import (
     NOT_RETURNED,
+    Enrichments,
     ExportFilter,
     FilterUnsupported,
     TransformError,
@@ -31,9 +33,10 @@ from shared.backfill.records import (
     rows_for,
 )
 from shared.backfill.templates import TemplateInfo, parse_template
+from shared.kusto import AdxError
 
 log = logging.getLogger(__name__)
-RETENTION = timedelta(days=30)  # IoT Central keeps telemetry available to queries this long
+RETENTION_DAYS = 7  # IoT Central's data retention (quotas page); HEALER_BACKFILL_RETENTION_DAYS
 FIRST_WINDOW = timedelta(minutes=1)  # then sized from what each answer held
 
 
@@ -65,6 +68,8 @@ class Progress:
     chunks: int = 0
     templates: list[str] = field(default_factory=list)
     unrecoverable: list[str] = field(default_factory=list)
+    unrecoverable_s: int = 0  # seconds of the gap older than the retention horizon
+    approximate: list[str] = field(default_factory=list)  # fields not restored in rows written anyway
     refused: str = ""
     done: bool = False
     ingestion: str = ""  # queued | streamed
@@ -101,6 +106,11 @@ class Context:
     transform: str | None
     schema: list[tuple[str, str]]
     streaming: bool
+    enrichments: Enrichments = field(default_factory=Enrichments)
+    exclude_simulated: bool = False
+    identities: dict[str, Identity] = field(default_factory=dict)  # per template id
+    approximate: list[str] = field(default_factory=list)  # fields written approximate (opt-in)
+    mapping: str | None = None  # the table's JSON ingestion mapping, when it has one
 
 
 class BackfillEngine:
@@ -139,18 +149,23 @@ class BackfillEngine:
         if existing is not None:
             return existing
         now = self.clock()
-        oldest = now - RETENTION
+        days = int(getattr(self.s.settings, "backfill_retention_days", RETENTION_DAYS))
+        oldest = floor_second(now - timedelta(days=days))
         unrecoverable: list[str] = []
+        lost = timedelta(0)
         if start < oldest:
+            lost = min(end, oldest) - start
             unrecoverable.append(
-                f"telemetry before {stamp_s(oldest)} (older than IoT Central's 30 days): "
-                f"{stamp_s(start)} to {stamp_s(min(end, oldest))}"
+                f"unrecoverable: {_duration(lost)} of telemetry ({stamp_s(start)} to {stamp_s(min(end, oldest))}) is "
+                f"older than IoT Central's retention of {days} days: the query API no longer has it"
             )
-            start = oldest
+            start = min(oldest, end)
         start, end = floor_second(start), ceil_second(min(end, now))
+        end = max(start, end)
         progress = Progress(target.key, run_id, mode, stamp_s(start), stamp_s(end), stamp_s(start))
         progress.size_s = int(FIRST_WINDOW.total_seconds())
         progress.unrecoverable = unrecoverable
+        progress.unrecoverable_s = round(lost.total_seconds())
         self.save(progress)
         return progress
 
@@ -169,15 +184,16 @@ class BackfillEngine:
                 f"export {target.export_id} exports {export.get('source')!r}: only telemetry can be recovered "
                 "(the query API has no history of property changes or lifecycle events)"
             )
-        try:
-            export_filter = ExportFilter.parse(export.get("filter"))
-        except FilterUnsupported as exc:
-            raise BackfillRefused(str(exc)) from exc
         transform = next(
             (d.get("transform") for d in export.get("destinations") or [] if d.get("id") == target.destination_id),
             None,
         )
         templates = [parse_template(t) for t in iotc.device_templates(target.app)]
+        try:
+            export_filter = ExportFilter.parse(export.get("filter"))
+            export_filter.check_fields(templates)
+        except FilterUnsupported as exc:
+            raise BackfillRefused(str(exc)) from exc
         templates = [t for t in templates if export_filter.covers(t.template_id) and t.telemetry]
         groups: dict[str, list[list[str]]] = {}
         for info in templates:
@@ -190,7 +206,8 @@ class BackfillEngine:
             progress.template = progress.templates[0] if progress.templates else ""
         by_id = {t.template_id: t for t in templates}
         templates = [by_id[t] for t in progress.templates if t in by_id]
-        return Context("", templates, groups, {}, export_filter, transform, [], False)
+        enrichments = Enrichments.parse(export.get("enrichments"))
+        return Context("", templates, groups, {}, export_filter, transform, [], False, enrichments)
 
     def _details(self, target: Any, progress: Progress, ctx: Context) -> Context:
         """What rebuilding, comparing and sending need: the app's id, its devices, the table."""
@@ -198,9 +215,11 @@ class BackfillEngine:
         ctx.application_id = iotc.application_id(target.iotc_resource_id) if target.iotc_resource_id else ""
         if ctx.templates:  # nothing to ask IoT Central for: nothing to compare or send either
             ctx.devices = {str(d.get("id")): d for d in iotc.devices(target.app)}
-            kusto = self.s.kusto(target.cluster_url)
-            ctx.schema = kusto.table_schema(target.database, target.table)
-            ctx.streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
+            destination = iotc.destination(target.app, target.destination_id)
+            # With a managed identity IoT Central does not export simulated devices (its ADX how-to).
+            auth = (destination.get("authorization") or {}).get("type", "")
+            ctx.exclude_simulated = auth == "systemAssignedManagedIdentity"
+            self._table(target, progress, ctx)
         notes = [n for info in ctx.templates for n in info.unrecoverable]
         notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
         if not ctx.application_id:
@@ -209,6 +228,49 @@ class BackfillEngine:
             if note not in progress.unrecoverable:
                 progress.unrecoverable.append(note)
         return ctx
+
+    def _table(self, target: Any, progress: Progress, ctx: Context) -> None:
+        """The table: its columns, how rows are told apart, what they keep that cannot be rebuilt,
+        and whether the healer can read all of it back."""
+        kusto = self.s.kusto(target.cluster_url)
+        try:
+            ctx.schema = kusto.table_schema(target.database, target.table)
+            if kusto.policy_enabled(target.database, target.table, "row_level_security"):
+                raise BackfillRefused(
+                    f"table {target.table} has a row-level security policy: it filters what the healer reads back "
+                    "(it applies to admins too), so rows already delivered would look missing and be ingested again; "
+                    "nothing is ingested. Backfill by hand with the policy disabled, or compare as a principal the "
+                    "policy lets see every row"
+                )
+            ctx.streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
+            mappings = kusto.ingestion_mappings(target.database, target.table) if ctx.streaming else []
+        except AdxError as exc:
+            if exc.not_found:
+                what = exc.missing or "table"
+                name = target.database if what == "database" else target.table
+                raise BackfillRefused(
+                    f"{what} {name} is missing in {target.cluster_url}: nothing to backfill into"
+                ) from exc
+            raise
+        # Streaming JSON needs a pre-created mapping; without one the rows go queued.
+        ctx.mapping = next((str(m.get("Name")) for m in mappings if str(m.get("Kind", "")).lower() == "json"), None)
+        columns = dict(ctx.schema)
+        for info in ctx.templates:
+            identity = find_identity(info, ctx.transform, ctx.enrichments, columns)
+            if identity is None:
+                raise BackfillRefused(
+                    f"no columns of {target.table} carry each message's device id and time (the destination's "
+                    f"transform was run on probe messages of {info.template_id}): rows already delivered cannot be "
+                    "told apart from missing ones, so nothing is ingested"
+                )
+            ctx.identities[info.template_id] = identity
+        lost = unrestorable_fields(ctx.transform, ctx.enrichments, columns)
+        if lost and not getattr(self.s.settings, "backfill_approximate", False):
+            raise BackfillRefused(
+                f"the rows of {target.table} keep what the query API cannot give back: {'; '.join(lost)}. Nothing is "
+                "ingested (HEALER_BACKFILL_APPROXIMATE=true writes them anyway, marked approximate)"
+            )
+        ctx.approximate = progress.approximate = lost
 
     # ---------------------------------------------------------------- the windows
 
@@ -283,7 +345,12 @@ class BackfillEngine:
         try:
             if self.monotonic() - started < budget_s:
                 reader = self._reader(target, ctx, progress, devices)
-            ctx = self._details(target, progress, ctx)
+            try:
+                ctx = self._details(target, progress, ctx)
+            except (BackfillRefused, TransformError) as exc:
+                progress.refused, progress.done = str(exc), True
+                self.save(progress)
+                return progress
             devices.set()
             end = parse_ts(progress.end)
             # No reader: the budget was spent before the first window, and so it still is.
@@ -331,19 +398,23 @@ class BackfillEngine:
             devices=ctx.devices,
             export_filter=ctx.export_filter,
             transform=ctx.transform,
+            enrichments=ctx.enrichments,
+            exclude_simulated=ctx.exclude_simulated,
         )
         rows = [r for _, r in rows_by_message]
         if rows:
-            column = dedupe.time_column([(m.enqueued, r) for m, r in rows_by_message], ctx.schema)
-            if column is None:
-                raise BackfillRefused(
-                    "no datetime column of the table carries the message time, so rows already delivered "
-                    "cannot be told apart: nothing is ingested"
-                )
+            identity = ctx.identities[info.template_id]
             present = self.s.kusto(target.cluster_url).rows_between(
-                target.database, target.table, column, window.start, window.end
+                target.database, target.table, identity.time, window.start, window.end
             )
-            todo = dedupe.missing(rows, present, ctx.schema)
+            todo, matched, strangers = dedupe.missing_by_identity(rows, present, identity.columns, ctx.schema)
+            if strangers and not matched:
+                raise BackfillRefused(
+                    f"none of the {strangers} rows {target.table} holds for these devices in "
+                    f"{stamp_s(window.start)}..{stamp_s(window.end)} has a message time the query API answered: its "
+                    "$ts is not the time the export wrote (devices that send iothub-creation-time-utc?), so "
+                    "delivered rows cannot be told from missing ones; nothing is ingested"
+                )
             redo = progress.pending if progress.pending and "missing" in progress.pending else None
             found, missing = (int(redo["found"]), int(redo["missing"])) if redo else (len(rows), len(todo))
             if todo and progress.mode == "on":
@@ -374,6 +445,15 @@ class BackfillEngine:
         progress.size_s = int(answer.next_size.total_seconds())
         self.save(progress)
         self.s.checkpoint("backfill:window-done")
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")) if n]
+    return " ".join(parts) or "0 s"
 
 
 def gap_window(

@@ -174,6 +174,8 @@ class Backfill:
                     "queries": progress.queries,
                     "ingestion": progress.ingestion,
                     "unrecoverable": progress.unrecoverable,
+                    "unrecoverable_s": progress.unrecoverable_s,
+                    "approximate": progress.approximate,
                 }
             )
             if progress.refused:
@@ -191,6 +193,10 @@ class Backfill:
             f"{progress.rows_found} rows the export would have written in {progress.start}..{progress.end}: "
             f"{progress.rows_present} present"
         )
+        if progress.unrecoverable_s:
+            summary = f"{progress.unrecoverable_s} s of the gap unrecoverable (older than the retention); {summary}"
+        if progress.approximate:
+            summary += f"; written approximate, not restored: {', '.join(progress.approximate)}"
         if progress.refused:
             outcome = Outcome("backfill-refused", progress.refused)
         elif mode == "on":

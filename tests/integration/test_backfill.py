@@ -241,16 +241,19 @@ def test_what_cannot_be_recovered_is_said_and_an_unknown_filter_is_refused(
     world = fleet_world
     healer, _ = _setup(world, azurite)
     now = datetime.now(UTC)
-    old = new_run(KEY, "cli").next(  # the first hour of it is older than 30 days
+    old = new_run(KEY, "cli").next(  # the first hour of it is older than the 7 days IoT Central keeps
         "backfill",
-        window_start=now - timedelta(days=30, hours=1),
-        window_end=now - timedelta(days=29, hours=23),
+        window_start=now - timedelta(days=7, hours=1),
+        window_end=now - timedelta(days=6, hours=23),
         backfill_mode="plan",
     )
     outcome = healer.handle(old)
     assert outcome.status == "backfill-planned", outcome
-    notes = healer.s.store.load(KEY).gap["unrecoverable"]
-    assert any("older than IoT Central's 30 days" in n for n in notes), notes
+    assert "unrecoverable" in outcome.detail  # never "nothing missing"
+    gap = healer.s.store.load(KEY).gap
+    notes = gap["unrecoverable"]
+    assert any("older than IoT Central's retention of 7 days" in n for n in notes), notes
+    assert 3598 <= gap["unrecoverable_s"] <= 3601, gap
     assert any("messageProperties" in n for n in notes)
 
     world.iotc.apps["fleet"].exports["export-1"]["filter"] = 'SELECT * FROM devices WHERE $id = "a" OR $id = "b"'
