@@ -32,6 +32,8 @@ from typing import Any
 
 import isodate  # type: ignore[import-untyped]
 
+CREATION_TIME = "iothub-creation-time-utc"
+CREATION_MARGIN = timedelta(seconds=5)  # how much earlier than enqueued a device's creation time may be
 MAX_SELECT_ITEMS = 15
 MAX_QUERY_CHARS = 350
 MAX_LOGICAL_OPERATORS = 10
@@ -73,6 +75,20 @@ class Message:
     component: str | None = None
     module: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def created(self) -> datetime | None:
+        """The device's `iothub-creation-time-utc` message property, when it sent one."""
+        raw = self.properties.get(CREATION_TIME)
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC) if raw else None
+        except ValueError:
+            return None
+
+    def ts(self, reading: str = "enqueued") -> datetime:
+        """What `$ts` answers: the enqueued time, or (`reading="creation"`) the device's creation
+        time when the message carries one. Which one IoT Central answers is undocumented."""
+        return (self.created or self.enqueued) if reading == "creation" else self.enqueued
 
 
 def telemetry_template(
@@ -325,11 +341,21 @@ def parse_query(text: str, capabilities: Callable[[str], tuple[set[str], set[str
     return Query(match.group("source"), items, start, end, filters, top, order)
 
 
-def run_query(query: Query, messages: list[Message]) -> list[dict[str, Any]]:
-    """One record per message that carries at least one selected telemetry value."""
+def run_query(
+    query: Query, messages: list[Message], ts_reading: str = "enqueued", component_keys: str = "path"
+) -> list[dict[str, Any]]:
+    """One record per message that carries at least one selected telemetry value, in the window
+    by its `$ts` (`ts_reading`). A component's capability asked for without an alias is answered
+    under its path (`component_keys="path"`) or its bare name ("name"): undocumented."""
     results: list[dict[str, Any]] = []
-    selected = [(p, a) for p, a in query.items if p not in ("$id", "$ts")]
+    selected = [
+        (p, a if a != p or component_keys == "path" else p.rpartition(".")[2])
+        for p, a in query.items
+        if p not in ("$id", "$ts")
+    ]
     for message in messages:
+        if not query.start <= message.ts(ts_reading) <= query.end:
+            continue
         values: dict[str, Any] = {}
         for path, alias in selected:
             component, _, name = path.rpartition(".")
@@ -342,9 +368,8 @@ def run_query(query: Query, messages: list[Message]) -> list[dict[str, Any]]:
             if path == "$id":
                 record[alias] = message.device_id
             elif path == "$ts":
-                record[alias] = iso_ms(message.enqueued)
-            elif alias in values:
-                record[alias] = values[alias]
+                record[alias] = iso_ms(message.ts(ts_reading))
+        record.update(values)
         probe = {**record, "$id": message.device_id}
         if all(f(probe) for f in query.filters):
             results.append(record)

@@ -51,6 +51,8 @@ SWITCHES = (
     "exporter_role",
     "iotc_error_style",
     "refuse_delete_in_use",
+    "ts_reading",
+    "component_keys",
 )
 IOTC_ERROR_STYLES = ("own", "code-only", "kusto")
 TRANSPORT_FAULTS = ("throttle", "transient", "reset", "latency")

@@ -127,7 +127,9 @@ def join_parts(parts: list[list[dict[str, Any]]]) -> dict[tuple[str, str], dict[
 def messages_from(info: TemplateInfo, joined: dict[tuple[str, str], dict[str, Any]]) -> list[Message]:
     """One message per device, timestamp and component (a device sends each component's telemetry
     in its own message)."""
+    # Asked for under aliases (planner.alias); a bare path is understood too.
     by_path = {c.path: c for c in info.telemetry}
+    by_path.update({c.path.replace(".", "__"): c for c in info.telemetry if c.component})
     messages = []
     for (device_id, ts), values in joined.items():
         groups: dict[str | None, dict[str, Any]] = {}
