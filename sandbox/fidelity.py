@@ -204,6 +204,11 @@ BEHAVIOURS: dict[str, Entry] = {
         "table's own policy or its database's is enabled",
         ADX_STREAMING,
     ),
+    "streaming-json-mapping": Entry(
+        "streaming JSON needs a pre-created Json mapping (mappingName), applied by its column paths; without one "
+        "the stream is refused (the code, BadRequest_MappingReferenceIsRequired here, is unverified)",
+        "https://learn.microsoft.com/azure/data-explorer/ingest-data-streaming",
+    ),
     "table-details": Entry(
         "`.show table T details`: the documented columns, the effective streaming-ingestion policy (the "
         "table's, else its database's); extents and other policies are not modelled (0, null); column "

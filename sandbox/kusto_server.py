@@ -227,7 +227,13 @@ class KustoService:
                     "Use /v1/rest/ingest/{database}/{table}.",
                 )
             body = streaming_ingest(
-                self.cluster, caller, parts[0], parts[1], request.get_data(), request.args.get("streamFormat", "")
+                self.cluster,
+                caller,
+                parts[0],
+                parts[1],
+                request.get_data(),
+                request.args.get("streamFormat", ""),
+                request.args.get("mappingName"),
             )
         except KustoFault as fault:
             return self._fault(fault, request_id)

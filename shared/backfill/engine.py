@@ -10,6 +10,7 @@ the comparison with the table skips whatever the table already shows.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -252,8 +253,9 @@ class BackfillEngine:
                     f"{what} {name} is missing in {target.cluster_url}: nothing to backfill into"
                 ) from exc
             raise
-        # Streaming JSON needs a pre-created mapping; without one the rows go queued.
-        ctx.mapping = next((str(m.get("Name")) for m in mappings if str(m.get("Kind", "")).lower() == "json"), None)
+        # Streaming JSON needs a pre-created mapping, and rows are keyed by column name: only a mapping
+        # that reads each column from the field of its own name will do; otherwise the rows go queued.
+        ctx.mapping = next((str(m.get("Name")) for m in mappings if _by_column_name(m)), None)
         columns = dict(ctx.schema)
         for info in ctx.templates:
             identity = find_identity(info, ctx.transform, ctx.enrichments, columns)
@@ -430,7 +432,13 @@ class BackfillEngine:
                 self.s.checkpoint("backfill:intent")
                 self.guard()  # right before the act: a twin that claimed the run meanwhile ingests instead
                 how = self.ingestor(target.cluster_url).ingest(
-                    target.database, target.table, todo, tag, streaming=ctx.streaming
+                    target.database,
+                    target.table,
+                    todo,
+                    tag,
+                    streaming=ctx.streaming and not ctx.approximate,  # approximate rows are tagged so
+                    mapping=ctx.mapping,
+                    approximate=bool(ctx.approximate),
                 )
                 self.s.checkpoint("effect:backfill-ingest")
                 progress.ingestion = how
@@ -445,6 +453,28 @@ class BackfillEngine:
         progress.size_s = int(answer.next_size.total_seconds())
         self.save(progress)
         self.s.checkpoint("backfill:window-done")
+
+
+def _by_column_name(mapping: dict[str, Any]) -> bool:
+    """A JSON ingestion mapping (`.show table T ingestion mappings` row) whose every column is read
+    from the field of its own name (`$.Name` or `$['Name']`)."""
+    if str(mapping.get("Kind", "")).lower() != "json":
+        return False
+    columns = mapping.get("Mapping")
+    try:
+        columns = json.loads(columns) if isinstance(columns, str) else columns
+    except ValueError:
+        return False
+    if not isinstance(columns, list) or not columns:
+        return False
+    for column in columns:
+        if not isinstance(column, dict):
+            return False
+        name = str(column.get("column") or column.get("Column") or "")
+        path = str((column.get("Properties") or {}).get("Path") or column.get("path") or "")
+        if not name or path not in (f"$.{name}", f"$['{name}']"):
+            return False
+    return True
 
 
 def _duration(span: timedelta) -> str:

@@ -150,28 +150,42 @@ def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, cr
     assert "ingest-by:chunk-1" in world.cluster.table("devicedata", TABLE).ingest_by_tags
 
 
-def test_streaming_needs_the_effective_policy(fleet_world: World, credential: Any) -> None:
-    """The table's own streaming-ingestion policy, or its database's when the table has none."""
-    from azure.kusto.data.exceptions import KustoApiError
+BY_NAME = {
+    "Name": "by-name",
+    "Kind": "Json",
+    "Mapping": [{"column": c, "Properties": {"Path": f"$.{c}"}} for c, _ in backfill_fleet.COLUMNS],
+    "LastUpdatedOn": "2026-11-01T00:00:00Z",
+}
 
+
+def test_streaming_needs_the_effective_policy_and_a_json_mapping(fleet_world: World, credential: Any) -> None:
+    """The table's own streaming-ingestion policy, or its database's when the table has none; JSON
+    streams only through a pre-created mapping. Refused outright, a chunk goes queued instead."""
     from shared.backfill.ingest import Ingestor
 
     world = fleet_world
     database, table = world.cluster.database("devicedata"), world.cluster.table("devicedata", TABLE)
+    table.mappings.append(BY_NAME)
     database.streaming_ingestion = table.streaming_ingestion = False
     ingestor = Ingestor(world.cluster.url, credential)
-    with pytest.raises(KustoApiError) as refused:
-        ingestor.ingest(
-            "devicedata", TABLE, [{"DeviceId": "refused", "Timestamp": "2026-01-01T00:00:00Z"}], "s-0", streaming=True
-        )
-    assert refused.value.get_api_error().code == "BadRequest_StreamingIngestionPolicyNotEnabled"
+    row = [{"DeviceId": "refused", "Timestamp": "2026-01-01T00:00:00Z"}]
+    assert ingestor.ingest("devicedata", TABLE, row, "s-0", streaming=True, mapping="by-name") == "queued"
     for tag, on in (("s-1", table), ("s-2", database)):
         database.streaming_ingestion = table.streaming_ingestion = False
         on.streaming_ingestion = True
         rows = [{"DeviceId": f"streamed-{tag}", "Timestamp": "2026-01-01T00:00:00.000Z"}]
-        assert ingestor.ingest("devicedata", TABLE, rows, tag, streaming=True) == "streamed"
-    streamed = sorted(r["DeviceId"] for r in table.rows if str(r["DeviceId"]).startswith(("streamed", "refused")))
+        assert ingestor.ingest("devicedata", TABLE, rows, tag, streaming=True, mapping="by-name") == "streamed"
+    streamed = sorted(r["DeviceId"] for r in table.rows if str(r["DeviceId"]).startswith("streamed"))
     assert streamed == ["streamed-s-1", "streamed-s-2"]
+    # No mapping named: refused by the service (JSON needs one), sent queued.
+    rows = [{"DeviceId": "no-mapping", "Timestamp": "2026-01-01T00:00:00.000Z"}]
+    assert ingestor.ingest("devicedata", TABLE, rows, "s-3", streaming=True, mapping="nope") == "queued"
+    assert world.ingestion is not None
+    wait_until(lambda: world.ingestion.ingested_blobs >= 2, 10, "the queued chunks")
+    assert sorted(r["DeviceId"] for r in table.rows if r["DeviceId"] in ("refused", "no-mapping")) == [
+        "no-mapping",
+        "refused",
+    ]
 
 
 def test_cli_backfill_dry_run_then_for_real(
@@ -280,12 +294,13 @@ def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
     assert len(world.cluster.table("devicedata", TABLE).rows) >= before
 
 
-def test_a_table_with_streaming_ingestion_is_backfilled_by_managed_streaming(
+def test_a_table_with_streaming_ingestion_and_a_json_mapping_is_backfilled_by_streaming(
     fleet_world: World, azurite: Azurite
 ) -> None:
     world = fleet_world
     healer, _ = _setup(world, azurite)
     world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    world.cluster.table("devicedata", TABLE).mappings.append(BY_NAME)  # streaming JSON needs one
     wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
     start = datetime.now(UTC) - timedelta(seconds=3)
     inject_and_wait(world, "principal-removed", "fleet")

@@ -227,6 +227,35 @@ def test_recreate_destination_steps_make_before_break(world: World, refuse: bool
     assert world.iotc.apps["contoso"].destinations[copy.new_id]["status"] == "healthy"
 
 
+def test_a_concurrent_export_edit_is_never_overwritten(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports have no ETag: the re-point reads the export again right before its write and
+    refuses when a person changed it since; read-only fields are never sent."""
+    import json as _json
+
+    client = iotc(world)
+    export = world.iotc.apps["contoso"].exports["export-1"]
+    export["destinations"] = [{"id": "adx-1", "transform": "{ x: .y }"}]
+    copy = rd.prepare(client, "contoso", "export-1", "adx-1", "0123456789abcdef0123456789abcdef")
+    rd.create(client, copy)
+    export["destinations"] = [{"id": "adx-1", "transform": "{ x: .z }"}]  # a person edits the transform
+    with pytest.raises(rd.NotRecreatable, match="changed since"):
+        rd.point(client, copy)
+    assert export["destinations"] == [{"id": "adx-1", "transform": "{ x: .z }"}]
+    with pytest.raises(IotcError) as edited:  # read, then someone writes, then our write
+        client.set_destinations("contoso", "export-1", [{"id": copy.new_id}], based_on=[{"id": "adx-1"}])
+    assert edited.value.code == "ConcurrentEdit" and export["destinations"][0]["id"] == "adx-1"
+    bodies: list[dict[str, Any]] = []
+    patch = world.iotc._patch_export
+
+    def seen(request: Any, found: dict[str, Any], app: Any) -> Any:
+        bodies.append(_json.loads(request.get_data(as_text=True)))
+        return patch(request, found, app)
+
+    monkeypatch.setattr(world.iotc, "_patch_export", seen)
+    client._patch_export("contoso", "export-1", {"enabled": True, "lastExportTime": "2026-01-01T00:00:00Z"})
+    assert bodies == [{"enabled": True}]
+
+
 def test_service_principal_destinations_are_not_recreated(world: World) -> None:
     world.add_app("spapp", table="SpTelemetry", auth="servicePrincipal")
     client = iotc(world)
