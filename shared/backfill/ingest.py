@@ -74,7 +74,8 @@ class Ingestor:
         from azure.kusto.data.exceptions import KustoApiError
         from azure.kusto.ingest import IngestionProperties, StreamDescriptor
 
-        body = "\n".join(json.dumps(r, separators=(",", ":"), default=str) for r in rows).encode()
+        # multijson takes an array of records too: one encoder call for the chunk, not one per row.
+        body = json.dumps(rows, separators=(",", ":"), default=str).encode()
         extra = [APPROXIMATE_TAG] if approximate else []
         self.chunks += 1
         if streaming and mapping:
