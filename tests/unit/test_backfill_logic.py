@@ -380,3 +380,27 @@ def test_static_and_system_enrichments_are_rebuilt_and_a_property_filter_is_refu
     for field in ("location", "$messageProperties.source"):
         with pytest.raises(FilterUnsupported, match="device or message property"):
             ExportFilter.parse(f'SELECT * FROM devices WHERE {field} = "x"').check_fields([info])
+
+
+def test_a_window_is_transformed_in_one_jq_call_with_the_same_rows_as_one_call_per_message() -> None:
+    from shared.backfill import records
+
+    info = TemplateInfo("dtmi:c:t;1", "T", caps("temperature", "battery.level"))
+    messages = [
+        Message(f"d{n}", "dtmi:c:t;1", T0 + timedelta(seconds=n), None if n % 2 else "battery", {"x": n})
+        for n in range(6)
+    ]
+    program = (
+        'import "iotc" as iotc; def twice(f): f, f; '
+        "if .component then twice({D: .device.id, C: .component}) else {D: .device.id} end"
+    )
+    args: dict[str, Any] = dict(
+        application_id="a", info=info, devices={}, export_filter=ExportFilter.parse(None), transform=program
+    )
+    batched = rows_for(messages, **args)
+    assert records.compile_batch(program) is not None
+    records.compile_batch.cache_clear()
+    one_by_one = [(m, r) for m in messages for _, r in rows_for([m], **args)]  # a single message is not batched
+    assert batched == one_by_one and len(batched) == 9
+    with pytest.raises(TransformError, match="a message of d3"):  # a failing message is still named
+        rows_for(messages, **{**args, "transform": 'if .deviceId == "d3" then error("boom") else {} end'})
