@@ -281,7 +281,7 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
             while at < end:
                 fleet.tick(app, at)
                 at += timedelta(seconds=every_s)
-        settings = Settings(
+        values: dict[str, Any] = dict(
             mode="enforce",
             backfill="on",
             targets=json.dumps(targets_for(world)),
@@ -292,7 +292,7 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
             storage_connection_string=azurite.connection_string,
             backfill_invocation_seconds=540,
         )
-        healer = build_healer(settings, sdk.credential())
+        healer = build_healer(Settings(**values), sdk.credential())
         healer.s.store.ensure()
         healer.s.queue.ensure()
 
