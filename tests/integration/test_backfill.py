@@ -431,3 +431,40 @@ def _settled_thermostats(world: World, start: datetime, end: datetime) -> None:
     expected, actual = rows()
     assert sum(expected.values()) > 0
     assert (sum((expected - actual).values()), sum((actual - expected).values())) == (0, 0)
+
+
+def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sent_twice(
+    fleet_world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk lands, the answer is a 503: whether it landed is unknown to the sender. The window
+    fails visibly (no blind second send, no fallback that would send it again queued); the
+    redelivered message reads the table back and finds the rows there."""
+    from sandbox import kusto_server
+    from shared.backfill.ingest import IngestUncertain
+
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    world.cluster.table("devicedata", TABLE).mappings.append(BY_NAME)
+    start, end = _hand_outage(world)
+    stream = kusto_server.KustoService._stream
+    answers: list[int] = []
+
+    def lost_answer(self: Any, request: Any, request_id: str) -> Any:
+        response = stream(self, request, request_id)  # ingested
+        answers.append(response.status_code)
+        return kusto_server.transport_error(503, 0) if len(answers) == 1 else response
+
+    monkeypatch.setattr(kusto_server.KustoService, "_stream", lost_answer)
+    assert world.ingestion is not None
+    queued_before = world.ingestion.ingested_blobs
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    with pytest.raises(IngestUncertain):
+        healer.handle(msg)
+    outcome = healer.handle(msg)  # delivered again
+    assert outcome.status == "backfilled", outcome
+    assert answers[0] == 200 and world.ingestion.ingested_blobs == queued_before  # nothing went queued
+    gap = healer.s.store.load(KEY).gap
+    assert gap["rows_ingested"] == gap["rows_missing"] > 0, gap
+    result = backfill_fleet.compare(world, "fleet", TABLE, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
