@@ -53,7 +53,6 @@ class Scenario:
 # Backfill scenarios' apps: the table shape (backfill_fleet.VARIANTS) and what is special about them.
 BACKFILLS: dict[str, dict[str, Any]] = {
     "enriched": {"variant": "enriched", "creation_lag_ms": 300},
-    "created": {"creation_lag_ms": 300},
     "created-ts": {"creation_lag_ms": 300, "ts_reading": "creation"},
     "property-filter": {"filter": 'SELECT * FROM devices WHERE firmware != "1.0"'},
     "simulated": {"simulated": ["thermostat-1", "pump-1"]},
@@ -89,10 +88,10 @@ SCENARIOS = [
     Scenario("database-missing", "nodb", "database-missing", "escalated", "lostdata"),
     # Backfills of exports as rich as real ones; each ends with rows missing and rows twice.
     Scenario("backfill-enriched", "enriched", "principal-removed", "healed", backfill="enriched"),
-    Scenario("backfill-creation-time", "created", "principal-removed", "healed", backfill="created"),
-    # The other reading of $ts (the device's creation time): no delivered row can be matched.
+    # Devices stamp iothub-creation-time-utc everywhere here; backfill-enriched reads $ts as the
+    # enqueued time (exact), this one as the device's creation time: no delivered row can be matched.
     Scenario(
-        "backfill-creation-time-as-ts",
+        "backfill-creation-time",
         "createdts",
         "principal-removed",
         "healed",
@@ -386,7 +385,11 @@ class Drill:
                 headers={"x-functions-key": runner.key},
                 json={
                     "target": key,
-                    "backfill": {"from": (now - timedelta(days=7, minutes=5)).isoformat(), "to": now.isoformat()},
+                    # Five minutes past the horizon, two inside it (this app has no telemetry that old).
+                    "backfill": {
+                        "from": (now - timedelta(days=7, minutes=5)).isoformat(),
+                        "to": (now - timedelta(days=7) + timedelta(minutes=2)).isoformat(),
+                    },
                 },
                 timeout=10,
             )

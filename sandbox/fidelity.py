@@ -157,13 +157,19 @@ SWITCHES: dict[str, Entry] = {
         "(enqueued) or the device's creation time (creation); the device implementation page says IoT Central "
         "displays the latter, nothing says what $ts is",
         UNVERIFIED,
-        ("test_creation_times_under_both_ts_readings",),
+        (
+            "test_creation_times_under_both_ts_readings",
+            "test_enrichments_message_properties_and_components_are_backfilled_exactly",
+        ),
     ),
     "component_keys": Entry(
         "how an answer names a component's capability asked for without an alias: component.name (path) or "
         "name (name); the healer asks with AS aliases",
         UNVERIFIED,
-        ("test_component_telemetry_is_asked_for_under_aliases",),
+        (
+            "test_component_telemetry_is_asked_for_under_aliases",
+            "test_enrichments_message_properties_and_components_are_backfilled_exactly",
+        ),
     ),
 }
 

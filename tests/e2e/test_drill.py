@@ -56,13 +56,13 @@ def test_the_whole_drill_and_its_logs(tmp_path: Path) -> None:
     )
     assert (outage["rows_missing"], outage["rows_duplicated"], outage["second_backfill_added"]) == (0, 0, 0)
     # Backfills of exports as rich as real ones: exact, or refused with the reason and nothing ingested.
-    for name in ("backfill-enriched", "backfill-creation-time", "backfill-simulated"):
+    for name in ("backfill-enriched", "backfill-simulated"):
         row = rows[name]
         assert row["backfill_outcome"] == "backfilled" and row["rows_backfilled"] > 0, row
         assert (row["rows_missing"], row["rows_duplicated"], row["second_backfill_added"]) == (0, 0, 0), row
     assert rows["backfill-simulated"]["rows_written_for_simulated"] == 0
     refusals = {
-        "backfill-creation-time-as-ts": "$ts",
+        "backfill-creation-time": "$ts",
         "backfill-property-filter": "'firmware'",
         "backfill-row-level-security": "row-level security",
     }
