@@ -159,3 +159,40 @@ def test_row_level_security_refuses_and_ingests_nothing(storage_world: World, az
     outcome = _backfill(healer, start, end)
     assert outcome.status == "backfill-refused" and "row-level security" in outcome.detail, outcome
     assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
+
+
+def test_rows_keeping_message_properties_are_refused_unless_written_approximate_by_choice(
+    storage_world: World, azurite: Azurite
+) -> None:
+    """The transform writes a message property to a column: the query API cannot give it back.
+    Refused by default; with HEALER_BACKFILL_APPROXIMATE the rows are written, tagged approximate,
+    and the gap names what was not restored. Either way no delivered row is written twice."""
+    world = storage_world
+    columns = [*backfill_fleet.COLUMNS, ("Source", "string")]
+    transform = backfill_fleet.TRANSFORM[:-1] + ", Source: .messageProperties.source}"
+    world.add_fleet_app(
+        "rich", backfill_fleet.fleet(), table=TABLE, columns=columns, transform=transform, export_filter=None
+    )
+    world.start_exporter(interval_s=0.2)
+    start, end = _outage(world)
+    refusing = healer_for(make_settings(world, azurite, backfill="on"))
+    outcome = _backfill(refusing, start, end)
+    assert outcome.status == "backfill-refused" and "messageProperties (read by the transform)" in outcome.detail
+    approximate = healer_for(make_settings(world, azurite, backfill="on", backfill_approximate=True))
+    outcome = _backfill(approximate, start, end)
+    assert outcome.status == "backfilled" and "not restored: messageProperties" in outcome.detail, outcome
+    gap = approximate.s.store.load(KEY).gap
+    assert gap["rows_ingested"] > 0 and gap["approximate"] == ["messageProperties (read by the transform)"], gap
+    table = world.cluster.table("devicedata", TABLE)
+
+    def written() -> int:  # the rebuilt rows lack Source
+        with world.cluster.lock:
+            return sum(1 for r in table.rows if r["Source"] is None)
+
+    wait_for(lambda: written() == gap["rows_ingested"], 15)
+    assert "iotc-adx-healer:approximate" in table.extent_tags
+    result = backfill_fleet.compare(world, "rich", TABLE, end)
+    # The rows written are exactly the ones missing, approximate (they differ from what the export
+    # wrote only in Source); no delivered row is written again.
+    assert written() == gap["rows_ingested"] == gap["rows_missing"] == result["rows_duplicated"], (gap, result)
+    assert result["rows_missing"] == gap["rows_missing"]
