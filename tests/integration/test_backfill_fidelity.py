@@ -181,7 +181,7 @@ def test_rows_keeping_message_properties_are_refused_unless_written_approximate_
     approximate = healer_for(make_settings(world, azurite, backfill="on", backfill_approximate=True))
     outcome = _backfill(approximate, start, end)
     assert outcome.status == "backfilled" and "not restored: messageProperties" in outcome.detail, outcome
-    gap = approximate.s.store.load(KEY).gap
+    gap: dict[str, Any] = approximate.s.store.load(KEY).gap or {}
     assert gap["rows_ingested"] > 0 and gap["approximate"] == ["messageProperties (read by the transform)"], gap
     table = world.cluster.table("devicedata", TABLE)
 
