@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.exporter import Fleet
@@ -33,9 +33,32 @@ TRANSFORM = (
     "Values: (.telemetry | map({key: .name, value: .value}) | from_entries)}"
 )
 FILTER = 'SELECT * FROM devices WHERE $id != "pump-0"'
+# Without a transform: the exported message's top-level fields, by column name.
+EXPORT_COLUMNS = [
+    ("applicationId", "string"),
+    ("messageSource", "string"),
+    ("deviceId", "string"),
+    ("schema", "string"),
+    ("templateId", "string"),
+    ("enqueuedTime", "datetime"),
+    ("telemetry", "dynamic"),
+    ("enrichments", "dynamic"),
+    ("component", "string"),
+    ("module", "string"),
+]
+# A richer transform: enrichments, the component, message time and a device's site.
+ENRICHMENTS = {
+    "site": {"value": "plant-7"},
+    "model": {"path": "$templateDisplayName"},
+    "name": {"path": "$displayName"},
+}
+ENRICHED_COLUMNS = [*COLUMNS, ("Site", "string"), ("Model", "string"), ("Name", "string")]
+ENRICHED_TRANSFORM = TRANSFORM[:-1] + ", Site: .enrichments.site, Model: .enrichments.model, Name: .enrichments.name}"
 
 
-def fleet(thermostats: int = 3, pumps: int = 3, extra_telemetry: int = 0) -> Fleet:
+def fleet(
+    thermostats: int = 3, pumps: int = 3, extra_telemetry: int = 0, creation_lag: timedelta | None = None
+) -> Fleet:
     """`extra_telemetry` adds pump telemetry so one SELECT cannot hold it all (split queries)."""
     thermostat = telemetry_template(THERMOSTAT, "Thermostat", ["temperature", "humidity"], {"battery": ["level"]})
     pump = telemetry_template(
@@ -46,35 +69,58 @@ def fleet(thermostats: int = 3, pumps: int = 3, extra_telemetry: int = 0) -> Fle
     )
     devices = {f"thermostat-{n}": THERMOSTAT for n in range(thermostats)}
     devices.update({f"pump-{n}": PUMP for n in range(pumps)})
-    return Fleet([thermostat, pump], devices)
+    return Fleet([thermostat, pump], devices, creation_lag=creation_lag)
 
 
-def add_fleet_app(world: World, subdomain: str, table: str, database: str = "devicedata", **fleet_args: Any) -> str:
+VARIANTS: dict[str, tuple[list[tuple[str, str]], str | None, dict[str, Any] | None]] = {
+    # name: (table columns, transform, enrichments)
+    "default": (COLUMNS, TRANSFORM, None),
+    "enriched": (ENRICHED_COLUMNS, ENRICHED_TRANSFORM, ENRICHMENTS),
+    "plain": (EXPORT_COLUMNS, None, ENRICHMENTS),
+}
+
+
+def add_fleet_app(
+    world: World,
+    subdomain: str,
+    table: str,
+    database: str = "devicedata",
+    variant: str = "default",
+    export_filter: str | None = FILTER,
+    **fleet_args: Any,
+) -> str:
+    columns, transform, enrichments = VARIANTS[variant]
     world.add_fleet_app(
         subdomain,
         fleet(**fleet_args),
         database=database,
         table=table,
-        columns=COLUMNS,
-        transform=TRANSFORM,
-        export_filter=FILTER,
+        columns=columns,
+        transform=transform,
+        export_filter=export_filter,
     )
+    if enrichments:
+        with world.iotc.lock:
+            world.iotc.apps[subdomain].exports["export-1"]["enrichments"] = dict(enrichments)
     return f"{subdomain}:export-1:adx-1"
 
 
-def _key(row: dict[str, Any]) -> tuple[str, ...]:
+def row_key(row: dict[str, Any], columns: list[tuple[str, str]] = COLUMNS) -> tuple[str, ...]:
     # A property bag is the same whatever the order of its keys.
-    return tuple(json.dumps(coerce(row.get(name), kind), sort_keys=True, default=str) for name, kind in COLUMNS)
+    return tuple(json.dumps(coerce(row.get(name), kind), sort_keys=True, default=str) for name, kind in columns)
 
 
 def compare(world: World, subdomain: str, table: str, until: datetime, database: str = "devicedata") -> dict[str, int]:
     """The table against what the export would have written for every message up to `until`:
     rows missing, rows duplicated (present more often than expected) and rows expected."""
     start = datetime.min.replace(tzinfo=until.tzinfo)
-    expected = Counter(_key(r) for r in world.expected_rows(subdomain, start, until))
     with world.cluster.lock:
-        rows = [r for r in world.cluster.table(database, table).rows if r["Timestamp"] <= until]
-    actual = Counter(_key(r) for r in rows)
+        adx = world.cluster.table(database, table)
+        columns = list(adx.columns)
+        time = next(name for name, kind in columns if kind == "datetime")
+        rows = [r for r in adx.rows if r[time] <= until]
+    expected = Counter(row_key(r, columns) for r in world.expected_rows(subdomain, start, until))
+    actual = Counter(row_key(r, columns) for r in rows)
     return {
         "rows_expected": sum(expected.values()),
         "rows_missing": sum((expected - actual).values()),

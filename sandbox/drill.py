@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,22 @@ class Scenario:
     auth: str = "systemAssignedManagedIdentity"  # how the app's destination authorizes
     configured_ids: str = "both"  # which ids of the app's identity the healer is configured with
     trigger: str = "fault"  # "fault": the timer finds the broken export; "http": a manual heal
+    # Backfill scenarios: how the app's export and devices look (see BACKFILLS), and how its
+    # backfill must end ("backfilled", or "backfill-refused" with nothing ingested).
+    backfill: str | None = None
+    backfill_expected: str = "backfilled"
+
+
+# Backfill scenarios' apps: the table shape (backfill_fleet.VARIANTS) and what is special about them.
+BACKFILLS: dict[str, dict[str, Any]] = {
+    "enriched": {"variant": "enriched", "creation_lag_ms": 300},
+    "created-ts": {"creation_lag_ms": 300, "ts_reading": "creation"},
+    "property-filter": {"filter": 'SELECT * FROM devices WHERE firmware != "1.0"'},
+    "simulated": {"simulated": ["thermostat-1", "pump-1"]},
+    "beyond-retention": {},
+    "rls": {"rls": True},
+}
+BACKFILL_OUTAGE_S = 30
 
 
 SCENARIOS = [
@@ -70,10 +86,44 @@ SCENARIOS = [
     Scenario("access-denied-code", "tabledenied", "access-denied-code", "healed"),
     Scenario("restricted-view", "restricted", "restricted-view", "healed"),
     Scenario("unknown-identity", "unknownid", "unknown-identity", "escalated"),
+    Scenario("database-missing", "nodb", "database-missing", "escalated", "lostdata"),
+    # Backfills of exports as rich as real ones; each ends with rows missing and rows twice.
+    Scenario("backfill-enriched", "enriched", "principal-removed", "healed", backfill="enriched"),
+    # Devices stamp iothub-creation-time-utc everywhere here; backfill-enriched reads $ts as the
+    # enqueued time (exact), this one as the device's creation time: no delivered row can be matched.
+    Scenario(
+        "backfill-creation-time",
+        "createdts",
+        "principal-removed",
+        "healed",
+        backfill="created-ts",
+        backfill_expected="backfill-refused",
+    ),
+    Scenario(
+        "backfill-property-filter",
+        "propfilter",
+        "principal-removed",
+        "healed",
+        backfill="property-filter",
+        backfill_expected="backfill-refused",
+    ),
+    Scenario("backfill-simulated", "simulated", "principal-removed", "healed", backfill="simulated"),
+    # Asked for by hand over a window that starts 7 days and 5 minutes ago.
+    Scenario(
+        "backfill-beyond-retention", "retention", None, "backfilled", trigger="backfill", backfill="beyond-retention"
+    ),
+    Scenario(
+        "backfill-row-level-security",
+        "rls",
+        "principal-removed",
+        "healed",
+        backfill="rls",
+        backfill_expected="backfill-refused",
+    ),
 ]
 OUTAGE_S = 300
 WIDE = 120  # from this console width the drill's table shows every column
-TERMINAL = {"healed", "escalated", "planned", "not-healed", "healthy"}
+TERMINAL = {"healed", "escalated", "planned", "not-healed", "healthy", "backfilled"}
 
 
 @dataclass
@@ -100,15 +150,24 @@ class Result:
     rows_backfilled: int | None = None
     second_backfill_added: int | None = None
     backfill_queries: int | None = None
+    backfill_outcome: str | None = None
+    backfill_detail: str | None = None  # the first backfill's outcome detail (a refusal's reason)
+    backfill_expected: str | None = None
+    rows_written_for_simulated: int | None = None
+    unrecoverable_s: int | None = None
     root_cause: dict[str, Any] | None = None
     # What the sandbox journaled for the fault (command, actor); the root cause must name it.
     recorded_change: dict[str, str] | None = None
     root_cause_as_recorded: bool | None = None
     notifications: int = 0
+    expected_notification_count: int = 0  # expected_notifications, for the report
 
     @property
     def expected_notifications(self) -> int:
-        return 1 if self.expected_outcome == "escalated" else 0
+        """One per escalation; one per backfill that leaves data missing (refused, or older than the
+        retention): the first backfill and the second one asked for by hand."""
+        lost = self.backfill_expected == "backfill-refused" or bool(self.unrecoverable_s)
+        return (1 if self.expected_outcome == "escalated" else 0) + (2 if lost else 0)
 
     @property
     def ok(self) -> bool:
@@ -118,8 +177,17 @@ class Result:
             and self.root_cause_as_recorded is not False
             and self.notifications == self.expected_notifications
         )
-        if self.rows_expected is not None or self.name == "outage-backfill":
+        if self.backfill_expected == "backfill-refused":  # refused with its reason, nothing ingested, nothing twice
+            return (
+                ok
+                and self.backfill_outcome == "backfill-refused"
+                and self.rows_backfilled == 0
+                and self.rows_duplicated == 0
+                and self.second_backfill_added == 0
+            )
+        if self.rows_expected is not None or self.name == "outage-backfill" or self.backfill_expected:
             ok = ok and self.rows_missing == 0 and self.rows_duplicated == 0 and self.second_backfill_added == 0
+            ok = ok and not self.rows_written_for_simulated
         return ok
 
 
@@ -144,7 +212,9 @@ class Drill:
         self.scenarios = scenarios
         self.console = console
         self.state_dir = state_dir
-        self.results = [Result(s.name, s.expected) for s in scenarios]
+        self.results = [
+            Result(s.name, s.expected, backfill_expected=s.backfill_expected if s.backfill else None) for s in scenarios
+        ]
         self.capture = _Capture()
         self.secrets: list[str] = []  # what must never appear in the captured log
         self.runs: list[Any] = []  # shared.report.Run of every target, for the HTML report
@@ -248,6 +318,8 @@ class Drill:
                     table = _table(scenario)
                     if scenario.name == "outage-backfill":
                         backfill_fleet.add_fleet_app(world, scenario.app, table, database=scenario.database)
+                    elif scenario.backfill is not None:
+                        _add_backfill_app(world, scenario, table)
                     else:
                         world.add_app(
                             scenario.app,
@@ -343,8 +415,12 @@ class Drill:
             healer.s.checkpoint = _die_once_after("effect:drop-admins")
         if scenario.name == "throttled":
             world.set_transport("kusto", throttle_rate=0.3, retry_after_s=1)
-        if scenario.name in ("alert-webhook", "outage-backfill"):
+        options = BACKFILLS.get(scenario.backfill or "", {})
+        if scenario.name in ("alert-webhook", "outage-backfill") or scenario.backfill:
             runner.pause_timer()
+        world.iotc.ts_reading = options.get("ts_reading", "enqueued")
+        if options.get("rls"):  # row-level security on the table: the read-back is filtered
+            world.inject("row-level-security", scenario.app)
         healer_fqn = world.healer.fqn
         log_start = len(world.cluster.command_log)
         busy_start = runner.stats.busy_s
@@ -355,13 +431,29 @@ class Drill:
             journaled = world.inject(scenario.fault, scenario.app).detail.get("journal") or []
         result.recorded_change = dict(journaled[0]) if journaled else None
         before = _principals(world, scenario.database)
-        if scenario.name == "outage-backfill":
+        if scenario.name == "outage-backfill" or (scenario.backfill and scenario.fault):
             # The export stopped OUTAGE_S ago: its history moves back, the time since is lost telemetry.
             wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
-            world.set_back(scenario.app, OUTAGE_S)
+            world.set_back(scenario.app, OUTAGE_S if scenario.name == "outage-backfill" else BACKFILL_OUTAGE_S)
             since = datetime.now(UTC)
             started = time.monotonic()
             runner.timer_paused.clear()
+        if scenario.trigger == "backfill":  # a backfill asked for by hand, partly older than the retention
+            now = datetime.now(UTC)
+            response = requests.post(
+                f"{runner.url}/api/heal",
+                headers={"x-functions-key": runner.key},
+                json={
+                    "target": key,
+                    # Five minutes past the horizon, two inside it (this app has no telemetry that old).
+                    "backfill": {
+                        "from": (now - timedelta(days=7, minutes=5)).isoformat(),
+                        "to": (now - timedelta(days=7) + timedelta(minutes=2)).isoformat(),
+                    },
+                },
+                timeout=10,
+            )
+            result.detail = f"heal answered {response.status_code}"
         if scenario.trigger == "http":
             response = requests.post(
                 f"{runner.url}/api/heal",
@@ -413,7 +505,7 @@ class Drill:
 
         if not wait_for(progress, 60, interval=0.1):
             result.outcome = "timeout"
-        if scenario.name == "outage-backfill" and result.outcome == "healed":
+        if (scenario.name == "outage-backfill" or scenario.backfill) and result.outcome in ("healed", "backfilled"):
             self._backfill(world, runner, healer, scenario, result, refresh)
 
         def notified() -> int:
@@ -435,10 +527,14 @@ class Drill:
         wait_for(lambda: not healer.s.store.load(key).leased(datetime.now(UTC)), 15)
         result.busy_s = round(runner.stats.busy_s - busy_start, 3)
         result.notifications = notified()  # after the run ended: a late duplicate would show here
+        result.expected_notification_count = result.expected_notifications
         after = _principals(world, scenario.database)
         # A principal is lost when a role that stood after the fault is gone once the healer is done.
         result.principal_lost = bool({(r, f) for r, f, _ in before} - {(r, f) for r, f, _ in after})
         healer.s.checkpoint = lambda name: None
+        world.iotc.ts_reading = "enqueued"
+        if options.get("rls"):
+            world.clear("row-level-security", scenario.app)
         world.faults.clear_transport()
         runner.timer_paused.clear()
         if scenario.name == "observe-mode":
@@ -468,7 +564,10 @@ class Drill:
         if not wait_for(lambda: bool(backfills()), 60, interval=0.2):
             result.detail = "no backfill finished"
             return
+        result.backfill_outcome = str(backfills()[0]["Outcome"])
+        result.backfill_detail = str(backfills()[0].get("Detail", ""))[:400]
         first = json.loads(backfills()[0].get("Gap") or "{}")
+        result.unrecoverable_s = int(first.get("unrecoverable_s", 0))
         gap = healer.s.store.load(key).gap or {}
         until = datetime.fromisoformat(str(first.get("end", gap.get("end"))).replace("Z", "+00:00"))
         start = datetime.fromisoformat(str(first.get("start", gap.get("start"))).replace("Z", "+00:00"))
@@ -482,9 +581,15 @@ class Drill:
             refresh()
             return counts["rows_missing"] == 0 and counts["rows_duplicated"] == 0
 
-        wait_for(landed, 30, interval=0.2)
+        # A refused backfill ingests nothing: the table is read as it is (what is missing is reported).
+        wait_for(landed, 30 if result.backfill_outcome == "backfilled" else 0.5, interval=0.2)
         result.rows_expected = counts["rows_expected"]
         result.rows_missing, result.rows_duplicated = counts["rows_missing"], counts["rows_duplicated"]
+        simulated = set(BACKFILLS.get(scenario.backfill or "", {}).get("simulated", []))
+        if simulated:
+            with world.cluster.lock:
+                rows = world.cluster.table(scenario.database, table).rows
+                result.rows_written_for_simulated = sum(1 for r in rows if r.get("DeviceId") in simulated)
         answer = requests.post(
             f"{runner.url}/api/heal",
             headers={"x-functions-key": runner.key},
@@ -544,6 +649,28 @@ class Drill:
         )
         (path.parent / "drill.log").write_text("\n".join(self.capture.lines) + "\n")
         return report
+
+
+def _add_backfill_app(world: World, scenario: Scenario, table: str) -> None:
+    options = BACKFILLS[scenario.backfill or ""]
+    lag = options.get("creation_lag_ms")
+    backfill_fleet.add_fleet_app(
+        world,
+        scenario.app,
+        table,
+        database=scenario.database,
+        variant=options.get("variant", "default"),
+        export_filter=options.get("filter", backfill_fleet.FILTER),
+        thermostats=2,
+        pumps=2,
+        creation_lag=timedelta(milliseconds=lag) if lag else None,
+    )
+    with world.iotc.lock:
+        devices = world.iotc.apps[scenario.app].devices
+        for device_id in options.get("simulated", []):
+            devices[device_id]["simulated"] = True
+        for device in devices.values():  # what a property filter reads
+            device["properties"] = {"firmware": "1.0" if device["id"].endswith("-0") else "2.0"}
 
 
 def _table(scenario: Scenario) -> str:

@@ -12,9 +12,19 @@ Sources (MicrosoftDocs/azure-docs, articles/iot-central/core/):
   holds). Each output object is one row; for ADX, keys are column names.
 - The export `filter` is a query: `SELECT * FROM <devices | template id> WHERE …`.
 
+- Enrichments (export definition, 2022-10-31-preview `enrichments: {name: {target?, path?, value?}}`;
+  published sample `{"abc": {"path": "$templateDisplayName"}}`): a static `value`, a system
+  property (`path` starting with `$`), or a device property (`path` names it) of the device now.
+- Message properties: what the device set on the message (e.g. `iothub-creation-time-utc`, the
+  device implementation page's example) are exported under `messageProperties`.
+- With a managed identity IoT Central does not export simulated devices (ADX how-to).
+
 The stand-in keeps both `deviceId`/`templateId` and the `device` object in the transform's input:
 the how-to's own examples read `.deviceId` and `.device.id` (unverified which one IoT Central
-really fills; the drill's transform reads only fields present either way).
+really fills; the drill's transform reads only fields present either way). The names of system
+enrichments other than `$templateDisplayName` follow the query language's (unverified). A filter
+condition on a name that is not telemetry reads the device's property of that name (the syntax of
+property filters is not documented).
 """
 
 from __future__ import annotations
@@ -23,12 +33,13 @@ import copy
 import functools
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sandbox.iotc_data import OPERATORS, Message, iso_ms, ms, template_capabilities
+from sandbox.iotc_data import CREATION_TIME, OPERATORS, Message, iso_ms, ms, template_capabilities
 
 IOTC_MODULE = "def find(f): .[] | select(f);\n"
 
@@ -42,6 +53,9 @@ class Fleet:
     devices: dict[str, str]  # device id → template id
     sequence: int = 0
     message_properties: dict[str, str] = field(default_factory=lambda: {"source": "sandbox"})
+    # Devices that stamp each message with iothub-creation-time-utc, this long before IoT Central
+    # enqueues it (None: they do not).
+    creation_lag: timedelta | None = None
 
     def tick(self, app: Any, now: datetime | None = None) -> list[Message]:
         self.sequence += 1
@@ -56,13 +70,44 @@ class Fleet:
                 value = round(20 + ((self.sequence * 7 + n * 13 + k * 5) % 400) / 10, 1)
                 groups.setdefault(prefix or None, {})[name] = value
             for component, values in groups.items():
-                message = Message(device_id, template_id, at, values, component, None, dict(self.message_properties))
+                properties = dict(self.message_properties)
+                if self.creation_lag is not None:
+                    # Whole seconds, no zone (the format the device implementation page requires).
+                    created = at - self.creation_lag - timedelta(milliseconds=(n * 37) % 200)
+                    properties[CREATION_TIME] = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                message = Message(device_id, template_id, at, values, component, None, properties)
                 app.telemetry.add(message)
                 sent.append(message)
         return sent
 
 
-def exported_message(app: Any, message: Message) -> dict[str, Any]:
+SYSTEM_ENRICHMENTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Any]] = {
+    "$id": lambda d, t: d.get("id"),
+    "$displayName": lambda d, t: d.get("displayName"),
+    "$templateId": lambda d, t: t.get("@id"),
+    "$templateDisplayName": lambda d, t: t.get("displayName", ""),
+    "$simulated": lambda d, t: bool(d.get("simulated", False)),
+    "$provisioned": lambda d, t: bool(d.get("provisioned", True)),
+    "$enabled": lambda d, t: bool(d.get("enabled", True)),
+}
+
+
+def enrichments(app: Any, export: dict[str, Any] | None, message: Message) -> dict[str, Any]:
+    device = app.devices.get(message.device_id, {"id": message.device_id})
+    template = app.templates.get(message.template_id, {})
+    out: dict[str, Any] = {}
+    for name, spec in ((export or {}).get("enrichments") or {}).items():
+        path = spec.get("path")
+        if "value" in spec and not path:
+            out[name] = spec["value"]
+        elif isinstance(path, str) and path in SYSTEM_ENRICHMENTS:
+            out[name] = SYSTEM_ENRICHMENTS[path](device, template)
+        elif isinstance(path, str):
+            out[name] = (device.get("properties") or {}).get(path)
+    return out
+
+
+def exported_message(app: Any, message: Message, export: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "applicationId": app.application_id,
         "messageSource": "telemetry",
@@ -71,7 +116,7 @@ def exported_message(app: Any, message: Message) -> dict[str, Any]:
         "templateId": message.template_id,
         "enqueuedTime": iso_ms(message.enqueued),
         "telemetry": dict(message.telemetry),
-        "enrichments": {},
+        "enrichments": enrichments(app, export, message),
         "messageProperties": dict(message.properties),
     }
     if message.component:
@@ -81,8 +126,8 @@ def exported_message(app: Any, message: Message) -> dict[str, Any]:
     return body
 
 
-def transform_input(app: Any, message: Message) -> dict[str, Any]:
-    body = exported_message(app, message)
+def transform_input(app: Any, message: Message, export: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = exported_message(app, message, export)
     template = app.templates.get(message.template_id, {})
     ids = _telemetry_ids(template)
     body["telemetry"] = [
@@ -90,11 +135,12 @@ def transform_input(app: Any, message: Message) -> dict[str, Any]:
         for name, value in message.telemetry.items()
     ]
     device = app.devices.get(message.device_id, {})
+    reported = [{"name": k, "value": v} for k, v in sorted((device.get("properties") or {}).items())]
     body["device"] = {
         "id": message.device_id,
         "name": device.get("displayName", message.device_id),
         "cloudProperties": [],
-        "properties": {"reported": []},
+        "properties": {"reported": reported},
         "templateId": message.template_id,
         "templateName": template.get("displayName", ""),
         "simulated": bool(device.get("simulated", False)),
@@ -143,6 +189,8 @@ def filter_matches(text: str | None, app: Any, message: Message) -> bool:
         "$template": message.template_id,
         "$simulated": device.get("simulated", False),
     }
+    for name, value in (device.get("properties") or {}).items():
+        facts.setdefault(name, value)
     for name, value in message.telemetry.items():
         facts[f"{message.component}.{name}" if message.component else name] = value
     for part in re.split(r"\s+AND\s+", match.group("where") or "", flags=re.I):
@@ -179,17 +227,21 @@ def _compiled(transform: str) -> Any:
 
 
 def export_rows(app: Any, export: dict[str, Any], ref: dict[str, Any], messages: list[Message]) -> list[dict[str, Any]]:
-    """The rows an ADX destination receives for `messages`: filter, then transform (or the message)."""
+    """The rows an ADX destination receives for `messages`: filter, then transform (or the message).
+    With a managed identity, simulated devices are not exported."""
     if export.get("source", "telemetry") != "telemetry":
         return []
+    dest = app.destinations.get(ref.get("id"), {})
+    if (dest.get("authorization") or {}).get("type") == "systemAssignedManagedIdentity":
+        messages = [m for m in messages if not app.devices.get(m.device_id, {}).get("simulated", False)]
     kept = [m for m in messages if filter_matches(export.get("filter"), app, m)]
     transform = ref.get("transform")
     if not transform:
-        return [exported_message(app, m) for m in kept]
+        return [exported_message(app, m, export) for m in kept]
     program = _compiled(transform)
     rows: list[dict[str, Any]] = []
     for m in kept:
-        for out in program.input_value(transform_input(app, m)).all():
+        for out in program.input_value(transform_input(app, m, export)).all():
             if isinstance(out, dict):
                 rows.append(copy.deepcopy(out))
     return rows

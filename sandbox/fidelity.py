@@ -24,6 +24,10 @@ ADX_FAILED_INGESTION = "MicrosoftDocs/dataexplorer-docs, data-explorer/ingest-da
 IOTC_TROUBLESHOOT = "https://learn.microsoft.com/azure/iot-central/core/troubleshooting"
 IOTC_ADX = "https://learn.microsoft.com/azure/iot-central/core/howto-export-to-azure-data-explorer"
 IOTC_SPEC = "Azure/azure-rest-api-specs, specification/iotcentral/data-plane/IoTCentral/preview/2022-10-31-preview"
+IOTC_EXPORT_CREATE = IOTC_SPEC + "/examples/dataexports_exports_create.json (filter, enrichments, transform)"
+IOTC_DEVICE_IMPLEMENTATION = "https://learn.microsoft.com/azure/iot-central/core/concepts-device-implementation"
+IOTC_QUOTAS = "https://learn.microsoft.com/azure/iot-central/core/concepts-quotas-limits"
+KUSTO_404_SAMPLE = "Azure/azure-kusto-samples-dotnet#29 (404-NotFound, EntityNameDoesNotExistException)"
 ARM_UNKNOWN_ID = "Azure/azure-sdk-for-net#16416 (\"Entity ID … of type 'AAD Application Id' was not found\")"
 
 
@@ -56,6 +60,12 @@ FAULTS: dict[str, Entry] = {
     ),
     "healer-not-admin": Entry("the healer is Viewer: role commands need Database Admin", ADX_PRINCIPALS),
     "table-missing": Entry("the table is gone: ingestion fails with BadRequest_EntityNotFound", ADX_ERRORS),
+    "database-missing": Entry(
+        "the database is gone: every command and query on it answers HTTP 404, code NotFound, "
+        "Kusto.Common.Svc.Exceptions.EntityNameDoesNotExistException, \"Entity name 'D' of kind 'Database' does "
+        'not exist." (the body a real cluster answered; azure-kusto-data keeps only the response)',
+        KUSTO_404_SAMPLE,
+    ),
     "ingestor-only": Entry(
         "the writer holds database Ingestor only; IoT Central's docs require database Admin for its identity, "
         "so the exporter is refused (which operation needs Admin is not documented: the sandbox refuses "
@@ -142,6 +152,25 @@ SWITCHES: dict[str, Entry] = {
         UNVERIFIED,
         ("test_destination_in_use_cannot_be_deleted", "test_recreate_destination_steps_make_before_break"),
     ),
+    "ts_reading": Entry(
+        "what the query API's $ts answers for a message that carries iothub-creation-time-utc: the enqueued time "
+        "(enqueued) or the device's creation time (creation); the device implementation page says IoT Central "
+        "displays the latter, nothing says what $ts is",
+        UNVERIFIED,
+        (
+            "test_creation_times_under_both_ts_readings",
+            "test_enrichments_message_properties_and_components_are_backfilled_exactly",
+        ),
+    ),
+    "component_keys": Entry(
+        "how an answer names a component's capability asked for without an alias: component.name (path) or "
+        "name (name); the healer asks with AS aliases",
+        UNVERIFIED,
+        (
+            "test_component_telemetry_is_asked_for_under_aliases",
+            "test_enrichments_message_properties_and_components_are_backfilled_exactly",
+        ),
+    ),
 }
 
 # Behaviours that are always on (no switch), for the record.
@@ -181,6 +210,11 @@ BEHAVIOURS: dict[str, Entry] = {
         "table's own policy or its database's is enabled",
         ADX_STREAMING,
     ),
+    "streaming-json-mapping": Entry(
+        "streaming JSON needs a pre-created Json mapping (mappingName), applied by its column paths; without one "
+        "the stream is refused (the code, BadRequest_MappingReferenceIsRequired here, is unverified)",
+        "https://learn.microsoft.com/azure/data-explorer/ingest-data-streaming",
+    ),
     "table-details": Entry(
         "`.show table T details`: the documented columns, the effective streaming-ingestion policy (the "
         "table's, else its database's); extents and other policies are not modelled (0, null); column "
@@ -192,6 +226,36 @@ BEHAVIOURS: dict[str, Entry] = {
         "ARM answers a read by a caller without a role on the app 403 AuthorizationFailed, naming the caller, "
         "the action and the scope (the wording as ARM's answers quote it)",
         "Azure/azure-rest-api-specs-examples#4471 and Azure/ARO-RP#66 (ARM's AuthorizationFailed body)",
+    ),
+    "export-enrichments": Entry(
+        'an export\'s enrichments (`{name: {value}}` static, `{path: "$templateDisplayName"}` and the other '
+        "system properties, `{target, path}` a device property) are added to every exported message under "
+        "`enrichments`; system names other than $templateDisplayName follow the query language's (unverified)",
+        IOTC_EXPORT_CREATE,
+    ),
+    "message-properties": Entry(
+        "properties a device sets on a message (iothub-creation-time-utc, whole UTC time with Z) are exported "
+        "under messageProperties; the query API does not return them",
+        IOTC_DEVICE_IMPLEMENTATION,
+    ),
+    "simulated-not-exported": Entry(
+        "with a managed identity IoT Central does not export simulated devices (before any transform)", IOTC_ADX
+    ),
+    "telemetry-retention": Entry(
+        "telemetry older than 7 days is not available to queries (the current quotas page; older revisions said 30)",
+        IOTC_QUOTAS,
+    ),
+    "property-filter": Entry(
+        "an export filter condition on a name that is not telemetry reads the device's property of that name "
+        "(filters on device properties are documented; their exact syntax is not, and the healer refuses any "
+        "condition that is not telemetry or a system field)",
+        IOTC_EXPORT_CREATE,
+    ),
+    "export-table-columns": Entry(
+        "without a transform the table receives the exported message's top-level fields by column name "
+        "(applicationId, messageSource, deviceId, schema, templateId, enqueuedTime, telemetry, enrichments, "
+        "messageProperties, component, module)",
+        IOTC_ADX,
     ),
 }
 

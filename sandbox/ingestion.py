@@ -18,7 +18,9 @@ column name, and records the tags. A refused blob becomes a FailedIngestion row.
 Streaming (`KustoClient.execute_streaming_ingest`): `POST /v1/rest/ingest/{db}/{table}
 ?streamFormat=…[&mappingName=…]`, gzip body. Only tables whose streaming ingestion policy is
 enabled accept it; extent tags cannot be set on streamed data (ADX docs, "Configure streaming
-ingestion", limitations), so a streamed chunk carries none.
+ingestion", limitations), so a streamed chunk carries none. JSON needs a pre-created mapping
+(`mappingName`, a Json mapping of the table; "Configure streaming ingestion": JSON formats need
+one): the records are mapped by its column paths. The refusal's code without one is unverified.
 
 Unverified here: which roles may run `.get ingestion resources` (any Admin or Ingestor of a
 database, here), the error code for a table without the streaming policy, and the body of a
@@ -225,8 +227,30 @@ def _table_endpoint(connection_string: str) -> str:
     raise ValueError("the connection string names no TableEndpoint")
 
 
+def _mapped(records: list[dict[str, Any]], mapping: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records through a JSON mapping's `$.name` / `$['name']` paths (other paths are not modelled)."""
+    import re
+
+    out = []
+    for record in records:
+        row: dict[str, Any] = {}
+        for column in mapping:
+            path = str((column.get("Properties") or {}).get("Path") or column.get("path") or "")
+            match = re.fullmatch(r"\$\.(\w+)|\$\['([^']+)'\]", path)
+            if match:
+                row[str(column.get("column") or column.get("Column"))] = record.get(match.group(1) or match.group(2))
+        out.append(row)
+    return out
+
+
 def streaming_ingest(
-    cluster: Cluster, caller: Identity, database: str, table: str, data: bytes, stream_format: str
+    cluster: Cluster,
+    caller: Identity,
+    database: str,
+    table: str,
+    data: bytes,
+    stream_format: str,
+    mapping_name: str | None = None,
 ) -> dict[str, Any]:
     """`POST /v1/rest/ingest/{db}/{table}`: synchronous, no extent tags."""
     if stream_format.lower() not in ("json", "multijson"):
@@ -246,8 +270,22 @@ def streaming_ingest(
                 "Kusto.DataNode.Exceptions.StreamingIngestionPolicyNotEnabledException",
                 f"Streaming ingestion policy is not enabled for table '{table}' in database '{database}'.",
             )
+        mapping = next(
+            (m for m in t.mappings if m.get("Name") == mapping_name and str(m.get("Kind", "")).lower() == "json"),
+            None,
+        )
+        if mapping is None:
+            raise KustoFault(
+                400,
+                "BadRequest_MappingReferenceIsRequired",
+                "Kusto.DataNode.Exceptions.IngestionMappingNotFoundException",
+                f"Streaming ingestion of '{stream_format}' needs a pre-created Json mapping"
+                + (f"; '{mapping_name}' is not one of table '{table}'." if mapping_name else "."),
+            )
+        columns = mapping.get("Mapping")
+        columns = json.loads(columns) if isinstance(columns, str) else list(columns or [])
     try:
-        records = parse_records(data)
+        records = _mapped(parse_records(data), columns)
     except ValueError as exc:
         raise KustoFault(
             400, "BadRequest_InvalidData", "Kusto.Data.Exceptions.KustoBadRequestException", str(exc)

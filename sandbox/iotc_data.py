@@ -9,7 +9,8 @@ Sources (MicrosoftDocs/azure-docs, articles/iot-central/core/):
 - concepts-quotas-limits.md / AZURE_FACTS: about 1 query request per second per app.
 - howto-manage-device-templates-with-rest-api.md: templates carry `capabilityModel.contents`
   and `capabilityModel.extends[].contents`; components are contents of `@type: Component`.
-- Retention: telemetry older than 30 days is not available to queries.
+- Retention: telemetry older than 7 days is not available to queries (the current quotas page;
+  older revisions said 30).
 
 Unverified, chosen here and marked so the healer must not depend on them: the error code of a
 refused query (`InvalidQuery`), the status of a throttled query (429 + Retry-After), whether a
@@ -31,11 +32,13 @@ from typing import Any
 
 import isodate  # type: ignore[import-untyped]
 
+CREATION_TIME = "iothub-creation-time-utc"
+CREATION_MARGIN = timedelta(seconds=5)  # how much earlier than enqueued a device's creation time may be
 MAX_SELECT_ITEMS = 15
 MAX_QUERY_CHARS = 350
 MAX_LOGICAL_OPERATORS = 10
 MAX_TELEMETRY_RECORDS = 10_000
-RETENTION = timedelta(days=30)
+RETENTION = timedelta(days=7)
 QUERY_INTERVAL_S = 1.0
 
 
@@ -72,6 +75,20 @@ class Message:
     component: str | None = None
     module: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def created(self) -> datetime | None:
+        """The device's `iothub-creation-time-utc` message property, when it sent one."""
+        raw = self.properties.get(CREATION_TIME)
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(UTC) if raw else None
+        except ValueError:
+            return None
+
+    def ts(self, reading: str = "enqueued") -> datetime:
+        """What `$ts` answers: the enqueued time, or (`reading="creation"`) the device's creation
+        time when the message carries one. Which one IoT Central answers is undocumented."""
+        return (self.created or self.enqueued) if reading == "creation" else self.enqueued
 
 
 def telemetry_template(
@@ -151,7 +168,7 @@ def template_capabilities(template: dict[str, Any]) -> tuple[set[str], set[str]]
 
 
 class TelemetryStore:
-    """Messages per template, kept sorted by time; older than 30 days is gone."""
+    """Messages per template, kept sorted by time; older than the retention is gone."""
 
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.now = now
@@ -288,7 +305,7 @@ def parse_query(text: str, capabilities: Callable[[str], tuple[set[str], set[str
     kinds = {"telemetry" if p in telemetry else "property" for p, _ in items if p not in ("$id", "$ts")}
     if len(kinds) > 1:
         raise bad_query("A query selects telemetry or properties, not both.")
-    start, end = now - timedelta(days=30), now
+    start, end = now - RETENTION, now
     filters: list[Callable[[dict[str, Any]], bool]] = []
     if match.group("where"):
         tokens = _TOKEN.findall(match.group("where"))
@@ -324,11 +341,21 @@ def parse_query(text: str, capabilities: Callable[[str], tuple[set[str], set[str
     return Query(match.group("source"), items, start, end, filters, top, order)
 
 
-def run_query(query: Query, messages: list[Message]) -> list[dict[str, Any]]:
-    """One record per message that carries at least one selected telemetry value."""
+def run_query(
+    query: Query, messages: list[Message], ts_reading: str = "enqueued", component_keys: str = "path"
+) -> list[dict[str, Any]]:
+    """One record per message that carries at least one selected telemetry value, in the window
+    by its `$ts` (`ts_reading`). A component's capability asked for without an alias is answered
+    under its path (`component_keys="path"`) or its bare name ("name"): undocumented."""
     results: list[dict[str, Any]] = []
-    selected = [(p, a) for p, a in query.items if p not in ("$id", "$ts")]
+    selected = [
+        (p, a if a != p or component_keys == "path" else p.rpartition(".")[2])
+        for p, a in query.items
+        if p not in ("$id", "$ts")
+    ]
     for message in messages:
+        if not query.start <= message.ts(ts_reading) <= query.end:
+            continue
         values: dict[str, Any] = {}
         for path, alias in selected:
             component, _, name = path.rpartition(".")
@@ -341,9 +368,8 @@ def run_query(query: Query, messages: list[Message]) -> list[dict[str, Any]]:
             if path == "$id":
                 record[alias] = message.device_id
             elif path == "$ts":
-                record[alias] = iso_ms(message.enqueued)
-            elif alias in values:
-                record[alias] = values[alias]
+                record[alias] = iso_ms(message.ts(ts_reading))
+        record.update(values)
         probe = {**record, "$id": message.device_id}
         if all(f(probe) for f in query.filters):
             results.append(record)

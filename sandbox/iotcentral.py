@@ -10,7 +10,7 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -107,6 +107,12 @@ class IoTCentral:
         # Whether DELETE of a destination an export still uses is refused (unverified; the
         # stricter answer by default).
         self.refuse_delete_in_use = True
+        # What the query API's `$ts` is (undocumented): the enqueued time, or the device's
+        # iothub-creation-time-utc when a message carries one ("creation").
+        self.ts_reading = "enqueued"
+        # How a component's capability asked for without an alias is named in an answer
+        # (undocumented): `component.name` ("path") or `name` ("name").
+        self.component_keys = "path"
 
     # ---------------------------------------------------------------- setup
 
@@ -289,8 +295,13 @@ class IoTCentral:
                 lambda t: iotc_data.template_capabilities(app.templates[t]) if t in app.templates else None,
                 now,
             )
-            messages = app.telemetry.between(query.template, query.start, query.end)
-            return json_response({"results": iotc_data.run_query(query, messages)})
+            # The store is ordered by enqueued time; a creation time is earlier, never by more than
+            # the margin the devices here keep to.
+            margin = iotc_data.CREATION_MARGIN if self.ts_reading == "creation" else timedelta(0)
+            messages = app.telemetry.between(query.template, query.start, query.end + margin)
+            return json_response(
+                {"results": iotc_data.run_query(query, messages, self.ts_reading, self.component_keys)}
+            )
         except iotc_data.QueryError as exc:
             response = self._error(exc.status, exc.code, exc.message)
             if exc.retry_after_s is not None:

@@ -114,11 +114,13 @@ def denied(identity: Identity, code: str, operation: str, resource: str) -> Kust
 
 
 def database_not_found(name: str) -> KustoFault:
+    """A command or query on a database the cluster does not have: HTTP 404 with the OneApi body
+    Azure/azure-kusto-samples-dotnet#29 shows (code NotFound, EntityNameDoesNotExistException)."""
     return KustoFault(
-        400,
-        "BadRequest_DatabaseNotExist",
-        "Kusto.Data.Exceptions.DatabaseNotFoundException",
-        f"Database '{name}' was not found.",
+        404,
+        "NotFound",
+        "Kusto.Common.Svc.Exceptions.EntityNameDoesNotExistException",
+        f"Entity name '{name}' of kind 'Database' does not exist.",
     )
 
 
@@ -215,6 +217,7 @@ class Table:
     restricted_view_access: bool = False
     streaming_ingestion: bool = False  # the table's streaming ingestion policy
     ingest_by_tags: set[str] = field(default_factory=set)  # `ingest-by:` tags of the table's extents
+    extent_tags: set[str] = field(default_factory=set)  # every tag of the table's extents
     ingestion_time_policy: bool = True  # enabled by default for new tables
 
 
@@ -492,6 +495,7 @@ class Cluster:
                 stored["$IngestionTime"] = now if t.ingestion_time_policy else None
                 t.rows.append(stored)
             t.ingest_by_tags.update(tag for tag in tags or [] if tag.startswith("ingest-by:"))
+            t.extent_tags.update(tags or [])
             return len(rows)
 
 

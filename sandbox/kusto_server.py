@@ -95,7 +95,8 @@ def error_body(
     return {
         "error": {
             "code": code,
-            "message": _GENERIC_MESSAGES.get(status, "Request failed."),
+            # A not-found answer names the entity in `message` too (the published 404 sample).
+            "message": message if status == 404 else _GENERIC_MESSAGES.get(status, "Request failed."),
             "@type": error_type,
             "@message": message,
             "@context": {
@@ -226,7 +227,13 @@ class KustoService:
                     "Use /v1/rest/ingest/{database}/{table}.",
                 )
             body = streaming_ingest(
-                self.cluster, caller, parts[0], parts[1], request.get_data(), request.args.get("streamFormat", "")
+                self.cluster,
+                caller,
+                parts[0],
+                parts[1],
+                request.get_data(),
+                request.args.get("streamFormat", ""),
+                request.args.get("mappingName"),
             )
         except KustoFault as fault:
             return self._fault(fault, request_id)

@@ -53,8 +53,15 @@ class Observer:
         return int(result.tables[0].rows[0][0])
 
     def principal_listed(self, target: Target) -> bool:
+        from azure.kusto.data.exceptions import KustoServiceError
+
         identity = self.world.iotc.identity_of(target.subdomain)
-        rows = self.kusto.execute_mgmt(target.database, f".show database {target.database} principals")
+        try:
+            rows = self.kusto.execute_mgmt(target.database, f".show database {target.database} principals")
+        except KustoServiceError as exc:  # a missing database answers 404: nobody is listed there
+            if getattr(exc.http_response, "status_code", None) == 404:
+                return False
+            raise
         ids = {identity.object_id.lower(), identity.client_id.lower()}
         return any(str(r["PrincipalObjectId"]).lower() in ids for r in rows.primary_results[0])
 

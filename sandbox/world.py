@@ -32,6 +32,7 @@ SCENARIO_FAULTS = (
     "table-level-only",
     "healer-not-admin",
     "table-missing",
+    "database-missing",
     "ingestor-only",
     "destination-stale",
     "access-denied-code",
@@ -50,6 +51,8 @@ SWITCHES = (
     "exporter_role",
     "iotc_error_style",
     "refuse_delete_in_use",
+    "ts_reading",
+    "component_keys",
 )
 IOTC_ERROR_STYLES = ("own", "code-only", "kusto")
 TRANSPORT_FAULTS = ("throttle", "transient", "reset", "latency")
@@ -717,6 +720,16 @@ class World:
             db.tables.setdefault(target.table, table)
 
         return ActiveFault("table-missing", target.subdomain, undo)
+
+    def _fault_database_missing(self, target: Target) -> ActiveFault:
+        database = self.cluster.databases.pop(target.database, None)
+        if database is None:
+            raise ValueError(f"database {target.database!r} is already missing")
+
+        def undo() -> None:
+            self.cluster.databases.setdefault(target.database, database)
+
+        return ActiveFault("database-missing", target.subdomain, undo)
 
     def _fault_ingestor_only(self, target: Target) -> ActiveFault:
         """The forum's least privilege: the writer holds Ingestor, not the Admin IoT Central needs."""

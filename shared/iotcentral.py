@@ -25,6 +25,9 @@ REQUESTS_PER_SECOND = 20.0  # IoT Central's documented data-plane limit per app
 QUERY_INTERVAL_S = 1.05
 
 
+EXPORT_READ_ONLY = frozenset({"id", "status", "errors", "lastExportTime"})
+
+
 class IotcError(Exception):
     def __init__(self, status: int | None, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -273,11 +276,28 @@ class IoTCentralAdapter:
     def set_enabled(self, app: str, export_id: str, enabled: bool) -> dict[str, Any]:
         return self._patch_export(app, export_id, {"enabled": enabled})
 
-    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
-        """Point an export at these destinations (each `{id, transform?}`), nothing else changed."""
+    def set_destinations(
+        self, app: str, export_id: str, refs: list[dict[str, Any]], based_on: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Point an export at these destinations (each `{id, transform?}`), nothing else changed.
+
+        Exports have no ETag, so this is a read-modify-write: with `based_on` (the destinations the
+        change was made from) the export is read again right before the write and a concurrent edit
+        is refused (ConcurrentEdit), never overwritten."""
+        if based_on is not None:
+            current = self.export(app, export_id).get("destinations") or []
+            if current != based_on:
+                raise IotcError(
+                    409,
+                    "ConcurrentEdit",
+                    f"export {export_id} of {app}: its destinations changed since they were read "
+                    f"({based_on} -> {current}); not overwritten",
+                )
         return self._patch_export(app, export_id, {"destinations": refs})
 
     def _patch_export(self, app: str, export_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        # Read-only fields (status, errors, lastExportTime, id) are never sent back.
+        changes = {k: v for k, v in changes.items() if k not in EXPORT_READ_ONLY}
         result: dict[str, Any] = self._app(
             app,
             "PATCH",

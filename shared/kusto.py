@@ -64,7 +64,27 @@ class AdxError(Exception):
 
     @property
     def not_found(self) -> bool:
-        return self.code in ("BadRequest_EntityNotFound", "BadRequest_DatabaseNotExist") and not self.unknown_principal
+        """A database or table the cluster does not have. A missing database answers HTTP 404
+        (`NotFound`, `EntityNameDoesNotExistException`); older answers and missing tables come as
+        400 with one of the BadRequest_… codes. An unknown principal is not a missing entity."""
+        if self.unknown_principal:
+            return False
+        return self.code in _NOT_FOUND_CODES or self.status == 404 or bool(_NOT_FOUND_TEXT.search(self.message))
+
+    @property
+    def missing(self) -> str | None:
+        """What is missing ("database", "table"), when this is a not-found answer; a 404 that names
+        no kind is a database (tables are named in 400 answers)."""
+        if not self.not_found:
+            return None
+        kind = _ENTITY_KIND.search(self.message)
+        if kind:
+            return kind.group(1).lower()
+        if self.code in ("BadRequest_TableNotExist",):
+            return "table"
+        if self.status == 404 or self.code in ("BadRequest_DatabaseNotExist",):
+            return "database"
+        return "entity"
 
 
 _UNKNOWN_PRINCIPAL = re.compile(
@@ -72,6 +92,35 @@ _UNKNOWN_PRINCIPAL = re.compile(
     r"does not exist in the directory|could not be (?:resolved|found) in",
     re.IGNORECASE,
 )
+
+
+_NOT_FOUND_CODES = frozenset(
+    {
+        "NotFound",
+        "BadRequest_EntityNotFound",
+        "BadRequest_EntityNameNotFound",
+        "BadRequest_DatabaseNotExist",
+        "BadRequest_TableNotExist",
+    }
+)
+_NOT_FOUND_TEXT = re.compile(r"EntityNameDoesNotExist|EntityNotFoundException|DatabaseNotFoundException")
+_ENTITY_KIND = re.compile(r"of kind '(Database|Table)'", re.IGNORECASE)
+
+
+def _error_body(response: Any) -> tuple[str, str]:
+    """(code, text) of a OneApi error body the SDK did not parse (it keeps the response of a 404
+    but says only "endpoint does not exist"); ("", "") when the body is not one."""
+    try:
+        body = json.loads(getattr(response, "text", "") or "")
+        error = body.get("error") if isinstance(body, dict) else None
+    except (TypeError, ValueError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", ""
+    text = " ".join(str(error.get(k, "")) for k in ("@type", "@message") if error.get(k)) or str(
+        error.get("message", "")
+    )
+    return str(error.get("code", "")), text[:300]
 
 
 def translate(exc: Exception) -> AdxError:
@@ -103,6 +152,9 @@ def translate(exc: Exception) -> AdxError:
     if isinstance(exc, KustoServiceError):
         response = exc.http_response
         status = getattr(response, "status_code", None)
+        if status == 404:  # a missing database: the SDK drops the body, which names the entity
+            code, text = _error_body(response)
+            return AdxError(code or "NotFound", text or "the database was not found", transient=False, status=404)
         transient = status is None or status >= 500
         return AdxError(
             "ServiceError",

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral import IoTCentralAdapter, IotcError
 
 MANAGED_IDENTITY = "systemAssignedManagedIdentity"
 _READ_ONLY = ("id", "status", "errors")
@@ -119,13 +119,24 @@ def point(iotc: IoTCentralAdapter, copy: DestinationCopy) -> bool:
         return False
     if copy.old_id not in ids:
         raise NotRecreatable(f"export {copy.export_id} no longer sends to destination {copy.old_id}")
+    current = next(r for r in refs if r.get("id") == copy.old_id)
+    if current != copy.reference:  # edited since the copy was planned: a person's change wins
+        raise NotRecreatable(
+            f"export {copy.export_id}: its reference to {copy.old_id} changed since the copy was planned "
+            f"({copy.reference} -> {current}); not overwritten"
+        )
     updated: list[dict[str, Any]] = []
     for ref in refs:
         moved = {**copy.reference, **ref, "id": copy.new_id} if ref.get("id") == copy.old_id else ref
         if moved.get("id") == copy.new_id and any(r.get("id") == copy.new_id for r in updated):
             continue  # never reference the same destination twice
         updated.append(moved)
-    iotc.set_destinations(copy.app, copy.export_id, updated)
+    try:
+        iotc.set_destinations(copy.app, copy.export_id, updated, based_on=export.get("destinations") or [])
+    except IotcError as exc:
+        if exc.code == "ConcurrentEdit":
+            raise NotRecreatable(str(exc)) from exc
+        raise
     return True
 
 

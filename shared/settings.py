@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # After a verified healing: off, plan (measure the gap and record what would be ingested) or on.
     backfill: Literal["off", "plan", "on"] = "plan"
     backfill_invocation_seconds: int = Field(120, ge=5, le=540)
+    # IoT Central's data retention (its quotas page: 7 days): older gaps are reported unrecoverable.
+    backfill_retention_days: int = Field(7, ge=1, le=30)
+    # Where rows would keep what the query API cannot give back (message properties, device
+    # properties): refuse (the default), or write them marked approximate, naming what is missing.
+    backfill_approximate: bool = False
     # For a principal that holds the right role yet is denied: the remedies in the order tried.
     # Microsoft's documented one (re-create the destination) first, then the forum's refresh.
     # Comma-separated, e.g. "refresh" to use the forum's drop/wait/re-add only.

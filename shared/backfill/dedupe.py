@@ -103,3 +103,46 @@ def time_column(pairs: list[tuple[datetime, dict[str, Any]]], schema: Schema) ->
         ):
             return name
     return None
+
+
+def missing_by_identity(
+    rows: list[dict[str, Any]], present: Iterable[dict[str, Any]], identity: tuple[str, str], schema: Schema
+) -> tuple[list[dict[str, Any]], int, int]:
+    """`rows` the table does not hold yet, told apart by message identity (device column, time
+    column), not by whole rows: a delivered row may differ from a rebuilt one in what could not be
+    rebuilt. Returns (missing rows, keys found present, present rows of these devices whose
+    identity none of `rows` has).
+
+    Messages of one device at one time (one per component) share a key: a key present as often as
+    it is rebuilt is complete, a key not present at all is missing whole; only a key present fewer
+    times is compared whole row by whole row."""
+    kinds = dict(schema)
+    device, time = identity
+
+    def identity_of(row: dict[str, Any]) -> Key:
+        return canonical(row.get(device), kinds.get(device, "string")), canonical(row.get(time), "datetime")
+
+    ours: dict[Key, list[dict[str, Any]]] = {}
+    for row in rows:
+        ours.setdefault(identity_of(row), []).append(row)
+    devices = {k[0] for k in ours}
+    theirs: dict[Key, list[dict[str, Any]]] = {}
+    strangers = 0
+    for row in present:
+        k = identity_of(row)
+        if k[0] not in devices:
+            continue
+        if k in ours:
+            theirs.setdefault(k, []).append(row)
+        else:
+            strangers += 1
+    out: list[dict[str, Any]] = []
+    for k, group in ours.items():
+        have = theirs.get(k, [])
+        if len(have) >= len(group):
+            continue
+        if not have:
+            out.extend(group)
+            continue
+        out.extend(missing(group, have, schema)[: len(group) - len(have)])
+    return out, len(theirs), strangers

@@ -6,11 +6,14 @@ endpoint, blob upload, queue message) carries `ingestIfNotExists` and an `ingest
 its tag on the extent that already holds it and is not ingested again. Rows go as multijson and are
 mapped by column name, as IoT Central's own ADX export writes them (it has no mapping setting).
 
-Managed streaming (`ManagedStreamingIngestClient`) is used only where the table's streaming
-ingestion policy is on. Streaming cannot set extent tags, so a streamed chunk relies on being
-synchronous instead: it is in the table when the call returns, and a retried chunk is first
-compared with the table (dedupe) before anything is sent again. When streaming fails transiently
-the client falls back to queued ingestion, which carries the tags.
+Streaming (`StreamingIngestClient`, one attempt) only where the table's streaming policy is on and
+the table has a JSON mapping that maps each column from the field of its own name: streaming JSON
+needs a pre-created mapping, and streamed data carries no tags, so a streamed chunk relies on being
+synchronous instead (it is in the table when the call returns; a redone window is compared with the
+table before anything is sent again). A streaming call refused outright (HTTP 4xx: nothing was
+ingested) falls back to queued ingestion, which carries the tags; any other failure (a timeout, a
+5xx, a dropped connection: the chunk may have landed) fails the window visibly and is never sent
+again blindly — the managed client's own retries and fallback are not used for that reason.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import json
 import threading
 from typing import Any
 
+APPROXIMATE_TAG = "iotc-adx-healer:approximate"
+
+
+class IngestUncertain(RuntimeError):
+    """A streamed chunk whose fate is unknown: the window is not done; the read-back decides."""
+
 
 class Ingestor:
     def __init__(self, cluster_url: str, credential: Any) -> None:
@@ -27,7 +36,7 @@ class Ingestor:
         self._credential = credential
         self._lock = threading.Lock()
         self._queued: Any = None
-        self._managed: Any = None
+        self._streaming: Any = None
         self.chunks = 0
 
     def _kcsb(self) -> Any:
@@ -38,32 +47,62 @@ class Ingestor:
     def _client(self, streaming: bool) -> Any:
         with self._lock:
             if streaming:
-                if self._managed is None:
-                    from azure.kusto.ingest import ManagedStreamingIngestClient
+                if self._streaming is None:
+                    from azure.kusto.ingest import KustoStreamingIngestClient
 
-                    self._managed = ManagedStreamingIngestClient(self._kcsb())
-                return self._managed
+                    self._streaming = KustoStreamingIngestClient(self._kcsb())
+                return self._streaming
             if self._queued is None:
                 from azure.kusto.ingest import QueuedIngestClient
 
                 self._queued = QueuedIngestClient(self._kcsb())
             return self._queued
 
-    def ingest(self, database: str, table: str, rows: list[dict[str, Any]], tag: str, *, streaming: bool) -> str:
+    def ingest(
+        self,
+        database: str,
+        table: str,
+        rows: list[dict[str, Any]],
+        tag: str,
+        *,
+        streaming: bool,
+        mapping: str | None = None,
+        approximate: bool = False,
+    ) -> str:
         """Send one chunk; returns how it went ("queued" or "streamed")."""
-        from azure.kusto.data.data_format import DataFormat
+        from azure.kusto.data.data_format import DataFormat, IngestionMappingKind
+        from azure.kusto.data.exceptions import KustoApiError
         from azure.kusto.ingest import IngestionProperties, StreamDescriptor
 
-        body = "\n".join(json.dumps(r, separators=(",", ":"), default=str) for r in rows).encode()
+        # multijson takes an array of records too: one encoder call for the chunk, not one per row.
+        body = json.dumps(rows, separators=(",", ":"), default=str).encode()
+        extra = [APPROXIMATE_TAG] if approximate else []
+        self.chunks += 1
+        if streaming and mapping:
+            streamed = IngestionProperties(
+                database=database,
+                table=table,
+                data_format=DataFormat.MULTIJSON,
+                ingestion_mapping_reference=mapping,
+                ingestion_mapping_kind=IngestionMappingKind.JSON,
+            )
+            try:
+                self._client(True).ingest_from_stream(StreamDescriptor(io.BytesIO(body), size=len(body)), streamed)
+                return "streamed"
+            except KustoApiError as exc:
+                status = exc.http_response.status_code if exc.http_response is not None else None
+                if status is None or not 400 <= status < 500 or status in (408, 429):
+                    raise IngestUncertain(f"streaming into {table} failed ({status}): {exc}") from exc
+                # Refused outright: nothing was ingested; queued ingestion carries the tags.
+            except Exception as exc:  # the SDK's other errors: whether the chunk landed is unknown
+                raise IngestUncertain(f"streaming into {table} failed: {exc}") from exc
         properties = IngestionProperties(
             database=database,
             table=table,
             data_format=DataFormat.MULTIJSON,
             ingest_by_tags=[tag],
             ingest_if_not_exists=[tag],
+            additional_tags=extra,
         )
-        client = self._client(streaming)
-        result = client.ingest_from_stream(StreamDescriptor(io.BytesIO(body), size=len(body)), properties)
-        self.chunks += 1
-        status = str(getattr(result, "status", ""))
-        return "streamed" if streaming and "QUEUED" not in status.upper() else "queued"
+        self._client(False).ingest_from_stream(StreamDescriptor(io.BytesIO(body), size=len(body)), properties)
+        return "queued"

@@ -41,8 +41,18 @@ def stamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def alias(path: str) -> str:
+    """The name a capability is asked for under: a component's `c.name` as `c__name`, since how an
+    answer names an unaliased component capability is undocumented (`AS` settles it)."""
+    return path.replace(".", "__")
+
+
+def select_item(path: str) -> str:
+    return f"{path} AS {alias(path)}" if "." in path else path
+
+
 def query_text(template_id: str, items: list[str], start: datetime, end: datetime) -> str:
-    select = ", ".join([*FIXED_ITEMS, *items])
+    select = ", ".join([*FIXED_ITEMS, *(select_item(i) for i in items)])
     window = f"WITHIN_WINDOW('{stamp(start - MIN_WINDOW)}/{stamp(end)}')"
     return f"SELECT {select} FROM {template_id} WHERE {window}"  # noqa: S608 - IoT Central query, not SQL
 

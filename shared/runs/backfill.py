@@ -17,12 +17,13 @@ own that starts in this phase.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from shared.kusto import AdxError
 from shared.messages import RemediationMessage
-from shared.runs.base import VERIFYING, Outcome
+from shared.runs.base import VERIFYING, LeaseLost, Outcome, PhaseConflict
 from shared.runs.outcome import Status
 from shared.runs.remedy import Step
 from shared.state import TargetState
@@ -151,9 +152,9 @@ class Backfill:
         if s.ingestor is None:
             raise RuntimeError("no ingestion client configured")
         budget = float(s.settings.backfill_invocation_seconds) if budget_s is None else budget_s
-        step.run.renew(extra_s=budget)
+        self.claim(step, budget)
         mode = backfill_mode(s.settings, msg.backfill_mode)
-        engine = BackfillEngine(s, s.ingestor)
+        engine = BackfillEngine(s, s.ingestor, guard=lambda: step.run.renew(extra_s=budget, during=BACKFILLING))
         progress = engine.begin(target, msg.run_id, start, end, mode)
         progress = engine.run(target, progress, budget)
         status = "refused" if progress.refused else ("done" if progress.done else "running")
@@ -174,6 +175,8 @@ class Backfill:
                     "queries": progress.queries,
                     "ingestion": progress.ingestion,
                     "unrecoverable": progress.unrecoverable,
+                    "unrecoverable_s": progress.unrecoverable_s,
+                    "approximate": progress.approximate,
                 }
             )
             if progress.refused:
@@ -185,11 +188,16 @@ class Backfill:
             s.queue.send(msg.to_json())
             s.checkpoint("enqueue:backfill-continue")
             return Outcome(Status.WAITING, f"backfill at {progress.cursor} of {progress.end}; continuing")
+        step.run.renew(during=BACKFILLING)  # a twin that claimed the run since ends it, not this one
         step.run.finish(record)
         summary = (
             f"{progress.rows_found} rows the export would have written in {progress.start}..{progress.end}: "
             f"{progress.rows_present} present"
         )
+        if progress.unrecoverable_s:
+            summary = f"{progress.unrecoverable_s} s of the gap unrecoverable (older than the retention); {summary}"
+        if progress.approximate:
+            summary += f"; written approximate, not restored: {', '.join(progress.approximate)}"
         if progress.refused:
             outcome = Outcome(Status.BACKFILL_REFUSED, progress.refused)
         elif mode == "on":
@@ -204,6 +212,26 @@ class Backfill:
             )
         step.healer.history(step, outcome, gap=progress.to_dict())
         return outcome
+
+    @staticmethod
+    def claim(step: Step, budget_s: float) -> None:
+        """One invocation per run at a time: a delivery claims the backfill (the lease is the run's,
+        so a twin delivery of the same message holds it too); every later write and ingestion of
+        this invocation is fenced by the claim, so the twin that claimed last is the only one that
+        acts and an earlier one stands back at its next step."""
+        token = uuid.uuid4().hex
+        until = step.healer.s.clock() + timedelta(seconds=step.healer.s.settings.lease_seconds + budget_s)
+
+        def claimed(state: TargetState) -> None:
+            if state.lease_owner != step.run.holder:
+                raise LeaseLost(f"run {step.msg.run_id} no longer holds {step.key}")
+            if state.run_id != step.msg.run_id or state.phase != BACKFILLING:
+                raise PhaseConflict(f"run {step.msg.run_id} on {step.key}: phase is {state.phase!r}, not backfilling")
+            state.run_data = state.run_data.model_copy(update={"claim": token})
+            state.lease_until = until
+
+        step.healer.s.store.update(step.key, claimed)
+        step.run.claim = token
 
 
 def backfill_message(

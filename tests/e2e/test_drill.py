@@ -57,6 +57,27 @@ def test_the_whole_drill_and_its_logs(
         outage["gap_s"] >= 300 and outage["rows_backfilled"] > 0 and outage["rows_expected"] > outage["rows_backfilled"]
     )
     assert (outage["rows_missing"], outage["rows_duplicated"], outage["second_backfill_added"]) == (0, 0, 0)
+    # Backfills of exports as rich as real ones: exact, or refused with the reason and nothing ingested.
+    for name in ("backfill-enriched", "backfill-simulated"):
+        row = rows[name]
+        assert row["backfill_outcome"] == "backfilled" and row["rows_backfilled"] > 0, row
+        assert (row["rows_missing"], row["rows_duplicated"], row["second_backfill_added"]) == (0, 0, 0), row
+    assert rows["backfill-simulated"]["rows_written_for_simulated"] == 0
+    refusals = {
+        "backfill-creation-time": "$ts",
+        "backfill-property-filter": "'firmware'",
+        "backfill-row-level-security": "row-level security",
+    }
+    for name, reason in refusals.items():
+        row = rows[name]
+        assert row["backfill_outcome"] == "backfill-refused" and reason in row["backfill_detail"], row
+        assert row["rows_backfilled"] == 0 and row["rows_duplicated"] == 0 and row["rows_missing"] > 0, row
+        assert row["second_backfill_added"] == 0
+    retention = rows["backfill-beyond-retention"]
+    assert 290 <= retention["unrecoverable_s"] <= 310 and "unrecoverable" in retention["backfill_detail"], retention
+    assert (retention["rows_missing"], retention["rows_duplicated"], retention["second_backfill_added"]) == (0, 0, 0)
+    assert rows["database-missing"]["diagnosis"] == "non-permission"
+    assert "does not exist" in rows["database-missing"]["detail"]
     # Root cause: the command and the person the sandbox journaled for the fault.
     for name in ("principal-removed", "table-level-only"):
         cause, recorded = rows[name]["root_cause"], rows[name]["recorded_change"]
@@ -65,9 +86,10 @@ def test_the_whole_drill_and_its_logs(
         assert cause["command"].startswith(".drop database ['devicedata'] admins ('aadapp=")
     assert rows["identity-rotated"]["root_cause"]["identity_change"]["seen_by"] == "ARM"
     assert rows["stale-permission"]["root_cause"] is None
-    # One notification per escalated scenario, none for the others.
+    # One notification per escalated scenario and per backfill that leaves data missing, none otherwise.
+    lost = {*refusals, "backfill-beyond-retention"}
     assert {n: r["notifications"] for n, r in rows.items()} == {
-        n: 1 if r["expected_outcome"] == "escalated" else 0 for n, r in rows.items()
+        n: (1 if r["expected_outcome"] == "escalated" else 0) + (2 if n in lost else 0) for n, r in rows.items()
     }
 
     # The HTML report next to the JSON one: a timeline per run, nothing loaded from outside.

@@ -150,28 +150,42 @@ def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, cr
     assert "ingest-by:chunk-1" in world.cluster.table("devicedata", TABLE).ingest_by_tags
 
 
-def test_streaming_needs_the_effective_policy(fleet_world: World, credential: Any) -> None:
-    """The table's own streaming-ingestion policy, or its database's when the table has none."""
-    from azure.kusto.data.exceptions import KustoApiError
+BY_NAME = {
+    "Name": "by-name",
+    "Kind": "Json",
+    "Mapping": [{"column": c, "Properties": {"Path": f"$.{c}"}} for c, _ in backfill_fleet.COLUMNS],
+    "LastUpdatedOn": "2026-11-01T00:00:00Z",
+}
 
+
+def test_streaming_needs_the_effective_policy_and_a_json_mapping(fleet_world: World, credential: Any) -> None:
+    """The table's own streaming-ingestion policy, or its database's when the table has none; JSON
+    streams only through a pre-created mapping. Refused outright, a chunk goes queued instead."""
     from shared.backfill.ingest import Ingestor
 
     world = fleet_world
     database, table = world.cluster.database("devicedata"), world.cluster.table("devicedata", TABLE)
+    table.mappings.append(BY_NAME)
     database.streaming_ingestion = table.streaming_ingestion = False
     ingestor = Ingestor(world.cluster.url, credential)
-    with pytest.raises(KustoApiError) as refused:
-        ingestor.ingest(
-            "devicedata", TABLE, [{"DeviceId": "refused", "Timestamp": "2026-01-01T00:00:00Z"}], "s-0", streaming=True
-        )
-    assert refused.value.get_api_error().code == "BadRequest_StreamingIngestionPolicyNotEnabled"
+    row = [{"DeviceId": "refused", "Timestamp": "2026-01-01T00:00:00Z"}]
+    assert ingestor.ingest("devicedata", TABLE, row, "s-0", streaming=True, mapping="by-name") == "queued"
     for tag, on in (("s-1", table), ("s-2", database)):
         database.streaming_ingestion = table.streaming_ingestion = False
         on.streaming_ingestion = True
         rows = [{"DeviceId": f"streamed-{tag}", "Timestamp": "2026-01-01T00:00:00.000Z"}]
-        assert ingestor.ingest("devicedata", TABLE, rows, tag, streaming=True) == "streamed"
-    streamed = sorted(r["DeviceId"] for r in table.rows if str(r["DeviceId"]).startswith(("streamed", "refused")))
+        assert ingestor.ingest("devicedata", TABLE, rows, tag, streaming=True, mapping="by-name") == "streamed"
+    streamed = sorted(r["DeviceId"] for r in table.rows if str(r["DeviceId"]).startswith("streamed"))
     assert streamed == ["streamed-s-1", "streamed-s-2"]
+    # No mapping named: refused by the service (JSON needs one), sent queued.
+    rows = [{"DeviceId": "no-mapping", "Timestamp": "2026-01-01T00:00:00.000Z"}]
+    assert ingestor.ingest("devicedata", TABLE, rows, "s-3", streaming=True, mapping="nope") == "queued"
+    assert world.ingestion is not None
+    wait_until(lambda: world.ingestion.ingested_blobs >= 2, 10, "the queued chunks")
+    assert sorted(r["DeviceId"] for r in table.rows if r["DeviceId"] in ("refused", "no-mapping")) == [
+        "no-mapping",
+        "refused",
+    ]
 
 
 def test_cli_backfill_dry_run_then_for_real(
@@ -247,16 +261,19 @@ def test_what_cannot_be_recovered_is_said_and_an_unknown_filter_is_refused(
     world = fleet_world
     healer, _ = _setup(world, azurite)
     now = datetime.now(UTC)
-    old = new_run(KEY, "cli").next(  # the first hour of it is older than 30 days
+    old = new_run(KEY, "cli").next(  # the first hour of it is older than the 7 days IoT Central keeps
         "backfill",
-        window_start=now - timedelta(days=30, hours=1),
-        window_end=now - timedelta(days=29, hours=23),
+        window_start=now - timedelta(days=7, hours=1),
+        window_end=now - timedelta(days=6, hours=23),
         backfill_mode="plan",
     )
     outcome = healer.handle(old)
     assert outcome.status == "backfill-planned", outcome
-    notes = healer.s.store.load(KEY).gap["unrecoverable"]
-    assert any("older than IoT Central's 30 days" in n for n in notes), notes
+    assert "unrecoverable" in outcome.detail  # never "nothing missing"
+    gap = healer.s.store.load(KEY).gap
+    notes = gap["unrecoverable"]
+    assert any("older than IoT Central's retention of 7 days" in n for n in notes), notes
+    assert 3598 <= gap["unrecoverable_s"] <= 3601, gap
     assert any("messageProperties" in n for n in notes)
 
     world.iotc.apps["fleet"].exports["export-1"]["filter"] = 'SELECT * FROM devices WHERE $id = "a" OR $id = "b"'
@@ -283,12 +300,13 @@ def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
     assert len(world.cluster.table("devicedata", TABLE).rows) >= before
 
 
-def test_a_table_with_streaming_ingestion_is_backfilled_by_managed_streaming(
+def test_a_table_with_streaming_ingestion_and_a_json_mapping_is_backfilled_by_streaming(
     fleet_world: World, azurite: Azurite
 ) -> None:
     world = fleet_world
     healer, _ = _setup(world, azurite)
     world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    world.cluster.table("devicedata", TABLE).mappings.append(BY_NAME)  # streaming JSON needs one
     wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
     start = datetime.now(UTC) - timedelta(seconds=3)
     inject_and_wait(world, "principal-removed", "fleet")
@@ -305,5 +323,154 @@ def test_a_table_with_streaming_ingestion_is_backfilled_by_managed_streaming(
     assert progress["rows_ingested"] > 0 and progress["ingestion"] == "streamed"
     # Streamed: in the table when the call returned, nothing went through the queue.
     assert world.ingestion.ingested_blobs == queued_before
+    result = backfill_fleet.compare(world, "fleet", TABLE, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def _hand_outage(world: World) -> tuple[datetime, datetime]:
+    """An outage people fixed by hand: (a time before it, a time after it), rows still missing."""
+    wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "rows before the outage")
+    start = datetime.now(UTC) - timedelta(seconds=2)
+    inject_and_wait(world, "principal-removed", "fleet")
+    failures = len(world.workspace.tables["FailedIngestion"])
+    wait_until(lambda: len(world.workspace.tables["FailedIngestion"]) >= failures + 5, 10, "an outage")
+    world.clear("principal-removed", "fleet")
+    wait_until(lambda: world.iotc.apps["fleet"].exports["export-1"].get("status") == "healthy", 10, "healed")
+    return start, datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_world: World, azurite: Azurite) -> None:
+    """At-least-once delivery: the same backfill message runs twice at the same time under the
+    run's one lease. The twin that claimed the run last is the only one that ingests; the other
+    stands back before its next act, and the gap's counts are the true ones."""
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    start, end = _hand_outage(world)
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    outcomes: list[Any] = []
+    sends: list[str] = []  # who sent each chunk
+    turn = ["first"]
+    real_ingestor = healer.s.ingestor
+
+    class Counting:
+        def __init__(self, url: str) -> None:
+            self.inner = real_ingestor(url)
+
+        def ingest(self, *args: Any, **kwargs: Any) -> str:
+            sends.append(turn[0])
+            return str(self.inner.ingest(*args, **kwargs))
+
+    healer.s.ingestor = Counting
+
+    def twin_arrives(name: str) -> None:
+        if name == "backfill:intent" and turn == ["first"]:  # the first is about to send its chunk
+            turn[0] = "twin"
+            outcomes.append(healer.handle(msg))  # the twin delivery runs meanwhile, to the end
+            turn[0] = "first-again"
+
+    healer.s.checkpoint = twin_arrives
+    outcomes.insert(0, healer.handle(msg))
+    assert turn == ["first-again"], "the first delivery never reached an ingestion"
+    assert outcomes[1].status == "backfilled", outcomes
+    assert outcomes[0].status == "skipped", outcomes  # it stood back: the twin had claimed the run
+    assert "first-again" not in sends and "twin" in sends, sends
+    gap = healer.s.store.load(KEY).gap
+    assert gap["status"] == "done" and gap["rows_ingested"] == gap["rows_missing"] > 0, gap
+    result = _settled(world, end)
+    assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+
+
+def test_a_template_leaving_the_filter_between_invocations_does_not_shift_the_others(
+    fleet_world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Progress is kept per template id: after the first template is done and the second begun,
+    the first leaves the export's filter; the second still resumes at its own cursor."""
+    from shared.backfill import engine
+
+    monkeypatch.setattr(engine, "FIRST_WINDOW", timedelta(seconds=1))
+    monkeypatch.setattr(engine, "next_size", lambda previous, records: timedelta(seconds=1))
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    start, end = _hand_outage(world)
+    seconds = int((end - start.replace(microsecond=0)).total_seconds())  # one window per second
+    done: list[str] = []
+
+    def crash(name: str) -> None:
+        if name == "backfill:window-done":
+            done.append(name)
+            if len(done) == seconds + 2:  # the pump's windows, then two of the thermostat's
+                raise Crash(name)
+
+    healer.s.checkpoint = crash
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    with pytest.raises(Crash):
+        healer.handle(msg)
+    progress = healer.s.store.read_journal(KEY, msg.run_id)
+    saved = next(r["Data"] for r in progress if r["Step"] == "backfill" and r["Status"] == "progress")
+    assert saved["templates"] == [backfill_fleet.PUMP, backfill_fleet.THERMOSTAT], saved  # the pump's are done
+    # The pump leaves the export's filter before the message is delivered again.
+    world.iotc.apps["fleet"].exports["export-1"]["filter"] = f"SELECT * FROM {backfill_fleet.THERMOSTAT}"
+    healer.s.checkpoint = lambda name: None
+    outcome = healer.handle(msg)
+    assert outcome.status == "backfilled", outcome
+    _settled_thermostats(world, start, end)
+
+
+def _settled_thermostats(world: World, start: datetime, end: datetime) -> None:
+    from collections import Counter
+
+    def rows() -> tuple[Counter[Any], Counter[Any]]:
+        expected = Counter(
+            backfill_fleet.row_key(r)
+            for r in world.expected_rows("fleet", start, end)
+            if r["Template"] == backfill_fleet.THERMOSTAT
+        )
+        with world.cluster.lock:
+            actual = Counter(
+                backfill_fleet.row_key(r)
+                for r in world.cluster.table("devicedata", TABLE).rows
+                if r["Template"] == backfill_fleet.THERMOSTAT and start <= r["Timestamp"] <= end
+            )
+        return expected, actual
+
+    wait_for(lambda: rows()[0] == rows()[1], 15)
+    expected, actual = rows()
+    assert sum(expected.values()) > 0
+    assert (sum((expected - actual).values()), sum((actual - expected).values())) == (0, 0)
+
+
+def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sent_twice(
+    fleet_world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunk lands, the answer is a 503: whether it landed is unknown to the sender. The window
+    fails visibly (no blind second send, no fallback that would send it again queued); the
+    redelivered message reads the table back and finds the rows there."""
+    from sandbox import kusto_server
+    from shared.backfill.ingest import IngestUncertain
+
+    world = fleet_world
+    healer, _ = _setup(world, azurite)
+    world.cluster.table("devicedata", TABLE).streaming_ingestion = True
+    world.cluster.table("devicedata", TABLE).mappings.append(BY_NAME)
+    start, end = _hand_outage(world)
+    stream = kusto_server.KustoService._stream
+    answers: list[int] = []
+
+    def lost_answer(self: Any, request: Any, request_id: str) -> Any:
+        response = stream(self, request, request_id)  # ingested
+        answers.append(response.status_code)
+        return kusto_server.transport_error(503, 0) if len(answers) == 1 else response
+
+    monkeypatch.setattr(kusto_server.KustoService, "_stream", lost_answer)
+    assert world.ingestion is not None
+    queued_before = world.ingestion.ingested_blobs
+    msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
+    with pytest.raises(IngestUncertain):
+        healer.handle(msg)
+    outcome = healer.handle(msg)  # delivered again
+    assert outcome.status == "backfilled", outcome
+    assert answers[0] == 200 and world.ingestion.ingested_blobs == queued_before  # nothing went queued
+    gap = healer.s.store.load(KEY).gap
+    assert gap["rows_ingested"] == gap["rows_missing"] > 0, gap
     result = backfill_fleet.compare(world, "fleet", TABLE, end)
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result

@@ -124,6 +124,31 @@ def test_unknown_identity_is_refused_on_add(world: World, kusto: Any) -> None:
     assert info.value.unknown_principal and not info.value.not_found and not info.value.transient
 
 
+def test_a_missing_database_answers_404_and_the_adapter_reads_it_as_missing(world: World, kusto: Any) -> None:
+    from azure.kusto.data.exceptions import KustoServiceError
+
+    with pytest.raises(KustoServiceError) as raw:  # the SDK keeps the response, not the body's code
+        kusto.execute_mgmt("nowhere", ".show database nowhere principals")
+    assert raw.value.http_response is not None and raw.value.http_response.status_code == 404
+    assert "EntityNameDoesNotExistException" in raw.value.http_response.text
+    for read in (
+        lambda: adapter(world).database_listing("nowhere"),
+        lambda: adapter(world).rows_since("nowhere", "T", world_now()),
+    ):
+        with pytest.raises(AdxError) as info:
+            read()
+        assert info.value.not_found and info.value.missing == "database" and not info.value.transient
+    with pytest.raises(AdxError) as table:
+        adapter(world).table_schema("devicedata", "NoSuchTable")
+    assert table.value.not_found and table.value.missing == "table"
+
+
+def world_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
 # ---------------------------------------------------------------------- the role IoT Central needs
 
 
@@ -200,6 +225,35 @@ def test_recreate_destination_steps_make_before_break(world: World, refuse: bool
     assert list(world.iotc.apps["contoso"].destinations) == [copy.new_id]
     world.export_once()
     assert world.iotc.apps["contoso"].destinations[copy.new_id]["status"] == "healthy"
+
+
+def test_a_concurrent_export_edit_is_never_overwritten(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports have no ETag: the re-point reads the export again right before its write and
+    refuses when a person changed it since; read-only fields are never sent."""
+    import json as _json
+
+    client = iotc(world)
+    export = world.iotc.apps["contoso"].exports["export-1"]
+    export["destinations"] = [{"id": "adx-1", "transform": "{ x: .y }"}]
+    copy = rd.prepare(client, "contoso", "export-1", "adx-1", "0123456789abcdef0123456789abcdef")
+    rd.create(client, copy)
+    export["destinations"] = [{"id": "adx-1", "transform": "{ x: .z }"}]  # a person edits the transform
+    with pytest.raises(rd.NotRecreatable, match="changed since"):
+        rd.point(client, copy)
+    assert export["destinations"] == [{"id": "adx-1", "transform": "{ x: .z }"}]
+    with pytest.raises(IotcError) as edited:  # read, then someone writes, then our write
+        client.set_destinations("contoso", "export-1", [{"id": copy.new_id}], based_on=[{"id": "adx-1"}])
+    assert edited.value.code == "ConcurrentEdit" and export["destinations"][0]["id"] == "adx-1"
+    bodies: list[dict[str, Any]] = []
+    patch = world.iotc._patch_export
+
+    def seen(request: Any, found: dict[str, Any], app: Any) -> Any:
+        bodies.append(_json.loads(request.get_data(as_text=True)))
+        return patch(request, found, app)
+
+    monkeypatch.setattr(world.iotc, "_patch_export", seen)
+    client._patch_export("contoso", "export-1", {"enabled": True, "lastExportTime": "2026-01-01T00:00:00Z"})
+    assert bodies == [{"enabled": True}]
 
 
 def test_service_principal_destinations_are_not_recreated(world: World) -> None:

@@ -24,6 +24,7 @@ EXPECTED = {
     "table-level-only": Kind.INSUFFICIENT_ROLE,
     "healer-not-admin": Kind.HEALER_NOT_ADMIN,
     "table-missing": Kind.NON_PERMISSION,
+    "database-missing": Kind.NON_PERMISSION,
 }
 
 
@@ -40,6 +41,8 @@ def test_each_diagnosis_class_from_its_fault(healer_setup: Any, fault: str | Non
         wait_until(lambda: broken(world), 10, "the export to break")
     reading = healer.read(healer.target(CONTOSO))
     assert reading.diagnosis.kind == EXPECTED[fault], reading.diagnosis.summary
+    if fault == "database-missing":  # the cluster's 404 is read as a diagnosis, not raised
+        assert "database devicedata does not exist" in reading.diagnosis.summary
     if fault:
         assert reading.diagnosis.evidence, "the diagnosis shows its evidence"
 
@@ -92,7 +95,7 @@ def test_add_heals(healer_setup: Any, fault: str) -> None:
     assert current.object_id.lower() in changes[0] or current.client_id.lower() in changes[0]
 
 
-@pytest.mark.parametrize("fault", ["healer-not-admin", "table-missing"])
+@pytest.mark.parametrize("fault", ["healer-not-admin", "table-missing", "database-missing"])
 def test_escalates_without_changing_anything(healer_setup: Any, fault: str) -> None:
     world, _, healer, worker = healer_setup
     statuses, changes = heal(worker, world, fault)

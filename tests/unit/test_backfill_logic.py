@@ -285,3 +285,122 @@ def test_a_closed_reader_stops_reading_ahead() -> None:
     sent = len(asked)
     assert sent <= 1 + 2 + 2  # the one taken, the ones held, the one being handed over
     assert reader.queries == sent and len(asked) == sent
+
+
+def test_rows_are_told_apart_by_message_identity_not_by_whole_rows() -> None:
+    """A delivered row differs from the rebuilt one in what could not be rebuilt (here a message
+    property): compared whole, it would look missing and be ingested again."""
+    schema = [("DeviceId", "string"), ("Timestamp", "datetime"), ("Props", "dynamic"), ("Component", "string")]
+    at = "2026-11-27T07:00:00.100Z"
+    rebuilt: list[dict[str, Any]] = [
+        {"DeviceId": "d", "Timestamp": at, "Props": {}, "Component": "root"},
+        {"DeviceId": "d", "Timestamp": at, "Props": {}, "Component": "battery"},  # same device, same time
+        {"DeviceId": "d", "Timestamp": "2026-11-27T07:00:01.100Z", "Props": {}, "Component": "root"},
+        {"DeviceId": "e", "Timestamp": at, "Props": {}, "Component": "root"},
+    ]
+    delivered = {"DeviceId": "d", "Timestamp": T0 + timedelta(milliseconds=100), "Props": {"source": "x"}}
+    assert dedupe.missing(rebuilt[:1], [{**delivered, "Component": "root"}], schema) == rebuilt[:1]  # the old way
+    present = [{**delivered, "Component": "root"}, {**delivered, "Component": "battery"}]
+    todo, matched, strangers = dedupe.missing_by_identity(rebuilt, present, ("DeviceId", "Timestamp"), schema)
+    assert todo == rebuilt[2:] and matched == 1 and strangers == 0
+    # Half of a key present: the whole rows of that key say which half.
+    todo, _, _ = dedupe.missing_by_identity(
+        rebuilt, [{**rebuilt[1], "Timestamp": T0 + timedelta(milliseconds=100)}], ("DeviceId", "Timestamp"), schema
+    )
+    assert todo == [rebuilt[0], *rebuilt[2:]]
+    # Rows of these devices whose times the query API never answered: the times do not agree.
+    shifted = [{**p, "Timestamp": T0 + timedelta(milliseconds=40)} for p in present]
+    todo, matched, strangers = dedupe.missing_by_identity(rebuilt, shifted, ("DeviceId", "Timestamp"), schema)
+    assert matched == 0 and strangers == 2
+
+
+def test_the_identity_columns_are_found_by_running_the_transform_on_probe_messages() -> None:
+    from shared.backfill.identity import find_identity, unrestorable_fields
+    from shared.backfill.records import Enrichments
+
+    info = TemplateInfo("dtmi:c:t;1", "T", caps("temperature", "battery.level"))
+    schema = {"Dev": "string", "At": "datetime", "Copy": "string", "Temperature": "real", "Site": "string"}
+    transform = (
+        'import "iotc" as iotc; {Dev: .device.id, At: .enqueuedTime, Copy: "fixed", Site: .enrichments.site, '
+        'Temperature: ([.telemetry | iotc::find(.name == "temperature") | .value] | first)}'
+    )
+    enrichments = Enrichments.parse({"site": {"value": "plant-1"}, "tpl": {"path": "$templateDisplayName"}})
+    identity = find_identity(info, transform, enrichments, schema)
+    assert identity is not None and identity.columns == ("Dev", "At")
+    assert find_identity(info, '{Dev: .device.id, At: "2020-01-01T00:00:00Z"}', enrichments, schema) is None
+    assert find_identity(info, "empty", enrichments, schema) is None  # no row for a message: nothing to match
+    # The exported message itself, mapped by column name (no transform).
+    plain = {"deviceId": "string", "enqueuedTime": "datetime", "telemetry": "dynamic", "enrichments": "dynamic"}
+    assert find_identity(info, None, enrichments, plain) == type(identity)("deviceId", "enqueuedTime")
+    # What cannot be rebuilt, from the program's text and the table's columns.
+    assert unrestorable_fields(transform, enrichments, schema) == []
+    reads = '{Dev: .device.id, C: .messageProperties["iothub-creation-time-utc"], P: .device.properties}'
+    assert [f.split(" (")[0] for f in unrestorable_fields(reads, enrichments, schema)] == [
+        "messageProperties",
+        "device properties",
+    ]
+    by_device = Enrichments.parse({"floor": {"target": "dtmi:c:t;1", "path": "floor"}})
+    assert by_device.device_property == ("floor",)
+    assert unrestorable_fields(None, by_device, plain)[0].startswith("enrichments from device properties")
+    assert unrestorable_fields(None, by_device, {**plain, "messageProperties": "dynamic"})[0].startswith(
+        "messageProperties"
+    )
+
+
+def test_static_and_system_enrichments_are_rebuilt_and_a_property_filter_is_refused() -> None:
+    from shared.backfill.records import Enrichments
+
+    info = TemplateInfo("dtmi:c:t;1", "Thermostat", caps("temperature"))
+    message = Message("a", "dtmi:c:t;1", T0, None, {"temperature": 30})
+    enrichments = Enrichments.parse({"site": {"value": "plant-1"}, "kind": {"path": "$templateDisplayName"}})
+    (row,) = [
+        r
+        for _, r in rows_for(
+            [message],
+            application_id="app",
+            info=info,
+            devices={"a": {"id": "a"}},
+            export_filter=ExportFilter.parse(None),
+            transform=None,
+            enrichments=enrichments,
+        )
+    ]
+    assert row["enrichments"] == {"site": "plant-1", "kind": "Thermostat"}
+    simulated = rows_for(
+        [message],
+        application_id="app",
+        info=info,
+        devices={"a": {"id": "a", "simulated": True}},
+        export_filter=ExportFilter.parse(None),
+        transform=None,
+        exclude_simulated=True,
+    )
+    assert simulated == []
+    ExportFilter.parse('SELECT * FROM devices WHERE temperature > 3 AND $id != "x"').check_fields([info])
+    for field in ("location", "$messageProperties.source"):
+        with pytest.raises(FilterUnsupported, match="device or message property"):
+            ExportFilter.parse(f'SELECT * FROM devices WHERE {field} = "x"').check_fields([info])
+
+
+def test_a_window_is_transformed_in_one_jq_call_with_the_same_rows_as_one_call_per_message() -> None:
+    from shared.backfill import records
+
+    info = TemplateInfo("dtmi:c:t;1", "T", caps("temperature", "battery.level"))
+    messages = [
+        Message(f"d{n}", "dtmi:c:t;1", T0 + timedelta(seconds=n), None if n % 2 else "battery", {"x": n})
+        for n in range(6)
+    ]
+    program = (
+        'import "iotc" as iotc; def twice(f): f, f; '
+        "if .component then twice({D: .device.id, C: .component}) else {D: .device.id} end"
+    )
+    args: dict[str, Any] = dict(
+        application_id="a", info=info, devices={}, export_filter=ExportFilter.parse(None), transform=program
+    )
+    batched = rows_for(messages, **args)
+    assert records.compile_batch(program) is not None
+    records.compile_batch.cache_clear()
+    one_by_one = [(m, r) for m in messages for _, r in rows_for([m], **args)]  # a single message is not batched
+    assert batched == one_by_one and len(batched) == 9
+    with pytest.raises(TransformError, match="a message of d3"):  # a failing message is still named
+        rows_for(messages, **{**args, "transform": 'if .deviceId == "d3" then error("boom") else {} end'})
