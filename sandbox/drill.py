@@ -300,7 +300,8 @@ class Drill:
         return lines
 
     def live_view(self, scenarios: Progress) -> Group:
-        return Group(self.table(), scenarios)
+        # The progress line first: a terminal shorter than the table crops the bottom.
+        return Group(scenarios, self.table())
 
     # ------------------------------------------------------------------ the run
 

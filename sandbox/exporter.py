@@ -173,7 +173,7 @@ _CONDITION = re.compile(
 
 
 def filter_matches(text: str | None, app: Any, message: Message) -> bool:
-    """The export filter: `SELECT * FROM devices|<template> [WHERE a op v AND …]` (AND only here)."""
+    """The export filter: `SELECT * FROM devices|<template> [WHERE a op v AND … OR …]` (no parentheses here)."""
     if not text:
         return True
     match = _FILTER.fullmatch(text)
@@ -193,7 +193,15 @@ def filter_matches(text: str | None, app: Any, message: Message) -> bool:
         facts.setdefault(name, value)
     for name, value in message.telemetry.items():
         facts[f"{message.component}.{name}" if message.component else name] = value
-    for part in re.split(r"\s+AND\s+", match.group("where") or "", flags=re.I):
+    where = match.group("where") or ""
+    if not where.strip():
+        return True
+    # AND binds tighter than OR, as in the query language's WHERE clause.
+    return any(_all_hold(disjunct, facts) for disjunct in re.split(r"\s+OR\s+", where, flags=re.I))
+
+
+def _all_hold(conjunction: str, facts: dict[str, Any]) -> bool:
+    for part in re.split(r"\s+AND\s+", conjunction, flags=re.I):
         if not part.strip():
             continue
         cond = _CONDITION.fullmatch(part)
