@@ -226,7 +226,19 @@ class IoTCentralAdapter:
         except AzureError as exc:
             raise IotcError(None, type(exc).__name__, str(exc)[:300]) from exc
         text = response.text()
-        return json.loads(text) if text else None
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:  # a gateway's page, a proxy's error: not IoT Central's answer
+            kind = response.headers.get("Content-Type") or "no content type"
+            where = path.split("?", 1)[0]
+            raise IotcError(
+                response.status_code,
+                "UnexpectedBody",
+                f"{method} {where} answered {response.status_code} ({kind}, {len(text)} characters) "
+                "with a body that is not JSON",
+            ) from exc
 
     def _app(self, app: str, method: str, path: str, **kwargs: Any) -> Any:
         base = self._template.format(subdomain=app)

@@ -1,11 +1,18 @@
-"""The recovery sweep: the first thing every timer run does. It re-adds every dropped principal
-whose re-add is overdue, from the state record alone (configured, discovered or since removed),
-finishes a destination re-creation whose run stopped half-way (its messages lost: a copy left
-behind would count against IoT Central's 10 destinations per app), queues again a backfill whose
-next message was lost (a worker that died between handing over from verification and queueing the
-backfill), queues again a run whose export toggle died half-way with no message left to resume
-it, and re-enables exports the healer left disabled. Each target is isolated: one that fails is
-escalated with the reason and retried next time, and never stops the others."""
+"""The recovery sweep: the first thing every timer run does. Two jobs, from the state alone:
+
+- Obligations (shared/runs/obligations.py): re-add a dropped principal whose re-add is overdue,
+  re-check a re-add done but not settled (a late drop may have landed), re-enable an export the
+  healer disabled, settle a destination copy (finish its re-point or delete it) — for targets
+  configured, discovered or since removed, in observe mode too — and discharge each once settled.
+  While a discharge is refused the target backs off (5 s, doubling, at most 15 min).
+- Recovery owners (RECOVERY, one per phase not at rest): a run whose lease lapsed is released,
+  queued again, finished or verified again, as its phase says; an escalated run's phase is left to
+  people (its obligations are not).
+
+Targets are swept concurrently (HEALER_SWEEP_CONCURRENCY, at most PER_CLUSTER per cluster and per
+app) and nothing new is begun once HEALER_SWEEP_BUDGET_SECONDS have passed: the rest is reported
+deferred and swept next cycle. Each target is isolated: one that fails (or whose row cannot be
+read) is reported, and escalated when a principal is dropped, and never stops the others."""
 
 from __future__ import annotations
 

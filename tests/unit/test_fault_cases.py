@@ -433,3 +433,44 @@ def test_the_readme_shows_the_run_graph_generated_from_the_table() -> None:
     shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", readme, re.S)
     assert shown, "the README has no run graph"
     assert shown.group(1) == phases.mermaid(), "README's run graph differs from shared/runs/phases.py MOVES"
+
+
+def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_call() -> None:
+    """HTTP 200 with a gateway's HTML page: the adapter says so (status, content type, size; never
+    the body), as an IotcError the detection cycle reports for that app."""
+    from datetime import UTC, datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from azure.core.credentials import AccessToken
+
+    from shared.iotcentral import IoTCentralAdapter, IotcError
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>502 Bad Gateway (cached)</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Token:
+        def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            return AccessToken("token", int(datetime.now(UTC).timestamp()) + 3600)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        adapter = IoTCentralAdapter(f"http://127.0.0.1:{port}/{{subdomain}}", Token(), timeout_s=5, retry_budget_s=1)
+        with pytest.raises(IotcError) as info:
+            adapter.exports("contoso")
+        assert info.value.status == 200 and info.value.code == "UnexpectedBody"
+        assert "text/html" in str(info.value) and "not JSON" in str(info.value) and "Gateway" not in str(info.value)
+    finally:
+        server.shutdown()
+        server.server_close()
