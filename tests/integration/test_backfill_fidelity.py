@@ -1,7 +1,9 @@
 """Backfill against exports as rich as real ones: enrichments, message properties (creation times),
-component telemetry, simulated devices, filters on device properties, row-level security and
-both readings of what the query API's `$ts` is. Each ends with the table against what the export
-would have written: 0 missing and 0 twice, or a refusal with its reason and nothing ingested."""
+component telemetry, both readings of what the query API's `$ts` is, and rows that keep what the
+query API cannot return. Each ends with the table against what the export would have written: 0
+missing and 0 twice, or a refusal with its reason and nothing ingested. (Simulated devices,
+property filters and row-level security are the drill's backfill scenarios, asserted in
+tests/e2e/test_drill.py.)"""
 
 from __future__ import annotations
 
@@ -123,42 +125,6 @@ def test_component_telemetry_is_asked_for_under_aliases(storage_world: World, az
     healer = _start(world, azurite)
     start, end = _outage(world)
     _exact_twice(world, healer, start, end)
-
-
-def test_a_filter_on_a_device_property_is_refused_and_nothing_ingested(storage_world: World, azurite: Azurite) -> None:
-    world = storage_world
-    healer = _start(world, azurite, export_filter='SELECT * FROM devices WHERE firmware != "1.0"')
-    for device in world.iotc.apps["rich"].devices.values():
-        device["properties"] = {"firmware": "1.0" if device["id"].endswith("-0") else "2.0"}
-    start, end = _outage(world)
-    outcome = _backfill(healer, start, end)
-    assert outcome.status == "backfill-refused" and "'firmware'" in outcome.detail, outcome
-    assert "device or message property" in outcome.detail
-    assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
-    assert healer.s.store.load(KEY).gap["status"] == "refused"
-
-
-def test_simulated_devices_are_never_written(storage_world: World, azurite: Azurite) -> None:
-    world = storage_world
-    healer = _start(world, azurite)
-    simulated = {"thermostat-1", "pump-2"}
-    for device_id in simulated:
-        world.iotc.apps["rich"].devices[device_id]["simulated"] = True
-    start, end = _outage(world)
-    _exact_twice(world, healer, start, end)
-    with world.cluster.lock:
-        written = {r["DeviceId"] for r in world.cluster.table("devicedata", TABLE).rows}
-    assert written and not written & simulated
-
-
-def test_row_level_security_refuses_and_ingests_nothing(storage_world: World, azurite: Azurite) -> None:
-    world = storage_world
-    healer = _start(world, azurite)
-    start, end = _outage(world)
-    world.inject("row-level-security", "rich")  # the read-back would see no row: everything would look missing
-    outcome = _backfill(healer, start, end)
-    assert outcome.status == "backfill-refused" and "row-level security" in outcome.detail, outcome
-    assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
 
 
 def test_rows_keeping_message_properties_are_refused_unless_written_approximate_by_choice(
