@@ -56,10 +56,10 @@ def test_readme_deploy_and_permissions_match_the_bicep() -> None:
     assert json.loads(parameters)["parameters"]
 
 
-def test_settings_defaults_in_the_readme_are_the_code_defaults() -> None:
+def test_settings_defaults_in_the_configuration_reference_are_the_code_defaults() -> None:
     from shared.settings import Settings
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():
         row = re.search(rf"^\|[^|]*`HEALER_{name.upper()}`[^|]*\| ([^|]*) \|", readme, re.M)
         assert row, name
@@ -69,4 +69,4 @@ def test_settings_defaults_in_the_readme_are_the_code_defaults() -> None:
         elif isinstance(default, float) and default.is_integer():
             default = int(default)
         if default is not None:
-            assert f"`{default}`" in row.group(1), f"HEALER_{name.upper()}: README says {row.group(1)}"
+            assert f"`{default}`" in row.group(1), f"HEALER_{name.upper()}: docs/configuration.md says {row.group(1)}"
