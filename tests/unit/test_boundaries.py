@@ -1,5 +1,5 @@
 """Rules that hold the parts together: the rate limit, shared/ free of the Functions runtime, and
-the README in step with the deployment files."""
+the deployment docs (docs/deploy.md, docs/configuration.md) in step with the deployment files."""
 
 from __future__ import annotations
 
@@ -40,26 +40,29 @@ def test_shared_never_imports_the_functions_runtime() -> None:
     assert [i for i in imports if i[0].startswith("shared")] == [("shared", "entrypoints")]
 
 
-def test_readme_deploy_and_permissions_match_the_bicep() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_deploy_docs_and_permissions_match_the_bicep() -> None:
+    readme = (ROOT / "docs" / "deploy.md").read_text()
+    documented = readme + (ROOT / "docs" / "configuration.md").read_text()
     parameters = (ROOT / "infra" / "main.parameters.json").read_text()
     for variable in set(re.findall(r"\$\{([A-Z_]+)", parameters)) - {"AZURE_ENV_NAME", "AZURE_LOCATION"}:
-        assert variable in readme, f"{variable} (infra/main.parameters.json) is not in the README"
+        assert variable in documented, (
+            f"{variable} (infra/main.parameters.json) is in neither docs/deploy.md nor docs/configuration.md"
+        )
     from tests.unit.test_infra import BUILTIN_ROLES
 
     bicep = "".join(p.read_text() for p in (ROOT / "infra").rglob("*.bicep"))
     for guid, name in BUILTIN_ROLES.items():
         if guid in bicep:
             words = name.replace("Storage ", "").split()
-            assert all(w in readme for w in words), f"role {name} is granted by the Bicep but not in the README"
+            assert all(w in readme for w in words), f"role {name} is granted by the Bicep but not in docs/deploy.md"
     assert "Database **Admin**" in readme and "principalAssignments" in bicep
     assert json.loads(parameters)["parameters"]
 
 
-def test_settings_defaults_in_the_readme_are_the_code_defaults() -> None:
+def test_settings_defaults_in_the_configuration_reference_are_the_code_defaults() -> None:
     from shared.settings import Settings
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():
         row = re.search(rf"^\|[^|]*`HEALER_{name.upper()}`[^|]*\| ([^|]*) \|", readme, re.M)
         assert row, name
@@ -69,4 +72,4 @@ def test_settings_defaults_in_the_readme_are_the_code_defaults() -> None:
         elif isinstance(default, float) and default.is_integer():
             default = int(default)
         if default is not None:
-            assert f"`{default}`" in row.group(1), f"HEALER_{name.upper()}: README says {row.group(1)}"
+            assert f"`{default}`" in row.group(1), f"HEALER_{name.upper()}: docs/configuration.md says {row.group(1)}"

@@ -424,15 +424,17 @@ def test_transition_refuses_a_move_the_graph_does_not_hold() -> None:
         other.transition(None, phases.PLANNED)
 
 
-def test_the_readme_shows_the_run_graph_generated_from_the_table() -> None:
+def test_the_architecture_doc_shows_the_run_graph_generated_from_the_table() -> None:
     import re
 
     from tests.helpers import ROOT
 
-    readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", readme, re.S)
-    assert shown, "the README has no run graph"
-    assert shown.group(1) == phases.mermaid(), "README's run graph differs from shared/runs/phases.py MOVES"
+    architecture = (ROOT / "docs" / "architecture.md").read_text()
+    shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", architecture, re.S)
+    assert shown, "docs/architecture.md has no run graph"
+    assert shown.group(1) == phases.mermaid(), (
+        "docs/architecture.md's run graph differs from shared/runs/phases.py MOVES"
+    )
 
 
 def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_call() -> None:

@@ -2,7 +2,7 @@
 Bicep and in local.settings.json.example (the host resolves them from app settings only); every
 parameter azd feeds JSON is an array or object; and every app setting the code reads has one
 default — in shared/settings.py, in the Bicep (literal or parameter default, and
-main.parameters.json) and in the README."""
+main.parameters.json) and in docs/configuration.md (generated from shared/settings.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ FUNCTION_APP = (ROOT / "function_app.py").read_text()
 MAIN = (INFRA / "main.bicep").read_text()
 APP = (INFRA / "modules" / "functionapp.bicep").read_text()
 PARAMETERS = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-README = (ROOT / "README.md").read_text()
+REFERENCE = (ROOT / "docs" / "configuration.md").read_text()
 # The two settings that carry JSON arrays: unset and `[]` mean the same.
 JSON_SETTINGS = {"HEALER_TARGETS", "HEALER_APPS"}
 
@@ -79,14 +79,14 @@ def code_default(name: str) -> str | None:
     return str(default)
 
 
-def readme_default(name: str) -> str | None:
-    row = re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| ([^|]*) \|", README, re.M)
-    assert row, f"{name} has no row in the README's settings table"
+def reference_default(name: str) -> str | None:
+    row = re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\| ([^|]*) \|", REFERENCE, re.M)
+    assert row, f"{name} has no row in docs/configuration.md's settings table"
     cell = row.group(1).strip()
     if cell in ("—", "-", ""):
         return "[]" if name in JSON_SETTINGS else None
     value = re.fullmatch(r"`([^`]*)`", cell)
-    assert value, f"{name}: README default {cell!r} is not one `value`"
+    assert value, f"{name}: docs/configuration.md default {cell!r} is not one `value`"
     return value.group(1)
 
 
@@ -129,9 +129,9 @@ def test_every_parameter_azd_feeds_json_is_an_array_or_object() -> None:
 
 
 @pytest.mark.parametrize("name", settings_read_by_code())
-def test_one_default_in_settings_bicep_and_readme(name: str) -> None:
+def test_one_default_in_settings_bicep_and_the_reference(name: str) -> None:
     expected = code_default(name)
-    assert readme_default(name) == expected, f"{name}: README default differs from shared/settings.py"
+    assert reference_default(name) == expected, f"{name}: docs/configuration.md default differs from shared/settings.py"
     expression = bicep_app_settings().get(name)
     if expression is None:
         return  # not set by the Bicep: the code default applies in Azure too
