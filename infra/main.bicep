@@ -53,7 +53,7 @@ param healerMode string = 'observe'
 
 // Arrays, not strings: azd (>= 1.23.4, required in azure.yaml) encodes an array or object value
 // from the environment into main.parameters.json as JSON; a string parameter would take it raw.
-@description('HEALER_TARGETS: targets (see README).')
+@description('HEALER_TARGETS: targets (see docs/configuration.md).')
 param healerTargets array = []
 
 @description('HEALER_APPS: IoT Central apps whose ADX destinations are discovered.')

@@ -1,4 +1,4 @@
-"""The real Azure SDK clients, pointed at the sandbox. Used by the demo, the tests and the README."""
+"""The real Azure SDK clients, pointed at the sandbox. Used by the demo, the tests and docs/sandbox.md."""
 
 from __future__ import annotations
 

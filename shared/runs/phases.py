@@ -2,7 +2,7 @@
 
 `Run.transition()` refuses a move this table does not hold, the sweep has a recovery owner for
 every phase that is not at rest (shared/runs/sweep.py RECOVERY; a test fails when one is
-missing), and the README's diagram is generated from MOVES (a test keeps them equal).
+missing), and the diagram in docs/architecture.md is generated from MOVES (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def allowed(current: str, to: str) -> bool:
 
 
 def mermaid() -> str:
-    """The graph as a Mermaid state diagram (the README shows exactly this)."""
+    """The graph as a Mermaid state diagram (docs/architecture.md shows exactly this)."""
     names = {IDLE: "idle"}
     lines = ["stateDiagram-v2", "    [*] --> idle"]
     for phase, targets in MOVES.items():
