@@ -43,7 +43,7 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 test: install lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m sandbox drill --report .sandbox/drill-report.json

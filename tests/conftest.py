@@ -87,12 +87,41 @@ def app(world: World, azurite: Azurite) -> Iterator[tuple[World, Any]]:
         entrypoints.reset()
 
 
+_SESSION_START: list[float] = []
+
+
+def pytest_sessionstart(session: Any) -> None:
+    import time
+
+    _SESSION_START.append(time.time())
+
+
+def _model_report_of_this_session() -> dict[str, Any] | None:
+    """What the model wrote to .reports/run-model.json during this session (it ran in a worker)."""
+    import json
+    from pathlib import Path
+
+    report = Path(__file__).resolve().parent.parent / ".reports" / "run-model.json"
+    if not _SESSION_START or not report.exists() or report.stat().st_mtime < _SESSION_START[0]:
+        return None
+    data: dict[str, Any] = json.loads(report.read_text())
+    return data
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say how much the stateful model test explored (it runs at least HEALER_MODEL_EXAMPLES examples)."""
     import sys
 
     model = sys.modules.get("tests.unit.test_run_model")
-    if model is not None and model.STATS["examples"]:
+    if model is None or not model.STATS["examples"]:
+        data = _model_report_of_this_session()
+        if data is not None:  # under pytest-xdist the model ran in a worker process
+            terminalreporter.write_line(
+                f"stateful model: {data.get('examples')} examples; faults: {data.get('faults')}; "
+                f"remedies: {data.get('remedies')} (.reports/run-model.json)"
+            )
+        return
+    if model.STATS["examples"]:
         stats, faults, remedies = model.STATS, model.FAULTS, model.REMEDIES
         drawn = ", ".join(f"{n} {c}" for c, n in faults.items())
         terminalreporter.write_line(
