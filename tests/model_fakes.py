@@ -288,7 +288,12 @@ class FakeIotc:
         self.m.stale.discard(self.fqn.lower())
         return {**body, "id": destination_id, "status": "starting"}
 
-    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
+    def set_destinations(
+        self, app: str, export_id: str, refs: list[dict[str, Any]], based_on: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        # As the adapter: the export is read again before the write; a concurrent edit is refused.
+        if based_on is not None and self.refs != based_on:
+            raise IotcError(409, "ConcurrentEdit", f"export {export_id} of {app}: its destinations changed")
         self._command("repoint")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
