@@ -3,7 +3,9 @@
 Azurite, the sandbox and the local trigger runner start; one IoT Central app per scenario exports
 to ADX; each scenario breaks its app's export and waits for the healer - started by its timer
 (or, in `alert-webhook`, by an Azure Monitor alert posted to /api/alerts) - to heal it or to
-escalate. The report says, per scenario, what happened and what it cost.
+escalate. Some change the healer's app settings mid-run (a target removed, observe mode switched
+on: the host restarts, as in Azure), one has another app answer garbage meanwhile, one fails every
+delivery until the host poisons it. The report says, per scenario, what happened and what it cost.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Scenario:
     # backfill must end ("backfilled", or "backfill-refused" with nothing ingested).
     backfill: str | None = None
     backfill_expected: str = "backfilled"
+    # An app beside this one whose API answers garbage (HTTP 200, an HTML page) throughout.
+    neighbour: str | None = None
 
 
 # Backfill scenarios' apps: the table shape (backfill_fleet.VARIANTS) and what is special about them.
@@ -120,6 +124,18 @@ SCENARIOS = [
         backfill="rls",
         backfill_expected="backfill-refused",
     ),
+    # Changes an operator makes while a run is under way, and a run that can never finish. Each ends
+    # with nothing dropped, no export left disabled and no obligation left open.
+    # HEALER_TOGGLE_EXPORT on; the target leaves HEALER_TARGETS with its export disabled (the app
+    # settings change restarts the host mid-run): the run re-enables the export and stops.
+    Scenario("target-removed-mid-run", "unlisted", "stale-permission", "skipped"),
+    # Observe mode switched on between the drop and the re-add: the re-add still happens.
+    Scenario("observe-mid-run", "observedlate", "stale-permission", "healed"),
+    # Another app's API answers an HTML page with HTTP 200 meanwhile: this one is healed all the same.
+    Scenario("garbage-neighbour", "besidegarbage", "principal-removed", "healed", neighbour="garbage"),
+    # Every delivery of the remediation fails until the host moves it to the poison queue: the run is
+    # escalated once, with one notification.
+    Scenario("poisoned-remediation", "poisoned", "stale-permission", "escalated"),
 ]
 OUTAGE_S = 300
 WIDE = 120  # from this console width the drill's table shows every column
@@ -161,6 +177,11 @@ class Result:
     root_cause_as_recorded: bool | None = None
     notifications: int = 0
     expected_notification_count: int = 0  # expected_notifications, for the report
+    # After the run: is the export enabled, and which obligations does the state still hold?
+    export_enabled: bool | None = None
+    obligations_left: list[str] = field(default_factory=list)
+    neighbour_runs: int | None = None  # history rows the garbage-answering neighbour got meanwhile
+    neighbour_error: str | None = None  # what detection said of the neighbour meanwhile
 
     @property
     def expected_notifications(self) -> int:
@@ -174,6 +195,10 @@ class Result:
         ok = (
             self.outcome == self.expected_outcome
             and not self.principal_lost
+            and self.export_enabled is not False
+            and not self.obligations_left
+            and not self.neighbour_runs
+            and (self.neighbour_runs is None or self.neighbour_error is not None)
             and self.root_cause_as_recorded is not False
             and self.notifications == self.expected_notifications
         )
@@ -322,6 +347,10 @@ class Drill:
                     elif scenario.backfill is not None:
                         _add_backfill_app(world, scenario, table)
                     else:
+                        if scenario.neighbour:
+                            world.add_app(
+                                scenario.neighbour, database=scenario.database, table=_table(scenario, neighbour=True)
+                            )
                         world.add_app(
                             scenario.app,
                             database=scenario.database,
@@ -411,9 +440,24 @@ class Drill:
         if scenario.name == "observe-mode":
             runner.set_app_setting("HEALER_MODE", "observe")
             entrypoints.reset()
+        targets = runner.settings["HEALER_TARGETS"]
+        if scenario.name == "target-removed-mid-run":
+            runner.set_app_setting("HEALER_TOGGLE_EXPORT", "true")
+            entrypoints.reset()
         healer = entrypoints.context().healer
         if scenario.name == "crash-after-drop":
             healer.s.checkpoint = _die_once_after("effect:drop-admins")
+        if scenario.name == "target-removed-mid-run":
+            # Right after the export was disabled, the target leaves the configuration; the settings
+            # change restarts the host, so the delivery dies there and comes back to a host without it.
+            kept = json.dumps([t for t in json.loads(targets) if t["app"] != scenario.app])
+            healer.s.checkpoint = _once_at("effect:disable-export", lambda: _restart(runner, "HEALER_TARGETS", kept))
+        if scenario.name == "observe-mid-run":  # between the drop and the re-add
+            healer.s.checkpoint = _once_at(
+                "enqueue:readd", lambda: _restart(runner, "HEALER_MODE", "observe", in_flight_dies=False)
+            )
+        if scenario.name == "poisoned-remediation":  # a fault in the worker hit on every delivery
+            healer.s.checkpoint = _die_always_at("journal:plan:done")
         if scenario.name == "throttled":
             world.set_transport("kusto", throttle_rate=0.3, retry_after_s=1)
         options = BACKFILLS.get(scenario.backfill or "", {})
@@ -428,6 +472,8 @@ class Drill:
         started = time.monotonic()
         since = datetime.now(UTC)
         journaled: list[dict[str, str]] = []
+        if scenario.neighbour:
+            world.inject("gateway-html", scenario.neighbour)
         if scenario.fault:
             journaled = world.inject(scenario.fault, scenario.app).detail.get("journal") or []
         result.recorded_change = dict(journaled[0]) if journaled else None
@@ -493,7 +539,19 @@ class Drill:
                         plan = entry["Data"]["plan"]
                         result.diagnosis = str(plan["diagnosis"]["kind"])
                         result.actions = [a["action"] for a in plan["actions"]]
-            terminal = [h for h in history if h["Outcome"] in TERMINAL]
+            terminal = [h for h in history if h["Outcome"] in TERMINAL | {scenario.expected}]
+            if not terminal:  # a poisoned run leaves no history row: its escalation is in the state
+                state = healer.s.store.load(key)
+                if state.escalated and state.escalation_reason.startswith("poisoned:"):
+                    terminal = [{"Outcome": "escalated", "Detail": state.escalation_reason}]
+                    if result.mttd_s is None:
+                        result.mttd_s = round(time.monotonic() - started, 2)
+                        result.detected_by = "timer"
+                    for entry in healer.s.store.read_journal(key):
+                        if entry["Step"] == "plan" and entry["At"] >= since.isoformat():
+                            plan = entry["Data"]["plan"]
+                            result.diagnosis = str(plan["diagnosis"]["kind"])
+                            result.actions = [a["action"] for a in plan["actions"]]
             if terminal:
                 result.outcome = str(terminal[0]["Outcome"])
                 result.detail = str(terminal[0].get("Detail", ""))[:200]
@@ -524,8 +582,28 @@ class Drill:
         sent = [t for who, _, t in world.cluster.command_log[log_start:] if who == healer_fqn]
         result.kusto_commands = len(sent)
         result.changing_commands = sum(1 for t in sent if t.lstrip().startswith((".add", ".drop", ".set")))
-        # Let in-flight verification finish before the next scenario takes the stage.
-        wait_for(lambda: not healer.s.store.load(key).leased(datetime.now(UTC)), 15)
+        # Let in-flight verification finish before the next scenario takes the stage (a poisoned
+        # run keeps its lease until it lapses: nothing of it is in flight any more).
+        wait_for(lambda: (st := healer.s.store.load(key)).escalated or not st.leased(datetime.now(UTC)), 15)
+        final = healer.s.store.load(key)
+        owed = {"re-add": final.pending_readd, "enable": final.pending_enable, "copy": final.pending_copy}
+        result.obligations_left = [name for name, record in owed.items() if record is not None]
+        result.export_enabled = world.iotc.apps[scenario.app].exports["export-1"].get("enabled") is not False
+        if scenario.neighbour:
+            from shared.detection import last_cycle
+
+            def garbage_seen() -> bool:  # detection names the app and goes on with the others
+                cycle = last_cycle()
+                said = [e for e in (cycle.errors if cycle else []) if e.startswith(f"{scenario.neighbour}:")]
+                result.neighbour_error = said[0][:300] if said else None
+                return bool(said)
+
+            wait_for(garbage_seen, 5, interval=0.1)
+            world.clear("gateway-html", scenario.neighbour)
+            neighbour = f"{scenario.neighbour}:export-1:adx-1"
+            result.neighbour_runs = sum(
+                1 for h in healer.s.store.read_history(neighbour) if h["At"] >= since.isoformat()
+            )
         result.busy_s = round(runner.stats.busy_s - busy_start, 3)
         result.notifications = notified()  # after the run ended: a late duplicate would show here
         result.expected_notification_count = result.expected_notifications
@@ -538,10 +616,14 @@ class Drill:
             world.clear("row-level-security", scenario.app)
         world.faults.clear_transport()
         runner.timer_paused.clear()
-        if scenario.name == "observe-mode":
+        if scenario.name in ("observe-mode", "observe-mid-run"):
             runner.set_app_setting("HEALER_MODE", "enforce")
             entrypoints.reset()
-        if result.outcome in ("escalated", "planned") and scenario.fault:
+        if scenario.name == "target-removed-mid-run":  # listed again, without the toggle
+            runner.set_app_setting("HEALER_TARGETS", targets)
+            runner.set_app_setting("HEALER_TOGGLE_EXPORT", "false")
+            entrypoints.reset()
+        if result.outcome in ("escalated", "planned", "skipped") and scenario.fault:
             world.clear(scenario.fault, scenario.app)  # people fix what the healer escalated
 
     def _backfill(
@@ -674,8 +756,9 @@ def _add_backfill_app(world: World, scenario: Scenario, table: str) -> None:
             device["properties"] = {"firmware": "1.0" if device["id"].endswith("-0") else "2.0"}
 
 
-def _table(scenario: Scenario) -> str:
-    return "".join(p.title() for p in scenario.app.split("-")) + "Telemetry"
+def _table(scenario: Scenario, *, neighbour: bool = False) -> str:
+    app = (scenario.neighbour or "") if neighbour else scenario.app
+    return "".join(p.title() for p in app.split("-")) + "Telemetry"
 
 
 def _die_once_after(point: str) -> Callable[[str], None]:
@@ -687,6 +770,37 @@ def _die_once_after(point: str) -> Callable[[str], None]:
             raise RuntimeError(f"the worker died right after {point}")
 
     return hook
+
+
+def _once_at(point: str, then: Callable[[], None]) -> Callable[[str], None]:
+    fired: list[str] = []
+
+    def hook(name: str) -> None:
+        if name == point and not fired:
+            fired.append(name)
+            then()
+
+    return hook
+
+
+def _die_always_at(point: str) -> Callable[[str], None]:
+    def hook(name: str) -> None:
+        if name == point:
+            raise RuntimeError(f"the worker fails at {point} on every delivery")
+
+    return hook
+
+
+def _restart(runner: Runner, setting: str, value: str, *, in_flight_dies: bool = True) -> None:
+    """An app settings change: Azure restarts the host. The next invocation builds its state from
+    the new settings; the one in flight dies with the host (or, `in_flight_dies=False`, had just
+    finished when the restart came)."""
+    from shared import entrypoints
+
+    runner.set_app_setting(setting, value)
+    entrypoints.reset()
+    if in_flight_dies:
+        raise RuntimeError(f"the host restarted: app setting {setting} changed")
 
 
 # The FailedIngestion rule's query as infra/modules/alerts.bicep writes it (tests/unit/test_infra.py).

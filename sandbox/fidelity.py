@@ -112,6 +112,12 @@ FAULTS: dict[str, Entry] = {
         "is unverified and handled as 429",
         "https://learn.microsoft.com/azure/data-explorer/kusto/api/rest/response",
     ),
+    "gateway-html": Entry(
+        "not IoT Central's behaviour but of something in front of it (a gateway, a proxy's sign-in page): "
+        "HTTP 200 with a text/html page instead of JSON; a client must check the media type it was sent "
+        "(RFC 9110 §8.3, Content-Type) before reading the body as JSON",
+        "https://www.rfc-editor.org/rfc/rfc9110#section-8.3",
+    ),
 }
 
 # Switches (sandbox.world.SWITCHES): behaviour no primary source settles, or that varies.

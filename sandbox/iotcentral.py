@@ -40,6 +40,11 @@ _EXPORT_WRITABLE = {"displayName", "enabled", "source", "filter", "enrichments",
 _EXPORT_READONLY = {"id", "status", "errors", "lastExportTime"}
 
 
+# What a gateway in front of an API typically answers when it, not the API, handles the request.
+GATEWAY_PAGE = (
+    "<!DOCTYPE html><html><head><title>Service Unavailable</title></head>"
+    "<body><h1>The service is temporarily unavailable</h1><p>Please try again later.</p></body></html>"
+)
 _ID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
@@ -113,6 +118,9 @@ class IoTCentral:
         # How a component's capability asked for without an alias is named in an answer
         # (undocumented): `component.name` ("path") or `name` ("name").
         self.component_keys = "path"
+        # Apps whose API something in the way (a gateway, a proxy's sign-in page) answers with HTTP
+        # 200 and an HTML page instead of IoT Central's JSON: the "gateway-html" fault.
+        self.gateway_html: set[str] = set()
 
     # ---------------------------------------------------------------- setup
 
@@ -181,6 +189,8 @@ class IoTCentral:
             app = self.apps.get(parts[0])
             if app is None:
                 raise ApiError(404, "NotFound", f"Application '{parts[0]}' was not found.")
+            if app.subdomain in self.gateway_html:
+                return Response(GATEWAY_PAGE, 200, content_type="text/html; charset=utf-8")
             return self._api(request, app, parts[2:])
         except AuthError as exc:
             return self._error(exc.status, exc.code, exc.message)

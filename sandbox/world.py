@@ -41,6 +41,7 @@ SCENARIO_FAULTS = (
     "ingestion-time-disabled",
     "simulated-devices",
     "unknown-identity",
+    "gateway-html",
 )
 # Switches: behaviour of the stand-ins that no primary source settles, or that varies; each has
 # a ledger entry (sandbox/fidelity.py) and is tested both ways.
@@ -832,6 +833,15 @@ class World:
             app.arm_principal_override = None
 
         return ActiveFault("unknown-identity", target.subdomain, undo, {"object_id": app.arm_principal_override})
+
+    def _fault_gateway_html(self, target: Target) -> ActiveFault:
+        """Something between the healer and the app's API answers HTTP 200 with an HTML page."""
+        self.iotc.gateway_html.add(target.subdomain)
+
+        def undo() -> None:
+            self.iotc.gateway_html.discard(target.subdomain)
+
+        return ActiveFault("gateway-html", target.subdomain, undo)
 
     # ---------------------------------------------------------------- transport faults
 

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from shared.iotcentral import ExportStatus, IotcError
 from shared.kusto import AdxError
@@ -38,6 +38,7 @@ class MemoryStore(StateStore):
         self.entities: dict[str, tuple[dict[str, Any], int]] = {}
         self.journal_rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.history_rows: list[dict[str, Any]] = []
+        self.notifications = cast(Any, MemoryTable())  # what shared.notify claims incidents in
         self.seq = itertools.count()
         self.etags = itertools.count(1)
         # Storage faults: a write that lands but whose answer is lost (decides per written state).
@@ -157,6 +158,31 @@ class AdxModel:
         return any(a.role in ("ingestors", "admins") for a in self.holds(fqn)) and fqn.lower() not in self.stale
 
 
+class MemoryTable:
+    """The notifications table (azure-data-tables TableClient: create, get, merge): a row per
+    incident id; creating one that exists is refused, as the service refuses it (409)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def create_entity(self, entity: dict[str, Any]) -> dict[str, Any]:
+        from azure.core.exceptions import ResourceExistsError
+
+        key = (entity["PartitionKey"], entity["RowKey"])
+        if key in self.rows:
+            raise ResourceExistsError("The specified entity already exists.")
+        self.rows[key] = dict(entity)
+        return {}
+
+    def get_entity(self, partition_key: str, row_key: str) -> dict[str, Any]:
+        return dict(self.rows[(partition_key, row_key)])
+
+    def update_entity(self, entity: dict[str, Any], **options: Any) -> dict[str, Any]:
+        key = (entity["PartitionKey"], entity["RowKey"])
+        self.rows[key] = {**self.rows.get(key, {}), **entity}
+        return {}
+
+
 class FakeKusto:
     """KustoAdapter's surface over AdxModel."""
 
@@ -173,6 +199,15 @@ class FakeKusto:
     def table_principals(self, database: str, table: str) -> list[Assignment]:
         self.m._call()
         return []
+
+    # The backfill's gap: the model's table has no ingestion history (the gap falls back to the lookback).
+    def last_ingestion_before(self, database: str, table: str, before: datetime) -> datetime | None:
+        self.m._call()
+        return None
+
+    def first_ingestion_since(self, database: str, table: str, since: datetime) -> datetime | None:
+        self.m._call()
+        return None
 
     def database_listing(self, database: str) -> tuple[list[Assignment], list[str]]:
         return self.database_principals(database), []
@@ -274,6 +309,9 @@ class FakeIotc:
         self.enabled = enabled
         return {"enabled": enabled}
 
+    def device_templates(self, app: str) -> list[dict[str, Any]]:
+        return []  # no telemetry to query: a backfill walks its phase and finds nothing to send
+
     def export(self, app: str, export_id: str) -> dict[str, Any]:
         return {"id": export_id, "enabled": self.enabled, "destinations": copy.deepcopy(self.refs)}
 
@@ -291,9 +329,10 @@ class FakeIotc:
     def set_destinations(
         self, app: str, export_id: str, refs: list[dict[str, Any]], based_on: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
+        # As the adapter: the export is read again before the write; a concurrent edit is refused.
+        if based_on is not None and self.refs != based_on:
+            raise IotcError(409, "ConcurrentEdit", f"export {export_id} of {app}: its destinations changed")
         self._command("repoint")
-        if based_on is not None and self.refs != based_on:  # the adapter's re-read before the write
-            raise IotcError(409, "ConcurrentEdit", f"export {export_id}: its destinations changed; not overwritten")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
 

@@ -47,3 +47,39 @@ resource incidents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' =
     actions: { actionGroups: [actionGroupId] }
   }
 }
+
+// A message the host poisons without the healer's last word: when a delivery never returns (the
+// worker killed, functionTimeout), the host moves the message on its next dequeue *without invoking
+// the function* (DequeueCount > maxDequeueCount), so no `poisoned` incident is raised. The host
+// logs a warning whenever it moves a message (Azure/azure-sdk-for-net, the WebJobs queues
+// extension's QueueProcessor.CopyMessageToPoisonQueueAsync: "Message has reached MaxDequeueCount of
+// {n}. Moving message to queue '{name}-poison'."); this rule alerts on that line. Traces are
+// sampled (host.json): /api/health's count of `<queue>-poison` is the record that cannot miss one.
+resource poisonedMessages 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+  name: 'iotc-adx-healer-poisoned-messages'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'iotc-adx-healer: a remediation message was moved to the poison queue'
+    description: 'Nothing reads <queue>-poison. Read the run in the healer (python -m shared status / history TARGET); the recovery sweep still discharges what the run owed.'
+    severity: 1
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT5M'
+    scopes: [appInsights.id]
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message has "MaxDequeueCount" and message contains "-poison" | project timestamp, message'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: { actionGroups: [actionGroupId] }
+  }
+}

@@ -11,7 +11,6 @@ import logging
 from shared.messages import RemediationMessage
 from shared.runs.base import Services
 from shared.runs.outcome import escalate
-from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 # host.json extensions.queues.maxDequeueCount (a test keeps them equal).
@@ -29,17 +28,15 @@ def escalate_poisoned(services: Services, msg: RemediationMessage, error: BaseEx
         f"poisoned: run {msg.run_id} step {msg.step} failed {MAX_DEQUEUE_COUNT} times, last with "
         f"{type(error).__name__}: {error}"
     )[:1000]
-    first: list[bool] = []
-
-    def apply(state: TargetState) -> None:
-        first[:] = [not state.escalation_reason.startswith(f"poisoned: run {msg.run_id} ")]
-        escalate(state, reason)
-
-    services.store.update(msg.target, apply, name=f"{msg.run_id}:poisoned")
+    # Whether this run was poisoned before is in its journal, not in the escalation reason: a later
+    # escalation of the same run (a re-add the healer cannot do) overwrites the reason.
+    before = any(r["Step"] == "poisoned" for r in services.store.read_journal(msg.target, msg.run_id))
+    services.store.update(msg.target, lambda state: escalate(state, reason), name=f"{msg.run_id}:poisoned")
     log.error("%s: %s", msg.target, reason)
-    if first and first[0]:
-        from shared.observers import raise_incident
+    if before:
+        return False
+    services.store.write_journal(msg.target, msg.run_id, "poisoned", "done", {"reason": reason}, services.clock())
+    from shared.observers import raise_incident
 
-        raise_incident(services, "poisoned", msg.target, msg.run_id, msg.correlation_id, reason)
-        return True
-    return False
+    raise_incident(services, "poisoned", msg.target, msg.run_id, msg.correlation_id, reason)
+    return True

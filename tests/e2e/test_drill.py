@@ -50,8 +50,29 @@ def test_the_whole_drill_and_its_logs(
     assert rows["crash-after-drop"]["healed"]
     assert rows["alert-webhook"]["detected_by"] == "alert"
     assert all(rows[n]["healed"] for n in ALL if rows[n]["expected_outcome"] == "healed")
-    for quiet in ("healer-not-admin", "table-missing", "observe-mode", "ids-normalised", "destination-stale"):
+    for quiet in (
+        "healer-not-admin",
+        "table-missing",
+        "observe-mode",
+        "ids-normalised",
+        "destination-stale",
+        "poisoned-remediation",
+    ):
         assert rows[quiet]["changing_commands"] == 0
+    # Every run ends with its export enabled and no obligation left open.
+    assert all(r["export_enabled"] is True and r["obligations_left"] == [] for r in rows.values())
+    # An operator's changes mid-run, garbage from another app, a remediation that never succeeds.
+    removed = rows["target-removed-mid-run"]
+    assert "toggle-export" in removed["actions"] and "no longer configured" in removed["detail"], removed
+    assert "re-enabled export export-1" in removed["detail"]
+    late = rows["observe-mid-run"]  # the re-add after the switch is a discharge; nothing more changed
+    assert late["healed"] and "backfill (plan)" in late["detail"], late
+    garbage = rows["garbage-neighbour"]
+    assert garbage["healed"] and garbage["neighbour_runs"] == 0, garbage
+    assert "UnexpectedBody" in garbage["neighbour_error"] and "text/html" in garbage["neighbour_error"], garbage
+    poisoned = rows["poisoned-remediation"]
+    assert poisoned["detail"].startswith("poisoned: run ") and "failed 5 times" in poisoned["detail"], poisoned
+    assert poisoned["notifications"] == 1
     outage = rows["outage-backfill"]  # nothing lost, nothing twice, and a second backfill adds nothing
     assert (
         outage["gap_s"] >= 300 and outage["rows_backfilled"] > 0 and outage["rows_expected"] > outage["rows_backfilled"]

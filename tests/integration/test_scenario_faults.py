@@ -191,3 +191,22 @@ def test_control_endpoint_injects_and_reports(world: World) -> None:
     assert bad_rate.status_code == 400 and "throttle_rate" in bad_rate.json()["error"]
     assert requests.post(f"{control}/faults/clear", json={"kind": "principal-removed", "app": "contoso"}, timeout=10).ok
     assert requests.post(f"{control}/exporter/tick", timeout=10).json()["contoso/export-1"] == "healthy"
+
+
+def test_gateway_html_answers_one_apps_api_with_a_page(world: World) -> None:
+    """Something in front of the app's API answers HTTP 200 with an HTML page: the adapter names
+    the answer (status, content type) instead of reading it as JSON; the other app answers as ever."""
+    from shared.iotcentral import IoTCentralAdapter, IotcError
+
+    endpoints = world.endpoints()
+    iotc = IoTCentralAdapter(endpoints["iotcentral_base_url"], sdk.credential(), endpoints["arm_url"])
+    world.inject("gateway-html", "contoso")
+    base = endpoints["iotcentral_base_url"].format(subdomain="contoso")
+    page = requests.get(f"{base}/api/dataExport/exports", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(IotcError) as info:
+        iotc.exports("contoso")
+    assert info.value.code == "UnexpectedBody" and "text/html" in str(info.value)
+    assert [e["id"] for e in iotc.exports("fabrikam")] == ["export-1"]
+    world.clear("gateway-html", "contoso")
+    assert [e["id"] for e in iotc.exports("contoso")] == ["export-1"]

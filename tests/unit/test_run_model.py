@@ -10,11 +10,16 @@ remedies (add the role, re-create the destination, refresh), with and without th
   observe-switch  observe mode is switched on or off
   poison          a message fails every delivery up to maxDequeueCount
 
+The backfill phase after a verified healing (HEALER_BACKFILL plan or on) is drawn too, on an app
+with no telemetry to query: its lease, claim, continuation and recovery, not its queries (those
+are the backfill tests' and the drill's).
+
 plus duplicates, delays, ADX outages and the healer losing and regaining Database Admin.
 
 Invariants throughout: never two drops of the principal without an add between; never side
 effects of two runs interleaved; no change other than discharging an obligation issued while
-observe mode is on; after a sweep past a re-add's due time plus the grace, with ADX up and the
+observe mode is on; each escalation recorded once (one history row per run, one poisoned
+incident per run); after a sweep past a re-add's due time plus the grace, with ADX up and the
 healer admin, the principal is back unless a live lease holds the target.
 At quiescence: the principal holds its original role and notes; the export is enabled and sends
 to exactly one existing destination, equal to the original apart from its id; no orphan copy; no
@@ -41,6 +46,7 @@ from sandbox.waiting import wait_for
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import new_run, parse_message
+from shared.observers import install
 from shared.principals import Assignment
 from shared.runs import Healer, Services
 from shared.runs.poison import MAX_DEQUEUE_COUNT, escalate_poisoned
@@ -70,6 +76,8 @@ STATS = {"examples": 0, "steps": 0, "drops": 0, "healed": 0}
 FAULT_CLASSES = ("crash", "late-act", "lost-answer", "twin", "skew", "config-change", "observe-switch", "poison")
 FAULTS = dict.fromkeys(FAULT_CLASSES, 0)
 REMEDY_NAMES = ("add-role", "recreate-destination", "refresh")
+BACKFILL_ENDS = {"backfill-planned", "backfilled", "backfill-refused"}
+BACKFILLS = {"backfill": 0}  # runs whose backfill phase ended
 # A remedy counts as drawn when its first act was sent, with and without the export toggle.
 REMEDIES = {f"{name}{toggle}": 0 for name in REMEDY_NAMES for toggle in ("", "+toggle")}
 FIRST_ACT = {"add": "add-role", "create-destination": "recreate-destination", "drop-ingestors": "refresh"}
@@ -94,7 +102,7 @@ def model_settings() -> Settings:
         "verify_deadline_seconds": 300,
         "cooldown_seconds": 0,
         "max_attempts": 50,
-        "backfill": "off",  # the backfill's own model draws its phase
+        "backfill": "off",  # each example draws off, plan or on
         "remedy_order": "refresh",
         "sweep_concurrency": 1,  # one sweep thread: the model's crashes stay deterministic
     }
@@ -143,7 +151,24 @@ class RunModel(RuleBasedStateMachine):
             cast(IoTCentralAdapter, self.iotc),
             clock=self._clock,
             checkpoint=self._checkpoint,
+            # Never called: the model's app has no telemetry, so a backfill has nothing to send.
+            ingestor=cast(Any, lambda url: None),
         )
+        # The healer's own observers and notifier (no webhook: an incident is recorded in the
+        # notifications table); every incident the notifier reports as notified is counted.
+        install(self.services)
+        self.incidents: list[Any] = []
+        notifier = self.services.notifier
+        assert notifier is not None
+        raise_incident = notifier.raise_incident
+
+        def counted(incident: Any) -> bool:
+            notified = raise_incident(incident)
+            if notified:
+                self.incidents.append(incident)
+            return notified
+
+        notifier.raise_incident = counted  # type: ignore[method-assign]
         self.adx.before_command = self._command
         self.adx.actor = lambda: self.acting.get(threading.get_ident(), "sweep")
         self.acting: dict[int, str] = {}
@@ -205,11 +230,14 @@ class RunModel(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the world
 
     @initialize(
-        remedy=st.sampled_from(REMEDY_NAMES), trigger=st.sampled_from(["timer", "alert", "http"]), toggle=st.booleans()
+        remedy=st.sampled_from(REMEDY_NAMES),
+        trigger=st.sampled_from(["timer", "alert", "http"]),
+        toggle=st.booleans(),
+        backfill=st.sampled_from(["off", "plan", "on"]),
     )
-    def it_starts_broken(self, remedy: str, trigger: str, toggle: bool) -> None:
+    def it_starts_broken(self, remedy: str, trigger: str, toggle: bool, backfill: str) -> None:
         order = {"add-role": "refresh", "recreate-destination": "recreate-destination,refresh"}.get(remedy, "refresh")
-        self._settings(toggle_export=toggle, remedy_order=order)
+        self._settings(toggle_export=toggle, remedy_order=order, backfill=backfill)
         self.held_at_start = remedy != "add-role"
         if remedy == "add-role":
             self.adx.rows.clear()  # the principal was removed: the healer adds it
@@ -463,6 +491,20 @@ class RunModel(RuleBasedStateMachine):
     def observe_mode_only_discharges(self) -> None:
         assert self.issued_in_observe == [], f"changes sent in observe mode: {self.issued_in_observe}"
 
+    @invariant()
+    def each_escalation_recorded_once(self) -> None:
+        """People hear of each escalation of a run once (twin deliveries, redeliveries and a
+        poisoning after another escalation of the run notwithstanding), and of none not at all."""
+        told = [(i.kind, i.run_id) for i in self.incidents]
+        assert len(told) == len(set(told)), f"an incident told twice: {told}"
+        kinds = {(k, run) for k, run in told}
+        for row in self.store.history_rows:
+            if row.get("Outcome") == "escalated":
+                kind = "readd-failed" if str(row.get("Detail", "")).startswith("re-add pending") else "escalated"
+                assert (kind, row["RunId"]) in kinds, f"escalation of run {row['RunId']} never told: {told}"
+        for body in self.queue.poison_list:
+            assert ("poisoned", parse_message(body).run_id) in kinds, f"a poisoned run never told: {told}"
+
     def teardown(self) -> None:
         """Quiescence: faults cleared, the target configured, enforce mode, workers and the timer
         run until nothing is left to do. Then the invariants at rest hold."""
@@ -488,6 +530,7 @@ class RunModel(RuleBasedStateMachine):
                 REMEDIES[FIRST_ACT[row["Step"]] + toggle] += 1
         STATS["drops"] += sum(1 for verb, _, _ in self.adx.log if verb == "drop")
         STATS["healed"] += sum(1 for row in self.store.history_rows if row.get("Outcome") == "healed")
+        BACKFILLS["backfill"] += sum(1 for row in self.store.history_rows if row.get("Outcome") in BACKFILL_ENDS)
         assert state.pending_readd is None, "a re-add is still pending after quiescence"
         assert state.pending_enable is None, "a re-enable is still owed after quiescence"
         assert state.pending_copy is None, "a destination copy is still owed after quiescence"
@@ -521,12 +564,12 @@ class TestRunModel(RunModel.TestCase):  # type: ignore[valid-type,misc]
     @classmethod
     def tearDownClass(cls) -> None:
         REPORT.parent.mkdir(exist_ok=True)
-        remedies = {name: REMEDIES[name] + REMEDIES[f"{name}+toggle"] for name in REMEDY_NAMES}
+        remedies = {name: REMEDIES[name] + REMEDIES[f"{name}+toggle"] for name in REMEDY_NAMES} | BACKFILLS
         toggled = {name: REMEDIES[f"{name}+toggle"] for name in REMEDY_NAMES}
-        # The backfill phase is drawn by the backfill's own model, not here.
         drawn = {"examples": STATS["examples"], "faults": FAULTS, "remedies": remedies, "with_toggle": toggled}
         REPORT.write_text(json.dumps(drawn, indent=2) + "\n")
         print(f"\nstateful model: {json.dumps(drawn)}; {STATS}")
         assert STATS["examples"] >= EXAMPLES, STATS
         assert all(FAULTS[c] > 0 for c in FAULT_CLASSES), f"fault classes not drawn: {FAULTS}"
         assert all(n > 0 for n in REMEDIES.values()), f"remedies not drawn: {REMEDIES}"
+        assert BACKFILLS["backfill"] > 0, f"the backfill phase was not drawn: {BACKFILLS}"

@@ -86,3 +86,16 @@ def test_the_workbook_body_matches_its_schema() -> None:
     for key in [*required, "displayName", "category", "serializedData"]:
         assert re.search(rf"^\s*{key}:", body, re.M), key
     assert "name: guid(" in body  # workbook names must be GUIDs
+
+
+def test_a_message_the_host_poisons_alone_alerts_too() -> None:
+    """A delivery that never returns (a killed worker) is poisoned by the host on the next dequeue
+    without the function running, so no `poisoned` incident: a rule on the host's own line."""
+    source = (INFRA / "modules" / "incident-alerts.bicep").read_text()
+    queries = [q for q in re.findall(r"query: '(.+)'", source) if "MaxDequeueCount" in q]
+    assert len(queries) == 1 and "'iotc-adx-healer-poisoned-messages'" in source
+    assert [(r.text, r.errors) for r in parse_all(queries) if not r.ok] == []
+    # The host's line (WebJobs queues extension, QueueProcessor) for this app's queue.
+    line = "Message has reached MaxDequeueCount of 5. Moving message to queue 'healer-remediations-poison'."
+    assert queries[0].startswith("traces | where ")
+    assert "MaxDequeueCount" in line.split() and "-poison" in line
