@@ -288,8 +288,12 @@ class FakeIotc:
         self.m.stale.discard(self.fqn.lower())
         return {**body, "id": destination_id, "status": "starting"}
 
-    def set_destinations(self, app: str, export_id: str, refs: list[dict[str, Any]]) -> dict[str, Any]:
-        self._command("repoint")
+    def set_destinations(
+        self, app: str, export_id: str, refs: list[dict[str, Any]], based_on: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        self._command("repoint")  # an edit made here lands between the adapter's read and its write
+        if based_on is not None and self.refs != based_on:
+            raise IotcError(409, "ConcurrentEdit", f"export {export_id}: its destinations changed; not overwritten")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
 
