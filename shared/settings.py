@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     backfill_invocation_seconds: int = Field(120, ge=5, le=540)
     # IoT Central's data retention (its quotas page: 7 days): older gaps are reported unrecoverable.
     backfill_retention_days: int = Field(7, ge=1, le=30)
+    # How long a backfill chunk redone after a crash waits for its first send to show in the table
+    # before reading it back: ADX's default queued-ingestion batching time (5 min) plus a margin.
+    backfill_settle_seconds: int = Field(360, ge=0, le=3600)
     # Where rows would keep what the query API cannot give back (message properties, device
     # properties): refuse (the default), or write them marked approximate, naming what is missing.
     backfill_approximate: bool = False
