@@ -296,7 +296,7 @@ def test_case11_evidence_older_than_the_last_verified_healing_starts_nothing() -
         healed - timedelta(minutes=10),
         healed - timedelta(seconds=5),
         "Principal lacks required permissions",
-        "/subscriptions/x/resourceGroups/y/providers/Microsoft.Kusto/clusters/model",
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/y/providers/Microsoft.Kusto/clusters/model",
     )
     logs = cast(Any, type("L", (), {"failed_ingestion": lambda self, w, m: [old]})())
     h.clock.advance(30)
