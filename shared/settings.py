@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         description="IoT Central's data retention (its quotas page: 7 days): the part of a gap older than this is "
         "reported unrecoverable, with its size",
     )
+    # ADX's default queued-ingestion batching time (5 min) plus a margin.
+    backfill_settle_seconds: int = Field(
+        360,
+        ge=0,
+        le=3600,
+        description="a backfill chunk redone after a crash waits this long after its first send before reading the "
+        "table back and sending only what is still missing (ADX's default queued-ingestion batching time, 5 min, "
+        "plus a margin; raise it for a table with a longer batching policy)",
+    )
     # Where rows would keep what the query API cannot give back (message properties, device
     # properties): refuse (the default), or write them marked approximate, naming what is missing.
     backfill_approximate: bool = Field(

@@ -329,10 +329,9 @@ class FakeIotc:
     def set_destinations(
         self, app: str, export_id: str, refs: list[dict[str, Any]], based_on: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
-        # As the adapter: the export is read again before the write; a concurrent edit is refused.
+        self._command("repoint")  # an edit made here lands between the adapter's read and its write
         if based_on is not None and self.refs != based_on:
-            raise IotcError(409, "ConcurrentEdit", f"export {export_id} of {app}: its destinations changed")
-        self._command("repoint")
+            raise IotcError(409, "ConcurrentEdit", f"export {export_id}: its destinations changed; not overwritten")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
 

@@ -2,5 +2,5 @@
 
 templates (what to ask for) → planner (queries within the documented limits) → records (the
 messages the export would have sent: filter + jq transform) → dedupe (skip what ADX has) →
-ingest (azure-kusto-ingest, tagged per chunk) → engine (windows, journal, time budget).
+ingest (azure-kusto-ingest, one ingest-by tag per run) → engine (windows, journal, time budget).
 """

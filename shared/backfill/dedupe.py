@@ -111,7 +111,10 @@ def missing_by_identity(
     """`rows` the table does not hold yet, told apart by message identity (device column, time
     column), not by whole rows: a delivered row may differ from a rebuilt one in what could not be
     rebuilt. Returns (missing rows, keys found present, present rows of these devices whose
-    identity none of `rows` has).
+    identity none of `rows` has and that are shaped like one of that device's rebuilt rows: the
+    same columns filled). A row of another kind (an IoT Edge module's telemetry, which the query
+    API does not answer, fills `module`; a row another writer put there) says nothing about
+    whether the message times agree, so it is not counted.
 
     Messages of one device at one time (one per component) share a key: a key present as often as
     it is rebuilt is complete, a key not present at all is missing whole; only a key present fewer
@@ -122,19 +125,24 @@ def missing_by_identity(
     def identity_of(row: dict[str, Any]) -> Key:
         return canonical(row.get(device), kinds.get(device, "string")), canonical(row.get(time), "datetime")
 
+    def shape(row: dict[str, Any]) -> frozenset[str]:
+        return frozenset(c for c, _ in schema if row.get(c) is not None and row.get(c) != "")
+
     ours: dict[Key, list[dict[str, Any]]] = {}
+    shapes: dict[Any, set[frozenset[str]]] = {}
     for row in rows:
-        ours.setdefault(identity_of(row), []).append(row)
-    devices = {k[0] for k in ours}
+        k = identity_of(row)
+        ours.setdefault(k, []).append(row)
+        shapes.setdefault(k[0], set()).add(shape(row))
     theirs: dict[Key, list[dict[str, Any]]] = {}
     strangers = 0
     for row in present:
         k = identity_of(row)
-        if k[0] not in devices:
+        if k[0] not in shapes:
             continue
         if k in ours:
             theirs.setdefault(k, []).append(row)
-        else:
+        elif shape(row) in shapes[k[0]]:
             strangers += 1
     out: list[dict[str, Any]] = []
     for k, group in ours.items():

@@ -2,10 +2,17 @@
 table and ingested as one tagged chunk; progress journaled per window so a crash resumes where it
 stopped, and each invocation bounded in time (the rest continues on a later queue message).
 
-Journal (the run's `backfill`/`progress` entry) before a chunk is sent: the window and its tag
-(`pending`); after: the cursor moves past it. A redelivered message finds `pending` and redoes
-exactly that window with the same tag: `ingestIfNotExists` drops it if the first send landed, and
-the comparison with the table skips whatever the table already shows.
+Journal (the run's `backfill`/`progress` entry) before a chunk is sent: the window, when it was
+sent and whether it was the run's first chunk (`pending`); after: the cursor moves past it. A
+redelivered message finds `pending` and redoes exactly that window, but not before the first send
+has had SETTLE to land (queued ingestion batches for up to five minutes by default): then the
+read-back by message identity skips every row that landed, so only rows still missing are sent.
+
+Tags (ADX warns that a unique `ingest-by:` tag per ingestion "can significantly impact
+performance", and tags live as long as their extents): every chunk of a run carries the same one,
+`ingest-by:` + RUN_TAG(run). `ingestIfNotExists` with it is set on the run's first chunk only
+(no other extent can carry the run's tag yet, so it drops exactly a second send of that chunk);
+on any later chunk it would drop the chunk itself, so there the read-back is the guard.
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ from shared.kusto import AdxError
 log = logging.getLogger(__name__)
 RETENTION_DAYS = 7  # IoT Central's data retention (quotas page); HEALER_BACKFILL_RETENTION_DAYS
 FIRST_WINDOW = timedelta(minutes=1)  # then sized from what each answer held
+# How long a sent chunk may take to show in the table before a redo reads it back: the default
+# queued-ingestion batching time (ADX IngestionBatching policy, MaximumBatchingTimeSpan 5 min) plus
+# a margin (HEALER_BACKFILL_SETTLE_SECONDS). A table with a longer batching policy, or an
+# ingestion backlog, may take longer: unverified.
+SETTLE = timedelta(minutes=6)
 
 
 class BackfillRefused(Exception):
@@ -74,6 +86,8 @@ class Progress:
     refused: str = ""
     done: bool = False
     ingestion: str = ""  # queued | streamed
+    sends: int = 0  # chunks handed to ingestion (a redo is not counted again)
+    wait_s: float = 0  # a redo waits this long for its first send to settle (the next message's delay)
 
     @property
     def rows_missing(self) -> int:
@@ -90,9 +104,9 @@ class Progress:
         return Progress(**known)
 
 
-def tag_for(target_key: str, template_id: str, window: Window) -> str:
-    """One ingest-by tag per chunk, the same whenever the same window is sent again."""
-    return f"iotc-adx-healer;{target_key};{template_id};{stamp_s(window.start)};{stamp_s(window.end)}"
+def tag_for(run_id: str) -> str:
+    """The ingest-by tag of every chunk of a run: one per run, never one per ingestion."""
+    return f"iotc-adx-healer;{run_id}"
 
 
 @dataclass
@@ -356,7 +370,13 @@ class BackfillEngine:
             devices.set()
             end = parse_ts(progress.end)
             # No reader: the budget was spent before the first window, and so it still is.
-            while reader is not None and not progress.done and self.monotonic() - started < budget_s:
+            progress.wait_s = 0
+            while (
+                reader is not None
+                and not progress.done
+                and not progress.wait_s
+                and self.monotonic() - started < budget_s
+            ):
                 cursor = parse_ts(progress.cursor)
                 index = self._current(ctx, progress)
                 if index >= len(ctx.templates) or cursor >= end:
@@ -419,12 +439,22 @@ class BackfillEngine:
                 )
             redo = progress.pending if progress.pending and "missing" in progress.pending else None
             found, missing = (int(redo["found"]), int(redo["missing"])) if redo else (len(rows), len(todo))
+            if todo and progress.mode == "on" and redo and redo.get("at"):
+                settle = getattr(self.s.settings, "backfill_settle_seconds", None)
+                settled = parse_ts(str(redo["at"])) + (SETTLE if settle is None else timedelta(seconds=settle))
+                if self.clock() < settled:  # the first send may still be on its way: read back later
+                    progress.wait_s = max(1.0, (settled - self.clock()).total_seconds())
+                    self.save(progress)
+                    return
             if todo and progress.mode == "on":
-                tag = tag_for(target.key, info.template_id, window)
+                first = bool(redo.get("first")) if redo else progress.sends == 0
+                if not redo:
+                    progress.sends += 1
                 progress.pending = {
                     "start": stamp_s(window.start),
                     "end": stamp_s(window.end),
-                    "tag": tag,
+                    "at": self.clock().isoformat(),
+                    "first": first,
                     "found": found,
                     "missing": missing,
                 }
@@ -435,10 +465,11 @@ class BackfillEngine:
                     target.database,
                     target.table,
                     todo,
-                    tag,
+                    tag_for(progress.run_id),
                     streaming=ctx.streaming and not ctx.approximate,  # approximate rows are tagged so
                     mapping=ctx.mapping,
                     approximate=bool(ctx.approximate),
+                    if_not_exists=first,
                 )
                 self.s.checkpoint("effect:backfill-ingest")
                 progress.ingestion = how

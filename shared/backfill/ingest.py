@@ -1,9 +1,10 @@
 """Ingestion of backfilled rows with azure-kusto-ingest.
 
 Queued ingestion (`QueuedIngestClient`: `.get ingestion resources` on the cluster's ingestion
-endpoint, blob upload, queue message) carries `ingestIfNotExists` and an `ingest-by:` tag per chunk
-(IngestionProperties.ingest_if_not_exists / ingest_by_tags): a chunk retried after a crash finds
-its tag on the extent that already holds it and is not ingested again. Rows go as multijson and are
+endpoint, blob upload, queue message) carries the run's `ingest-by:` tag (one per run, not one per
+chunk: IngestionProperties.ingest_by_tags) and, for the run's first chunk only, `ingestIfNotExists`
+with it (a first chunk sent again after a crash finds the tag and is not ingested twice; later
+chunks rely on the engine's read-back, see shared/backfill/engine.py). Rows go as multijson and are
 mapped by column name, as IoT Central's own ADX export writes them (it has no mapping setting).
 
 Streaming (`StreamingIngestClient`, one attempt) only where the table's streaming policy is on and
@@ -68,6 +69,7 @@ class Ingestor:
         streaming: bool,
         mapping: str | None = None,
         approximate: bool = False,
+        if_not_exists: bool = False,
     ) -> str:
         """Send one chunk; returns how it went ("queued" or "streamed")."""
         from azure.kusto.data.data_format import DataFormat, IngestionMappingKind
@@ -101,7 +103,7 @@ class Ingestor:
             table=table,
             data_format=DataFormat.MULTIJSON,
             ingest_by_tags=[tag],
-            ingest_if_not_exists=[tag],
+            ingest_if_not_exists=[tag] if if_not_exists else [],
             additional_tags=extra,
         )
         self._client(False).ingest_from_stream(StreamDescriptor(io.BytesIO(body), size=len(body)), properties)

@@ -184,8 +184,8 @@ class Backfill:
             st.gap = gap
 
         if not progress.done:
-            step.run.transition({BACKFILLING}, BACKFILLING, record, hold_s=budget)
-            s.queue.send(msg.to_json())
+            step.run.transition({BACKFILLING}, BACKFILLING, record, hold_s=budget + progress.wait_s)
+            s.queue.send(msg.to_json(), delay_s=progress.wait_s)
             s.checkpoint("enqueue:backfill-continue")
             return Outcome(Status.WAITING, f"backfill at {progress.cursor} of {progress.end}; continuing")
         step.run.renew(during=BACKFILLING)  # a twin that claimed the run since ends it, not this one

@@ -115,7 +115,8 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     monkeypatch.setattr(engine, "FIRST_WINDOW", timedelta(seconds=1))
     monkeypatch.setattr(engine, "next_size", lambda previous, records: timedelta(seconds=1))
     world = fleet_world
-    healer, worker = _setup(world, azurite)
+    # The redo waits for the first send to land (the sandbox ingests within a poll of 0.2 s).
+    healer, worker = _setup(world, azurite, backfill_settle_seconds=2)
     seen: list[str] = []
 
     def crash(name: str) -> None:
@@ -132,6 +133,12 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     assert seen.count("effect:backfill-ingest") >= 2, "the gap was not spread over several chunks"
     result = _settled(world, _gap_end(healer))
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
+    # The chunk sent before the crash was read back, not sent again; every chunk carried the run's
+    # one tag (not one per chunk).
+    assert world.ingestion is not None and world.ingestion.skipped_blobs == 0
+    assert world.ingestion.ingested_blobs == seen.count("effect:backfill-ingest")
+    tags = {t for t in world.cluster.table("devicedata", TABLE).ingest_by_tags if "iotc-adx-healer" in t}
+    assert tags == {f"ingest-by:{engine.tag_for(healer.s.store.load(KEY).gap['run_id'])}"}, tags
 
 
 def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, credential: Any) -> None:
@@ -141,8 +148,8 @@ def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, cr
     world = fleet_world
     rows = [{"DeviceId": "probe", "Timestamp": "2026-01-01T00:00:00.000Z", "Values": {"a": 1}}]
     ingestor = Ingestor(world.cluster.url, credential)
-    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False) == "queued"
-    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False) == "queued"
+    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False, if_not_exists=True) == "queued"
+    assert ingestor.ingest("devicedata", TABLE, rows, "chunk-1", streaming=False, if_not_exists=True) == "queued"
     assert world.ingestion is not None
     wait_until(lambda: world.ingestion.ingested_blobs + world.ingestion.skipped_blobs == 2, 10, "both blobs handled")
     probes = [r for r in world.cluster.table("devicedata", TABLE).rows if r["DeviceId"] == "probe"]
@@ -344,7 +351,9 @@ def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_
     run's one lease. The twin that claimed the run last is the only one that ingests; the other
     stands back before its next act, and the gap's counts are the true ones."""
     world = fleet_world
-    healer, _ = _setup(world, azurite)
+    # The twin redoes the journaled chunk at once (a redo's wait for an earlier send to settle is
+    # the crash test's): here the first delivery had not sent it yet.
+    healer, _ = _setup(world, azurite, backfill_settle_seconds=0)
     start, end = _hand_outage(world)
     msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
     outcomes: list[Any] = []

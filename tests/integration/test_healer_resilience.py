@@ -264,3 +264,28 @@ def test_recovery_sweep_finishes_a_re_creation_whose_messages_were_lost(healer_s
     refs = app.exports["export-1"]["destinations"]
     assert len(refs) == 1 and list(app.destinations) == [refs[0]["id"]] and refs[0]["id"] != "adx-1"
     worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 30)
+
+
+def test_an_export_edited_between_the_copy_and_the_repoint_keeps_the_edit(healer_setup: Any) -> None:
+    """Someone edits the export (its transform) after the copy was created and before the re-point:
+    the run does not write the export again, deletes its copy and escalates once, saying so."""
+    world, _, healer, worker = healer_setup
+    app = world.iotc.apps["contoso"]
+    app.exports["export-1"]["destinations"] = [{"id": "adx-1", "transform": "{ d: .device }"}]
+    edited = [{"id": "adx-1", "transform": "{ e: .device }"}]
+
+    def edit_after_copy(name: str) -> None:
+        if name == "effect:create-destination":
+            app.exports["export-1"]["destinations"] = [dict(r) for r in edited]
+
+    healer.s.checkpoint = edit_after_copy
+    inject_and_wait(world, "destination-stale")
+    worker.enqueue_start(CONTOSO)
+    worker.run_until(lambda: any(o.status == "escalated" for o in worker.outcomes), 40)
+    assert app.exports["export-1"]["destinations"] == edited, "the edit was overwritten"
+    assert list(app.destinations) == ["adx-1"], "the copy was left behind"
+    state = healer.s.store.load(CONTOSO)
+    assert state.escalated and "was edited while its destination adx-1 was being re-created" in state.escalation_reason
+    assert state.pending_copy is None and state.phase == "done"
+    assert [o.status for o in worker.outcomes].count("escalated") == 1
+    assert changing_commands(world) == []

@@ -79,7 +79,8 @@ REMEDIES = [
         "backfill",
         "principal-removed",
         BACKFILL_POINTS,
-        {"backfill": "on", "backfill_invocation_seconds": BACKFILL_BUDGET_S},
+        # A chunk redone after a kill waits for its first send (the sandbox ingests within 0.2 s).
+        {"backfill": "on", "backfill_invocation_seconds": BACKFILL_BUDGET_S, "backfill_settle_seconds": 1},
         fleet=True,
         # Slow once, after the first window: the invocation's budget is spent and the run continues
         # on a message of its own (the lanes killed there need it; the others merely wait).

@@ -314,6 +314,29 @@ def test_rows_are_told_apart_by_message_identity_not_by_whole_rows() -> None:
     assert matched == 0 and strangers == 2
 
 
+def test_a_device_with_only_module_rows_in_the_table_is_not_taken_for_a_ts_mismatch() -> None:
+    """The window lies in the outage: the device's own telemetry is missing, and the table holds
+    only its IoT Edge module's rows (which the query API does not answer). Those say nothing about
+    whether `$ts` is the time the export wrote: everything is missing, nothing is refused."""
+    schema = [("deviceId", "string"), ("enqueuedTime", "datetime"), ("telemetry", "dynamic"), ("module", "string")]
+    rebuilt: list[dict[str, Any]] = [
+        {"deviceId": "d", "enqueuedTime": "2026-11-27T07:00:00.100Z", "telemetry": {"t": 1}},
+        {"deviceId": "d", "enqueuedTime": "2026-11-27T07:00:01.100Z", "telemetry": {"t": 2}},
+    ]
+    module_row = {
+        "deviceId": "d",
+        "enqueuedTime": "2026-11-27T07:00:00.400Z",
+        "telemetry": {"v": 9},
+        "module": "vision",
+    }
+    todo, matched, strangers = dedupe.missing_by_identity(rebuilt, [module_row], ("deviceId", "enqueuedTime"), schema)
+    assert todo == rebuilt and matched == 0 and strangers == 0
+    # A row of the device's own kind at a time the query API never answered still counts.
+    own = {**rebuilt[0], "enqueuedTime": "2026-11-27T07:00:00.400Z", "module": None}
+    _, _, strangers = dedupe.missing_by_identity(rebuilt, [module_row, own], ("deviceId", "enqueuedTime"), schema)
+    assert strangers == 1
+
+
 def test_the_identity_columns_are_found_by_running_the_transform_on_probe_messages() -> None:
     from shared.backfill.identity import find_identity, unrestorable_fields
     from shared.backfill.records import Enrichments

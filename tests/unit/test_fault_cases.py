@@ -476,3 +476,56 @@ def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_ca
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _edit_before_repoint(h: Any, edit: Any) -> None:
+    """Someone edits the export between the copy's creation and the re-point's write."""
+    done: list[str] = []
+
+    def meanwhile(verb: str) -> None:
+        if verb == "repoint" and not done:
+            done.append(verb)
+            edit(cast(Any, h.services.iotc))
+
+    h.adx.before_command = meanwhile
+
+
+def test_an_export_edited_during_a_recreation_keeps_the_edit_deletes_the_copy_and_escalates_once() -> None:
+    h = recreating()
+    iotc = cast(Any, h.services.iotc)
+    edited = [{"id": "adx-1", "transform": 'import "iotc" as iotc; .'}]
+    _edit_before_repoint(h, lambda i: setattr(i, "refs", [dict(r) for r in edited]))
+    h.queue.send(new_run(TARGET.key, "timer").to_json())
+    assert h.run_due() == ["escalated"]  # a clear outcome, not an exception left to poison
+    assert iotc.refs == edited, "the edit was overwritten"
+    assert sorted(iotc.destinations) == ["adx-1"], "the copy was left behind"
+    state = h.store.load(TARGET.key)
+    assert state.escalated and "edited while its destination adx-1 was being re-created" in state.escalation_reason
+    assert "not overwritten" in state.escalation_reason and "check the export" in state.escalation_reason
+    assert state.destination_id in ("", "adx-1") and state.phase == phases.DONE
+    owed = state.pending_copy
+    assert owed is not None and owed.land_by is not None  # a late create may still land: kept until then
+    h.clock.now = owed.land_by
+    sweep(h.healer)  # settled: discharged, the export untouched
+    h.run_due()
+    state = h.store.load(TARGET.key)
+    assert state.pending_copy is None and iotc.refs == edited and sorted(iotc.destinations) == ["adx-1"]
+    assert h.queue.poisoned() == 0
+    assert [r["Outcome"] for r in h.store.history_rows].count("escalated") == 1
+
+
+def test_an_export_pointed_at_the_copy_by_someone_else_is_left_as_it_is() -> None:
+    h = recreating()
+    iotc = cast(Any, h.services.iotc)
+
+    def to_copy(i: Any) -> None:
+        i.refs = [{"id": next(d for d in i.destinations if d != "adx-1")}]
+
+    _edit_before_repoint(h, to_copy)
+    assert h.deliver(new_run(TARGET.key, "timer").to_json()) == "escalated"
+    assert len(iotc.destinations) == 2 and iotc.refs[0]["id"] != "adx-1"  # nothing deleted, nothing re-written
+    state = h.store.load(TARGET.key)
+    assert state.pending_copy is None and "left as they are" in state.escalation_reason
+    h.clock.advance(h.services.settings.act_window_seconds + 1)
+    sweep(h.healer)
+    assert len(iotc.destinations) == 2

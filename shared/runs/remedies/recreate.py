@@ -101,16 +101,19 @@ class RecreateDestination:
             step.run.transition({PREPARED}, CREATED)
             phase = CREATED
         if phase == CREATED:
-            step.run.effect(
-                "repoint-export",
-                CREATED,
-                lambda: rd.point(iotc, copy),
-                lambda changed: {"changed": changed, "listed": listed},
-                obligation="copy",
-                export=copy.export_id,
-                old=copy.old_id,
-                new=copy.new_id,
-            )
+            try:
+                step.run.effect(
+                    "repoint-export",
+                    CREATED,
+                    lambda: rd.point(iotc, copy),
+                    lambda changed: {"changed": changed, "listed": listed},
+                    obligation="copy",
+                    export=copy.export_id,
+                    old=copy.old_id,
+                    new=copy.new_id,
+                )
+            except rd.NotRecreatable as exc:
+                return _edited_meanwhile(step, copy, str(exc))
             step.run.transition({CREATED}, REPOINTED, _at(copy.new_id))
             phase = REPOINTED
         step.run.effect(
@@ -179,6 +182,36 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
 
     services.store.update(key, observed, name=f"{run.holder}:copy-settled")
     return did
+
+
+def _edited_meanwhile(step: Step, copy: rd.DestinationCopy, why: str) -> Outcome:
+    """The export was edited between the copy's planning and its re-point (IoT Central does not
+    say by whom). The edit wins: the export is never written again by this run. The copy is
+    settled from its record: deleted while the export does not send to it (its obligation then
+    discharged like any other, by the sweep if a late create may still land); if the editor
+    pointed the export at the copy themselves, the copy is in use and everything is left as it
+    is. The run is escalated once, with what to check."""
+    services = step.healer.s
+    step.run.journal("repoint-export", "refused", reason=why[:1000])
+    refs = services.iotc.export(copy.app, copy.export_id).get("destinations") or []
+    in_use = copy.new_id in [r.get("id") for r in refs if isinstance(r, dict)]
+    if in_use:
+        did = f"the export now sends to the copy {copy.new_id}: it and {copy.old_id} are left as they are"
+
+        def forget(st: TargetState) -> None:
+            if st.pending_copy is not None and st.pending_copy.new_id == copy.new_id:
+                st.pending_copy = None  # in use by the export: deleting it would break the edit
+
+        services.store.update(step.key, forget, name=f"{step.run.holder}:copy-in-use")
+    else:
+        did = discharge(step, services.store.load(step.key))
+    reason = (
+        f"export {copy.export_id} was edited while its destination {copy.old_id} was being re-created; "
+        f"the edit was kept, not overwritten ({why}). {did[:1].upper()}{did[1:]}. Who edited it is not "
+        f"known: check the export's destinations in app {copy.app} are as intended, then let the healer "
+        "diagnose it again (or re-create the destination by hand) if it still fails."
+    )
+    return _give_up(step, reason)
 
 
 def refused(exc: IotcError) -> bool:
