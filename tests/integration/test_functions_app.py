@@ -14,9 +14,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner
-from sandbox.world import ADX_RESOURCE_ID, World
+from sandbox.world import World
 from shared import entrypoints
 from shared.loganalytics import failed_ingestion_query
 from tests.helpers import wait_until
