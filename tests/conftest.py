@@ -46,7 +46,7 @@ def azurite() -> Iterator[Azurite]:
 @pytest.fixture
 def healer_setup(world: World, azurite: Azurite) -> Iterator[Any]:
     """(world, settings, healer, worker) with the exporter running, on free ports and fresh tables."""
-    from tests.healer_env import Worker, healer_for, make_settings, queue_client
+    from tests.support.healer_env import Worker, healer_for, make_settings, queue_client
 
     settings = make_settings(world, azurite)
     healer = healer_for(settings)

@@ -15,9 +15,9 @@ from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.waiting import wait_for
 from sandbox.world import World
 from shared.messages import new_run
-from tests.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
-from tests.helpers import wait_until
-from tests.kusto_parser import parse_all
+from tests.support.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
+from tests.support.helpers import wait_until
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 KEY = "fleet:export-1:adx-1"

@@ -16,9 +16,9 @@ from sandbox.world import World
 from shared import telemetry
 from shared.messages import new_run
 from shared.runs import Outcome, Status
-from tests.healer_env import healer_for, make_settings
 from tests.integration.test_backfill import KEY, fleet_world  # noqa: F401  (the fixture)
 from tests.integration.test_telemetry import _points
+from tests.support.healer_env import healer_for, make_settings
 
 pytestmark = pytest.mark.integration
 

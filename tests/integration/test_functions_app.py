@@ -20,8 +20,8 @@ from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints
 from shared.loganalytics import failed_ingestion_query
-from tests.helpers import wait_until
-from tests.kusto_parser import parse_all
+from tests.support.helpers import wait_until
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"

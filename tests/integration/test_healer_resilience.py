@@ -15,8 +15,16 @@ import pytest
 
 from sandbox.world import World
 from shared.runs import Healer
-from tests.healer_env import Crash, Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
-from tests.helpers import wait_until
+from tests.support.healer_env import (
+    Crash,
+    Worker,
+    changing_commands,
+    healer_for,
+    inject_and_wait,
+    make_settings,
+    queue_client,
+)
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"

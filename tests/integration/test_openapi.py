@@ -14,7 +14,7 @@ from openapi_spec_validator import validate
 from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner, load_functions
 from sandbox.world import World
-from tests.helpers import ROOT, wait_until
+from tests.support.helpers import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 SPEC = json.loads((ROOT / "openapi.json").read_text())

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import entrypoints, telemetry
-from tests.helpers import ROOT, wait_until
 from tests.integration.test_functions_app import CONTOSO, broken, call
+from tests.support.helpers import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_a_connection_string_turns_the_distro_on() -> None:
 
 def test_backfill_figures_and_a_gap_that_stays(world: Any, azurite: Any, exported: Any) -> None:
     from shared.observers import backfill_finished
-    from tests.healer_env import healer_for, make_settings
+    from tests.support.healer_env import healer_for, make_settings
 
     _, metrics = exported
     healer = healer_for(make_settings(world, azurite))

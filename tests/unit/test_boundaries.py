@@ -7,7 +7,7 @@ import json
 import re
 
 from shared.iotcentral import REQUESTS_PER_SECOND, RateLimiter
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 class FakeTime:

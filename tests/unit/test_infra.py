@@ -15,8 +15,8 @@ import pytest
 import yaml
 from tree_sitter_language_pack import get_parser
 
-from tests.bicep_types import source
-from tests.helpers import ROOT
+from tests.support.bicep_types import source
+from tests.support.helpers import ROOT
 from tools.package import package_files
 
 INFRA = ROOT / "infra"
@@ -217,7 +217,7 @@ def test_the_failed_ingestion_alert_matches_every_access_refusal_per_cluster() -
     assert codes == {"Forbidden", "BadRequest_DatabaseAccessDenied", "BadRequest_TableAccessDenied"}
     assert codes <= PERMISSION_CODES
     assert "summarize" not in query.group(1)  # the rule counts; the query returns rows
-    from tests.kusto_parser import parse_all
+    from tests.support.kusto_parser import parse_all
 
     assert [r.errors for r in parse_all([query.group(1)]) if not r.ok] == []
     rule = source[source.index("resource failedIngestion") :]

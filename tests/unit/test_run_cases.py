@@ -16,7 +16,7 @@ from shared.messages import new_run
 from shared.principals import Assignment
 from shared.runs import Services
 from shared.runs.sweep import overdue_readds, sweep
-from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
+from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
 from tests.unit.test_run_model import FQN, NOTES, OBJECT, TARGET, TENANT, model_settings
 
 

@@ -54,8 +54,8 @@ from shared.runs.sweep import sweep
 from shared.settings import Settings
 from shared.state import TargetState
 from shared.targets import Target
-from tests.helpers import ROOT
-from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
+from tests.support.helpers import ROOT
+from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OBJECT = "0b4f8e1a-0000-4000-8000-000000000001"

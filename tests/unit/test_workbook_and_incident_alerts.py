@@ -12,8 +12,8 @@ import json
 import re
 
 from shared import telemetry
-from tests.helpers import FIXTURES
-from tests.kusto_parser import parse_all
+from tests.support.helpers import FIXTURES
+from tests.support.kusto_parser import parse_all
 from tests.unit.test_infra import INFRA, children, text, tree
 
 WORKBOOK = json.loads((INFRA / "modules" / "healer-workbook.json").read_text())
