@@ -10,6 +10,7 @@ import pytest
 from sandbox import sdk
 from sandbox.azurite import Azurite
 from sandbox.world import World
+from tests.support.fleet import fleet_world  # noqa: F401  (the backfill tests' fixture)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from sandbox.world import World
 from shared.messages import new_run
 from shared.state import TargetState
 from shared.storage import RemediationQueue, StateStore
-from tests.integration.test_healer_resilience import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
+from tests.support.crash_points import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
 from tests.support.healer_env import settings_values
 from tests.support.helpers import ROOT, wait_until
 

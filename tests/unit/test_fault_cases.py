@@ -15,8 +15,8 @@ from shared.messages import new_run
 from shared.runs import phases
 from shared.runs.sweep import RECOVERY, sweep
 from shared.state import Dropped, PendingReadd, TargetState
-from tests.unit.test_run_cases import Crash, harness, held, owes_enable
-from tests.unit.test_run_model import FQN, NOTES, TARGET
+from tests.support.model_target import FQN, NOTES, TARGET
+from tests.support.run_harness import Crash, harness, held, owes_enable
 
 
 def drops(h: Any) -> int:
