@@ -322,7 +322,7 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
 
 def parser_batch_speedup() -> dict[str, float]:
     """Parsing N texts in one node run versus one run per text (why the test harness batches)."""
-    from tests.kusto_parser import parse_all
+    from tests.support.kusto_parser import parse_all
 
     commands = [f".show database db{n} principals" for n in range(8)]
     started = time.perf_counter()
@@ -374,7 +374,7 @@ def sweep_obligations(
     from shared.runs.sweep import sweep
     from shared.settings import Settings
     from shared.state import Dropped, PendingReadd, TargetState
-    from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
+    from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
 
     clock = FakeClock()
     store, queue = MemoryStore(), MemoryQueue(clock)

@@ -28,11 +28,12 @@ from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColum
 from rich.table import Table
 
 from sandbox import backfill_fleet
+from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import ALERT_AUDIENCE, app_settings
 from sandbox.runner import Runner
 from sandbox.waiting import wait_for
-from sandbox.world import ADX_RESOURCE_ID, World
+from sandbox.world import World
 
 DATABASE = "devicedata"
 

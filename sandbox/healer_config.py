@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.azurite import Azurite
 from sandbox.identity import TENANT_ID
-from sandbox.world import ADX_RESOURCE_ID, World
+
+if TYPE_CHECKING:
+    # Only for annotations: the world imports this module when asked for the healer's targets.
+    from sandbox.world import World
 
 # The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).
 ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox import exporter as exporter_mod
 from sandbox import iotcentral as iotc_mod
 from sandbox import kusto_server, loganalytics
+from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.faults import SERVICES, Faults, TransportFaults
 from sandbox.httpserver import Handler, ServiceServer, json_response
 from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
@@ -66,14 +67,6 @@ TELEMETRY_COLUMNS = [
 ]
 HEALER = "healer"
 OPERATOR_UPN = "ops-admin@contoso.com"  # the person whose commands the faults stand for
-
-
-# The sandbox's cluster as Azure names it (Log Analytics lower-cases `_ResourceId`). Its URL is
-# loopback and names nothing, so the healer's configuration carries this id (cluster_resource_id).
-ADX_RESOURCE_ID = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg-adx"
-    "/providers/microsoft.kusto/clusters/adxsandbox"
-)
 
 
 @dataclass

@@ -13,7 +13,8 @@ from typing import Any
 from shared.diagnosis import Evidence
 from shared.dispatch import request_remediation
 from shared.iotcentral import IotcError, service_principal_of
-from shared.loganalytics import FailureGroup, LogAnalyticsAdapter, LogAnalyticsError
+from shared.loganalytics import FailureGroup, LogAnalyticsAdapter
+from shared.loganalytics_errors import LogAnalyticsError
 from shared.runs import Healer
 from shared.runs.sweep import sweep
 from shared.state import TargetState

@@ -114,7 +114,7 @@ def _transient(exc: Exception) -> bool:
     from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
     from shared.iotcentral import IotcError
-    from shared.loganalytics import LogAnalyticsError
+    from shared.loganalytics_errors import LogAnalyticsError
 
     if isinstance(exc, AdxError):
         return exc.transient
@@ -492,7 +492,7 @@ class Doctor:
                 required=False,
             )
             return
-        from shared.loganalytics import LogAnalyticsError
+        from shared.loganalytics_errors import LogAnalyticsError
 
         logs = self.s.logs
         ws_scope = f"$(az monitor log-analytics workspace list --query \"[?customerId=='{workspace}'].id\" -o tsv)"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.loganalytics_errors import LogAnalyticsError
+
 log = logging.getLogger(__name__)
 AUDIENCE = "https://api.loganalytics.io"
 
@@ -36,12 +38,6 @@ class FailureGroup:
     last_seen: datetime | None
     message: str
     resource_id: str
-
-
-class LogAnalyticsError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status  # the HTTP status; None when no answer came
 
 
 def _message(details: Any) -> str:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import kusto_names
+from shared.loganalytics_errors import LogAnalyticsError
 from shared.principals import PrincipalRef
 
 # The diagnoses that mean someone (or something) changed who may write.
@@ -172,8 +173,6 @@ def explain(
 
     `principals` are every identity the target's principal may be named by (configured and
     current). Log Analytics failures never fail the diagnosis: they become the reason."""
-    from shared.loganalytics import LogAnalyticsError
-
     if kind not in EXPLAINED:
         return None
     when, by = changed_at or ("", "")

@@ -10,6 +10,7 @@ import pytest
 from sandbox import sdk
 from sandbox.azurite import Azurite
 from sandbox.world import World
+from tests.support.fleet import fleet_world  # noqa: F401  (the backfill tests' fixture)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def azurite() -> Iterator[Azurite]:
 @pytest.fixture
 def healer_setup(world: World, azurite: Azurite) -> Iterator[Any]:
     """(world, settings, healer, worker) with the exporter running, on free ports and fresh tables."""
-    from tests.healer_env import Worker, healer_for, make_settings, queue_client
+    from tests.support.healer_env import Worker, healer_for, make_settings, queue_client
 
     settings = make_settings(world, azurite)
     healer = healer_for(settings)

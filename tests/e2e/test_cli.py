@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from sandbox.process import sandbox_process
-from tests.helpers import ROOT, wait_until
+from tests.support.helpers import ROOT, wait_until
 
 CONTOSO = "contoso:export-1:adx-1"
 
@@ -162,7 +162,7 @@ def test_usage_and_configuration_errors_exit_2(
 
 def test_root_cause_and_the_html_report(sandbox_dir: Path, tmp_path: Path) -> None:
     from sandbox.world import OPERATOR_UPN
-    from tests.html_check import check_html
+    from tests.support.html_check import check_html
 
     control(sandbox_dir, "/faults", {"kind": "principal-removed", "app": "fabrikam"})
     code, found, _ = cli(sandbox_dir, "--json", "diagnose", "fabrikam:export-1:adx-1")

@@ -12,7 +12,7 @@ from rich.console import Console
 from sandbox.azurite import ACCOUNT_KEY
 from sandbox.drill import SCENARIOS, SECRET_PATTERNS, run
 from sandbox.world import OPERATOR_UPN
-from tests.html_check import browser, check_html, render_in_browser
+from tests.support.html_check import browser, check_html, render_in_browser
 
 ALL = [s.name for s in SCENARIOS]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared.report import build_runs, render_html, summary
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

@@ -14,7 +14,7 @@ import requests
 from rich.console import Console
 
 from sandbox.demo import run
-from tests.helpers import ROOT, wait_until
+from tests.support.helpers import ROOT, wait_until
 
 
 def test_serve_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:

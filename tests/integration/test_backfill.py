@@ -4,33 +4,22 @@ twice, a second backfill adds nothing, and a crash in the middle resumes to the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from sandbox import backfill_fleet
-from sandbox.azurite import ACCOUNT_KEY, Azurite
+from sandbox.azurite import Azurite
 from sandbox.waiting import wait_for
 from sandbox.world import World
 from shared.messages import new_run
-from tests.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
-from tests.helpers import wait_until
-from tests.kusto_parser import parse_all
+from tests.support.fleet import KEY, TABLE
+from tests.support.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
+from tests.support.helpers import wait_until
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
-KEY = "fleet:export-1:adx-1"
-TABLE = "FleetTelemetry"
-
-
-@pytest.fixture
-def fleet_world(world: World, azurite: Azurite) -> Iterator[World]:
-    world.attach_storage(azurite.connection_string, ACCOUNT_KEY)
-    backfill_fleet.add_fleet_app(world, "fleet", TABLE)
-    world.start_exporter(interval_s=0.2)
-    yield world
-    world.stop_exporter()
 
 
 def _setup(world: World, azurite: Azurite, **overrides: Any) -> tuple[Any, Worker]:

@@ -18,8 +18,8 @@ from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.waiting import wait_for
 from sandbox.world import World
 from shared.messages import new_run
-from tests.healer_env import healer_for, inject_and_wait, make_settings
-from tests.helpers import wait_until
+from tests.support.healer_env import healer_for, inject_and_wait, make_settings
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 KEY = "rich:export-1:adx-1"

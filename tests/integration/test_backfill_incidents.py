@@ -16,9 +16,9 @@ from sandbox.world import World
 from shared import telemetry
 from shared.messages import new_run
 from shared.runs import Outcome, Status
-from tests.healer_env import healer_for, make_settings
-from tests.integration.test_backfill import KEY, fleet_world  # noqa: F401  (the fixture)
-from tests.integration.test_telemetry import _points
+from tests.support.fleet import KEY
+from tests.support.healer_env import healer_for, make_settings
+from tests.support.metrics import metric_points
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def metrics() -> Iterator[InMemoryMetricReader]:
 
 
 def test_a_refused_backfill_is_one_data_not_recovered_incident(
-    fleet_world: World,  # noqa: F811
+    fleet_world: World,
     azurite: Azurite,
     metrics: InMemoryMetricReader,
 ) -> None:
@@ -48,7 +48,7 @@ def test_a_refused_backfill_is_one_data_not_recovered_incident(
     incidents = [n["incident"] for n in world.notifications]
     assert [(i["kind"], i["target"], i["run_id"]) for i in incidents] == [("data-not-recovered", KEY, msg.run_id)]
     assert "OR" in incidents[0]["summary"]
-    points = _points(metrics)
+    points = metric_points(metrics)
     assert [p.attributes["kind"] for p in points["healer.incidents"]] == ["data-not-recovered"]
     assert round(sum(p.sum for p in points["healer.data_gap_minutes"])) == 10
     for observe in healer.s.observers:  # the same record again (a redelivered step): nothing new

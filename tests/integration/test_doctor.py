@@ -17,7 +17,7 @@ from sandbox.identity import TENANT_ID
 from sandbox.world import World
 from shared.doctor import DoctorReport, run_doctor
 from shared.settings import Settings
-from tests.healer_env import settings_values
+from tests.support.healer_env import settings_values
 
 READ_ONLY_KUSTO = (".show ",)
 

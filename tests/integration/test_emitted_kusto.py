@@ -11,8 +11,8 @@ import pytest
 from sandbox.identity import new_identity
 from shared import kusto_commands as cmd
 from shared.principals import PrincipalRef
-from tests.healer_env import inject_and_wait
-from tests.kusto_parser import parse_all
+from tests.support.healer_env import inject_and_wait
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

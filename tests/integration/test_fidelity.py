@@ -17,8 +17,8 @@ from shared.diagnosis import Kind
 from shared.iotcentral import IoTCentralAdapter, IotcError
 from shared.kusto import AdxError, KustoAdapter
 from shared.principals import PrincipalRef
-from tests.healer_env import Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
-from tests.helpers import wait_until
+from tests.support.healer_env import Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"

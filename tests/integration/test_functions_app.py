@@ -14,36 +14,17 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner
-from sandbox.world import ADX_RESOURCE_ID, World
+from sandbox.world import World
 from shared import entrypoints
 from shared.loganalytics import failed_ingestion_query
-from tests.helpers import wait_until
-from tests.kusto_parser import parse_all
+from tests.support.function_calls import CONTOSO, broken, call
+from tests.support.helpers import wait_until
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
-CONTOSO = "contoso:export-1:adx-1"
-
-
-def call(
-    runner: Runner,
-    method: str,
-    route: str,
-    body: Any = None,
-    *,
-    raw: bytes | None = None,
-    content_type: str = "application/json",
-    key: bool = True,
-    token: str | None = None,
-) -> requests.Response:
-    headers = {"Content-Type": content_type}
-    if key:
-        headers["x-functions-key"] = runner.key
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    return requests.request(method, f"{runner.url}/api/{route}", data=data, headers=headers, timeout=30)
 
 
 def webhook_token(world: World, **claims: Any) -> str:
@@ -53,10 +34,6 @@ def webhook_token(world: World, **claims: Any) -> str:
 
 def post_alert(world: World, runner: Runner, body: Any) -> requests.Response:
     return call(runner, "POST", "alerts", body, key=False, token=webhook_token(world))
-
-
-def broken(world: World, app: str = "contoso") -> bool:
-    return world.iotc.apps[app].exports["export-1"].get("status") == "error"
 
 
 def test_health_and_key_check(app: tuple[World, Runner]) -> None:
@@ -78,7 +55,7 @@ def test_health_and_key_check(app: tuple[World, Runner]) -> None:
 
 
 def test_deep_health_runs_the_doctor(app: tuple[World, Runner]) -> None:
-    from tests.integration.test_openapi import check
+    from tests.support.openapi_check import check
 
     world, runner = app
     url = f"{runner.url}/api/health?deep=true"

@@ -10,8 +10,8 @@ import pytest
 from sandbox.world import World
 from shared.diagnosis import Kind
 from shared.runs import Healer
-from tests.healer_env import Worker, changing_commands, outcome_of
-from tests.helpers import wait_until
+from tests.support.healer_env import Worker, changing_commands, outcome_of
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"
@@ -74,7 +74,7 @@ def test_refresh_heals_stale_permission(healer_setup: Any) -> None:
 
 
 def test_refresh_only_when_configured_first(healer_setup: Any, azurite: Any) -> None:
-    from tests.healer_env import healer_for, make_settings, queue_client
+    from tests.support.healer_env import healer_for, make_settings, queue_client
 
     world, _, _, _ = healer_setup
     healer = healer_for(make_settings(world, azurite, remedy_order="refresh"))
@@ -109,7 +109,7 @@ def test_escalates_without_changing_anything(healer_setup: Any, fault: str) -> N
 
 
 def test_observe_mode_plans_and_changes_nothing(healer_setup: Any, azurite: Any) -> None:
-    from tests.healer_env import healer_for, make_settings, queue_client
+    from tests.support.healer_env import healer_for, make_settings, queue_client
 
     world, _, _, _ = healer_setup
     settings = make_settings(world, azurite, mode="observe")
@@ -141,7 +141,7 @@ def test_history_records_every_run(healer_setup: Any) -> None:
 
 
 def test_cooldown_after_healing_and_escalation_after_failed_attempts(healer_setup: Any, azurite: Any) -> None:
-    from tests.healer_env import healer_for, inject_and_wait, make_settings, queue_client
+    from tests.support.healer_env import healer_for, inject_and_wait, make_settings, queue_client
 
     world, _, _, _ = healer_setup
     settings = make_settings(world, azurite, cooldown_seconds=600, max_attempts=2, verify_deadline_seconds=0)

@@ -15,49 +15,21 @@ import pytest
 
 from sandbox.world import World
 from shared.runs import Healer
-from tests.healer_env import Crash, Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
-from tests.helpers import wait_until
+from tests.support.crash_points import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
+from tests.support.healer_env import (
+    Crash,
+    Worker,
+    changing_commands,
+    healer_for,
+    inject_and_wait,
+    make_settings,
+    queue_client,
+)
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"
 NOTE = "IoT Central contoso data export"
-
-REFRESH_POINTS = [
-    "journal:plan:done",
-    "phase:planned",
-    "journal:snapshot:done",
-    "phase:snapshotted",
-    "journal:drop-admins:intent",
-    "effect:drop-admins",
-    "journal:drop-admins:done",
-    "phase:dropped",
-    "enqueue:readd",
-    "phase:re-adding",
-    "journal:readd-admins:intent",
-    "effect:readd-admins",
-    "journal:readd-admins:done",
-    "phase:verifying",
-    "enqueue:verify",
-    "journal:verify:done",
-]
-ADD_TOGGLE_POINTS = [
-    "journal:plan:done",
-    "phase:planned",
-    "phase:adding",
-    "journal:add:intent",
-    "effect:add",
-    "journal:add:done",
-    "phase:toggling",
-    "journal:disable-export:intent",
-    "effect:disable-export",
-    "journal:disable-export:done",
-    "journal:enable-export:intent",
-    "effect:enable-export",
-    "journal:enable-export:done",
-    "phase:verifying",
-    "enqueue:verify",
-    "journal:verify:done",
-]
 
 
 @pytest.fixture
@@ -67,28 +39,6 @@ def refresh_setup(healer_setup: Any, azurite: Any) -> Any:
     settings = make_settings(world, azurite, remedy_order="refresh")
     healer = healer_for(settings)
     return world, settings, healer, Worker(healer, queue_client(settings))
-
-
-RECREATE_POINTS = [
-    "journal:plan:done",
-    "phase:planned",
-    "journal:destination-copy:done",
-    "phase:destination-prepared",
-    "journal:create-destination:intent",
-    "effect:create-destination",
-    "journal:create-destination:done",
-    "phase:destination-created",
-    "journal:repoint-export:intent",
-    "effect:repoint-export",
-    "journal:repoint-export:done",
-    "phase:export-repointed",
-    "journal:delete-destination:intent",
-    "effect:delete-destination",
-    "journal:delete-destination:done",
-    "phase:verifying",
-    "enqueue:verify",
-    "journal:verify:done",
-]
 
 
 def crash_once_at(point: str, seen: list[str]) -> Callable[[str], None]:

@@ -12,7 +12,7 @@ import pytest
 from shared.messages import new_run
 from shared.notify import Incident
 from shared.runs import Outcome, Status
-from tests.healer_env import Worker, healer_for, inject_and_wait, make_settings, outcome_of, queue_client
+from tests.support.healer_env import Worker, healer_for, inject_and_wait, make_settings, outcome_of, queue_client
 
 pytestmark = pytest.mark.integration
 

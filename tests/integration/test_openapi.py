@@ -8,16 +8,15 @@ from typing import Any
 
 import pytest
 import requests
-from jsonschema import Draft7Validator  # type: ignore[import-untyped]
 from openapi_spec_validator import validate
 
 from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner, load_functions
 from sandbox.world import World
-from tests.helpers import ROOT, wait_until
+from tests.support.helpers import wait_until
+from tests.support.openapi_check import SPEC, check
 
 pytestmark = pytest.mark.integration
-SPEC = json.loads((ROOT / "openapi.json").read_text())
 
 
 def test_the_document_is_valid_openapi() -> None:
@@ -32,38 +31,6 @@ def test_documented_routes_are_the_apps_routes() -> None:
         if trigger["type"] == "httpTrigger":
             wired |= {(trigger["route"], str(getattr(m, "value", m)).upper()) for m in trigger["methods"]}
     assert documented == wired
-
-
-def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
-    """Inline `$ref`s and turn OpenAPI's `nullable` into JSON Schema."""
-    if "$ref" in schema:
-        node: Any = SPEC
-        for part in schema["$ref"].lstrip("#/").split("/"):
-            node = node[part]
-        return _resolve(node)
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "nullable":
-            continue
-        if isinstance(value, dict):
-            out[key] = _resolve(value) if key != "properties" else {k: _resolve(v) for k, v in value.items()}
-        elif isinstance(value, list):
-            out[key] = [_resolve(v) if isinstance(v, dict) else v for v in value]
-        else:
-            out[key] = value
-    if schema.get("nullable"):
-        return {"anyOf": [out, {"type": "null"}]}
-    return out
-
-
-def check(route: str, method: str, response: requests.Response) -> None:
-    spec = SPEC["paths"][f"/{route}"][method.lower()]["responses"].get(str(response.status_code))
-    assert spec is not None, f"{method} /{route} answered an undocumented {response.status_code}"
-    if "$ref" in spec:
-        spec = _resolve(spec)
-    schema = _resolve(spec["content"]["application/json"]["schema"])
-    errors = sorted(Draft7Validator(schema).iter_errors(response.json()), key=str)
-    assert not errors, f"{method} /{route} {response.status_code}: {errors[0].message}"
 
 
 def test_answers_match_the_document(app: tuple[World, Runner]) -> None:

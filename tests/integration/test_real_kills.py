@@ -31,9 +31,9 @@ from sandbox.world import World
 from shared.messages import new_run
 from shared.state import TargetState
 from shared.storage import RemediationQueue, StateStore
-from tests.healer_env import settings_values
-from tests.helpers import ROOT, wait_until
-from tests.integration.test_healer_resilience import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
+from tests.support.crash_points import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
+from tests.support.healer_env import settings_values
+from tests.support.helpers import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 VISIBILITY_S = 3
@@ -94,7 +94,7 @@ def _spawn(config: dict[str, Any], workdir: Path, name: str, env: dict[str, str]
     path = workdir / f"{name}.json"
     path.write_text(json.dumps(config))
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.kill_worker", str(path)],
+        [sys.executable, "-m", "tests.support.kill_worker", str(path)],
         cwd=ROOT,
         env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,

@@ -10,8 +10,8 @@ import pytest
 
 from sandbox.world import OPERATOR_UPN
 from shared.root_cause import journal_query
-from tests.healer_env import healer_for, make_settings
-from tests.kusto_parser import parse_all
+from tests.support.healer_env import healer_for, make_settings
+from tests.support.kusto_parser import parse_all
 
 pytestmark = pytest.mark.integration
 

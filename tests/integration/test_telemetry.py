@@ -19,8 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from shared import entrypoints, telemetry
-from tests.helpers import ROOT, wait_until
-from tests.integration.test_functions_app import CONTOSO, broken, call
+from tests.support.function_calls import CONTOSO, broken, call
+from tests.support.helpers import ROOT, wait_until
+from tests.support.metrics import metric_points
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +36,6 @@ def exported() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
     telemetry.reset()
 
 
-def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
-    data = reader.get_metrics_data()
-    out: dict[str, list[Any]] = {}
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                out.setdefault(metric.name, []).extend(metric.data.data_points)
-    return out
-
-
 def test_spans_per_step_and_metrics_of_a_healing(app: Any, exported: Any, caplog: pytest.LogCaptureFixture) -> None:
     world, runner = app
     spans, metrics = exported
@@ -53,13 +44,13 @@ def test_spans_per_step_and_metrics_of_a_healing(app: Any, exported: Any, caplog
     wait_until(lambda: broken(world), 10, "the break")
     queued = call(runner, "POST", "heal", {"target": CONTOSO}).json()
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["last_outcome"] == "healed", 30, "healed")
-    wait_until(lambda: "healer.time_to_heal" in _points(metrics), 10, "the time-to-heal metric")
+    wait_until(lambda: "healer.time_to_heal" in metric_points(metrics), 10, "the time-to-heal metric")
     steps = [s for s in spans.get_finished_spans() if s.name.startswith("remediation.")]
     assert {s.name for s in steps} >= {"remediation.start", "remediation.verify"}
     mine = [s for s in steps if s.attributes["healer.run_id"] == queued["run_id"]]
     assert mine and {s.attributes["healer.correlation_id"] for s in mine} == {queued["run_id"]}
     assert mine[-1].attributes["healer.outcome"] == "healed"
-    points = _points(metrics)
+    points = metric_points(metrics)
     runs = {(p.attributes["outcome"], p.attributes["diagnosis"]): p.value for p in points["healer.remediations"]}
     assert runs[("healed", "principal-missing")] == 1
     assert points["healer.time_to_heal"][0].sum > 0
@@ -76,12 +67,12 @@ def test_escalations_and_incidents_are_counted(app: Any, exported: Any) -> None:
     wait_until(lambda: broken(world), 10, "the break")
     call(runner, "POST", "heal", {"target": CONTOSO})
     wait_until(lambda: call(runner, "GET", "targets").json()["targets"][0]["escalated"], 30, "escalated")
-    wait_until(lambda: "healer.incidents" in _points(metrics), 10, "the incident metric")
-    points = _points(metrics)
+    wait_until(lambda: "healer.incidents" in metric_points(metrics), 10, "the incident metric")
+    points = metric_points(metrics)
     assert [(p.attributes["kind"], p.value) for p in points["healer.incidents"]] == [("escalated", 1)]
     assert sum(p.value for p in points["healer.escalations"]) == 1
     entrypoints.timer_tick()  # a detection cycle records what is escalated now
-    escalated = _points(metrics)["healer.escalated_targets"]
+    escalated = metric_points(metrics)["healer.escalated_targets"]
     assert [(p.attributes["target"], p.value) for p in escalated] == [(CONTOSO, 1)]
     assert "not Data" in escalated[0].attributes["reason"]  # the reason, cut at 200 characters
 
@@ -125,13 +116,13 @@ def test_a_connection_string_turns_the_distro_on() -> None:
 
 def test_backfill_figures_and_a_gap_that_stays(world: Any, azurite: Any, exported: Any) -> None:
     from shared.observers import backfill_finished
-    from tests.healer_env import healer_for, make_settings
+    from tests.support.healer_env import healer_for, make_settings
 
     _, metrics = exported
     healer = healer_for(make_settings(world, azurite))
     backfill_finished(healer.s, CONTOSO, "c" * 32, "corr", 42.0, 1000, complete=True)
     backfill_finished(healer.s, CONTOSO, "d" * 32, "corr", 90.0, 10, complete=False, detail="query API refused")
-    points = _points(metrics)
+    points = metric_points(metrics)
     assert sum(p.sum for p in points["healer.data_gap_minutes"]) == 132.0
     assert sum(p.value for p in points["healer.rows_recovered"]) == 1010
     assert [(p.attributes["kind"], p.value) for p in points["healer.incidents"]] == [("data-not-recovered", 1)]

@@ -17,7 +17,7 @@ from sandbox.identity import Directory
 from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints
-from tests.helpers import wait_until
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 CONTOSO = "contoso:export-1:adx-1"

@@ -12,7 +12,7 @@ from shared.alerts import AlertError, match_targets, parse_alert
 from shared.detection import evidence_from_status
 from shared.loganalytics import _message, failed_ingestion_query
 from shared.targets import parse_targets
-from tests.helpers import FIXTURES, fixture
+from tests.support.helpers import FIXTURES, fixture
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"

@@ -7,8 +7,8 @@ from functools import cache
 
 import pytest
 
-from tests.bicep_types import Types, check_file, resources
-from tests.helpers import FIXTURES, ROOT
+from tests.support.bicep_types import Types, check_file, resources
+from tests.support.helpers import FIXTURES, ROOT
 
 INFRA = ROOT / "infra"
 BICEP = sorted(INFRA.rglob("*.bicep"))

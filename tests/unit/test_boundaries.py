@@ -7,7 +7,7 @@ import json
 import re
 
 from shared.iotcentral import REQUESTS_PER_SECOND, RateLimiter
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 
 class FakeTime:
@@ -48,7 +48,7 @@ def test_deploy_docs_and_permissions_match_the_bicep() -> None:
         assert variable in documented, (
             f"{variable} (infra/main.parameters.json) is in neither docs/deploy.md nor docs/configuration.md"
         )
-    from tests.unit.test_infra import BUILTIN_ROLES
+    from tests.support.bicep_tree import BUILTIN_ROLES
 
     bicep = "".join(p.read_text() for p in (ROOT / "infra").rglob("*.bicep"))
     for guid, name in BUILTIN_ROLES.items():

@@ -145,8 +145,9 @@ def test_a_cluster_resource_id_must_be_one(bad: str) -> None:
 
 
 def test_the_sandboxs_targets_carry_its_clusters_resource_id() -> None:
+    from sandbox.arm_ids import ADX_RESOURCE_ID
     from sandbox.healer_config import targets_for
-    from sandbox.world import ADX_RESOURCE_ID, World
+    from sandbox.world import World
 
     world = World()
     world.add_app("contoso")

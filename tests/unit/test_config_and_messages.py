@@ -157,7 +157,7 @@ def test_malformed_messages_say_why(body: str, fragment: str) -> None:
 
 def test_every_setting_is_in_the_configuration_reference() -> None:
     from shared.settings import Settings
-    from tests.helpers import ROOT
+    from tests.support.helpers import ROOT
 
     reference = (ROOT / "docs" / "configuration.md").read_text()
     for name in Settings.model_fields:
@@ -165,7 +165,7 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
 
 
 def test_the_local_settings_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.helpers import ROOT
+    from tests.support.helpers import ROOT
 
     values = json.loads((ROOT / "local.settings.json.example").read_text())["Values"]
     for name, value in values.items():

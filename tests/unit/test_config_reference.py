@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 from tools import config_reference
 
 

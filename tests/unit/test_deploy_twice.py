@@ -21,8 +21,8 @@ import pytest
 import yaml
 from tree_sitter_language_pack import get_parser
 
-from tests.bicep_types import source
-from tests.helpers import ROOT
+from tests.support.bicep_types import source
+from tests.support.helpers import ROOT
 
 INFRA = ROOT / "infra"
 BICEP = sorted(INFRA.rglob("*.bicep"))

@@ -15,8 +15,8 @@ from shared.messages import new_run
 from shared.runs import phases
 from shared.runs.sweep import RECOVERY, sweep
 from shared.state import Dropped, PendingReadd, TargetState
-from tests.unit.test_run_cases import Crash, harness, held, owes_enable
-from tests.unit.test_run_model import FQN, NOTES, TARGET
+from tests.support.model_target import FQN, NOTES, TARGET
+from tests.support.run_harness import Crash, harness, held, owes_enable
 
 
 def drops(h: Any) -> int:
@@ -218,7 +218,7 @@ def test_case07_poison_count_matches_host_json() -> None:
     import json
 
     from shared.runs.poison import MAX_DEQUEUE_COUNT
-    from tests.helpers import ROOT
+    from tests.support.helpers import ROOT
 
     host = json.loads((ROOT / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT
@@ -427,7 +427,7 @@ def test_transition_refuses_a_move_the_graph_does_not_hold() -> None:
 def test_the_architecture_doc_shows_the_run_graph_generated_from_the_table() -> None:
     import re
 
-    from tests.helpers import ROOT
+    from tests.support.helpers import ROOT
 
     architecture = (ROOT / "docs" / "architecture.md").read_text()
     shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", architecture, re.S)

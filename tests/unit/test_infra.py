@@ -7,46 +7,21 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from tree_sitter_language_pack import get_parser
 
-from tests.bicep_types import source
-from tests.helpers import ROOT
+from tests.support.bicep_tree import BUILTIN_ROLES, INFRA, children, text, tree
+from tests.support.helpers import ROOT
 from tools.package import package_files
 
-INFRA = ROOT / "infra"
 BICEP = sorted(INFRA.rglob("*.bicep"))
-# Built-in role definition ids, from Microsoft's "Azure built-in roles" reference.
-BUILTIN_ROLES = {
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
-    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
-    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
-    "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
-    "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
-    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
-}
 
 
 # GUIDs in the Bicep that are not role definitions.
 NOT_ROLES = {"461e8683-5575-4561-ac7f-899cc907d62a": "the action groups application (an app id)"}
-
-
-@cache
-def tree(path: Path) -> Any:
-    return get_parser("bicep").parse(source(path))  # `extension` lines blanked: the grammar predates them
-
-
-def text(path: Path, node: Any) -> str:
-    return path.read_bytes()[node.start_byte : node.end_byte].decode()
-
-
-def children(node: Any, kind: str) -> list[Any]:
-    return [c for c in node.children if c.type == kind]
 
 
 def params(path: Path) -> dict[str, bool]:
@@ -217,7 +192,7 @@ def test_the_failed_ingestion_alert_matches_every_access_refusal_per_cluster() -
     assert codes == {"Forbidden", "BadRequest_DatabaseAccessDenied", "BadRequest_TableAccessDenied"}
     assert codes <= PERMISSION_CODES
     assert "summarize" not in query.group(1)  # the rule counts; the query returns rows
-    from tests.kusto_parser import parse_all
+    from tests.support.kusto_parser import parse_all
 
     assert [r.errors for r in parse_all([query.group(1)]) if not r.ok] == []
     rule = source[source.index("resource failedIngestion") :]

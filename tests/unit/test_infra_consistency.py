@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.settings import Settings
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 INFRA = ROOT / "infra"
 FUNCTION_APP = (ROOT / "function_app.py").read_text()

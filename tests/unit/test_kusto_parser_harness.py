@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kusto_parser import parse_all
+from tests.support.kusto_parser import parse_all
 
 FQN = "aadapp=0b4f8e1a-0000-4000-8000-000000000001;72f988bf-86f1-41af-91ab-2d7cd011db47"
 VALID = [

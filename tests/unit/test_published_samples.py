@@ -16,7 +16,7 @@ from sandbox.iotcentral import IoTCentral
 from sandbox.kusto_commands import execute
 from sandbox.kusto_model import Cluster
 from sandbox.world import TELEMETRY_COLUMNS
-from tests.helpers import fixture
+from tests.support.helpers import fixture
 
 
 def frame_keys(frames: list[dict[str, Any]]) -> list[tuple[str, frozenset[str]]]:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from shared.report import build_runs, render_html
-from tests.html_check import check_html
+from tests.support.html_check import check_html
 
 RUN = "a" * 32
 

@@ -10,41 +10,11 @@ from typing import Any, cast
 
 import pytest
 
-from shared.iotcentral import IoTCentralAdapter
-from shared.kusto import KustoAdapter
 from shared.messages import new_run
-from shared.principals import Assignment
-from shared.runs import Services
 from shared.runs.sweep import overdue_readds, sweep
-from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
-from tests.unit.test_run_model import FQN, NOTES, OBJECT, TARGET, TENANT, model_settings
-
-
-def harness(checkpoint: Any = None) -> Harness:
-    clock = FakeClock()
-    adx = AdxModel(clock, "devicedata", rows=[Assignment("database", "ingestors", FQN, OBJECT, "", NOTES)])
-    adx.stale.add(FQN.lower())
-    store, queue = MemoryStore(), MemoryQueue(clock)
-    services = Services(
-        model_settings(),
-        {TARGET.key: TARGET},
-        store,
-        queue,
-        cast(Any, lambda url: cast(KustoAdapter, FakeKusto(adx))),
-        cast(IoTCentralAdapter, FakeIotc(adx, FQN)),
-        clock=clock,
-        checkpoint=checkpoint or (lambda name: None),
-    )
-    return Harness(services, adx, clock, store, queue)
-
-
-def owes_enable(state: Any) -> bool:
-    """The export's re-enable is owed (not yet observed; the record itself settles later)."""
-    return state.pending_enable is not None and state.pending_enable.enabled_at is None
-
-
-def held(h: Harness) -> list[tuple[str, str]]:
-    return [(a.role, a.notes) for a in h.adx.rows if a.fqn.lower() == FQN.lower()]
+from tests.support.model_fakes import FakeIotc
+from tests.support.model_target import NOTES, TARGET, TENANT
+from tests.support.run_harness import Crash, harness, held, owes_enable
 
 
 def test_admin_lost_mid_refresh_escalates_at_once_and_the_sweep_finishes_the_readd() -> None:
@@ -234,10 +204,6 @@ def test_the_sweep_finishes_an_overdue_readd_with_the_export_toggle_and_hands_ve
         if "healed" in outcomes:
             break
     assert "healed" in outcomes, outcomes
-
-
-class Crash(Exception):
-    pass
 
 
 def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:

@@ -51,26 +51,11 @@ from shared.principals import Assignment
 from shared.runs import Healer, Services
 from shared.runs.poison import MAX_DEQUEUE_COUNT, escalate_poisoned
 from shared.runs.sweep import sweep
-from shared.settings import Settings
 from shared.state import TargetState
-from shared.targets import Target
-from tests.helpers import ROOT
-from tests.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
+from tests.support.helpers import ROOT
+from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
+from tests.support.model_target import FQN, NOTES, OBJECT, TARGET, model_settings
 
-TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-OBJECT = "0b4f8e1a-0000-4000-8000-000000000001"
-FQN = f"aadapp={OBJECT};{TENANT}"
-NOTES = "IoT Central contoso data export"
-TARGET = Target(
-    app="contoso",
-    export_id="export-1",
-    destination_id="adx-1",
-    cluster_url="https://model.westeurope.kusto.windows.net",
-    database="devicedata",
-    table="DeviceTelemetry",
-    principal={"object_id": OBJECT, "tenant_id": TENANT},  # type: ignore[arg-type]
-    role="ingestors",  # the model's principal holds Ingestor: a denial is a stale permission
-)
 EXAMPLES = int(os.environ.get("HEALER_MODEL_EXAMPLES", "2000"))
 STATS = {"examples": 0, "steps": 0, "drops": 0, "healed": 0}
 FAULT_CLASSES = ("crash", "late-act", "lost-answer", "twin", "skew", "config-change", "observe-switch", "poison")
@@ -91,22 +76,6 @@ class Crash(Exception):
 
 class Poisoned(Exception):
     pass
-
-
-def model_settings() -> Settings:
-    values: dict[str, Any] = {
-        "mode": "enforce",
-        "refresh_wait_seconds": 60,
-        "sweep_grace_seconds": 120,
-        "verify_poll_seconds": 60,
-        "verify_deadline_seconds": 300,
-        "cooldown_seconds": 0,
-        "max_attempts": 50,
-        "backfill": "off",  # each example draws off, plan or on
-        "remedy_order": "refresh",
-        "sweep_concurrency": 1,  # one sweep thread: the model's crashes stay deterministic
-    }
-    return Settings(**values)
 
 
 @dataclass

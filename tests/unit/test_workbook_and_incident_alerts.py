@@ -12,9 +12,9 @@ import json
 import re
 
 from shared import telemetry
-from tests.helpers import FIXTURES
-from tests.kusto_parser import parse_all
-from tests.unit.test_infra import INFRA, children, text, tree
+from tests.support.bicep_tree import INFRA, children, text, tree
+from tests.support.helpers import FIXTURES
+from tests.support.kusto_parser import parse_all
 
 WORKBOOK = json.loads((INFRA / "modules" / "healer-workbook.json").read_text())
 

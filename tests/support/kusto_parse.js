@@ -6,7 +6,7 @@ const path = require("path");
 const vm = require("vm");
 
 const dir = path.dirname(require.resolve("@kusto/language-service-next/package.json", {
-  paths: [path.join(__dirname, "..")],
+  paths: [path.join(__dirname, "..", "..")],
 }));
 vm.runInThisContext(fs.readFileSync(path.join(dir, "bridge.min.js"), "utf8"));
 vm.runInThisContext(fs.readFileSync(path.join(dir, "Kusto.Language.Bridge.min.js"), "utf8"));

@@ -1,4 +1,4 @@
-"""A healer worker in a process of its own, for the real-kill tests: `python -m tests.kill_worker CONFIG`.
+"""A healer worker in a process of its own, for the real-kill tests: `python -m tests.support.kill_worker CONFIG`.
 
 CONFIG is a JSON file: {"lanes": [{"settings": {...}, "block_at": "phase:dropped" | null}],
 "ready": path, "blocked": path-prefix, "visibility_s": 3}. Each lane is one healer (its own

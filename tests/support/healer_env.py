@@ -20,7 +20,7 @@ from shared.messages import MalformedMessage, new_run, parse_message
 from shared.runs import Healer, Outcome
 from shared.services import build_services
 from shared.settings import Settings
-from tests.helpers import wait_until
+from tests.support.helpers import wait_until
 
 
 def make_settings(world: World, azurite: Azurite, **overrides: Any) -> Settings:

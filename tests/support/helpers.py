@@ -12,7 +12,7 @@ import pytest
 
 from sandbox.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("HEALER_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 
 

@@ -1,0 +1,1 @@
+"""Helpers and fakes the tests share; test modules import from here, never from each other."""
