@@ -105,6 +105,14 @@ def time_column(pairs: list[tuple[datetime, dict[str, Any]]], schema: Schema) ->
     return None
 
 
+def times_disagree(matched: int, strangers: int) -> bool:
+    """Whether the delivered rows say the query API's `$ts` is not the time the export wrote:
+    rows of these devices that match no rebuilt message. A few coincidences must not pass for
+    agreement (when `$ts` is the device's creation time most delivered rows match nothing and a
+    handful may match by chance), so more than a twentieth of them, and more than two, refuse."""
+    return bool(strangers) and (not matched or strangers > max(2, (strangers + matched) // 20))
+
+
 def missing_by_identity(
     rows: list[dict[str, Any]], present: Iterable[dict[str, Any]], identity: tuple[str, str], schema: Schema
 ) -> tuple[list[dict[str, Any]], int, int]:

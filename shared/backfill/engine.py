@@ -430,11 +430,11 @@ class BackfillEngine:
                 target.database, target.table, identity.time, window.start, window.end
             )
             todo, matched, strangers = dedupe.missing_by_identity(rows, present, identity.columns, ctx.schema)
-            if strangers and not matched:
+            if dedupe.times_disagree(matched, strangers):
                 raise BackfillRefused(
-                    f"none of the {strangers} rows {target.table} holds for these devices in "
-                    f"{stamp_s(window.start)}..{stamp_s(window.end)} has a message time the query API answered: its "
-                    "$ts is not the time the export wrote (devices that send iothub-creation-time-utc?), so "
+                    f"{strangers} of the {strangers + matched} rows {target.table} holds for these devices in "
+                    f"{stamp_s(window.start)}..{stamp_s(window.end)} have no message time the query API answered: "
+                    "its $ts is not the time the export wrote (devices that send iothub-creation-time-utc?), so "
                     "delivered rows cannot be told from missing ones; nothing is ingested"
                 )
             redo = progress.pending if progress.pending and "missing" in progress.pending else None

@@ -427,3 +427,15 @@ def test_a_window_is_transformed_in_one_jq_call_with_the_same_rows_as_one_call_p
     assert batched == one_by_one and len(batched) == 9
     with pytest.raises(TransformError, match="a message of d3"):  # a failing message is still named
         rows_for(messages, **{**args, "transform": 'if .deviceId == "d3" then error("boom") else {} end'})
+
+
+def test_a_few_coincidences_do_not_pass_for_agreeing_message_times() -> None:
+    from shared.backfill.dedupe import times_disagree
+
+    assert not times_disagree(matched=500, strangers=0)
+    assert not times_disagree(matched=500, strangers=2)  # a boundary row or two
+    assert not times_disagree(matched=500, strangers=26)  # a twentieth of all 526
+    assert times_disagree(matched=500, strangers=28)  # more than a twentieth of all 528
+    assert times_disagree(matched=0, strangers=1)
+    assert times_disagree(matched=7, strangers=170)  # $ts read as the creation time: a few match by chance
+    assert not times_disagree(matched=0, strangers=0)  # nothing delivered in the window: nothing to judge
