@@ -341,6 +341,17 @@ def _until(check: Callable[[], bool], timeout_s: float) -> None:
         raise TimeoutError("benchmark setup did not reach its state in time")
 
 
+def _peak_rss_of_this_image_mb() -> float:
+    """Peak resident memory since this process's exec (VmHWM). ru_maxrss would not do in a child:
+    Linux carries the parent's high-water mark over the fork into it."""
+    import resource
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def sweep_obligations_alone() -> dict[str, float]:
     """sweep_obligations in a fresh interpreter: its peak resident memory is the sweep's own, not
     that of the benchmarks that ran before it in this process."""
@@ -363,7 +374,6 @@ def sweep_obligations(
     `apps` apps, every ADX call taking `latency_s` (the sweep's concurrency and its per-cluster and
     per-app bounds at work), with the peak resident memory of this process. The state and the
     services are in-process stand-ins: what is measured is the sweep's own waiting and work."""
-    import resource
     from datetime import timedelta
     from typing import cast
 
@@ -429,7 +439,7 @@ def sweep_obligations(
     return {
         "sweep_obligations_s": round(elapsed, 2),
         "sweep_obligations_done": done,
-        "sweep_obligations_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "sweep_obligations_rss_mb": round(_peak_rss_of_this_image_mb(), 1),
     }
 
 
