@@ -109,8 +109,9 @@ def times_disagree(matched: int, strangers: int) -> bool:
     """Whether the delivered rows say the query API's `$ts` is not the time the export wrote:
     rows of these devices that match no rebuilt message. A few coincidences must not pass for
     agreement (when `$ts` is the device's creation time most delivered rows match nothing and a
-    handful may match by chance), so more than a twentieth of them, and more than two, refuse."""
-    return bool(strangers) and (not matched or strangers > max(2, (strangers + matched) // 20))
+    handful may match by chance), and a few rows at a short window's edges must not refuse it:
+    unexplained rows outnumbering the matched ones refuse."""
+    return bool(strangers) and strangers > matched
 
 
 def missing_by_identity(
