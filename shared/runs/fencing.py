@@ -198,7 +198,7 @@ class Run:
 
 # Acts that discharge an obligation (allowed in observe mode): putting a dropped role back,
 # enabling an export, deleting a copy or finishing a re-point.
-DISCHARGES = frozenset({"enable-export", "delete-destination", "delete-copy", "unpoint-old"})
+DISCHARGES = frozenset({"enable-export", "delete-destination", "delete-copy", "unpoint-old", "point-back"})
 
 
 def discharges(step: str) -> bool:

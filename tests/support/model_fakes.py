@@ -289,6 +289,9 @@ class FakeIotc:
             }
         }
         self.refs: list[dict[str, Any]] = [{"id": "adx-1"}]
+        # Whether IoT Central refuses an export that references a destination that does not exist
+        # is not documented: the model draws both.
+        self.refuses_unknown_ids = False
 
     def status(self, app: str, export_id: str, destination_id: str) -> ExportStatus:
         ok = self.m.can_ingest(self.fqn)
@@ -332,6 +335,9 @@ class FakeIotc:
         self._command("repoint")  # an edit made here lands between the adapter's read and its write
         if based_on is not None and self.refs != based_on:
             raise IotcError(409, "ConcurrentEdit", f"export {export_id}: its destinations changed; not overwritten")
+        missing = [r.get("id") for r in refs if r.get("id") not in self.destinations]
+        if self.refuses_unknown_ids and missing:
+            raise IotcError(422, "InvalidDestination", f"export {export_id}: destinations {missing} do not exist")
         self.refs = copy.deepcopy(refs)
         return self.export(app, export_id)
 

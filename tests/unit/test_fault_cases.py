@@ -4,6 +4,7 @@ failed on the engine before obligations, the run graph and idempotent writes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from shared.iotcentral import IotcError
 from shared.messages import new_run
 from shared.runs import phases
 from shared.runs.sweep import RECOVERY, sweep
@@ -529,3 +531,44 @@ def test_an_export_pointed_at_the_copy_by_someone_else_is_left_as_it_is() -> Non
     h.clock.advance(h.services.settings.act_window_seconds + 1)
     sweep(h.healer)
     assert len(iotc.destinations) == 2
+
+
+@pytest.mark.parametrize("iotc_refuses_unknown_ids", [False, True])
+def test_a_late_repoint_that_lands_after_its_copy_was_deleted_is_pointed_back(iotc_refuses_unknown_ids: bool) -> None:
+    """The re-point is in flight while the run's lease lapses and observe mode is switched on: the
+    sweep deletes the copy (the export does not send to it yet), then the late re-point lands on a
+    destination that is gone. Whether IoT Central accepts a reference to a missing destination is
+    not documented: both ways, the export must end on the old destination and it must never be
+    deleted (the export left with no destination at all)."""
+    paused, woken = threading.Event(), threading.Event()
+    h = recreating()
+    iotc = cast(Any, h.services.iotc)
+    iotc.refuses_unknown_ids = iotc_refuses_unknown_ids
+
+    def in_flight(verb: str) -> None:
+        if verb == "repoint" and threading.current_thread().name == "stalled":
+            paused.set()
+            woken.wait(10)
+
+    def deliver() -> None:
+        with contextlib.suppress(IotcError):  # a refused re-point fails the invocation: the host retries
+            h.deliver(new_run(TARGET.key, "timer").to_json())
+
+    h.adx.before_command = in_flight
+    worker = threading.Thread(target=deliver, name="stalled")
+    worker.start()
+    assert paused.wait(10)  # the re-point is on its way to IoT Central
+    settings = h.services.settings = h.services.settings.model_copy(update={"mode": "observe"})
+    h.clock.advance(settings.lease_seconds + settings.sweep_grace_seconds + 1)
+    sweep(h.healer)  # the recovery owner, in observe mode: the copy is deleted
+    assert sorted(iotc.destinations) == ["adx-1"]
+    woken.set()  # the late re-point lands (or is refused)
+    worker.join(10)
+    owed = h.store.load(TARGET.key).pending_copy
+    assert owed is not None and owed.land_by is not None, "the copy record was discharged while a re-point could land"
+    for _ in range(3):
+        h.clock.now = max(h.clock.now, owed.land_by) + timedelta(seconds=61)
+        sweep(h.healer)
+    assert sorted(iotc.destinations) == ["adx-1"], "the export's only destination was deleted"
+    assert [r["id"] for r in iotc.refs] == ["adx-1"]
+    assert h.store.load(TARGET.key).pending_copy is None

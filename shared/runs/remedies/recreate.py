@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from shared import recreate_destination as rd
-from shared.iotcentral import IotcError
+from shared.iotcentral import IoTCentralAdapter, IotcError
 from shared.plan import Action, Plan
 from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, Services
@@ -158,7 +158,21 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
     refs = [r for r in export.get("destinations") or [] if isinstance(r, dict)]
     ids = [r.get("id") for r in refs]
     moved: str | None = None
-    if owed.new_id in ids:
+    if owed.new_id in ids and not _exists(iotc, owed.app, owed.new_id):
+        # A late re-point landed after this record's earlier settlement deleted the copy: the
+        # export sends to nothing. It goes back to the old destination, which is never deleted
+        # while the copy is missing.
+        back = [{**r, "id": owed.old_id} if r.get("id") == owed.new_id else r for r in refs]
+        back = [r for i, r in enumerate(back) if r.get("id") not in [b.get("id") for b in back[:i]]]
+        run.effect(
+            "point-back",
+            None,
+            lambda: iotc.set_destinations(owed.app, owed.export_id, back),
+            export=owed.export_id,
+            old=owed.old_id,
+        )
+        did = f"pointed the export back to {owed.old_id} (a late re-point sent it to the deleted copy {owed.new_id})"
+    elif owed.new_id in ids:
         if owed.old_id in ids:  # never left sending to both: the old reference goes first
             kept = [r for r in refs if r.get("id") != owed.old_id]
             run.effect("unpoint-old", None, lambda: iotc.set_destinations(owed.app, owed.export_id, kept))
@@ -182,6 +196,16 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
 
     services.store.update(key, observed, name=f"{run.holder}:copy-settled")
     return did
+
+
+def _exists(iotc: IoTCentralAdapter, app: str, destination_id: str) -> bool:
+    try:
+        iotc.destination(app, destination_id)
+    except IotcError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
 
 
 def _edited_meanwhile(step: Step, copy: rd.DestinationCopy, why: str) -> Outcome:
