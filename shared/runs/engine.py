@@ -43,6 +43,7 @@ from shared.runs.remedies.add_role import AddRole
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
+from shared.runs.sweep import recover, sweep
 from shared.state import PendingEnable, PendingReadd, RunData, TargetState
 from shared.targets import Target
 from shared.verification import verify
@@ -87,8 +88,6 @@ class Healer:
 
     def sweep(self) -> list[str]:
         """The recovery sweep (shared/runs/sweep.py): what it re-added or re-enabled."""
-        from shared.runs.sweep import sweep
-
         return sweep(self).done
 
     # ------------------------------------------------------------------ dispatch
@@ -161,8 +160,6 @@ class Healer:
             return None
         if state.leased(self.s.clock()):
             return Outcome(Status.SKIPPED, f"run {state.run_id} holds this target ({state.phase})")
-        from shared.runs.sweep import recover
-
         did = recover(self, state)
         detail = f"handed over: run {state.run_id} was {state.phase} with its lease lapsed"
         detail += f"; {'; '.join(did)}" if did else "; its recovery owner could not act yet"

@@ -24,18 +24,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from shared.messages import RemediationMessage
 from shared.runs import obligations, phases
 from shared.runs.backfill import resolve_window
 from shared.runs.base import RunStopped, Services, Status
-from shared.runs.engine import Healer
 from shared.runs.fencing import Run
 from shared.runs.remedies.recreate import RecreateDestination, settle_copy
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
 from shared.runs.remedy import Step
 from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 from shared.targets import Target
+
+if TYPE_CHECKING:  # the engine calls the sweep (a hand-over, the timer); the sweep only uses it
+    from shared.runs.engine import Healer
 
 log = logging.getLogger(__name__)
 
