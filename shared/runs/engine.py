@@ -12,16 +12,14 @@ owes, and a lease too short to act re-queues the message instead of ending it si
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import Any
 
 from shared.alerts import ALERT_WITHOUT_CODE
 from shared.diagnosis import Evidence
-from shared.messages import RemediationMessage, new_run
+from shared.messages import RemediationMessage
 from shared.plan import Plan
-from shared.runs import obligations, phases, reading
+from shared.runs import history, obligations, phases, reading, verifying
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
     DONE,
@@ -37,16 +35,15 @@ from shared.runs.base import (
     Services,
     UnknownTarget,
 )
-from shared.runs.fencing import JournalValue, Run
-from shared.runs.outcome import Status, escalate
+from shared.runs.fencing import Run
+from shared.runs.outcome import Status, ended, escalate
 from shared.runs.remedies.add_role import AddRole
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
 from shared.runs.sweep import recover, sweep
-from shared.state import PendingEnable, PendingReadd, RunData, TargetState
+from shared.state import PendingReadd, RunData, TargetState
 from shared.targets import Target
-from shared.verification import verify
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +189,8 @@ class Healer:
             return self.to_verify(step, {TOGGLING}, step.msg.action_at or self.s.clock())
         if state.phase == VERIFYING:
             if step.msg.step == "verify":
-                return self._verify(step)
-            return self._send_verify(step, step.msg.action_at or state.phase_at or self.s.clock())
+                return verifying.verify_step(self, step)
+            return verifying.send_verify(self, step, step.msg.action_at or state.phase_at or self.s.clock())
         raise RuntimeError(f"{step.key}: run {state.run_id} is in an unknown phase {state.phase!r}")
 
     def _follow_up_phases(self) -> tuple[str, ...]:
@@ -271,7 +268,7 @@ class Healer:
 
         step.run.transition({OTHER_RUN, IDLE, PLANNED}, PLANNED, planned)
         if settings.observe_only:
-            step.run.finish(lambda st: _ended(st, Status.PLANNED))
+            step.run.finish(lambda st: ended(st, Status.PLANNED))
             return self.history(
                 step, Outcome(Status.PLANNED, "observe mode: plan recorded, nothing changed", plan), plan
             )
@@ -282,9 +279,9 @@ class Healer:
         if not plan.actions:
             if carried:  # healthy despite the evidence that started the run: do not re-queue every cycle
                 until = now + timedelta(seconds=settings.healthy_cooldown_seconds)
-                step.run.finish(lambda st: _ended(st, Status.HEALTHY, cooldown_until=until))
+                step.run.finish(lambda st: ended(st, Status.HEALTHY, cooldown_until=until))
             else:
-                step.run.finish(lambda st: _ended(st, Status.HEALTHY))
+                step.run.finish(lambda st: ended(st, Status.HEALTHY))
             return self.history(step, Outcome(Status.HEALTHY, plan.diagnosis.summary, plan), plan)
         first = plan.actions[0]
         remedy = self.remedies.get(first.kind)
@@ -338,7 +335,7 @@ class Healer:
         self.history(step, Outcome(Status.WAITING, f"{detail}; listed again"))
         return self.to_verify(step, {"re-adding"}, pending.dropped_at, cleared)
 
-    # ------------------------------------------------------------------ export toggle and verify
+    # ------------------------------------------------------------------ what remedies call
 
     def to_verify(
         self,
@@ -348,185 +345,10 @@ class Healer:
         mutate: Callable[[TargetState], None] | None = None,
     ) -> Outcome:
         """After a remedy: toggle the export when asked, then schedule verification."""
-        if self.s.settings.toggle_export and not self.s.settings.observe_only:
-            target = step.target
-            assert target is not None
-            since = self.s.clock()
-
-            # The toggle is two effects that must stay paired (a twin delivery of this run that
-            # disabled after this one enabled would leave the export off): each toggle claims the
-            # phase, and only the latest claim may act or end it.
-            claim = uuid.uuid4().hex
-
-            def disabling(state: TargetState) -> None:
-                if mutate is not None:
-                    mutate(state)
-                if state.pending_enable is None:  # the obligation is recorded before the disable
-                    state.pending_enable = PendingEnable(
-                        run_id=step.run.run_id, app=target.app, export_id=target.export_id, since=since
-                    )
-                state.run_data = state.run_data.model_copy(update={"claim": claim})
-
-            step.run.transition(expect, TOGGLING, disabling)
-            step.run.claim = claim
-            iotc = self.s.iotc
-            step.run.effect(
-                "disable-export",
-                TOGGLING,
-                lambda: iotc.set_enabled(target.app, target.export_id, False),
-                obligation="enable",
-            )
-            step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
-            enabled_at = self.s.clock()
-            expect, mutate = {TOGGLING}, lambda st: obligations.enabled(st, enabled_at)
-        last = mutate
-
-        def verifying(state: TargetState) -> None:
-            if last is not None:
-                last(state)
-            state.run_data = state.run_data.model_copy(update={"claim": ""})
-            # Whoever stood in for the run (the sweep, another run's message) keeps the lease
-            # through the toggle and hands it back here: the run's own verification comes next.
-            state.lease_owner = step.run.run_id
-
-        step.run.transition(expect, VERIFYING, verifying, hold_s=self.s.settings.verify_poll_seconds)
-        step.run.claim = None
-        return self._send_verify(step, action_at)
-
-    def _send_verify(self, step: Step, action_at: datetime) -> Outcome:
-        settings = self.s.settings
-        until = self.s.clock() + timedelta(seconds=settings.verify_deadline_seconds)
-        self.s.queue.send(
-            step.msg.next("verify", action_at=action_at, verify_until=until).to_json(),
-            delay_s=settings.verify_poll_seconds,
-        )
-        self.s.checkpoint("enqueue:verify")
-        return Outcome(Status.WAITING, f"verification scheduled until {until:%H:%M:%S}Z")
-
-    def _verify(self, step: Step) -> Outcome:
-        settings, now, msg, target = self.s.settings, self.s.clock(), step.msg, step.target
-        assert target is not None
-        journal = self.s.store.read_journal(target.key, msg.run_id)
-        changes = [
-            r
-            for r in journal
-            if r["Status"] == "done" and (r["Step"] in ("add", "repoint-export") or r["Step"].startswith("readd-"))
-        ]
-        # A fallback's re-add supersedes what an earlier remedy of the run saw.
-        latest = [r for r in changes if r["Step"].startswith("readd-")] or changes
-        listed = bool(latest) and all(r["Data"].get("listed") for r in latest)
-        action_at = msg.action_at or now
-        result = verify(target, self.s.kusto(target.cluster_url), self.s.iotc, action_at, listed)
-        step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
-        observe = settings.observe_only  # observe mode starts no change: no next remedy, no retry
-        if not result.healed and result.still_denied and not observe:
-            following = self._next_remedy(journal)
-            taken = self._fall_back(step, following, result.detail) if following is not None else None
-            if taken is not None:
-                return taken
-        if result.healed:
-            state = self.s.store.load(target.key)
-            for follow_up in self.follow_ups:
-                taken = follow_up.after_healed(step, state)
-                if taken is not None:
-                    return taken
-            cooldown = now + timedelta(seconds=settings.cooldown_seconds)
-            step.run.finish(lambda st: _ended(st, Status.HEALED, cooldown_until=cooldown, healed_at=now))
-            return self.history(step, Outcome(Status.HEALED, result.detail))
-        if msg.verify_until and now < msg.verify_until:
-            step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
-            self.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
-            self.s.checkpoint("enqueue:verify-again")
-            return Outcome(Status.WAITING, f"not yet: {result.detail}")
-        window = now - timedelta(seconds=settings.attempt_window_seconds)
-
-        def failed(state: TargetState) -> None:
-            state.attempts = [a for a in state.attempts if a > window] + [now]
-            state.last_outcome = Status.NOT_HEALED.value
-            if len(state.attempts) >= settings.max_attempts:
-                escalate(state, f"not healed after {len(state.attempts)} attempts: {result.detail}")
-
-        state = step.run.finish(failed)
-        if state.escalated:
-            return self.history(step, Outcome(Status.ESCALATED, state.escalation_reason))
-        if observe:
-            return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; observe mode: no retry"))
-        retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
-        self.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
-        return self.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; retry scheduled"))
-
-    # ------------------------------------------------------------------ the next remedy
-
-    def _next_remedy(self, journal: list[dict[str, Any]]) -> str | None:
-        """The plan's next remedy after those this run already began (None if none is left)."""
-        plans = [r for r in journal if r["Step"] == "plan"]
-        if not plans:
-            return None
-        data = plans[0]["Data"]
-        actions = data.get("plan", {}).get("actions", []) if isinstance(data, dict) else []
-        remedies = [str(a["action"]) for a in actions if str(a.get("action")) in self.remedies]
-        tried = remedies[:1] + [
-            str(r["Data"].get("action")) for r in journal if r["Step"] == "next-remedy" and isinstance(r["Data"], dict)
-        ]
-        return next((a for a in remedies if a not in tried), None)
-
-    def _fall_back(self, step: Step, action_kind: str, seen: str) -> Outcome | None:
-        """The remedy done left ingestion denied: read afresh and, if the principal is still listed
-        yet denied, carry out the plan's next remedy in this same run."""
-        target = step.target
-        assert target is not None
-        fresh, plan = self.plan(target, step.msg.correlation_id)
-        action = next((a for a in plan.actions if a.kind == action_kind), None)
-        step.run.journal(
-            "next-remedy", "done", action=action_kind, seen=seen[:500], diagnosis=str(fresh.diagnosis.kind)
-        )
-        if action is None:
-            return None  # not applicable now (the diagnosis changed): verification goes on
-        step.run.transition({VERIFYING}, PLANNED, _fresh_run_data)
-        return self.remedies[action_kind].begin(step, fresh, action, plan)
-
-    # ------------------------------------------------------------------ history
+        return verifying.to_verify(self, step, expect, action_at, mutate)
 
     def history(
         self, step: Step, outcome: Outcome, plan: Plan | None = None, gap: dict[str, object] | None = None
     ) -> Outcome:
-        msg = step.msg
-        record: dict[str, JournalValue] = {
-            "Target": str(step.target) if step.target else step.key,
-            "Trigger": msg.trigger,
-            "CorrelationId": msg.correlation_id,
-            "Mode": self.s.settings.mode,
-            "Outcome": outcome.status.value,
-            "Detail": outcome.detail[:8000],
-        }
-        if plan is not None:
-            record["Diagnosis"] = str(plan.diagnosis.kind)
-            record["Summary"] = plan.diagnosis.summary[:2000]
-            record["Actions"] = [a.to_dict() for a in plan.actions]
-            record["Notes"] = list(plan.diagnosis.notes)
-        if gap is not None:
-            record["Gap"] = gap
-        if plan is not None and plan.diagnosis.root_cause is not None:
-            record["RootCause"] = plan.diagnosis.root_cause
-        self.s.store.append_history(step.key, msg.run_id, record, self.s.clock())
-        log.info("remediation %s %s: %s (%s)", step.key, msg.run_id, outcome.status, outcome.detail)
-        for observe in self.s.observers:
-            try:
-                observe(step.key, msg, outcome, plan, gap)
-            except Exception:  # telemetry or a notification must never break a run
-                log.exception("observer failed for %s %s", step.key, msg.run_id)
-        return outcome
-
-
-def _ended(
-    state: TargetState, outcome: Status, *, cooldown_until: datetime | None = None, healed_at: datetime | None = None
-) -> None:
-    state.last_outcome = outcome.value
-    if cooldown_until is not None:
-        state.cooldown_until = cooldown_until
-    if healed_at is not None:
-        state.healed_at = healed_at
-
-
-def _fresh_run_data(state: TargetState) -> None:
-    state.run_data = RunData()
+        """One history row for the run's outcome, then every observer (telemetry, notifications)."""
+        return history.record(self, step, outcome, plan, gap)

@@ -8,6 +8,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shared.plan import Plan
     from shared.state import TargetState
 
@@ -45,3 +47,14 @@ def escalate(state: TargetState, reason: str, diagnosis: str = "") -> None:
     state.last_outcome = Status.ESCALATED.value
     if diagnosis:
         state.last_diagnosis = diagnosis
+
+
+def ended(
+    state: TargetState, outcome: Status, *, cooldown_until: datetime | None = None, healed_at: datetime | None = None
+) -> None:
+    """A run ends without escalation: its outcome, and the cooldown and healing time when given."""
+    state.last_outcome = outcome.value
+    if cooldown_until is not None:
+        state.cooldown_until = cooldown_until
+    if healed_at is not None:
+        state.healed_at = healed_at
