@@ -37,11 +37,12 @@ from shared.runs.base import (
 )
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status, ended, escalate
+from shared.runs.recovery import recover
 from shared.runs.remedies.add_role import AddRole
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
-from shared.runs.sweep import recover, sweep
+from shared.runs.sweep import sweep
 from shared.state import PendingReadd, RunData, TargetState
 from shared.targets import Target
 

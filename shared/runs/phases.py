@@ -1,7 +1,7 @@
 """The run graph as data: every phase a run can be in and every move between them.
 
 `Run.transition()` refuses a move this table does not hold, the sweep has a recovery owner for
-every phase that is not at rest (shared/runs/sweep.py RECOVERY; a test fails when one is
+every phase that is not at rest (shared/runs/recovery.py RECOVERY; a test fails when one is
 missing), and the diagram in docs/architecture.md is generated from MOVES (a test keeps them equal).
 """
 

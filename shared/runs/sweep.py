@@ -1,13 +1,14 @@
 """The recovery sweep: the first thing every timer run does. Two jobs, from the state alone:
 
-- Obligations (shared/runs/obligations.py): re-add a dropped principal whose re-add is overdue,
-  re-check a re-add done but not settled (a late drop may have landed), re-enable an export the
-  healer disabled, settle a destination copy (finish its re-point or delete it) — for targets
-  configured, discovered or since removed, in observe mode too — and discharge each once settled.
-  While a discharge is refused the target backs off (5 s, doubling, at most 15 min).
-- Recovery owners (RECOVERY, one per phase not at rest): a run whose lease lapsed is released,
-  queued again, finished or verified again, as its phase says; an escalated run's phase is left to
-  people (its obligations are not).
+- Obligations (records: shared/runs/obligations.py; their discharge: shared/runs/discharge.py):
+  re-add a dropped principal whose re-add is overdue, re-check a re-add done but not settled (a
+  late drop may have landed), re-enable an export the healer disabled, settle a destination copy
+  (finish its re-point or delete it) — for targets configured, discovered or since removed, in
+  observe mode too — and discharge each once settled. While a discharge is refused the target
+  backs off (5 s, doubling, at most 15 min).
+- Recovery owners (RECOVERY in shared/runs/recovery.py, one per phase not at rest): a run whose
+  lease lapsed is released, queued again, finished or verified again, as its phase says; an
+  escalated run's phase is left to people (its obligations are not).
 
 Targets are swept concurrently (HEALER_SWEEP_CONCURRENCY, at most PER_CLUSTER per cluster and per
 app) and nothing new is begun once HEALER_SWEEP_BUDGET_SECONDS have passed: the rest is reported
@@ -19,22 +20,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.messages import RemediationMessage
-from shared.runs import obligations, phases
-from shared.runs.backfill import resolve_window
-from shared.runs.base import RunStopped, Services, Status
-from shared.runs.fencing import Run
-from shared.runs.remedies.recreate import RecreateDestination, settle_copy
-from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
-from shared.runs.remedy import Step
-from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
+from shared.runs import discharge, obligations, recovery
+from shared.runs.base import RunStopped, Services
+from shared.runs.remedies.recreate import RecreateDestination
+from shared.runs.remedies.refresh import escalate_blocked
+from shared.state import TargetState
 from shared.targets import Target
 
 if TYPE_CHECKING:  # the engine calls the sweep (a hand-over, the timer); the sweep only uses it
@@ -79,7 +74,7 @@ def _work(state: TargetState, now: datetime, grace: float) -> bool:
         return True
     if (state.pending_enable is not None or _copy_owed(state)) and not state.leased(now):
         return True
-    return state.phase in RECOVERY and stalled(state, now, grace)
+    return state.phase in recovery.RECOVERY and stalled(state, now, grace)
 
 
 def _copy_owed(state: TargetState) -> bool:
@@ -185,21 +180,22 @@ def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
                 pending.run_id,
                 pending.due.isoformat(),
             )
-            lines, blocked = _readd(healer, state, pending)
+            lines, blocked = discharge.readd_overdue(healer, state, pending)
             report.done.extend(lines)
         elif pending is not None and not pending.abandoned and pending.readded_at is not None:
-            report.done.extend(_recheck_readd(healer, state, pending))
+            report.done.extend(discharge.recheck_readd(healer, state, pending))
         # An escalated run is left to people: its phase is not carried on (a poisoned backfill is
         # not queued again forever), but what it owes is still discharged (a copy, a re-enable).
         escalated = services.store.load(state.key).escalated if report.done else state.escalated
         owner = not escalated or state.phase in RecreateDestination.phases
-        if owner and state.phase in RECOVERY and stalled(state, now, grace) and (pending is None or pending.readded_at):
-            report.done.extend(recover(healer, state))
+        stalled_run = state.phase in recovery.RECOVERY and stalled(state, now, grace)
+        if owner and stalled_run and (pending is None or pending.readded_at):
+            report.done.extend(recovery.recover(healer, state))
         if state.pending_enable is not None and not state.leased(now):
-            report.done.extend(_reenable(healer, state, state.pending_enable))
+            report.done.extend(discharge.reenable(healer, state, state.pending_enable))
         if _copy_owed(state) and not state.leased(now):
             assert state.pending_copy is not None
-            report.done.extend(_settle_copy(healer, state, state.pending_copy))
+            report.done.extend(discharge.settle(healer, state, state.pending_copy))
     except RunStopped as stopped:  # someone else is on it, or finished it meanwhile
         log.info("sweep of %s stood back: %s", state.key, stopped)
     except Exception as exc:  # one target's failure never stops the sweep of the others
@@ -219,226 +215,3 @@ def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
         except Exception:
             log.exception("could not record the back-off of %s", state.key)
     return report
-
-
-def _recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
-    """A re-add that was done but not settled: re-apply it (a late drop may have landed since),
-    and discharge the record once no drop of its run can land any more."""
-    run = _stand_in(healer, state.key, pending.run_id)
-    if run.acquire(exclusive=True) is None:
-        return []
-    try:
-        readd_roles(healer.s, run, pending, None)
-    except ReaddBlocked as blocked:
-        escalate_blocked(healer.s, state.key, run.holder, str(blocked), abandon=isinstance(blocked, ReaddAbandoned))
-        return [f"{state.key}: {blocked}"]
-    now = healer.s.clock()
-
-    def checked(st: TargetState) -> None:
-        obligations.readded(st, pending.run_id, now)
-        obligations.succeeded(st)
-        if st.pending_readd is None and st.escalated and st.escalation_reason.startswith("re-add pending"):
-            st.escalated, st.escalation_reason = False, ""
-        if st.lease_owner == run.holder:
-            st.lease_owner, st.lease_until = "", None
-
-    after = healer.s.store.update(state.key, checked, name=f"{run.holder}:recheck")
-    if after.pending_readd is None:
-        return [f"{state.key}: discharged the re-add of run {pending.run_id}"]
-    return []
-
-
-def _reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[str]:
-    """Re-enable an export from its record alone (configured, discovered or since removed)."""
-    run = _stand_in(healer, state.key, enable.run_id)
-    if run.acquire(exclusive=True) is None:
-        return []
-    iotc = healer.s.iotc
-    answer = run.effect(
-        "enable-export",
-        None,
-        lambda: iotc.set_enabled(enable.app, enable.export_id, True),
-        app=enable.app,
-        export=enable.export_id,
-    )
-    now = healer.s.clock()
-    observed = not isinstance(answer, dict) or answer.get("enabled", True) is not False
-
-    def enabled(st: TargetState) -> None:
-        if observed:
-            obligations.enabled(st, now)
-            obligations.succeeded(st)
-        if st.lease_owner == run.holder:
-            st.lease_owner, st.lease_until = "", None
-
-    after = healer.s.store.update(state.key, enabled, name=f"{run.holder}:reenable")
-    return [f"{state.key}: re-enabled the export"] + (
-        [f"{state.key}: discharged the re-enable of run {enable.run_id}"] if after.pending_enable is None else []
-    )
-
-
-def _settle_copy(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
-    """A destination copy whose run has moved on: finish its re-point or delete it (again, if a
-    late create landed), from the record alone; discharged once settled."""
-    run = _stand_in(healer, state.key, owed.run_id)
-    if run.acquire(exclusive=True) is None:
-        return []
-    try:
-        did = settle_copy(healer.s, run, state.key, owed)
-    finally:
-
-        def release(st: TargetState) -> None:
-            if st.lease_owner == run.holder:
-                st.lease_owner, st.lease_until = "", None
-
-        healer.s.store.update(state.key, release, name=f"{run.holder}:release")
-    after = healer.s.store.load(state.key)
-    lines = [f"{state.key}: {did} (run {owed.run_id})"]
-    if after.pending_copy is None:
-        lines.append(f"{state.key}: discharged the destination copy of run {owed.run_id}")
-    return lines
-
-
-def recover(healer: Healer, state: TargetState) -> list[str]:
-    """What the recovery owner of the state's phase does for a run whose lease lapsed."""
-    owner = RECOVERY.get(state.phase)
-    return owner(healer, state) if owner is not None else []
-
-
-def _message(
-    key: str, run_id: str, step: str, reason: str, correlation_id: str | None = None, **fields: object
-) -> RemediationMessage:
-    return RemediationMessage.model_validate(
-        {
-            "target": key,
-            "run_id": run_id,
-            "step": step,
-            "trigger": "sweep",
-            "reason": f"recovery sweep: {reason}",
-            "correlation_id": run_id if correlation_id is None else correlation_id,
-            **fields,
-        }
-    )
-
-
-def _stand_in(healer: Healer, key: str, run_id: str) -> Run:
-    """The sweep's hands on a run, never under the run's own name: a late message of the run must
-    not act beside it (the lease goes back to the run when verification is scheduled)."""
-    return Run(healer.s, key, run_id, f"sweep-{uuid.uuid4().hex[:12]}")
-
-
-def _queue_again(healer: Healer, state: TargetState, msg: RemediationMessage, extra_s: float = 0) -> bool:
-    """Hand a stalled run to a message of its own: the run's lease is taken under its own name,
-    so later sweeps leave the run to this message. False when the target is unknown or held."""
-    if healer.known(state.key, state) is None:
-        return False
-    if Run(healer.s, state.key, state.run_id).acquire(extra_s=extra_s, exclusive=True) is None:
-        return False
-    healer.s.queue.send(msg.to_json())
-    return True
-
-
-def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
-    msg = _message(state.key, state.run_id, "start", "finish re-creating the destination")
-    target = healer.known(state.key, state)
-    step = Step(healer, _stand_in(healer, state.key, state.run_id), target, msg)
-    if step.run.acquire(exclusive=True) is None:
-        return []
-    if target is None or healer.s.settings.observe_only or state.escalated:  # only discharge: no new change
-        did = RecreateDestination.discharge(step, state)
-        step.run.finish(_skipped)
-        return [f"{state.key}: {did} (run {state.run_id})"]
-    RecreateDestination().resume(step, state)
-    return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
-
-
-def _resume_toggle(healer: Healer, state: TargetState) -> list[str]:
-    """Queue the run again when whoever toggled its export died half-way (the export may be off;
-    the run's own message resumes the toggle: disable, enable, then verification). The run's
-    lease is taken under its own name so later sweeps leave the toggle to this message."""
-    if not _queue_again(healer, state, _message(state.key, state.run_id, "start", "finish toggling the export")):
-        return []
-    return [f"{state.key}: queued run {state.run_id} again to finish toggling the export"]
-
-
-def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
-    """Queue the stalled backfill's next invocation. Every invocation renews the run's lease for
-    its budget, so a lapsed one means no message is being worked on; the run takes its lease
-    again here, so later sweeps leave it to this message. The backfill's progress is in the
-    journal: the invocation resumes at the window it stopped in (and measures the gap first if
-    that was never done)."""
-    gap = state.gap or {}
-    start = end = None
-    if gap.get("start") and gap.get("end"):  # measured (or asked for by hand)
-        start, end = resolve_window(None, None, state, healer.s.clock())
-    msg = _message(
-        state.key,
-        state.run_id,
-        "backfill",
-        "continue the backfill",
-        window_start=start,
-        window_end=end,
-        backfill_mode="on" if gap.get("backfill") == "on" else "plan",
-    )
-    if not _queue_again(healer, state, msg, healer.s.settings.backfill_invocation_seconds):
-        return []
-    return [f"{state.key}: queued the backfill of run {state.run_id} again"]
-
-
-def _readd(healer: Healer, state: TargetState, pending: PendingReadd) -> tuple[list[str], bool]:
-    msg = _message(state.key, pending.run_id, "readd", "re-add overdue", pending.correlation_id)
-    step = Step(healer, _stand_in(healer, state.key, pending.run_id), healer.known(state.key, state), msg)
-    if step.run.acquire(exclusive=True) is None:
-        return [], False  # the run itself is re-adding right now
-    outcome = healer.finish_readd(step, pending, verb="recovery sweep: re-added overdue")
-    if outcome.status == "escalated":
-        return [f"{state.key}: {outcome.detail}"], False  # escalate_blocked backed off already
-    return [f"{state.key}: re-added overdue snapshot of run {pending.run_id}"], False
-
-
-def _skipped(state: TargetState) -> None:
-    state.last_outcome = Status.SKIPPED.value
-
-
-def _release(healer: Healer, state: TargetState) -> list[str]:
-    """Planned, nothing acted: end the run (a later start plans afresh)."""
-    run = _stand_in(healer, state.key, state.run_id)
-    if run.acquire(exclusive=True) is None:
-        return []
-    run.finish()
-    return [f"{state.key}: ended run {state.run_id}, which had planned and acted on nothing"]
-
-
-def _finish_add(healer: Healer, state: TargetState) -> list[str]:
-    if not _queue_again(healer, state, _message(state.key, state.run_id, "start", "finish adding the role")):
-        return []
-    return [f"{state.key}: queued run {state.run_id} again to finish its add"]
-
-
-def _verify_again(healer: Healer, state: TargetState) -> list[str]:
-    """Verifying with nobody on it (its message lost, or a write's answer lost): verify again."""
-    msg = _message(state.key, state.run_id, "verify", "verify again", action_at=state.phase_at)
-    if not _queue_again(healer, state, msg, healer.s.settings.verify_poll_seconds):
-        return []
-    return [f"{state.key}: queued the verification of run {state.run_id} again"]
-
-
-def _readd_owner(healer: Healer, state: TargetState) -> list[str]:
-    """A refresh's phases own a re-add record: the sweep re-adds it once overdue (above)."""
-    return []
-
-
-# Every phase that is not at rest, and what the sweep does when its lease lapsed.
-RECOVERY: dict[str, Callable[[Healer, TargetState], list[str]]] = {
-    phases.PLANNED: _release,
-    phases.ADDING: _finish_add,
-    phases.PREPARED: _finish_recreate,
-    phases.CREATED: _finish_recreate,
-    phases.REPOINTED: _finish_recreate,
-    phases.SNAPSHOTTED: _readd_owner,
-    phases.DROPPED: _readd_owner,
-    phases.READDING: _readd_owner,
-    phases.TOGGLING: _resume_toggle,
-    phases.VERIFYING: _verify_again,
-    phases.BACKFILLING: _continue_backfill,
-}

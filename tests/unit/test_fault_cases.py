@@ -15,7 +15,8 @@ import pytest
 from shared.iotcentral import IotcError
 from shared.messages import new_run
 from shared.runs import phases
-from shared.runs.sweep import RECOVERY, sweep
+from shared.runs.recovery import RECOVERY
+from shared.runs.sweep import sweep
 from shared.state import Dropped, PendingReadd, TargetState
 from tests.support.model_target import FQN, NOTES, TARGET
 from tests.support.run_harness import Crash, harness, held, owes_enable
