@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import kusto_names
 from shared.loganalytics_errors import LogAnalyticsError
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,7 @@ class LogAnalyticsAdapter:
         return groups
 
     def journal(self, workspace_id: str, database: str, lookback_minutes: int) -> list[dict[str, Any]]:
-        """`ADXJournal` principal changes of `database` (see shared/root_cause.py), newest first."""
-        from shared.root_cause import journal_query
-
+        """`ADXJournal` principal changes of `database` (read by shared/root_cause.py), newest first."""
         query = journal_query(database, lookback_minutes)
         columns = (
             "TimeGenerated",
@@ -143,3 +142,24 @@ class LogAnalyticsAdapter:
             "CorrelationId",
         )
         return [{c: row[c] for c in columns} for row in self._query(workspace_id, query, lookback_minutes)]
+
+
+_JOURNAL_LIMIT = 50
+
+
+def journal_query(database: str, lookback_minutes: int) -> str:
+    """Principal changes of one database, newest first. The database is validated and quoted. The
+    database column is `DatabaseName` (not `Database` as in `.show journal`); what `Event` holds
+    for a principal change is undocumented, so the command text is matched instead."""
+    if not 1 <= lookback_minutes <= 10080:
+        raise ValueError(f"lookback_minutes={lookback_minutes!r} must be between 1 and 10080")
+    name = kusto_names.entity_name("database", database)
+    return (
+        f"ADXJournal | where TimeGenerated > ago({lookback_minutes}m) "
+        f"| where DatabaseName =~ {kusto_names.quote_string(name)} "
+        "| where ChangeCommand startswith '.add' or ChangeCommand startswith '.drop' "
+        "or ChangeCommand startswith '.set' "
+        "| project TimeGenerated, OperationTimestamp, DatabaseName, EntityName, Event, ChangeCommand, "
+        "Principal, User, CorrelationId "
+        f"| order by TimeGenerated desc | take {_JOURNAL_LIMIT}"
+    )

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import kusto_names
 from shared.loganalytics_errors import LogAnalyticsError
 from shared.principals import PrincipalRef
 
@@ -29,23 +28,6 @@ _ROLE_CHANGE = re.compile(
     r"^\s*\.(add|drop|set)\s+(database|table)\s+\S.*?\b(admins|users|viewers|unrestrictedviewers|ingestors|monitors)\b",
     re.IGNORECASE | re.DOTALL,
 )
-_LIMIT = 50
-
-
-def journal_query(database: str, lookback_minutes: int) -> str:
-    """Principal changes of one database, newest first. The database is validated and quoted."""
-    if not 1 <= lookback_minutes <= 10080:
-        raise ValueError(f"lookback_minutes={lookback_minutes!r} must be between 1 and 10080")
-    name = kusto_names.entity_name("database", database)
-    return (
-        f"ADXJournal | where TimeGenerated > ago({lookback_minutes}m) "
-        f"| where DatabaseName =~ {kusto_names.quote_string(name)} "
-        "| where ChangeCommand startswith '.add' or ChangeCommand startswith '.drop' "
-        "or ChangeCommand startswith '.set' "
-        "| project TimeGenerated, OperationTimestamp, DatabaseName, EntityName, Event, ChangeCommand, "
-        "Principal, User, CorrelationId "
-        f"| order by TimeGenerated desc | take {_LIMIT}"
-    )
 
 
 @dataclass(frozen=True)
