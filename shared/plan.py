@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import kusto_names
+from shared.destination_copy import recreatable
 from shared.diagnosis import Diagnosis, Kind
 from shared.principals import Assignment
-from shared.recreate_destination import recreatable
 from shared.targets import Target
 
 NOTE_PREFIX = "iotc-adx-healer"

@@ -21,74 +21,10 @@ copy could not authenticate (a person must re-create such a destination).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from typing import Any
 
+from shared.destination_copy import READ_ONLY, DestinationCopy, NotRecreatable, new_destination_id, recreatable
 from shared.iotcentral import IoTCentralAdapter, IotcError
-
-MANAGED_IDENTITY = "systemAssignedManagedIdentity"
-_READ_ONLY = ("id", "status", "errors")
-_SUFFIX = re.compile(r"-r[0-9a-f]{8}$")
-MAX_ID = 128
-
-
-class NotRecreatable(Exception):
-    """The destination cannot be re-created by the healer; the message says why."""
-
-
-@dataclass(frozen=True)
-class DestinationCopy:
-    """Everything the re-creation needs, journaled before the first change."""
-
-    app: str
-    export_id: str
-    old_id: str
-    new_id: str
-    body: dict[str, Any] = field(default_factory=dict)
-    reference: dict[str, Any] = field(default_factory=dict)  # the export's {id, transform?}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "app": self.app,
-            "export_id": self.export_id,
-            "old_id": self.old_id,
-            "new_id": self.new_id,
-            "body": self.body,
-            "reference": self.reference,
-        }
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> DestinationCopy:
-        return DestinationCopy(
-            app=str(data["app"]),
-            export_id=str(data["export_id"]),
-            old_id=str(data["old_id"]),
-            new_id=str(data["new_id"]),
-            body=dict(data.get("body") or {}),
-            reference=dict(data.get("reference") or {}),
-        )
-
-
-def new_destination_id(old_id: str, run_id: str) -> str:
-    """`<old id>-r<8 hex of the run>`; an earlier suffix is replaced so ids do not grow."""
-    base = _SUFFIX.sub("", old_id)
-    suffix = f"-r{run_id[:8].lower()}"
-    return base[: MAX_ID - len(suffix)] + suffix
-
-
-def recreatable(destination: dict[str, Any]) -> str:
-    """ "" if the healer may re-create this destination, else the reason it may not."""
-    if destination.get("type") != "dataexplorer@v1":
-        return f"destination type {destination.get('type')!r} is not dataexplorer@v1"
-    auth = destination.get("authorization") or {}
-    kind = auth.get("type") if isinstance(auth, dict) else None
-    if kind != MANAGED_IDENTITY:
-        return (
-            f"the destination authorizes as {kind!r}: its secret comes back masked, so a copy could not "
-            "authenticate; a person must re-create it"
-        )
-    return ""
 
 
 def prepare(iotc: IoTCentralAdapter, app: str, export_id: str, destination_id: str, run_id: str) -> DestinationCopy:
@@ -101,7 +37,7 @@ def prepare(iotc: IoTCentralAdapter, app: str, export_id: str, destination_id: s
     reference = next((r for r in refs if r.get("id") == destination_id), None)
     if reference is None:
         raise NotRecreatable(f"export {export_id} no longer sends to destination {destination_id}")
-    body = {k: v for k, v in destination.items() if k not in _READ_ONLY}
+    body = {k: v for k, v in destination.items() if k not in READ_ONLY}
     return DestinationCopy(app, export_id, destination_id, new_destination_id(destination_id, run_id), body, reference)
 
 

@@ -13,6 +13,7 @@ from sandbox import sdk
 from sandbox.identity import TENANT_DOMAIN, new_identity
 from sandbox.world import IOTC_ERROR_STYLES, World
 from shared import recreate_destination as rd
+from shared.destination_copy import NotRecreatable, new_destination_id
 from shared.diagnosis import Kind
 from shared.iotcentral import IoTCentralAdapter, IotcError
 from shared.kusto import AdxError, KustoAdapter
@@ -214,7 +215,7 @@ def test_recreate_destination_steps_make_before_break(world: World, refuse: bool
     world.iotc.apps["contoso"].exports["export-1"]["destinations"] = [{"id": "adx-1", "transform": "{ x: .y }"}]
     copy = rd.prepare(client, "contoso", "export-1", "adx-1", "0123456789abcdef0123456789abcdef")
     assert copy.new_id == "adx-1-r01234567" and copy.reference["transform"] == "{ x: .y }"
-    assert rd.new_destination_id(copy.new_id, "fedcba98" * 4) == "adx-1-rfedcba98"  # ids do not grow
+    assert new_destination_id(copy.new_id, "fedcba98" * 4) == "adx-1-rfedcba98"  # ids do not grow
     assert rd.create(client, copy)["status"] == "waiting"
     assert rd.create(client, copy)["id"] == copy.new_id  # PUT again: still one copy
     assert rd.point(client, copy) is True and rd.point(client, copy) is False
@@ -238,7 +239,7 @@ def test_a_concurrent_export_edit_is_never_overwritten(world: World, monkeypatch
     copy = rd.prepare(client, "contoso", "export-1", "adx-1", "0123456789abcdef0123456789abcdef")
     rd.create(client, copy)
     export["destinations"] = [{"id": "adx-1", "transform": "{ x: .z }"}]  # a person edits the transform
-    with pytest.raises(rd.NotRecreatable, match="changed since"):
+    with pytest.raises(NotRecreatable, match="changed since"):
         rd.point(client, copy)
     assert export["destinations"] == [{"id": "adx-1", "transform": "{ x: .z }"}]
     with pytest.raises(IotcError) as edited:  # read, then someone writes, then our write
@@ -261,7 +262,7 @@ def test_service_principal_destinations_are_not_recreated(world: World) -> None:
     client = iotc(world)
     dest = client.destination("spapp", "adx-1")
     assert dest["authorization"]["clientSecret"] == "*****"
-    with pytest.raises(rd.NotRecreatable, match="masked"):
+    with pytest.raises(NotRecreatable, match="masked"):
         rd.prepare(client, "spapp", "export-1", "adx-1", "0" * 32)
 
 

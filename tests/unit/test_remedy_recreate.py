@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared import recreate_destination as rd
+from shared.destination_copy import new_destination_id
 from shared.iotcentral import IotcError
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status
@@ -54,7 +54,7 @@ def test_the_copy_is_created_the_export_re_pointed_and_only_then_the_old_destina
     step, reading, plan = planned(h)
     action = plan.actions[0]
     assert action.kind == "recreate-destination"
-    new = rd.new_destination_id(OLD, step.run.run_id)
+    new = new_destination_id(OLD, step.run.run_id)
     at: dict[str, tuple[TargetState, list[str], list[str]]] = {}
 
     def command(verb: str) -> None:
@@ -107,7 +107,7 @@ def test_a_resumed_re_creation_repeats_at_most_the_step_that_died() -> None:
     assert again.run.acquire() is not None
     assert RecreateDestination().resume(again, h.store.load(TARGET.key)).status == Status.WAITING
     assert commands == ["create", "repoint", "delete"]  # the re-point that landed was read, not sent again
-    assert [r["id"] for r in iotc_of(h).refs] == ["blob-1", rd.new_destination_id(OLD, step.run.run_id)]
+    assert [r["id"] for r in iotc_of(h).refs] == ["blob-1", new_destination_id(OLD, step.run.run_id)]
 
 
 def test_a_copy_iot_central_refuses_escalates_and_leaves_the_export_as_it_was() -> None:
@@ -154,7 +154,7 @@ def test_a_re_point_refused_for_a_concurrent_edit_keeps_the_edit_and_deletes_the
 
     commands = on(h, "repoint", someone_edits)
     step, reading, plan = planned(h)
-    new = rd.new_destination_id(OLD, step.run.run_id)
+    new = new_destination_id(OLD, step.run.run_id)
     outcome = RecreateDestination().begin(step, reading, plan.actions[0], plan)
 
     assert outcome.status == Status.ESCALATED and "the edit was kept, not overwritten" in outcome.detail
@@ -185,7 +185,7 @@ def test_an_editor_who_pointed_the_export_at_the_copy_keeps_it_and_the_old_one()
     h = recreating()
     iotc = iotc_of(h)
     step, reading, plan = planned(h)
-    new = rd.new_destination_id(OLD, step.run.run_id)
+    new = new_destination_id(OLD, step.run.run_id)
 
     def point_at_copy() -> None:
         iotc.refs = [{"id": new}]
@@ -201,7 +201,7 @@ def test_a_copy_is_settled_from_its_record_deleted_or_its_re_point_finished() ->
     h = recreating()
     iotc = iotc_of(h)
     step, reading, plan = planned(h)
-    new = rd.new_destination_id(OLD, step.run.run_id)
+    new = new_destination_id(OLD, step.run.run_id)
 
     def stop(name: str) -> None:
         if name == "phase:destination-created":

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from shared import recreate_destination as rd
+from shared.destination_copy import DestinationCopy, NotRecreatable
 from shared.iotcentral import IoTCentralAdapter, IotcError
 from shared.plan import Action, Plan
 from shared.runs import obligations
@@ -38,7 +39,7 @@ class RecreateDestination:
         iotc = step.healer.s.iotc
         try:
             copy = rd.prepare(iotc, target.app, target.export_id, target.destination_id, step.run.run_id)
-        except rd.NotRecreatable as exc:
+        except NotRecreatable as exc:
             reason = f"re-creating the destination is not possible: {exc}"
             step.run.finish(lambda st: escalate(st, reason, str(plan.diagnosis.kind)))
             return step.healer.history(step, Outcome(Status.ESCALATED, reason, plan), plan)
@@ -81,7 +82,7 @@ class RecreateDestination:
     def _carry_on(self, step: Step, phase: str, data: RunData) -> Outcome:
         services = step.healer.s
         iotc = services.iotc
-        copy = rd.DestinationCopy.from_dict(data.destination_copy or {})
+        copy = DestinationCopy.from_dict(data.destination_copy or {})
         listed = data.listed
         if phase == PREPARED:
             try:
@@ -112,7 +113,7 @@ class RecreateDestination:
                     old=copy.old_id,
                     new=copy.new_id,
                 )
-            except rd.NotRecreatable as exc:
+            except NotRecreatable as exc:
                 return _edited_meanwhile(step, copy, str(exc))
             step.run.transition({CREATED}, REPOINTED, _at(copy.new_id))
             phase = REPOINTED
@@ -137,7 +138,7 @@ def discharge(step: Step, state: TargetState) -> str:
     an escalated run) from its record alone, then mark it observed."""
     owed = state.pending_copy
     if owed is None:  # a run of an earlier version: its record is the run's data
-        copy = rd.DestinationCopy.from_dict(state.run_data.destination_copy or {})
+        copy = DestinationCopy.from_dict(state.run_data.destination_copy or {})
         owed = PendingCopy(
             run_id=state.run_id,
             app=copy.app,
@@ -208,7 +209,7 @@ def _exists(iotc: IoTCentralAdapter, app: str, destination_id: str) -> bool:
     return True
 
 
-def _edited_meanwhile(step: Step, copy: rd.DestinationCopy, why: str) -> Outcome:
+def _edited_meanwhile(step: Step, copy: DestinationCopy, why: str) -> Outcome:
     """The export was edited between the copy's planning and its re-point (IoT Central does not
     say by whom). The edit wins: the export is never written again by this run. The copy is
     settled from its record: deleted while the export does not send to it (its obligation then
