@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared import telemetry
+from shared.incident_claims import IncidentClaims
+from shared.webhook import Webhook
 
 log = logging.getLogger(__name__)
 KINDS = ("escalated", "readd-failed", "data-not-recovered", "poisoned")
@@ -79,44 +81,14 @@ class Incident:
         return {"text": text[:3000], "incident": data}
 
 
-class _Redact(logging.Filter):
-    """urllib3 logs every request line (method and path) at DEBUG: the webhook's path is its secret."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self.secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if self.secret in text:
-            record.msg, record.args = text.replace(self.secret, "<webhook secret redacted>"), ()
-        return True
-
-
-_redacting: set[str] = set()
-
-
-def _redact_in_transport_logs(url: str) -> None:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    for secret in (parts.path, parts.query):  # Teams workflow URLs carry their signature in the query
-        if len(secret) > 1 and secret not in _redacting:
-            _redacting.add(secret)
-            logging.getLogger("urllib3.connectionpool").addFilter(_Redact(secret))
-
-
 class Notifier:
     def __init__(self, table: Any, webhook_url: str | None = None, timeout_s: float = 10) -> None:
         self.table = table  # azure-data-tables TableClient of <prefix>notifications
-        self._url = webhook_url or None
-        self._timeout_s = timeout_s
-        self._client: Any = None
-        if self._url:
-            _redact_in_transport_logs(self._url)
+        self.claims = IncidentClaims(table)
+        self._webhook = Webhook(webhook_url, timeout_s) if webhook_url else None
 
     def __repr__(self) -> str:  # never show the URL
-        return f"Notifier(webhook={'set' if self._url else 'unset'})"
+        return f"Notifier(webhook={'set' if self._webhook else 'unset'})"
 
     def raise_incident(self, incident: Incident) -> bool:
         """True if this call notified (the first for this incident id); False for a repeat."""
@@ -128,7 +100,7 @@ class Notifier:
         if first:
             telemetry.count("healer.incidents", kind=incident.kind, target=incident.target)
             log.warning("incident %s for %s: %s", incident.kind, incident.target, incident.summary)
-        sent = self._send(incident) if self._url else None
+        sent = self._send(incident) if self._webhook else None
         self._settle(incident, "sent" if sent else ("recorded" if sent is None else "failed"))
         return True
 
@@ -137,10 +109,6 @@ class Notifier:
     def _claim(self, incident: Incident) -> bool | None:
         """True: newly claimed; False: claimed before but its send failed or stalled (send again);
         None: already notified."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.data.tables import UpdateMode
-
         entity = {
             "PartitionKey": incident.target,
             "RowKey": incident.incident_id,
@@ -153,67 +121,25 @@ class Notifier:
             "Status": "claimed",
             "Detail": json.dumps(incident.detail, default=str)[:30000],
         }
-        from shared.storage import _creating
-
-        try:
-            _creating(self.table, lambda: self.table.create_entity(entity))  # the table's first write creates it
+        if self.claims.create(entity):
             return True
-        except ResourceExistsError:
-            pass
-        existing = self.table.get_entity(incident.target, incident.incident_id)
+        existing = self.claims.get(incident.target, incident.incident_id)
         status = existing.get("Status")
         claimed = datetime.fromisoformat(str(existing.get("ClaimedAt") or existing.get("At")))
         if status in ("sent", "recorded") or (status == "claimed" and incident.at - claimed < _RESEND_AFTER):
             return None
-        if not self._url:
+        if self._webhook is None:
             return None
         entity["ClaimedAt"] = incident.at.isoformat()
-        try:
-            self.table.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=existing.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except ResourceModifiedError:  # another instance took it
-            return None
-        return False
+        return False if self.claims.replace_if_unchanged(entity, existing) else None  # else another instance took it
 
     def _settle(self, incident: Incident, status: str) -> None:
-        from azure.data.tables import UpdateMode
-
-        self.table.update_entity(
-            {"PartitionKey": incident.target, "RowKey": incident.incident_id, "Status": status},
-            mode=UpdateMode.MERGE,
-        )
-
-    # ---------------------------------------------------------------- webhook
+        self.claims.merge({"PartitionKey": incident.target, "RowKey": incident.incident_id, "Status": status})
 
     def _send(self, incident: Incident) -> bool:
-        from azure.core import PipelineClient
-        from azure.core.exceptions import AzureError
-        from azure.core.pipeline.policies import RetryPolicy
-        from azure.core.rest import HttpRequest
-
-        if self._client is None:
-            self._client = PipelineClient(base_url="", policies=[RetryPolicy(retry_total=3, timeout=30)])
-        request = HttpRequest(
-            "POST",
-            str(self._url),
-            json=incident.card() if workflows_url(str(self._url)) else incident.payload(),
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            response = self._client.send_request(
-                request, connection_timeout=self._timeout_s, read_timeout=self._timeout_s
-            )
-        except AzureError as exc:  # the message may hold the URL: log the type only
-            log.warning("webhook notification for %s failed: %s", incident.incident_id, type(exc).__name__)
-            return False
-        if response.status_code >= 300:
-            log.warning("webhook notification for %s answered %d", incident.incident_id, response.status_code)
-            return False
-        return True
+        assert self._webhook is not None
+        body = incident.card() if workflows_url(self._webhook.url) else incident.payload()
+        return self._webhook.post(body, incident.incident_id)
 
 
 # Hosts of Teams Workflows (Power Automate) webhook URLs; unverified list, from the URLs such

@@ -36,7 +36,7 @@ def _table_missing(exc: Exception) -> bool:
     )
 
 
-def _creating(table: TableClient, write: Callable[[], T]) -> T:
+def creating(table: TableClient, write: Callable[[], T]) -> T:
     """Write; a table that does not exist yet is created (once: the first write), then written.
     Cold starts create nothing: reading a missing table is an empty answer."""
     from azure.core.exceptions import ResourceExistsError
@@ -129,7 +129,7 @@ class StateStore(LeasedStates):
 
         try:
             if state.etag is None:
-                meta = _creating(self.state, lambda: self.state.create_entity(state.to_entity()))
+                meta = creating(self.state, lambda: self.state.create_entity(state.to_entity()))
             else:
                 meta = self.state.update_entity(
                     state.to_entity(),
@@ -157,7 +157,7 @@ class StateStore(LeasedStates):
             "At": time_text(now),
             "Data": json.dumps(data, default=str),
         }
-        _creating(self.journal, lambda: self.journal.upsert_entity(entity, mode=UpdateMode.REPLACE))
+        creating(self.journal, lambda: self.journal.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def read_journal(self, key: str, run_id: str | None = None) -> list[dict[str, Any]]:
         query = "PartitionKey eq @key"
@@ -183,7 +183,7 @@ class StateStore(LeasedStates):
         entity.update(
             {k: v if isinstance(v, str | int | float | bool) else json.dumps(v, default=str) for k, v in record.items()}
         )
-        _creating(self.history, lambda: self.history.upsert_entity(entity, mode=UpdateMode.REPLACE))
+        creating(self.history, lambda: self.history.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def read_history(self, key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
@@ -231,7 +231,7 @@ class StateStore(LeasedStates):
             return deleted  # more to do: no marker, so the next timer run goes on
         from azure.data.tables import UpdateMode
 
-        _creating(
+        creating(
             self.state,
             lambda: self.state.upsert_entity(
                 {"PartitionKey": "meta", "RowKey": "retention", "At": time_text(now)}, mode=UpdateMode.REPLACE
@@ -257,7 +257,7 @@ def record_alert(store: StateStore, key: str, data: dict[str, Any], now: datetim
     entity = {"PartitionKey": "alert", "RowKey": key, "At": time_text(now)}
     entity.update({k: json.dumps(v, default=str) if not isinstance(v, str) else v for k, v in data.items()})
     try:
-        _creating(store.alerts, lambda: store.alerts.create_entity(entity))
+        creating(store.alerts, lambda: store.alerts.create_entity(entity))
     except ResourceExistsError:
         return False
     return True
