@@ -17,11 +17,13 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import telemetry
-from shared.incident_claims import IncidentClaims
-from shared.webhook import Webhook
+
+if TYPE_CHECKING:  # the composition root hands the notifier its claims table and webhook
+    from shared.incident_claims import IncidentClaims
+    from shared.webhook import Webhook
 
 log = logging.getLogger(__name__)
 KINDS = ("escalated", "readd-failed", "data-not-recovered", "poisoned")
@@ -82,10 +84,9 @@ class Incident:
 
 
 class Notifier:
-    def __init__(self, table: Any, webhook_url: str | None = None, timeout_s: float = 10) -> None:
-        self.table = table  # azure-data-tables TableClient of <prefix>notifications
-        self.claims = IncidentClaims(table)
-        self._webhook = Webhook(webhook_url, timeout_s) if webhook_url else None
+    def __init__(self, claims: IncidentClaims, webhook: Webhook | None = None) -> None:
+        self.claims = claims
+        self._webhook = webhook
 
     def __repr__(self) -> str:  # never show the URL
         return f"Notifier(webhook={'set' if self._webhook else 'unset'})"
@@ -152,7 +153,3 @@ def workflows_url(url: str) -> bool:
 
     host = (urlsplit(url).hostname or "").lower()
     return any(host == h.lstrip(".") or host.endswith(h) for h in _WORKFLOW_HOSTS)
-
-
-def notifier_for(store: Any, webhook_url: str | None) -> Notifier:
-    return Notifier(store.notifications, webhook_url)

@@ -11,15 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from shared import telemetry
-from shared.notify import Incident, notifier_for
+from shared.notify import Incident, Notifier
 
 log = logging.getLogger(__name__)
 telemetry_log = logging.getLogger(telemetry.TELEMETRY_LOGGER)
 ENDED = {"healed", "not-healed", "escalated", "planned", "healthy"}
 
 
-def install(services: Any) -> None:
-    notifier = notifier_for(services.store, _webhook(services.settings))
+def install(services: Any, notifier: Notifier) -> None:
 
     def observe(key: str, msg: Any, outcome: Any, plan: Any, gap: dict[str, Any] | None = None) -> None:
         cause = plan.diagnosis.root_cause if plan is not None else None
@@ -143,11 +142,6 @@ def backfill_finished(
                 detail={"gap_minutes": gap_minutes, "rows_recovered": rows_recovered},
             )
         )
-
-
-def _webhook(settings: Any) -> str | None:
-    secret = getattr(settings, "notify_webhook", None)
-    return secret.get_secret_value() if secret is not None else None
 
 
 def _run_started(services: Any, key: str, run_id: str) -> datetime | None:

@@ -91,10 +91,21 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
         ingestor=ingestor,
         logs=logs,
     )
-    from shared.observers import install
-
-    install(services)
+    install_observers(services)
     return services
+
+
+def install_observers(services: Services) -> None:
+    """Telemetry, root causes and notifications after every history record; the notifier claims
+    each incident in the notifications table and posts to HEALER_NOTIFY_WEBHOOK when set."""
+    from shared.incident_claims import IncidentClaims
+    from shared.notify import Notifier
+    from shared.observers import install
+    from shared.webhook import Webhook
+
+    secret = services.settings.notify_webhook
+    url = secret.get_secret_value() if secret is not None else None
+    install(services, Notifier(IncidentClaims(services.store.notifications), Webhook(url) if url else None))
 
 
 def build_healer(settings: Settings, credential: TokenCredential | None = None) -> Healer:

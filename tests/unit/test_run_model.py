@@ -47,11 +47,11 @@ from sandbox.waiting import wait_for
 from shared.iotcentral import IoTCentralAdapter
 from shared.kusto import KustoAdapter
 from shared.messages import new_run, parse_message
-from shared.observers import install
 from shared.principals import Assignment
 from shared.runs import Healer, Services
 from shared.runs.poison import MAX_DEQUEUE_COUNT, escalate_poisoned
 from shared.runs.sweep import sweep
+from shared.services import install_observers
 from shared.state import TargetState
 from tests.support.helpers import ROOT
 from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
@@ -126,7 +126,7 @@ class RunModel(RuleBasedStateMachine):
         )
         # The healer's own observers and notifier (no webhook: an incident is recorded in the
         # notifications table); every incident the notifier reports as notified is counted.
-        install(self.services)
+        install_observers(self.services)
         self.incidents: list[Any] = []
         notifier = self.services.notifier
         assert notifier is not None
