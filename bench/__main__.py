@@ -171,7 +171,7 @@ def refresh(wait_s: int) -> dict[str, float]:
                 start_log = len(world.cluster.command_log)
                 busy = runner.stats.busy_s
                 runner.run_timer_now()
-                store = entrypoints.context().healer.s.store
+                store = entrypoints.composition().healer.s.store
                 _until(lambda: store.load("contoso:export-1:adx-1").last_outcome == "healed", wait_s + 60)
                 healer_fqn = world.healer.fqn
                 commands = [t for who, _, t in world.cluster.command_log[start_log:] if who == healer_fqn]

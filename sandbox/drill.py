@@ -420,7 +420,7 @@ class Drill:
                     ]
                     from shared.report import collect
 
-                    self.runs = collect(entrypoints.context().healer.s.store, None, 5000)
+                    self.runs = collect(entrypoints.composition().healer.s.store, None, 5000)
                 entrypoints.reset()
         finally:
             root.removeHandler(self.capture)
@@ -445,7 +445,7 @@ class Drill:
         if scenario.name == "target-removed-mid-run":
             runner.set_app_setting("HEALER_TOGGLE_EXPORT", "true")
             entrypoints.reset()
-        healer = entrypoints.context().healer
+        healer = entrypoints.composition().healer
         if scenario.name == "crash-after-drop":
             healer.s.checkpoint = _die_once_after("effect:drop-admins")
         if scenario.name == "target-removed-mid-run":

@@ -21,26 +21,28 @@ if TYPE_CHECKING:  # imported when first used: the cold start stays cheap
 
 log = logging.getLogger("iotc_adx_healer")
 _lock = threading.Lock()
-_cache: dict[str, Context] = {}
+_cache: dict[str, Composition] = {}
 
 
 @dataclass
-class Context:
+class Composition:
+    """The app's healer and detector, built once per process from the settings."""
+
     healer: Healer
     detector: Detector
 
 
-def context() -> Context:
+def composition() -> Composition:
     with _lock:
-        if "context" not in _cache:
+        if "composition" not in _cache:
             from shared.detection import Detector
             from shared.services import build_healer
             from shared.settings import load_settings
 
             settings = load_settings()
             healer = build_healer(settings)  # tables and queues are created by their first write
-            _cache["context"] = Context(healer, Detector(healer, healer.s.logs))
-        return _cache["context"]
+            _cache["composition"] = Composition(healer, Detector(healer, healer.s.logs))
+        return _cache["composition"]
 
 
 def reset() -> None:
@@ -58,14 +60,14 @@ def timer_tick(past_due: bool = False) -> dict[str, Any]:
 
     try:
         with telemetry.span("detection.cycle", **{"healer.past_due": past_due}):
-            report = context().detector.run_cycle()
+            report = composition().detector.run_cycle()
     except ConfigError as exc:
         log.error("detection skipped: configuration error: %s", exc)
         return {"error": str(exc)}
     if telemetry.enabled():  # what is escalated right now, for the workbook (one state read per cycle)
         from shared.observers import record_escalated
 
-        record_escalated(context().healer.s)
+        record_escalated(composition().healer.s)
     result: dict[str, Any] = report.to_dict()
     result["past_due"] = past_due
     return result
@@ -81,7 +83,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
     from shared.messages import MalformedMessage, parse_message
     from shared.runs import UnknownTarget
 
-    ctx = context()
+    ctx = composition()
     now = ctx.healer.s.clock()
     try:
         msg = parse_message(body)
@@ -121,7 +123,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
 # ---------------------------------------------------------------------- HTTP
 
 
-def _targets_known(ctx: Context) -> dict[str, Target]:
+def _targets_known(ctx: Composition) -> dict[str, Target]:
     from shared.status import known_targets
 
     return known_targets(ctx.healer.s)
@@ -133,7 +135,7 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
 
     request = parse_body(HealRequest, body, headers)
     key, dry_run, backfill = request.target, request.dry_run, request.backfill
-    ctx = context()
+    ctx = composition()
     target = _targets_known(ctx).get(key)
     if target is None:
         raise ApiError(404, "UnknownTarget", f"target={key!r} is not configured or discovered", "target")
@@ -152,7 +154,7 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
     return ApiResponse(202, {"target": key, "queued": True, "run_id": queued.run_id, "mode": settings.mode})
 
 
-def _backfill(ctx: Context, key: str, backfill: object, dry_run: bool) -> ApiResponse:
+def _backfill(ctx: Composition, key: str, backfill: object, dry_run: bool) -> ApiResponse:
     """`backfill: true` (the last measured gap) or `{"from", "to"}`: a backfill-only run, queued."""
     from shared.runs.backfill import BadWindow, backfill_mode, request_backfill, resolve_window
 
@@ -177,7 +179,7 @@ def _backfill(ctx: Context, key: str, backfill: object, dry_run: bool) -> ApiRes
 def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
     from shared.status import target_rows
 
-    ctx = context()
+    ctx = composition()
     rows = target_rows(ctx.healer.s, ctx.healer.s.clock())
     return ApiResponse(200, {"mode": ctx.healer.s.settings.mode, "targets": rows})
 
@@ -189,13 +191,13 @@ def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
     from shared.webhook_auth import check_action_group_token
 
     # Anonymous to the host: the action group's Entra token is the only credential accepted here.
-    check_action_group_token(headers, context().healer.s.settings)
+    check_action_group_token(headers, composition().healer.s.settings)
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
     try:
         alert = parse_alert(body, content_type)
     except AlertError as exc:
         return error(exc.status, "InvalidAlert", str(exc), exc.field)
-    ctx = context()
+    ctx = composition()
     services = ctx.healer.s
     matched = match_targets(alert, list(_targets_known(ctx).values()))
     answer: dict[str, Any] = {
@@ -233,7 +235,7 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
     from shared.targets import ConfigError
 
     try:
-        ctx = context()
+        ctx = composition()
     except ConfigError as exc:
         return error(503, "ConfigurationError", str(exc))
     if params.get("deep", "").lower() in ("true", "1"):
@@ -269,7 +271,7 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
     )
 
 
-def _deep_health(ctx: Context) -> ApiResponse:
+def _deep_health(ctx: Composition) -> ApiResponse:
     """`?deep=true`: the doctor (shared/doctor.py) run by the deployed app, as its own identity."""
     from shared.doctor import run_doctor
 

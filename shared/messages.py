@@ -14,7 +14,7 @@ from shared.targets import describe_validation
 
 MAX_MESSAGE_BYTES = 16 * 1024
 TARGET_KEY = re.compile(r"[a-z0-9-]+:[A-Za-z0-9_\-]+:[A-Za-z0-9_\-]+")
-Step = Literal["start", "readd", "verify", "backfill"]
+MessageStep = Literal["start", "readd", "verify", "backfill"]
 Trigger = Literal["timer", "alert", "http", "sweep", "cli", "retry"]
 
 
@@ -41,7 +41,7 @@ class RemediationMessage(BaseModel):
     version: Literal[1] = 1
     target: str = Field(min_length=5, max_length=300)
     run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    step: Step = "start"
+    step: MessageStep = "start"
     trigger: Trigger = "timer"
     correlation_id: str = Field(pattern=r"^[A-Za-z0-9._:\-]{1,128}$")
     reason: str = Field("", max_length=500)
@@ -70,7 +70,7 @@ class RemediationMessage(BaseModel):
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True)
 
-    def next(self, step: Step, **changes: object) -> RemediationMessage:
+    def next(self, step: MessageStep, **changes: object) -> RemediationMessage:
         return self.model_copy(update={"step": step, **changes})
 
 

@@ -49,7 +49,7 @@ from shared.targets import Target
 log = logging.getLogger(__name__)
 
 # The remedies, mildest first, and what may follow a healed verification. A new remedy or
-# follow-up is a module with its phases, registered here (and its queue steps in messages.Step).
+# follow-up is a module with its phases, registered here (and its queue steps in messages.MessageStep).
 REMEDIES: tuple[Remedy, ...] = (AddRole(), RecreateDestination(), Refresh())
 FOLLOW_UPS: tuple[FollowUp, ...] = (Backfill(),)
 

@@ -220,7 +220,7 @@ def test_an_alert_whose_queueing_failed_is_not_a_duplicate_when_retried(app: tup
     runner.pause_timer()
     world.inject("principal-removed", "contoso")
     wait_until(lambda: broken(world), 10, "the break")
-    queue = entrypoints.context().healer.s.queue
+    queue = entrypoints.composition().healer.s.queue
     real_send = queue.send
     failures: list[str] = []
 
@@ -270,7 +270,7 @@ def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -
 
 def test_malformed_queue_messages_are_dead_lettered_and_never_acted_on(app: tuple[World, Runner]) -> None:
     world, runner = app
-    services = entrypoints.context().healer.s
+    services = entrypoints.composition().healer.s
     services.queue.ensure()  # the runner's listener may not have created it yet
     queue, dead = services.queue.client, services.queue.dead
     before = len(world.cluster.command_log)
@@ -306,7 +306,7 @@ def test_detection_cycle_finds_each_fault_once_per_workspace(app: tuple[World, R
     world.inject("stale-permission", "contoso")
     world.inject("table-missing", "fabrikam")
     wait_until(lambda: broken(world) and broken(world, "fabrikam"), 10, "both breaks")
-    logs = entrypoints.context().detector.logs
+    logs = entrypoints.composition().detector.logs
     assert logs is not None
     queries = len(logs.queries)
     report = entrypoints.timer_tick()
@@ -383,7 +383,7 @@ def test_a_message_that_keeps_failing_goes_to_the_poison_queue(app: tuple[World,
     runner.pause_timer()
     runner.set_app_setting("HEALER_KUSTO_RETRY_BUDGET_SECONDS", "0.5")
     entrypoints.reset()
-    services = entrypoints.context().healer.s
+    services = entrypoints.composition().healer.s
     world.set_transport("kusto", error_rate=1.0)  # ADX answers 503 to everything
     from shared.messages import new_run
     from shared.storage import queue_client
@@ -417,7 +417,7 @@ def test_heal_backfill_option(app: tuple[World, Runner]) -> None:
     answer = call(runner, "POST", "heal", {"target": CONTOSO, "dry_run": True, "backfill": window})
     assert answer.status_code == 202, answer.text
     assert answer.json()["backfill"] == "plan" and answer.json()["window"]["from"].startswith(window["from"][:19])
-    healer = entrypoints.context().healer
+    healer = entrypoints.composition().healer
     wait_until(
         lambda: any(h["Outcome"] == "backfill-planned" for h in healer.s.store.read_history(CONTOSO)),
         20,
