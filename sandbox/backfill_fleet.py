@@ -9,9 +9,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
+from sandbox.adx.model import coerce
 from sandbox.exporter import Fleet
 from sandbox.iotc_data import telemetry_template
-from sandbox.kusto_model import coerce
 from sandbox.world import World
 
 THERMOSTAT = "dtmi:contoso:thermostat;1"

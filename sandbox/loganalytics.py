@@ -17,10 +17,10 @@ from typing import Any
 import isodate  # type: ignore[import-untyped]
 from werkzeug.wrappers import Request, Response
 
-from sandbox import kql
+from sandbox.adx import kql
+from sandbox.adx.server import kind_of
 from sandbox.httpserver import json_response
 from sandbox.identity import LOGANALYTICS_AUDIENCE, AuthError, Directory
-from sandbox.kusto_server import kind_of
 
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "FailedIngestion": [

@@ -17,13 +17,14 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox import exporter as exporter_mod
 from sandbox import iotcentral as iotc_mod
-from sandbox import kusto_server, loganalytics
+from sandbox import loganalytics
+from sandbox.adx import server as adx_server
+from sandbox.adx.model import Assignment, Cluster, Fqn, KustoFault, Table, denied, forbidden
 from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.faults import SERVICES, Faults, TransportFaults
 from sandbox.httpserver import Handler, ServiceServer, json_response
 from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
 from sandbox.iotcentral import ROLE_ADMINISTRATOR, IoTCentral
-from sandbox.kusto_model import Assignment, Cluster, Fqn, KustoFault, Table, denied, forbidden
 from sandbox.loganalytics import LogAnalytics
 
 SCENARIO_FAULTS = (
@@ -132,7 +133,7 @@ class World:
     def start(self, ports: dict[str, int] | None = None) -> World:
         ports = ports or {}
         handlers: dict[str, tuple[Handler, Callable[[int, float], Response] | None]] = {
-            "kusto": (kusto_server.KustoService(self.cluster, self.directory), kusto_server.transport_error),
+            "kusto": (adx_server.KustoService(self.cluster, self.directory), adx_server.transport_error),
             "iotcentral": (self.iotc, iotc_mod.transport_error),
             "loganalytics": (self.la, loganalytics.transport_error),
             "identity": (TokenEndpoint(self.directory, HEALER), None),
@@ -319,7 +320,7 @@ class World:
 
     def attach_storage(self, connection_string: str, account_key: str) -> None:
         """Queued ingestion through Azurite (blob + queue), with the data-management worker running."""
-        from sandbox.ingestion import IngestionService
+        from sandbox.adx.ingestion import IngestionService
 
         def failed(database: str, table: str, fault: KustoFault, source: str) -> None:
             self._failed_ingestion({"database": database, "table": table}, fault, source)
@@ -466,7 +467,7 @@ class World:
 
     def _failed_ingestion(self, dest: dict[str, Any], fault: KustoFault, source: str) -> None:
         operation = str(uuid.uuid4())
-        details = kusto_server.error_body(
+        details = adx_server.error_body(
             fault.status,
             fault.code,
             fault.error_type,
