@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.adx.model import coerce
-from sandbox.exporter import Fleet
-from sandbox.iotc_data import telemetry_template
+from sandbox.iotc.data import telemetry_template
+from sandbox.iotc.exporter import Fleet
 from sandbox.world import World
 
 THERMOSTAT = "dtmi:contoso:thermostat;1"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.azurite import Azurite
-from sandbox.identity import TENANT_ID
+from sandbox.entra import TENANT_ID
 
 if TYPE_CHECKING:
     # Only for annotations: the world imports this module when asked for the healer's targets.

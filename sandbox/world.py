@@ -15,17 +15,17 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox import exporter as exporter_mod
-from sandbox import iotcentral as iotc_mod
-from sandbox import loganalytics
+from sandbox import monitor
 from sandbox.adx import server as adx_server
 from sandbox.adx.model import Assignment, Cluster, Fqn, KustoFault, Table, denied, forbidden
 from sandbox.arm_ids import ADX_RESOURCE_ID
+from sandbox.entra import Directory, Identity, TokenEndpoint, new_identity
 from sandbox.faults import SERVICES, Faults, TransportFaults
 from sandbox.httpserver import Handler, ServiceServer, json_response
-from sandbox.identity import Directory, Identity, TokenEndpoint, new_identity
-from sandbox.iotcentral import ROLE_ADMINISTRATOR, IoTCentral
-from sandbox.loganalytics import LogAnalytics
+from sandbox.iotc import exporter as exporter_mod
+from sandbox.iotc import server as iotc_mod
+from sandbox.iotc.server import ROLE_ADMINISTRATOR, IoTCentral
+from sandbox.monitor import LogAnalytics
 
 SCENARIO_FAULTS = (
     "stale-permission",
@@ -135,7 +135,7 @@ class World:
         handlers: dict[str, tuple[Handler, Callable[[int, float], Response] | None]] = {
             "kusto": (adx_server.KustoService(self.cluster, self.directory), adx_server.transport_error),
             "iotcentral": (self.iotc, iotc_mod.transport_error),
-            "loganalytics": (self.la, loganalytics.transport_error),
+            "loganalytics": (self.la, monitor.transport_error),
             "identity": (TokenEndpoint(self.directory, HEALER), None),
             "control": (self._control, None),
         }

@@ -23,7 +23,7 @@ from sandbox.adx.model import (
     bad_request,
     forbidden,
 )
-from sandbox.identity import Identity
+from sandbox.entra import Identity
 
 Column = tuple[str, str]  # (name, Kusto scalar type)
 

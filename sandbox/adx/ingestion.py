@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sandbox.adx.model import Cluster, KustoFault
-from sandbox.identity import Identity
+from sandbox.entra import Identity
 
 log = logging.getLogger(__name__)
 CONTAINER = "ingestion-temp"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.identity import Directory, Identity
+from sandbox.entra import Directory, Identity
 
 DB_ROLES = {
     "admins": "Admin",

@@ -12,8 +12,8 @@ from werkzeug.wrappers import Request, Response
 from sandbox.adx import kql
 from sandbox.adx.executor import Frame, execute
 from sandbox.adx.model import Cluster, KustoFault, forbidden, table_not_found
+from sandbox.entra import KUSTO_AUDIENCE, AuthError, Directory, Identity
 from sandbox.httpserver import json_response
-from sandbox.identity import KUSTO_AUDIENCE, AuthError, Directory, Identity
 
 # v2 `ColumnType` → v1 `DataType` (the .NET type names v1 responses carry).
 _V1_TYPES = {

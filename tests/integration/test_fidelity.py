@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sandbox import sdk
-from sandbox.identity import TENANT_DOMAIN, new_identity
+from sandbox.entra import TENANT_DOMAIN, new_identity
 from sandbox.world import IOTC_ERROR_STYLES, World
 from shared import recreate_destination as rd
 from shared.diagnosis import Kind

@@ -13,8 +13,8 @@ from azure.kusto.data.response import KustoResponseDataSetV1, KustoResponseDataS
 from sandbox.adx import server as adx_server
 from sandbox.adx.executor import execute
 from sandbox.adx.model import Cluster
-from sandbox.identity import Directory, new_identity
-from sandbox.iotcentral import IoTCentral
+from sandbox.entra import Directory, new_identity
+from sandbox.iotc.server import IoTCentral
 from sandbox.world import TELEMETRY_COLUMNS
 from tests.support.helpers import fixture
 
@@ -79,7 +79,7 @@ def test_error_bodies_match_the_published_one_api_error() -> None:
 
 
 def test_failed_ingestion_rows_carry_the_published_diagnostic_fields() -> None:
-    from sandbox.loganalytics import SCHEMAS
+    from sandbox.monitor import SCHEMAS
 
     record = fixture("loganalytics/failed-ingestion-diagnostic-log.json")
     published = set(record["properties"])

@@ -1,4 +1,5 @@
-"""Log Analytics stand-in: `POST /v1/workspaces/{id}/query` over the ADX diagnostic tables.
+"""Azure Monitor Logs: the Log Analytics stand-in, `POST /v1/workspaces/{id}/query` over the ADX
+diagnostic tables.
 
 Rows of `FailedIngestion` and `ADXJournal` are written by the world (the simulated exporter and
 principal changes); queries run through the same strict KQL subset as the ADX stand-in and
@@ -19,8 +20,8 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.adx import kql
 from sandbox.adx.server import kind_of
+from sandbox.entra import LOGANALYTICS_AUDIENCE, AuthError, Directory
 from sandbox.httpserver import json_response
-from sandbox.identity import LOGANALYTICS_AUDIENCE, AuthError, Directory
 
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "FailedIngestion": [
