@@ -420,7 +420,7 @@ def _settled_thermostats(world: World, start: datetime, end: datetime) -> None:
     def rows() -> tuple[Counter[Any], Counter[Any]]:
         expected = Counter(
             backfill_fleet.row_key(r)
-            for r in world.expected_rows("fleet", start, end)
+            for r in world.delivery.expected_rows("fleet", start, end)
             if r["Template"] == backfill_fleet.THERMOSTAT
         )
         with world.cluster.lock:

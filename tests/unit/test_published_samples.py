@@ -14,8 +14,8 @@ from sandbox.adx import server as adx_server
 from sandbox.adx.executor import execute
 from sandbox.adx.model import Cluster
 from sandbox.entra import Directory, new_identity
+from sandbox.iotc.delivery import TELEMETRY_COLUMNS
 from sandbox.iotc.server import IoTCentral
-from sandbox.world import TELEMETRY_COLUMNS
 from tests.support.helpers import fixture
 
 
