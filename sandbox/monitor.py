@@ -1,8 +1,8 @@
 """Azure Monitor Logs: the Log Analytics stand-in, `POST /v1/workspaces/{id}/query` over the ADX
 diagnostic tables.
 
-Rows of `FailedIngestion` and `ADXJournal` are written by the world (the simulated exporter and
-principal changes); queries run through the same strict KQL subset as the ADX stand-in and
+Rows of `FailedIngestion` and `ADXJournal` are written by `sandbox/adx/diagnostics.py` (the data
+export's refused batches and principal changes); queries run through the same strict KQL subset as the ADX stand-in and
 anything outside it gets a 400 naming what is not supported.
 """
 
