@@ -48,9 +48,8 @@ def _with_packages(names: set[str], known: dict[str, Path], importer: str) -> se
     for name in names:
         parts = name.split(".")
         found.update(".".join(parts[:n]) for n in range(1, len(parts)))
-    own = set()
     parts = importer.split(".")
-    own.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+    own = {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
     return {m for m in found if m in known and (m in names or m not in own)}
 
 
