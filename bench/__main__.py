@@ -206,7 +206,7 @@ def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict
         world.attach_storage(azurite.connection_string, ACCOUNT_KEY)
         key = backfill_fleet.add_fleet_app(world, "fleet", "FleetTelemetry", thermostats=thermostats, pumps=pumps)
         os.environ.update(world.identity_env())
-        app, fleet = world.iotc.apps["fleet"], world.fleets["fleet"]
+        app, fleet = world.iotc.apps["fleet"], world.delivery.fleets["fleet"]
         end = datetime.now(UTC).replace(microsecond=0)
         start = end - timedelta(minutes=minutes)
         at = start
@@ -276,7 +276,7 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
         end = datetime.now(UTC).replace(microsecond=0)
         start = end - timedelta(minutes=minutes)
         for name in names:
-            app, fleet = world.iotc.apps[name], world.fleets[name]
+            app, fleet = world.iotc.apps[name], world.delivery.fleets[name]
             at = start
             while at < end:
                 fleet.tick(app, at)

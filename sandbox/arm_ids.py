@@ -1,5 +1,5 @@
 """Azure resource ids of the sandbox's services, apart from the world so that modules the world
-uses (healer_config) can name them without importing it."""
+uses (healer_config, adx/diagnostics) can name them without importing it."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox.exporter import Fleet
-from sandbox.iotc_data import telemetry_template
-from sandbox.kusto_model import coerce
+from sandbox.adx.model import coerce
+from sandbox.iotc.data import telemetry_template
+from sandbox.iotc.exporter import Fleet
 from sandbox.world import World
 
 THERMOSTAT = "dtmi:contoso:thermostat;1"
@@ -119,7 +119,7 @@ def compare(world: World, subdomain: str, table: str, until: datetime, database:
         columns = list(adx.columns)
         time = next(name for name, kind in columns if kind == "datetime")
         rows = [r for r in adx.rows if r[time] <= until]
-    expected = Counter(row_key(r, columns) for r in world.expected_rows(subdomain, start, until))
+    expected = Counter(row_key(r, columns) for r in world.delivery.expected_rows(subdomain, start, until))
     actual = Counter(row_key(r, columns) for r in rows)
     return {
         "rows_expected": sum(expected.values()),

@@ -8,9 +8,10 @@ from functools import partial
 from rich.console import Console
 from rich.table import Table
 
+from sandbox.scenarios import SCENARIO_FAULTS
 from sandbox.symptoms import Observer, Symptoms
 from sandbox.waiting import wait_for
-from sandbox.world import SCENARIO_FAULTS, Target, World
+from sandbox.world import Target, World
 
 APPS = ("contoso", "fabrikam")
 TABLES = ("DeviceTelemetry", "FactoryTelemetry")
@@ -35,7 +36,7 @@ def is_healthy(observer: Observer, target: Target) -> bool:
 
 
 def batches_reach(world: World, wanted: int) -> bool:
-    return world.batches >= wanted
+    return world.delivery.batches >= wanted
 
 
 # Faults IoT Central refuses itself (the role its exporter needs, a destination bound to old grants).
@@ -67,7 +68,7 @@ def run(console: Console | None = None) -> int:
             world.inject(fault, app)
             wait_for(partial(is_broken, observer, target), 10)
             after = observer.read(target)
-            wanted = world.batches + 2 * len(APPS)
+            wanted = world.delivery.batches + 2 * len(APPS)
             wait_for(partial(batches_reach, world, wanted), 10)
             rows_later = observer.failed_ingestion(target)
             world.clear(fault, app)

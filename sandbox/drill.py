@@ -27,7 +27,7 @@ from rich.live import Live
 from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sandbox import backfill_fleet
+from sandbox import backfill_fleet, scenarios
 from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import ALERT_AUDIENCE, app_settings
@@ -482,7 +482,9 @@ class Drill:
         if scenario.name == "outage-backfill" or (scenario.backfill and scenario.fault):
             # The export stopped OUTAGE_S ago: its history moves back, the time since is lost telemetry.
             wait_for(lambda: world.iotc.apps[scenario.app].exports["export-1"].get("status") == "error", 10)
-            world.set_back(scenario.app, OUTAGE_S if scenario.name == "outage-backfill" else BACKFILL_OUTAGE_S)
+            scenarios.set_back(
+                world, scenario.app, OUTAGE_S if scenario.name == "outage-backfill" else BACKFILL_OUTAGE_S
+            )
             since = datetime.now(UTC)
             started = time.monotonic()
             runner.timer_paused.clear()

@@ -1,7 +1,7 @@
 """Transport faults (throttling, 5xx, connection resets, latency) for the stand-in services.
 
 Scenario faults (stale permission, removed principal, ...) change service state and live in
-`sandbox.world`; this module decides, per request, whether the wire misbehaves.
+`sandbox.scenarios`; this module decides, per request, whether the wire misbehaves.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Entry:
         return self.source != UNVERIFIED
 
 
-# Scenario faults (sandbox.world.SCENARIO_FAULTS) and the transport fault.
+# Scenario faults (sandbox.scenarios.SCENARIO_FAULTS) and the transport fault.
 FAULTS: dict[str, Entry] = {
     "stale-permission": Entry(
         "the principal is listed with its role, ingestion is denied until it is dropped and re-added "

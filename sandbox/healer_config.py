@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox.arm_ids import ADX_RESOURCE_ID
 from sandbox.azurite import Azurite
-from sandbox.identity import TENANT_ID
+from sandbox.entra import TENANT_ID
 
 if TYPE_CHECKING:
-    # Only for annotations: the world imports this module when asked for the healer's targets.
+    # Only for annotations: the control API (which the world serves) imports this module.
     from sandbox.world import World
 
 # The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).

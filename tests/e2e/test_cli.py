@@ -161,7 +161,7 @@ def test_usage_and_configuration_errors_exit_2(
 
 
 def test_root_cause_and_the_html_report(sandbox_dir: Path, tmp_path: Path) -> None:
-    from sandbox.world import OPERATOR_UPN
+    from sandbox.scenarios import OPERATOR_UPN
     from tests.support.html_check import check_html
 
     control(sandbox_dir, "/faults", {"kind": "principal-removed", "app": "fabrikam"})

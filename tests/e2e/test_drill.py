@@ -11,7 +11,7 @@ from rich.console import Console
 
 from sandbox.azurite import ACCOUNT_KEY
 from sandbox.drill import SCENARIOS, SECRET_PATTERNS, run
-from sandbox.world import OPERATOR_UPN
+from sandbox.scenarios import OPERATOR_UPN
 from tests.support.html_check import browser, check_html, render_in_browser
 
 ALL = [s.name for s in SCENARIOS]

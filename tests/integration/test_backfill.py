@@ -420,7 +420,7 @@ def _settled_thermostats(world: World, start: datetime, end: datetime) -> None:
     def rows() -> tuple[Counter[Any], Counter[Any]]:
         expected = Counter(
             backfill_fleet.row_key(r)
-            for r in world.expected_rows("fleet", start, end)
+            for r in world.delivery.expected_rows("fleet", start, end)
             if r["Template"] == backfill_fleet.THERMOSTAT
         )
         with world.cluster.lock:
@@ -443,7 +443,7 @@ def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sen
     """The chunk lands, the answer is a 503: whether it landed is unknown to the sender. The window
     fails visibly (no blind second send, no fallback that would send it again queued); the
     redelivered message reads the table back and finds the rows there."""
-    from sandbox import kusto_server
+    from sandbox.adx import server as adx_server
     from shared.backfill.ingest import IngestUncertain
 
     world = fleet_world
@@ -451,15 +451,15 @@ def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sen
     world.cluster.table("devicedata", TABLE).streaming_ingestion = True
     world.cluster.table("devicedata", TABLE).mappings.append(BY_NAME)
     start, end = _hand_outage(world)
-    stream = kusto_server.KustoService._stream
+    stream = adx_server.KustoService._stream
     answers: list[int] = []
 
     def lost_answer(self: Any, request: Any, request_id: str) -> Any:
         response = stream(self, request, request_id)  # ingested
         answers.append(response.status_code)
-        return kusto_server.transport_error(503, 0) if len(answers) == 1 else response
+        return adx_server.transport_error(503, 0) if len(answers) == 1 else response
 
-    monkeypatch.setattr(kusto_server.KustoService, "_stream", lost_answer)
+    monkeypatch.setattr(adx_server.KustoService, "_stream", lost_answer)
     assert world.ingestion is not None
     queued_before = world.ingestion.ingested_blobs
     msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")

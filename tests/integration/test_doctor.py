@@ -12,8 +12,8 @@ import requests
 
 from sandbox import sdk
 from sandbox.azurite import Azurite
+from sandbox.entra import TENANT_ID
 from sandbox.healer_config import ALERT_AUDIENCE, targets_for
-from sandbox.identity import TENANT_ID
 from sandbox.world import World
 from shared.doctor import DoctorReport, run_doctor
 from shared.settings import Settings

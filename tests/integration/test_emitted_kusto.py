@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.identity import new_identity
+from sandbox.entra import new_identity
 from shared import kusto_commands as cmd
 from shared.principals import PrincipalRef
 from tests.support.healer_env import inject_and_wait

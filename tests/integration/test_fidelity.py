@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from sandbox import sdk
-from sandbox.identity import TENANT_DOMAIN, new_identity
-from sandbox.world import IOTC_ERROR_STYLES, World
+from sandbox.entra import TENANT_DOMAIN, new_identity
+from sandbox.iotc.delivery import IOTC_ERROR_STYLES
+from sandbox.world import World
 from shared import recreate_destination as rd
 from shared.destination_copy import NotRecreatable, new_destination_id
 from shared.diagnosis import Kind
@@ -165,7 +166,7 @@ def test_ingestor_only_is_insufficient_when_admin_is_required(healer_setup: Any)
 
 def test_ingestor_suffices_when_the_exporter_allows_it(healer_setup: Any) -> None:
     world, _, healer, _ = healer_setup
-    world.exporter_role = "ingestors"
+    world.delivery.exporter_role = "ingestors"
     world.inject("ingestor-only", "contoso")
     world.export_once()
     assert world.iotc.apps["contoso"].exports["export-1"]["status"] == "healthy"
@@ -178,7 +179,7 @@ def test_ingestor_suffices_when_the_exporter_allows_it(healer_setup: Any) -> Non
 @pytest.mark.parametrize("style", IOTC_ERROR_STYLES)
 def test_permission_classified_in_every_iotc_error_style(healer_setup: Any, style: str) -> None:
     world, _, healer, _ = healer_setup
-    world.iotc_error_style = style
+    world.delivery.iotc_error_style = style
     inject_and_wait(world, "stale-permission")
     error = world.iotc.apps["contoso"].destinations["adx-1"]["errors"][0]
     if style != "kusto":
@@ -375,7 +376,7 @@ def test_verified_by_status_when_rows_cannot_be_counted(healer_setup: Any, fault
 
 
 def test_denials_carry_a_mix_of_documented_codes(world: World) -> None:
-    world.iotc_error_style = "kusto"
+    world.delivery.iotc_error_style = "kusto"
     identity = world.iotc.identity_of("contoso")
     db = world.cluster.database("devicedata")
     db.principals[:] = [a for a in db.principals if not a.held_by(identity)]

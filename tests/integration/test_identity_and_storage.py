@@ -14,7 +14,7 @@ from azure.identity import CredentialUnavailableError, ManagedIdentityCredential
 from azure.storage.queue import QueueClient
 
 from sandbox.azurite import Azurite
-from sandbox.identity import new_identity
+from sandbox.entra import new_identity
 from sandbox.world import World
 
 pytestmark = pytest.mark.integration

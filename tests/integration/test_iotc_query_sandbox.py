@@ -13,7 +13,7 @@ import pytest
 from azure.core.rest import HttpRequest
 
 from sandbox import backfill_fleet, sdk
-from sandbox.iotc_data import Message, QueryError, QueryThrottle
+from sandbox.iotc.data import Message, QueryError, QueryThrottle
 from sandbox.world import World
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
 from sandbox import sdk
-from sandbox.identity import new_identity
-from sandbox.iotcentral import ROLE_OPERATOR
+from sandbox.entra import new_identity
+from sandbox.iotc.server import ROLE_OPERATOR
 from sandbox.world import World
 
 pytestmark = pytest.mark.integration

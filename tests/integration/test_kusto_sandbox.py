@@ -14,7 +14,7 @@ from azure.kusto.data.exceptions import (
 )
 
 from sandbox import sdk
-from sandbox.identity import new_identity
+from sandbox.entra import new_identity
 from sandbox.world import World
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.monitor.query import LogsQueryPartialResult, LogsQueryStatus
 
 from sandbox import sdk
-from sandbox.identity import new_identity
+from sandbox.entra import new_identity
 from sandbox.world import World
 
 pytestmark = pytest.mark.integration

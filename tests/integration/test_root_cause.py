@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.world import OPERATOR_UPN
+from sandbox.scenarios import OPERATOR_UPN
 from shared.loganalytics import journal_query
 from tests.support.healer_env import healer_for, make_settings
 from tests.support.kusto_parser import parse_all

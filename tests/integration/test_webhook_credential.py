@@ -12,8 +12,8 @@ import jwt
 import pytest
 import requests
 
+from sandbox.entra import Directory
 from sandbox.healer_config import ALERT_AUDIENCE, ALERT_CLIENT_ID
-from sandbox.identity import Directory
 from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints

@@ -7,7 +7,8 @@ import ast
 from pathlib import Path
 
 from sandbox import fidelity
-from sandbox.world import SCENARIO_FAULTS, SWITCHES, World
+from sandbox.scenarios import SCENARIO_FAULTS
+from sandbox.world import SWITCHES, World
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,7 @@ def test_every_fault_kind_and_switch_has_a_ledger_entry() -> None:
     assert sorted(set(fidelity.FAULTS) - set(kinds)) == []  # no entry for a fault that is gone
     world = World()
     for switch in SWITCHES:  # each switch is a real attribute of the stand-ins
-        assert any(hasattr(part, switch) for part in (world, world.cluster, world.iotc)), switch
+        assert any(hasattr(part, switch) for part in (world, world.cluster, world.iotc, world.delivery)), switch
 
 
 def test_every_entry_has_a_source_and_unverified_ones_name_existing_tests() -> None:

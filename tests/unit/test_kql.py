@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import kql
+from sandbox.adx import kql
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ROWS = [

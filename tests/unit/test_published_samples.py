@@ -10,12 +10,12 @@ import pytest
 from azure.kusto.data.exceptions import KustoMultiApiError, OneApiError
 from azure.kusto.data.response import KustoResponseDataSetV1, KustoResponseDataSetV2
 
-from sandbox import kusto_server
-from sandbox.identity import Directory, new_identity
-from sandbox.iotcentral import IoTCentral
-from sandbox.kusto_commands import execute
-from sandbox.kusto_model import Cluster
-from sandbox.world import TELEMETRY_COLUMNS
+from sandbox.adx import server as adx_server
+from sandbox.adx.executor import execute
+from sandbox.adx.model import Cluster
+from sandbox.entra import Directory, new_identity
+from sandbox.iotc.delivery import TELEMETRY_COLUMNS
+from sandbox.iotc.server import IoTCentral
 from tests.support.helpers import fixture
 
 
@@ -53,7 +53,7 @@ def test_v1_sample_parses_with_the_sdk() -> None:
 
 def test_sandbox_v2_frames_match_the_published_shape() -> None:
     cluster, healer = sandbox_cluster()
-    service = kusto_server.KustoService(cluster, cluster.directory)
+    service = adx_server.KustoService(cluster, cluster.directory)
     ours = service._query(healer, "devicedata", "DeviceTelemetry | count")
     assert frame_keys(ours) == frame_keys(fixture("kusto/zero_results.json"))
     assert KustoResponseDataSetV2(ours).primary_results[0][0]["Count"] == 0
@@ -61,7 +61,7 @@ def test_sandbox_v2_frames_match_the_published_shape() -> None:
 
 def test_sandbox_v1_tables_match_the_published_shape() -> None:
     cluster, healer = sandbox_cluster()
-    ours = kusto_server.KustoService._v1(execute(cluster, healer, "devicedata", ".show database devicedata principals"))
+    ours = adx_server.KustoService._v1(execute(cluster, healer, "devicedata", ".show database devicedata principals"))
     published = fixture("kusto/adminthenquery.json")["Tables"][0]
     assert set(published) == set(ours["Tables"][0])
     assert {"ColumnName", "DataType"} <= set(ours["Tables"][0]["Columns"][0])
@@ -70,7 +70,7 @@ def test_sandbox_v1_tables_match_the_published_shape() -> None:
 
 def test_error_bodies_match_the_published_one_api_error() -> None:
     published = fixture("kusto/errors/query-v2-http-error-sem0100.json")["error"]
-    ours = kusto_server.error_body(403, "Forbidden", "T", "m", True, "req")["error"]
+    ours = adx_server.error_body(403, "Forbidden", "T", "m", True, "req")["error"]
     required = {"code", "message", "@type", "@message", "@context", "@permanent"}
     assert required <= set(published) and required <= set(ours)
     for body in (published, ours):
@@ -79,7 +79,7 @@ def test_error_bodies_match_the_published_one_api_error() -> None:
 
 
 def test_failed_ingestion_rows_carry_the_published_diagnostic_fields() -> None:
-    from sandbox.loganalytics import SCHEMAS
+    from sandbox.monitor import SCHEMAS
 
     record = fixture("loganalytics/failed-ingestion-diagnostic-log.json")
     published = set(record["properties"])

@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sandbox.iotc_data import CREATION_TIME, OPERATORS, Message, iso_ms, ms, template_capabilities
+from sandbox.iotc.data import CREATION_TIME, OPERATORS, Message, iso_ms, ms, template_capabilities
 
 IOTC_MODULE = "def find(f): .[] | select(f);\n"
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.identity import Directory, Identity
+from sandbox.entra import Directory, Identity
 
 DB_ROLES = {
     "admins": "Admin",
@@ -252,7 +252,7 @@ class Cluster:
         self.ingestion_failures: list[IngestionFailure] = []
         self.command_log: list[tuple[str, str, str]] = []  # (caller fqn, endpoint, text)
         self.on_principal_change: list[Callable[[Identity | None, str, str, str], None]] = []
-        self.ingestion: Any = None  # sandbox.ingestion.IngestionService once storage is attached
+        self.ingestion: Any = None  # sandbox.adx.ingestion.IngestionService once storage is attached
         self.command_text = ""  # the control command being executed (the journal records it as sent)
         # How listings name an application: normalised (application id, tenant GUID) or echoed.
         self.list_normalised = True

@@ -9,11 +9,11 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox import kql
+from sandbox.adx import kql
+from sandbox.adx.executor import Frame, execute
+from sandbox.adx.model import Cluster, KustoFault, forbidden, table_not_found
+from sandbox.entra import KUSTO_AUDIENCE, AuthError, Directory, Identity
 from sandbox.httpserver import json_response
-from sandbox.identity import KUSTO_AUDIENCE, AuthError, Directory, Identity
-from sandbox.kusto_commands import Frame, execute
-from sandbox.kusto_model import Cluster, KustoFault, forbidden, table_not_found
 
 # v2 `ColumnType` → v1 `DataType` (the .NET type names v1 responses carry).
 _V1_TYPES = {
@@ -208,7 +208,7 @@ class KustoService:
             )
 
     def _stream(self, request: Request, request_id: str) -> Response:
-        from sandbox.ingestion import streaming_ingest
+        from sandbox.adx.ingestion import streaming_ingest
 
         if request.method != "POST":
             return json_response({"error": {"code": "MethodNotAllowed", "message": "Use POST."}}, 405)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.identity import Identity
-from sandbox.kusto_model import (
+from sandbox.adx.model import (
     CLUSTER_ROLES,
     DB_ROLES,
     PRINCIPAL_TYPES,
@@ -24,6 +23,7 @@ from sandbox.kusto_model import (
     bad_request,
     forbidden,
 )
+from sandbox.entra import Identity
 
 Column = tuple[str, str]  # (name, Kusto scalar type)
 

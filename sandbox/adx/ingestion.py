@@ -39,8 +39,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sandbox.identity import Identity
-from sandbox.kusto_model import Cluster, KustoFault
+from sandbox.adx.model import Cluster, KustoFault
+from sandbox.entra import Identity
 
 log = logging.getLogger(__name__)
 CONTAINER = "ingestion-temp"

@@ -1,7 +1,8 @@
-"""Log Analytics stand-in: `POST /v1/workspaces/{id}/query` over the ADX diagnostic tables.
+"""Azure Monitor Logs: the Log Analytics stand-in, `POST /v1/workspaces/{id}/query` over the ADX
+diagnostic tables.
 
-Rows of `FailedIngestion` and `ADXJournal` are written by the world (the simulated exporter and
-principal changes); queries run through the same strict KQL subset as the ADX stand-in and
+Rows of `FailedIngestion` and `ADXJournal` are written by `sandbox/adx/diagnostics.py` (the data
+export's refused batches and principal changes); queries run through the same strict KQL subset as the ADX stand-in and
 anything outside it gets a 400 naming what is not supported.
 """
 
@@ -17,10 +18,10 @@ from typing import Any
 import isodate  # type: ignore[import-untyped]
 from werkzeug.wrappers import Request, Response
 
-from sandbox import kql
+from sandbox.adx import kql
+from sandbox.adx.server import kind_of
+from sandbox.entra import LOGANALYTICS_AUDIENCE, AuthError, Directory
 from sandbox.httpserver import json_response
-from sandbox.identity import LOGANALYTICS_AUDIENCE, AuthError, Directory
-from sandbox.kusto_server import kind_of
 
 SCHEMAS: dict[str, list[tuple[str, str]]] = {
     "FailedIngestion": [

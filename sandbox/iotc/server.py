@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox import iotc_data
+from sandbox.entra import ARM_AUDIENCE, IOTC_AUDIENCE, AuthError, Directory, Identity
 from sandbox.httpserver import json_response
-from sandbox.identity import ARM_AUDIENCE, IOTC_AUDIENCE, AuthError, Directory, Identity
+from sandbox.iotc import data as iotc_data
 
 API_VERSIONS = ("2022-10-31-preview", "2022-06-30-preview")
 ARM_API_VERSION = "2021-06-01"
