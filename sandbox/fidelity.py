@@ -120,7 +120,7 @@ FAULTS: dict[str, Entry] = {
     ),
 }
 
-# Switches (sandbox.world.SWITCHES): behaviour no primary source settles, or that varies.
+# Switches (switch attributes on the world and its delivery): behaviour no primary source settles, or that varies.
 SWITCHES: dict[str, Entry] = {
     "list_normalised": Entry(
         "listings name an application by its application id and the tenant GUID whatever was typed "
