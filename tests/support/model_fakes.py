@@ -90,7 +90,12 @@ class MemoryStore(StateStore):
         return sorted(rows, key=lambda r: r["Seq"])
 
     def append_history(self, key: str, run_id: str, record: dict[str, Any], now: datetime) -> None:
-        self.history_rows.append({"key": key, "RunId": run_id, **record})
+        self.history_rows.append({"key": key, "RunId": run_id, "At": now.isoformat(), **record})
+
+    def read_history(self, key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first, like the table's inverted-time row keys."""
+        rows = [copy.deepcopy(r) for r in reversed(self.history_rows) if key is None or r["key"] == key]
+        return rows[:limit]
 
     def prune(self, now: datetime, keep: timedelta, at_most: int = 2000) -> int:
         return 0
