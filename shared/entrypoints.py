@@ -46,9 +46,13 @@ def composition() -> Composition:
 
 
 def reset() -> None:
-    """Forget the cached context (settings changed: tests, the drill)."""
+    """Forget the cached composition and the tenant's signing keys (settings changed, as when a
+    host restarts with new app settings: tests, the drill)."""
+    from shared.webhook_auth import forget_signing_keys
+
     with _lock:
         _cache.clear()
+    forget_signing_keys()
 
 
 # ---------------------------------------------------------------------- timer

@@ -48,6 +48,14 @@ def _client(url: str) -> PyJWKClient:
         return _clients[url]
 
 
+def forget_signing_keys() -> None:
+    """A new host starts without cached keys. Within a process, an unknown `kid` refetches the set
+    at most once per PyJWT's 30 s cooldown: a tenant whose keys changed inside that window would
+    be refused until it passes."""
+    with _lock:
+        _clients.clear()
+
+
 def _unauthorized(message: str) -> ApiError:
     error = ApiError(401, "Unauthorized", message, "Authorization")
     error.response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
