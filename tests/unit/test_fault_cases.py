@@ -427,17 +427,15 @@ def test_transition_refuses_a_move_the_graph_does_not_hold() -> None:
         other.transition(None, phases.PLANNED)
 
 
-def test_the_architecture_doc_shows_the_run_graph_generated_from_the_table() -> None:
+@pytest.mark.parametrize("doc", ["README.md", "docs/architecture.md"])
+def test_the_docs_show_the_run_graph_generated_from_the_table(doc: str) -> None:
     import re
 
     from tests.support.helpers import ROOT
 
-    architecture = (ROOT / "docs" / "architecture.md").read_text()
-    shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", architecture, re.S)
-    assert shown, "docs/architecture.md has no run graph"
-    assert shown.group(1) == phases.mermaid(), (
-        "docs/architecture.md's run graph differs from shared/runs/phases.py MOVES"
-    )
+    shown = re.search(r"```mermaid\n(stateDiagram-v2\n.*?)\n```", (ROOT / doc).read_text(), re.S)
+    assert shown, f"{doc} has no run graph"
+    assert shown.group(1) == phases.mermaid(), f"{doc}'s run graph differs from shared/runs/phases.py MOVES"
 
 
 def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_call() -> None:
