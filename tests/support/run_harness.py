@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-from shared.iotcentral import IoTCentralAdapter
-from shared.kusto import KustoAdapter
-from shared.principals import Assignment
-from shared.runs import Services
-from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, Harness, MemoryQueue, MemoryStore
-from tests.support.model_target import FQN, NOTES, OBJECT, TARGET, model_settings
+from tests.support.model_fakes import Harness
+from tests.support.model_target import FQN
+from tests.support.run_units import unit_harness
 
 
 def harness(checkpoint: Any = None) -> Harness:
-    clock = FakeClock()
-    adx = AdxModel(clock, "devicedata", rows=[Assignment("database", "ingestors", FQN, OBJECT, "", NOTES)])
-    adx.stale.add(FQN.lower())
-    store, queue = MemoryStore(), MemoryQueue(clock)
-    services = Services(
-        model_settings(),
-        {TARGET.key: TARGET},
-        store,
-        queue,
-        cast(Any, lambda url: cast(KustoAdapter, FakeKusto(adx))),
-        cast(IoTCentralAdapter, FakeIotc(adx, FQN)),
-        clock=clock,
-        checkpoint=checkpoint or (lambda name: None),
-    )
-    return Harness(services, adx, clock, store, queue)
+    """The model's target, its principal holding ingestors yet denied, and no bystanders."""
+    return unit_harness(bystanders=False, checkpoint=checkpoint)
 
 
 def owes_enable(state: Any) -> bool:
