@@ -330,7 +330,8 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
 def report(obj: Ctx, target: str | None, html_file: Path | None, limit: int) -> None:
     """Incident report for TARGET (or every target): each run's timeline from detection through
     diagnosis, actions and verification to its outcome, with the evidence and root cause."""
-    from shared.report import collect, render_html
+    from shared.report.model import collect
+    from shared.report.page import render_html
 
     healer = obj.healer()
     if target:
