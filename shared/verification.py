@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.iotcentral import ExportStatus, IoTCentralAdapter, IotcError
-from shared.kusto import AdxError, KustoAdapter
+from shared.kusto import KustoAdapter
+from shared.kusto_errors import AdxError
 from shared.targets import Target
 
 

@@ -14,7 +14,7 @@ from shared.backfill.planner import PlanError, split_select
 from shared.backfill.progress import BackfillRefused, Progress
 from shared.backfill.records import NOT_RETURNED, Enrichments, ExportFilter, FilterUnsupported
 from shared.backfill.templates import TemplateInfo, parse_template
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.doctor.failures import transient
 from shared.doctor.findings import said
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.kusto_names import quote_entity
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@ what HTTP status an adapter's or SDK's error carries."""
 
 from __future__ import annotations
 
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 
 
 def transient(exc: Exception) -> bool:

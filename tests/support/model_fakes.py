@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from shared.iotcentral import ExportStatus, IotcError
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.principals import Assignment
 from shared.state import Conflict, TargetState
 from shared.storage import RemediationQueue, StateStore
