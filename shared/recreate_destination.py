@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.iotcentral import IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
 
 MANAGED_IDENTITY = "systemAssignedManagedIdentity"
 _READ_ONLY = ("id", "status", "errors")

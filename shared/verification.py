@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.iotcentral import ExportStatus, IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import ExportStatus, IotcError
 from shared.kusto import KustoAdapter
 from shared.kusto_errors import AdxError
 from shared.targets import Target

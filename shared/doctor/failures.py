@@ -10,7 +10,7 @@ def transient(exc: Exception) -> bool:
     """Could a retry later answer differently (network, throttling, 5xx)? Then: cannot tell."""
     from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-    from shared.iotcentral import IotcError
+    from shared.iotcentral_model import IotcError
     from shared.loganalytics_errors import LogAnalyticsError
 
     if isinstance(exc, AdxError):

@@ -14,7 +14,8 @@ from sandbox.identity import TENANT_DOMAIN, new_identity
 from sandbox.world import IOTC_ERROR_STYLES, World
 from shared import recreate_destination as rd
 from shared.diagnosis import Kind
-from shared.iotcentral import IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
 from shared.kusto import KustoAdapter
 from shared.kusto_errors import AdxError
 from shared.principals import PrincipalRef

@@ -9,7 +9,7 @@ import pytest
 
 from shared import checklist
 from shared.diagnosis import Evidence, is_permission_failure
-from shared.iotcentral import ExportStatus, service_principal_of
+from shared.iotcentral_model import ExportStatus, service_principal_of
 from shared.principals import Assignment, PrincipalRef, own_role, parse_listing
 from shared.recreate_destination import new_destination_id, recreatable
 from shared.settings import Settings
