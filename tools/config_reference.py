@@ -23,8 +23,9 @@ PATH = ROOT / "docs" / "configuration.md"
 HEAD = """\
 # Configuration
 
-<!-- Generated from shared/settings.py (its fields in shared/settings_*.py) by `python -m tools.config_reference > docs/configuration.md`;
-edit the field descriptions there, not this file (tests/unit/test_config_reference.py keeps them equal). -->
+<!-- Generated from shared/settings.py (its fields in shared/settings_*.py) by
+`python -m tools.config_reference > docs/configuration.md`; edit the field descriptions there,
+not this file (tests/unit/test_config_reference.py keeps them equal). -->
 
 All settings are app settings (environment variables). They are validated at start; an error
 names the setting and its value (`HEALER_MODE: Input should be 'observe' or 'enforce' (got 'fix')`).
