@@ -30,8 +30,9 @@ from shared.backfill.planner import PlanError, Window, ceil_second, floor_second
 from shared.backfill.planner import stamp as stamp_s
 from shared.backfill.progress import FIRST_WINDOW, BackfillRefused, Progress, duration, tag_for
 from shared.backfill.reader import Answer, Position, Reader
-from shared.backfill.records import TransformError, parse_ts, rows_for
+from shared.backfill.records import parse_ts
 from shared.backfill.templates import TemplateInfo
+from shared.backfill.transform import TransformError, rows_for
 
 log = logging.getLogger(__name__)
 RETENTION_DAYS = 7  # IoT Central's data retention (quotas page); HEALER_BACKFILL_RETENTION_DAYS
