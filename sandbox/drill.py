@@ -243,7 +243,7 @@ class Drill:
         ]
         self.capture = _Capture()
         self.secrets: list[str] = []  # what must never appear in the captured log
-        self.runs: list[Any] = []  # shared.report.Run of every target, for the HTML report
+        self.runs: list[Any] = []  # shared.report.model.Run of every target, for the HTML report
         self.capture.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     # ------------------------------------------------------------------ display
@@ -418,7 +418,7 @@ class Drill:
                         world.webhook_token,
                         *world.sp_secrets.values(),
                     ]
-                    from shared.report import collect
+                    from shared.report.model import collect
 
                     self.runs = collect(entrypoints.composition().healer.s.store, None, 5000)
                 entrypoints.reset()
@@ -713,7 +713,7 @@ class Drill:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
-        from shared.report import render_html
+        from shared.report.page import render_html
 
         summary = [
             {

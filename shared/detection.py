@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.diagnosis import Evidence
 from shared.dispatch import request_remediation
-from shared.iotcentral import IotcError, service_principal_of
+from shared.iotcentral_model import IotcError, service_principal_of
 from shared.loganalytics import FailureGroup, LogAnalyticsAdapter
 from shared.loganalytics_errors import LogAnalyticsError
 from shared.runs import Healer

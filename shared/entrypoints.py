@@ -276,8 +276,8 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
 
 
 def _deep_health(ctx: Composition) -> ApiResponse:
-    """`?deep=true`: the doctor (shared/doctor.py) run by the deployed app, as its own identity."""
-    from shared.doctor import run_doctor
+    """`?deep=true`: the doctor (shared/doctor/) run by the deployed app, as its own identity."""
+    from shared.doctor.runner import run_doctor
 
     report = run_doctor(ctx.healer.s.settings, ctx.healer.s.credential)
     return ApiResponse(200, {"status": "ok" if report.ok else "not-ready", **report.to_dict()})

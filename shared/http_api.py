@@ -4,7 +4,7 @@ Bad input gets a 4xx naming the field and value; nothing here answers 500. Route
   POST /api/heal      {"target": "<app>:<export>:<destination>", "dry_run": false}
   GET  /api/targets   state, last outcome, cooldown and escalation per target
   POST /api/alerts    Azure Monitor common alert schema
-  GET  /api/health    ?deep=true runs the doctor (shared/doctor.py): read-only, every target
+  GET  /api/health    ?deep=true runs the doctor (shared/doctor/): read-only, every target
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from shared import kusto_commands as cmd
+from shared.kusto_errors import AdxError
+from shared.kusto_results import parse_cslschema, policy_on
 from shared.principals import Assignment, PrincipalRef, own_role, parse_listing
 
 if TYPE_CHECKING:
@@ -31,80 +32,6 @@ log = logging.getLogger(__name__)
 SENT_KEPT = 1000
 T = TypeVar("T")
 MAX_RETRY_AFTER_S = 30.0
-
-
-class AdxError(Exception):
-    """An ADX failure in the healer's terms: code, message, and whether a retry may help."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        transient: bool,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.transient = transient
-        self.status = status
-        self.retry_after_s = retry_after_s
-
-    @property
-    def forbidden(self) -> bool:
-        return self.code == "Forbidden" or self.status == 403
-
-    @property
-    def unknown_principal(self) -> bool:
-        """`.add` of an identity Entra does not know (yet): ARM words it "Entity ID … of type 'AAD
-        Application Id' was not found"; Kusto's own wording is unverified, so match loosely."""
-        return bool(_UNKNOWN_PRINCIPAL.search(self.message))
-
-    @property
-    def not_found(self) -> bool:
-        """A database or table the cluster does not have. A missing database answers HTTP 404
-        (`NotFound`, `EntityNameDoesNotExistException`); older answers and missing tables come as
-        400 with one of the BadRequest_… codes. An unknown principal is not a missing entity."""
-        if self.unknown_principal:
-            return False
-        return self.code in _NOT_FOUND_CODES or self.status == 404 or bool(_NOT_FOUND_TEXT.search(self.message))
-
-    @property
-    def missing(self) -> str | None:
-        """What is missing ("database", "table"), when this is a not-found answer; a 404 that names
-        no kind is a database (tables are named in 400 answers)."""
-        if not self.not_found:
-            return None
-        kind = _ENTITY_KIND.search(self.message)
-        if kind:
-            return kind.group(1).lower()
-        if self.code in ("BadRequest_TableNotExist",):
-            return "table"
-        if self.status == 404 or self.code in ("BadRequest_DatabaseNotExist",):
-            return "database"
-        return "entity"
-
-
-_UNKNOWN_PRINCIPAL = re.compile(
-    r"AAD Application Id|not found in (?:the )?(?:AAD|Entra|directory|tenant)|"
-    r"does not exist in the directory|could not be (?:resolved|found) in",
-    re.IGNORECASE,
-)
-
-
-_NOT_FOUND_CODES = frozenset(
-    {
-        "NotFound",
-        "BadRequest_EntityNotFound",
-        "BadRequest_EntityNameNotFound",
-        "BadRequest_DatabaseNotExist",
-        "BadRequest_TableNotExist",
-    }
-)
-_NOT_FOUND_TEXT = re.compile(r"EntityNameDoesNotExist|EntityNotFoundException|DatabaseNotFoundException")
-_ENTITY_KIND = re.compile(r"of kind '(Database|Table)'", re.IGNORECASE)
 
 
 def _error_body(response: Any) -> tuple[str, str]:
@@ -292,13 +219,13 @@ class KustoAdapter:
 
     def policy_enabled(self, database: str, table: str, policy: str) -> bool:
         rows = self._read("mgmt", database, cmd.show_policy(table, policy))
-        return _policy_on(rows[0].get("Policy") if rows else None)
+        return policy_on(rows[0].get("Policy") if rows else None)
 
     def streaming_ingestion(self, database: str, table: str) -> bool:
         """The effective policy (the table's, or its database's when it has none), from
         `.show table T details`; a missing table raises not-found like any table command."""
         rows = self._read("mgmt", database, cmd.show_table_details(table))
-        return _policy_on(rows[0].get("StreamingIngestionPolicy") if rows else None)
+        return policy_on(rows[0].get("StreamingIngestionPolicy") if rows else None)
 
     def rows_since(self, database: str, table: str, since: datetime) -> int:
         rows = self._read("query", database, cmd.rows_since(table, since))
@@ -307,13 +234,7 @@ class KustoAdapter:
     def table_schema(self, database: str, table: str) -> list[tuple[str, str]]:
         """(column, type) in order, from `.show table T cslschema` (`Schema`: `a:string, b:datetime`)."""
         rows = self._read("mgmt", database, cmd.show_cslschema(table))
-        text = str(rows[0].get("Schema", "")) if rows else ""
-        columns = []
-        for part in text.split(","):
-            name, _, kind = part.strip().rpartition(":")
-            if name:
-                columns.append((name.strip().strip("[]'\""), kind.strip().lower()))
-        return columns
+        return parse_cslschema(str(rows[0].get("Schema", "")) if rows else "")
 
     def last_ingestion_before(self, database: str, table: str, before: datetime) -> datetime | None:
         rows = self._read("query", database, cmd.last_ingestion_before(table, before))
@@ -367,18 +288,3 @@ class KustoAdapter:
 
         result: list[Assignment] = self._retrying()(attempt)
         return result
-
-
-def _policy_on(value: object) -> bool:
-    """A policy cell: `null` (or empty) when none is set, else its JSON; a policy object without
-    `IsEnabled` (restricted view access answers a bare `true`) counts as on."""
-    text = str(value if value is not None else "null").strip()
-    if text in ("", "null", "false"):
-        return False
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        return True
-    if isinstance(parsed, dict):
-        return bool(parsed.get("IsEnabled", True))
-    return bool(parsed)

@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.destination_copy import READ_ONLY, DestinationCopy, NotRecreatable, new_destination_id, recreatable
-from shared.iotcentral import IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
 
 
 def prepare(iotc: IoTCentralAdapter, app: str, export_id: str, destination_id: str, run_id: str) -> DestinationCopy:

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.iotcentral import ExportStatus, IoTCentralAdapter, IotcError
-from shared.kusto import AdxError, KustoAdapter
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import ExportStatus, IotcError
+from shared.kusto import KustoAdapter
+from shared.kusto_errors import AdxError
 from shared.targets import Target
 
 

@@ -1,7 +1,7 @@
 """Render the configuration reference (docs/configuration.md) from the settings model.
 
 `python -m tools.config_reference > docs/configuration.md` writes it; `--check` exits 1 with a
-diff when the file differs from what shared/settings.py says (a unit test does the same).
+diff when the file differs from what the settings model (shared/settings.py) says (a unit test does the same).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ PATH = ROOT / "docs" / "configuration.md"
 HEAD = """\
 # Configuration
 
-<!-- Generated from shared/settings.py by `python -m tools.config_reference > docs/configuration.md`;
-edit the field descriptions there, not this file (tests/unit/test_config_reference.py keeps them equal). -->
+<!-- Generated from shared/settings.py (its fields in shared/settings_*.py) by
+`python -m tools.config_reference > docs/configuration.md`; edit the field descriptions there,
+not this file (tests/unit/test_config_reference.py keeps them equal). -->
 
 All settings are app settings (environment variables). They are validated at start; an error
 names the setting and its value (`HEALER_MODE: Input should be 'observe' or 'enforce' (got 'fix')`).
@@ -133,7 +134,7 @@ def bounds_text(field: FieldInfo) -> str:
 
 def row(name: str, field: FieldInfo, prefix: str) -> str:
     if not field.description:
-        raise ValueError(f"{prefix}{name.upper()} has no description in shared/settings.py")
+        raise ValueError(f"{prefix}{name.upper()} has no description in shared/settings_*.py")
     for text in (field.description, str(field.default)):
         if "|" in text or "\n" in text:
             raise ValueError(f"{prefix}{name.upper()}: a table cell may not hold '|' or a line break")

@@ -17,115 +17,30 @@ on any later chunk it would drop the chunk itself, so there the read-back is the
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.backfill import dedupe
-from shared.backfill.identity import Identity, find_identity, unrestorable_fields
-from shared.backfill.planner import PlanError, Window, ceil_second, floor_second, next_size, split_select
+from shared.backfill.context import Context, read_details, read_sources
+from shared.backfill.planner import PlanError, Window, ceil_second, floor_second, next_size
 from shared.backfill.planner import stamp as stamp_s
+from shared.backfill.progress import FIRST_WINDOW, BackfillRefused, Progress, duration, tag_for
 from shared.backfill.reader import Answer, Position, Reader
-from shared.backfill.records import (
-    NOT_RETURNED,
-    Enrichments,
-    ExportFilter,
-    FilterUnsupported,
-    TransformError,
-    parse_ts,
-    rows_for,
-)
-from shared.backfill.templates import TemplateInfo, parse_template
-from shared.kusto import AdxError
+from shared.backfill.records import parse_ts
+from shared.backfill.templates import TemplateInfo
+from shared.backfill.transform import TransformError, rows_for
 
 log = logging.getLogger(__name__)
 RETENTION_DAYS = 7  # IoT Central's data retention (quotas page); HEALER_BACKFILL_RETENTION_DAYS
-FIRST_WINDOW = timedelta(minutes=1)  # then sized from what each answer held
 # How long a sent chunk may take to show in the table before a redo reads it back: the default
 # queued-ingestion batching time (ADX IngestionBatching policy, MaximumBatchingTimeSpan 5 min) plus
 # a margin (HEALER_BACKFILL_SETTLE_SECONDS). A table with a longer batching policy, or an
 # ingestion backlog, may take longer: unverified.
 SETTLE = timedelta(minutes=6)
-
-
-class BackfillRefused(Exception):
-    """The gap cannot be backfilled faithfully (unsupported filter or source, no time column…)."""
-
-
-@dataclass
-class Progress:
-    target: str
-    run_id: str
-    mode: str  # plan | on
-    start: str
-    end: str
-    cursor: str
-    size_s: int = int(FIRST_WINDOW.total_seconds())
-    # The window being sent: its bounds, its tag, and its counts as first seen (a redo after a crash
-    # sees the sent rows as present; the first counts are the true ones).
-    pending: dict[str, Any] | None = None
-    # Templates are done one after another (each with windows of its own density), in the order
-    # fixed by the first invocation (`templates`); the one in progress is kept by its id, never by
-    # its position: a template that leaves the export's filter must not shift the others.
-    template: str = ""
-    windows: int = 0
-    queries: int = 0
-    rows_found: int = 0  # rows the export would have written in the windows done
-    rows_present: int = 0  # of those, already in the table
-    rows_sent: int = 0  # sent for ingestion (mode on)
-    chunks: int = 0
-    templates: list[str] = field(default_factory=list)
-    unrecoverable: list[str] = field(default_factory=list)
-    unrecoverable_s: int = 0  # seconds of the gap older than the retention horizon
-    approximate: list[str] = field(default_factory=list)  # fields not restored in rows written anyway
-    refused: str = ""
-    done: bool = False
-    ingestion: str = ""  # queued | streamed
-    sends: int = 0  # chunks handed to ingestion (a redo is not counted again)
-    wait_s: float = 0  # a redo waits this long for its first send to settle (the next message's delay)
-
-    @property
-    def rows_missing(self) -> int:
-        return self.rows_found - self.rows_present
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["rows_missing"] = self.rows_missing
-        return data
-
-    @staticmethod
-    def from_dict(data: dict[str, Any]) -> Progress:
-        known = {k: v for k, v in data.items() if k in Progress.__dataclass_fields__}
-        return Progress(**known)
-
-
-def tag_for(run_id: str) -> str:
-    """The ingest-by tag of every chunk of a run: one per run, never one per ingestion."""
-    return f"iotc-adx-healer;{run_id}"
-
-
-@dataclass
-class Context:
-    """What a backfill needs to know about its target, read once per invocation."""
-
-    application_id: str
-    templates: list[TemplateInfo]
-    groups: dict[str, list[list[str]]]
-    devices: dict[str, dict[str, Any]]
-    export_filter: ExportFilter
-    transform: str | None
-    schema: list[tuple[str, str]]
-    streaming: bool
-    enrichments: Enrichments = field(default_factory=Enrichments)
-    exclude_simulated: bool = False
-    identities: dict[str, Identity] = field(default_factory=dict)  # per template id
-    approximate: list[str] = field(default_factory=list)  # fields written approximate (opt-in)
-    mapping: str | None = None  # the table's JSON ingestion mapping, when it has one
 
 
 class BackfillEngine:
@@ -171,7 +86,7 @@ class BackfillEngine:
         if start < oldest:
             lost = min(end, oldest) - start
             unrecoverable.append(
-                f"unrecoverable: {_duration(lost)} of telemetry ({stamp_s(start)} to {stamp_s(min(end, oldest))}) is "
+                f"unrecoverable: {duration(lost)} of telemetry ({stamp_s(start)} to {stamp_s(min(end, oldest))}) is "
                 f"older than IoT Central's retention of {days} days: the query API no longer has it"
             )
             start = min(oldest, end)
@@ -187,106 +102,7 @@ class BackfillEngine:
     # ---------------------------------------------------------------- reading the target
 
     def context(self, target: Any, progress: Progress) -> Context:
-        return self._details(target, progress, self._sources(target, progress))
-
-    def _sources(self, target: Any, progress: Progress) -> Context:
-        """What the queries need (the export, its filter and templates): read before the rest so
-        the queries can start while the devices are still being listed."""
-        iotc = self.s.iotc
-        export = iotc.export(target.app, target.export_id)
-        if export.get("source", "telemetry") != "telemetry":
-            raise BackfillRefused(
-                f"export {target.export_id} exports {export.get('source')!r}: only telemetry can be recovered "
-                "(the query API has no history of property changes or lifecycle events)"
-            )
-        transform = next(
-            (d.get("transform") for d in export.get("destinations") or [] if d.get("id") == target.destination_id),
-            None,
-        )
-        templates = [parse_template(t) for t in iotc.device_templates(target.app)]
-        try:
-            export_filter = ExportFilter.parse(export.get("filter"))
-            export_filter.check_fields(templates)
-        except FilterUnsupported as exc:
-            raise BackfillRefused(str(exc)) from exc
-        templates = [t for t in templates if export_filter.covers(t.template_id) and t.telemetry]
-        groups: dict[str, list[list[str]]] = {}
-        for info in templates:
-            try:
-                groups[info.template_id] = split_select(info.template_id, info.telemetry)
-            except PlanError as exc:
-                raise BackfillRefused(str(exc)) from exc
-        if not progress.templates:  # the order is fixed at the first invocation
-            progress.templates = sorted(t.template_id for t in templates)
-            progress.template = progress.templates[0] if progress.templates else ""
-        by_id = {t.template_id: t for t in templates}
-        templates = [by_id[t] for t in progress.templates if t in by_id]
-        enrichments = Enrichments.parse(export.get("enrichments"))
-        return Context("", templates, groups, {}, export_filter, transform, [], False, enrichments)
-
-    def _details(self, target: Any, progress: Progress, ctx: Context) -> Context:
-        """What rebuilding, comparing and sending need: the app's id, its devices, the table."""
-        iotc = self.s.iotc
-        ctx.application_id = iotc.application_id(target.iotc_resource_id) if target.iotc_resource_id else ""
-        if ctx.templates:  # nothing to ask IoT Central for: nothing to compare or send either
-            ctx.devices = {str(d.get("id")): d for d in iotc.devices(target.app)}
-            destination = iotc.destination(target.app, target.destination_id)
-            # With a managed identity IoT Central does not export simulated devices (its ADX how-to).
-            auth = (destination.get("authorization") or {}).get("type", "")
-            ctx.exclude_simulated = auth == "systemAssignedManagedIdentity"
-            self._table(target, progress, ctx)
-        notes = [n for info in ctx.templates for n in info.unrecoverable]
-        notes += [f"not rebuilt: {n}" for n in NOT_RETURNED]
-        if not ctx.application_id:
-            notes.append("applicationId: unknown without iotc_resource_id (rebuilt empty)")
-        for note in notes:
-            if note not in progress.unrecoverable:
-                progress.unrecoverable.append(note)
-        return ctx
-
-    def _table(self, target: Any, progress: Progress, ctx: Context) -> None:
-        """The table: its columns, how rows are told apart, what they keep that cannot be rebuilt,
-        and whether the healer can read all of it back."""
-        kusto = self.s.kusto(target.cluster_url)
-        try:
-            ctx.schema = kusto.table_schema(target.database, target.table)
-            if kusto.policy_enabled(target.database, target.table, "row_level_security"):
-                raise BackfillRefused(
-                    f"table {target.table} has a row-level security policy: it filters what the healer reads back "
-                    "(it applies to admins too), so rows already delivered would look missing and be ingested again; "
-                    "nothing is ingested. Backfill by hand with the policy disabled, or compare as a principal the "
-                    "policy lets see every row"
-                )
-            ctx.streaming = kusto.policy_enabled(target.database, target.table, "streamingingestion")
-            mappings = kusto.ingestion_mappings(target.database, target.table) if ctx.streaming else []
-        except AdxError as exc:
-            if exc.not_found:
-                what = exc.missing or "table"
-                name = target.database if what == "database" else target.table
-                raise BackfillRefused(
-                    f"{what} {name} is missing in {target.cluster_url}: nothing to backfill into"
-                ) from exc
-            raise
-        # Streaming JSON needs a pre-created mapping, and rows are keyed by column name: only a mapping
-        # that reads each column from the field of its own name will do; otherwise the rows go queued.
-        ctx.mapping = next((str(m.get("Name")) for m in mappings if _by_column_name(m)), None)
-        columns = dict(ctx.schema)
-        for info in ctx.templates:
-            identity = find_identity(info, ctx.transform, ctx.enrichments, columns)
-            if identity is None:
-                raise BackfillRefused(
-                    f"no columns of {target.table} carry each message's device id and time (the destination's "
-                    f"transform was run on probe messages of {info.template_id}): rows already delivered cannot be "
-                    "told apart from missing ones, so nothing is ingested"
-                )
-            ctx.identities[info.template_id] = identity
-        lost = unrestorable_fields(ctx.transform, ctx.enrichments, columns)
-        if lost and not getattr(self.s.settings, "backfill_approximate", False):
-            raise BackfillRefused(
-                f"the rows of {target.table} keep what the query API cannot give back: {'; '.join(lost)}. Nothing is "
-                "ingested (HEALER_BACKFILL_APPROXIMATE=true writes them anyway, marked approximate)"
-            )
-        ctx.approximate = progress.approximate = lost
+        return read_details(self.s, target, progress, read_sources(self.s, target, progress))
 
     # ---------------------------------------------------------------- the windows
 
@@ -350,7 +166,7 @@ class BackfillEngine:
             return progress
         started = self.monotonic()
         try:
-            ctx = self._sources(target, progress)
+            ctx = read_sources(self.s, target, progress)
         except BackfillRefused as exc:
             progress.refused, progress.done = str(exc), True
             self.save(progress)
@@ -362,7 +178,7 @@ class BackfillEngine:
             if self.monotonic() - started < budget_s:
                 reader = self._reader(target, ctx, progress, devices)
             try:
-                ctx = self._details(target, progress, ctx)
+                ctx = read_details(self.s, target, progress, ctx)
             except (BackfillRefused, TransformError) as exc:
                 progress.refused, progress.done = str(exc), True
                 self.save(progress)
@@ -484,37 +300,6 @@ class BackfillEngine:
         progress.size_s = int(answer.next_size.total_seconds())
         self.save(progress)
         self.s.checkpoint("backfill:window-done")
-
-
-def _by_column_name(mapping: dict[str, Any]) -> bool:
-    """A JSON ingestion mapping (`.show table T ingestion mappings` row) whose every column is read
-    from the field of its own name (`$.Name` or `$['Name']`)."""
-    if str(mapping.get("Kind", "")).lower() != "json":
-        return False
-    columns = mapping.get("Mapping")
-    try:
-        columns = json.loads(columns) if isinstance(columns, str) else columns
-    except ValueError:
-        return False
-    if not isinstance(columns, list) or not columns:
-        return False
-    for column in columns:
-        if not isinstance(column, dict):
-            return False
-        name = str(column.get("column") or column.get("Column") or "")
-        path = str((column.get("Properties") or {}).get("Path") or column.get("path") or "")
-        if not name or path not in (f"$.{name}", f"$['{name}']"):
-            return False
-    return True
-
-
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")) if n]
-    return " ".join(parts) or "0 s"
 
 
 def gap_window(

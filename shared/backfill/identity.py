@@ -19,16 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.backfill import dedupe
-from shared.backfill.records import (
-    Enrichments,
-    Message,
-    TransformError,
-    capability_ids,
-    compile_transform,
-    exported_message,
-    transform_input,
-)
+from shared.backfill.records import Enrichments, Message, capability_ids, exported_message, transform_input
 from shared.backfill.templates import TemplateInfo
+from shared.backfill.transform import TransformError, compile_transform
 
 _PROBES = (
     ("zz-probe-device-7f3a", datetime(2001, 2, 3, 4, 5, 6, 789000, tzinfo=UTC)),

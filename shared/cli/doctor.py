@@ -1,4 +1,4 @@
-"""`doctor`: the read-only preflight (shared/doctor.py), as lines people read or JSON for scripts."""
+"""`doctor`: the read-only preflight (shared/doctor/), as lines people read or JSON for scripts."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def doctor(obj: Ctx) -> None:
     Each line says pass, FAIL or cannot tell, why, and the command that fixes it. Exit status 0
     only when everything the configured remedies need passes, else 1.
     """
-    from shared.doctor import run_doctor
+    from shared.doctor.runner import run_doctor
     from shared.settings import load_settings
 
     report = run_doctor(load_settings())

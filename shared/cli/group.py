@@ -1,7 +1,8 @@
 """Operator CLI: `python -m shared <command>`. The same steps the Function App runs, from a terminal.
 
-The group and its options live here; the commands in `operator` (diagnose, plan, heal, status,
-history, backfill, resume), `doctor` and `iotc_access`; pointing the settings at the local sandbox in `sandbox`.
+The group and its options live here; the commands in `diagnose` (diagnose, checklist, plan), `heal`
+(heal, backfill, resume), `history` (status, history, report), `doctor` and `iotc_access`; pointing
+the settings at the local sandbox in `sandbox`.
 
 Exit codes (stable, for scripts):
   0  done; the target is healthy, or nothing needed doing

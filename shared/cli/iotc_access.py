@@ -34,7 +34,8 @@ def iotc_access(obj: Ctx, apps: tuple[str, ...], object_id: str, tenant_id: str,
     """
     from shared import kusto_names
     from shared.credentials import build_credential
-    from shared.iotcentral import IoTCentralAdapter, IotcError
+    from shared.iotcentral import IoTCentralAdapter
+    from shared.iotcentral_model import IotcError
     from shared.settings import load_settings
 
     try:

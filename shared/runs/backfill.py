@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.messages import RemediationMessage
 from shared.runs.base import VERIFYING, LeaseLost, Outcome, PhaseConflict
 from shared.runs.outcome import Status

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from shared import checklist
 from shared.diagnosis import AdxState, Diagnosis, Evidence, diagnose
-from shared.iotcentral import ExportStatus, IotcError, service_principal_of
-from shared.kusto import AdxError, KustoAdapter
+from shared.iotcentral_model import ExportStatus, IotcError, service_principal_of
+from shared.kusto import KustoAdapter
+from shared.kusto_errors import AdxError
 from shared.plan import Plan, make_plan
 from shared.principals import INGESTING_DB_ROLES, Assignment, PrincipalRef
 from shared.runs.base import Services
@@ -86,7 +87,7 @@ def root_cause(
     services: Services, target: Target, diagnosis: Diagnosis, configured: PrincipalRef, current: PrincipalRef | None
 ) -> dict[str, object] | None:
     """Who changed the principal (ADXJournal) and how IoT Central's identity changed (ARM)."""
-    from shared.iotcentral import IotcError
+    from shared.iotcentral_model import IotcError
     from shared.root_cause import explain
 
     settings = services.settings

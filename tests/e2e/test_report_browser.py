@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.report import build_runs, render_html, summary
+from shared.report.model import build_runs, summary
+from shared.report.page import render_html
 from tests.support.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -97,6 +97,7 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     fleet_world: World, azurite: Azurite, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from shared.backfill import engine
+    from shared.backfill.progress import tag_for
     from shared.runs import backfill
 
     # Small windows over a short gap: several windows and several chunks, in seconds.
@@ -127,7 +128,7 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     assert world.ingestion is not None and world.ingestion.skipped_blobs == 0
     assert world.ingestion.ingested_blobs == seen.count("effect:backfill-ingest")
     tags = {t for t in world.cluster.table("devicedata", TABLE).ingest_by_tags if "iotc-adx-healer" in t}
-    assert tags == {f"ingest-by:{engine.tag_for(healer.s.store.load(KEY).gap['run_id'])}"}, tags
+    assert tags == {f"ingest-by:{tag_for(healer.s.store.load(KEY).gap['run_id'])}"}, tags
 
 
 def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, credential: Any) -> None:

@@ -15,7 +15,8 @@ from sandbox.azurite import Azurite
 from sandbox.entra import TENANT_ID
 from sandbox.healer_config import ALERT_AUDIENCE, targets_for
 from sandbox.world import World
-from shared.doctor import DoctorReport, run_doctor
+from shared.doctor.findings import DoctorReport
+from shared.doctor.runner import run_doctor
 from shared.settings import Settings
 from tests.support.healer_env import settings_values
 
@@ -204,12 +205,12 @@ def test_an_apps_destinations_are_checked_before_discovery_knows_them(world: Wor
 def test_a_check_that_breaks_unforeseen_is_a_line_not_a_crash(
     world: World, azurite: Azurite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.doctor import Doctor
+    from shared.doctor.iotc import IotcChecks
 
-    def broken(self: Doctor, scope: str, target: Any) -> None:
+    def broken(self: IotcChecks, scope: str, target: Any) -> None:
         raise RuntimeError("an answer no branch foresaw")
 
-    monkeypatch.setattr(Doctor, "_export_and_destination", broken)
+    monkeypatch.setattr(IotcChecks, "export_and_destination", broken)
     report = run(world, azurite)
     line = next(c for c in report.checks if c.name == "check")
     assert line.scope == "target contoso:export-1:adx-1" and line.status == "cannot-tell"

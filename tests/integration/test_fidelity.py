@@ -16,8 +16,10 @@ from sandbox.world import World
 from shared import recreate_destination as rd
 from shared.destination_copy import NotRecreatable, new_destination_id
 from shared.diagnosis import Kind
-from shared.iotcentral import IoTCentralAdapter, IotcError
-from shared.kusto import AdxError, KustoAdapter
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
+from shared.kusto import KustoAdapter
+from shared.kusto_errors import AdxError
 from shared.principals import PrincipalRef
 from tests.support.healer_env import Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
 from tests.support.helpers import wait_until

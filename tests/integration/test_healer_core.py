@@ -168,7 +168,8 @@ def test_cooldown_after_healing_and_escalation_after_failed_attempts(healer_setu
 def test_permanent_adx_errors_are_not_retried(healer_setup: Any) -> None:
     from sandbox import sdk
     from sandbox.entra import new_identity
-    from shared.kusto import AdxError, KustoAdapter
+    from shared.kusto import KustoAdapter
+    from shared.kusto_errors import AdxError
 
     world, _, _, _ = healer_setup
     viewer = world.directory.add(new_identity("viewer"))

@@ -71,7 +71,7 @@ def test_identity_rotated_reports_old_and_new_ids(world: Any, healer: Any) -> No
 
 
 def test_the_activity_log_answers_only_documented_filters(world: Any, healer: Any) -> None:
-    from shared.iotcentral import IotcError
+    from shared.iotcentral_model import IotcError
 
     arm_id = world.iotc.apps["contoso"].arm_id
     assert healer.s.iotc.identity_changed_at(arm_id, datetime.now(UTC)) is None

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from shared.iotcentral import ExportStatus, IotcError
-from shared.kusto import AdxError
+from shared.iotcentral_model import ExportStatus, IotcError
+from shared.kusto_errors import AdxError
 from shared.principals import Assignment
 from shared.state import Conflict, TargetState
 from shared.storage import RemediationQueue, StateStore

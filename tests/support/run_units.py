@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from shared.iotcentral import ExportStatus, IoTCentralAdapter, IotcError
-from shared.kusto import AdxError, KustoAdapter
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import ExportStatus, IotcError
+from shared.kusto import KustoAdapter
+from shared.kusto_errors import AdxError
 from shared.messages import RemediationMessage, new_run
 from shared.plan import Plan
 from shared.principals import Assignment

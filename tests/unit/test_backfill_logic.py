@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.backfill import dedupe
+from shared.backfill.export_filter import ExportFilter, FilterUnsupported
 from shared.backfill.planner import (
     MAX_CHARS,
     MAX_ITEMS,
@@ -22,18 +23,9 @@ from shared.backfill.planner import (
     query_text,
     split_select,
 )
-from shared.backfill.records import (
-    ExportFilter,
-    FilterUnsupported,
-    Message,
-    TransformError,
-    compile_transform,
-    join_parts,
-    messages_from,
-    rows_for,
-    transform_input,
-)
+from shared.backfill.records import Message, join_parts, messages_from, transform_input
 from shared.backfill.templates import Capability, TemplateInfo, parse_template
+from shared.backfill.transform import TransformError, compile_transform, rows_for
 
 T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 
@@ -406,7 +398,7 @@ def test_static_and_system_enrichments_are_rebuilt_and_a_property_filter_is_refu
 
 
 def test_a_window_is_transformed_in_one_jq_call_with_the_same_rows_as_one_call_per_message() -> None:
-    from shared.backfill import records
+    from shared.backfill import transform
 
     info = TemplateInfo("dtmi:c:t;1", "T", caps("temperature", "battery.level"))
     messages = [
@@ -421,8 +413,8 @@ def test_a_window_is_transformed_in_one_jq_call_with_the_same_rows_as_one_call_p
         application_id="a", info=info, devices={}, export_filter=ExportFilter.parse(None), transform=program
     )
     batched = rows_for(messages, **args)
-    assert records.compile_batch(program) is not None
-    records.compile_batch.cache_clear()
+    assert transform.compile_batch(program) is not None
+    transform.compile_batch.cache_clear()
     one_by_one = [(m, r) for m in messages for _, r in rows_for([m], **args)]  # a single message is not batched
     assert batched == one_by_one and len(batched) == 9
     with pytest.raises(TransformError, match="a message of d3"):  # a failing message is still named

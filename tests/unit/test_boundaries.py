@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from shared.iotcentral import REQUESTS_PER_SECOND, RateLimiter
+from shared.iotcentral_transport import REQUESTS_PER_SECOND, RateLimiter
 from tests.support.helpers import ROOT
 
 

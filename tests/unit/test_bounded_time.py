@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from azure.core.credentials import AccessToken
 
-from shared.iotcentral import IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
 from shared.kusto import KustoAdapter
 
 

@@ -21,7 +21,7 @@ def test_the_configuration_reference_is_what_the_settings_model_generates() -> N
 
 def test_every_setting_has_a_description() -> None:
     missing = [name for name, field in Settings.model_fields.items() if not (field.description or "").strip()]
-    assert not missing, f"settings without description= in shared/settings.py: {missing}"
+    assert not missing, f"settings without description= in shared/settings_*.py: {missing}"
 
 
 def test_the_check_fails_on_a_stale_file(

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 
-from shared.iotcentral import IotcError
+from shared.iotcentral_model import IotcError
 from shared.messages import new_run
 from shared.runs import phases
 from shared.runs.recovery import RECOVERY
@@ -446,7 +446,8 @@ def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_ca
 
     from azure.core.credentials import AccessToken
 
-    from shared.iotcentral import IoTCentralAdapter, IotcError
+    from shared.iotcentral import IoTCentralAdapter
+    from shared.iotcentral_model import IotcError
 
     class Gateway(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from shared import checklist
 from shared.destination_copy import new_destination_id, recreatable
 from shared.diagnosis import Evidence, is_permission_failure
-from shared.iotcentral import ExportStatus, service_principal_of
+from shared.iotcentral_model import ExportStatus, service_principal_of
 from shared.principals import Assignment, PrincipalRef, own_role, parse_listing
 from shared.settings import Settings
 from shared.targets import ConfigError

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.messages import parse_message
 from shared.principals import Assignment
 from shared.runs.base import PhaseConflict

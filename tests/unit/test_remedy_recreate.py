@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.destination_copy import new_destination_id
-from shared.iotcentral import IotcError
+from shared.iotcentral_model import IotcError
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status
 from shared.runs.phases import CREATED, PREPARED, VERIFYING

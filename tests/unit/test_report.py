@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.report import build_runs, render_html
+from shared.report.model import build_runs
+from shared.report.page import render_html
 from tests.support.html_check import check_html
 
 RUN = "a" * 32

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.iotcentral import IotcError
-from shared.kusto import AdxError
+from shared.iotcentral_model import IotcError
+from shared.kusto_errors import AdxError
 from shared.messages import new_run, parse_message
 from shared.runs.fencing import Run
 from shared.runs.phases import ADDING, PLANNED, VERIFYING

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar
 
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.plan import Action, Plan
 from shared.runs.base import PLANNED, Outcome
 from shared.runs.outcome import Status, escalate

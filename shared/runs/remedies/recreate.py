@@ -17,7 +17,8 @@ from typing import ClassVar
 
 from shared import recreate_destination as rd
 from shared.destination_copy import DestinationCopy, NotRecreatable
-from shared.iotcentral import IoTCentralAdapter, IotcError
+from shared.iotcentral import IoTCentralAdapter
+from shared.iotcentral_model import IotcError
 from shared.plan import Action, Plan
 from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, Services

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import ClassVar
 
 from shared.diagnosis import healer_is_admin
-from shared.kusto import AdxError
+from shared.kusto_errors import AdxError
 from shared.plan import Action, Plan
 from shared.principals import Assignment
 from shared.runs import obligations
