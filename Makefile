@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint typecheck unit demo sandbox bench clean
+.PHONY: help install test lint typecheck imports unit demo sandbox bench clean
 
 help:
 	@echo "make demo     run the self-healing demo on the local sandbox"
@@ -42,7 +42,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
+# The layers of shared/ and who may import an Azure SDK: the contracts in pyproject.toml.
+imports: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-cache
+
+test: install lint typecheck imports
 	$(VENV)/bin/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 demo: install

@@ -36,7 +36,7 @@ def targets(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(req, "targets")
 
 
-# No function key: an action group's secure webhook sends an Entra token, checked in shared/webhook_auth.py.
+# No function key: an action group's secure webhook sends an Entra token, checked in shared/http/webhook_auth.py.
 @app.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def alerts(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(req, "alerts")

@@ -54,10 +54,10 @@ def scan(apps: int = 1000, exports: int = 10, latency_s: float = 0.02) -> dict[s
 
     from sandbox import sdk
     from sandbox.process import sandbox_process
-    from shared.detection import Detector
-    from shared.loganalytics import LogAnalyticsAdapter
+    from shared.adapters.loganalytics import LogAnalyticsAdapter
+    from shared.config.settings import Settings
+    from shared.detection.detector import Detector
     from shared.services import build_healer
-    from shared.settings import Settings
 
     options = ("--app-count", str(apps), "--exports", str(exports), "--page-size", "25", "--export-interval", "0")
     with tempfile.TemporaryDirectory() as state_dir, sandbox_process(Path(state_dir), *options) as endpoints:
@@ -83,12 +83,12 @@ def scan(apps: int = 1000, exports: int = 10, latency_s: float = 0.02) -> dict[s
             )
             settings = Settings(**values)
             healer = build_healer(settings, sdk.credential())
-            logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.s.credential)
+            logs = LogAnalyticsAdapter(settings.log_analytics_endpoint, healer.services.credential)
             detector = Detector(healer, logs)
             if warm_cycle:
                 detector.run_cycle()  # warm: tokens, connections
             else:  # a full sequential cycle takes a minute: warm the token and a connection only
-                healer.s.iotc.exports(next(iter(healer.s.targets.values())).app)
+                healer.services.iotc.exports(next(iter(healer.services.targets.values())).app)
             started = time.perf_counter()
             report = detector.run_cycle()
             elapsed = time.perf_counter() - started
@@ -171,7 +171,7 @@ def refresh(wait_s: int) -> dict[str, float]:
                 start_log = len(world.cluster.command_log)
                 busy = runner.stats.busy_s
                 runner.run_timer_now()
-                store = entrypoints.composition().healer.s.store
+                store = entrypoints.composition().healer.services.store
                 _until(lambda: store.load("contoso:export-1:adx-1").last_outcome == "healed", wait_s + 60)
                 healer_fqn = world.healer.fqn
                 commands = [t for who, _, t in world.cluster.command_log[start_log:] if who == healer_fqn]
@@ -197,9 +197,9 @@ def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict
     from sandbox.azurite import ACCOUNT_KEY, Azurite
     from sandbox.healer_config import targets_for
     from sandbox.world import World
-    from shared.messages import new_run
+    from shared.config.settings import Settings
+    from shared.domain.messages import new_run
     from shared.services import build_healer
-    from shared.settings import Settings
 
     with Azurite() as azurite, World() as world:
         world.start()
@@ -228,13 +228,13 @@ def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict
         from sandbox import sdk
 
         healer = build_healer(settings, sdk.credential())
-        healer.s.store.ensure()
-        healer.s.queue.ensure()
+        healer.services.store.ensure()
+        healer.services.queue.ensure()
         msg = new_run(key, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
         started = time.perf_counter()
         outcome = healer.handle(msg)
         elapsed = time.perf_counter() - started
-        gap = healer.s.store.load(key).gap or {}
+        gap = healer.services.store.load(key).gap or {}
         assert outcome.status == "backfilled", outcome
         rows = int(gap["rows_ingested"])
         _until(lambda: backfill_fleet.compare(world, "fleet", "FleetTelemetry", end)["rows_missing"] == 0, 120)
@@ -260,9 +260,9 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
     from sandbox.azurite import ACCOUNT_KEY, Azurite
     from sandbox.healer_config import targets_for
     from sandbox.world import World
-    from shared.messages import new_run
+    from shared.config.settings import Settings
+    from shared.domain.messages import new_run
     from shared.services import build_healer
-    from shared.settings import Settings
 
     with Azurite() as azurite, World() as world:
         world.start()
@@ -293,8 +293,8 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
             backfill_invocation_seconds=540,
         )
         healer = build_healer(Settings(**values), sdk.credential())
-        healer.s.store.ensure()
-        healer.s.queue.ensure()
+        healer.services.store.ensure()
+        healer.services.queue.ensure()
 
         def one(key: str) -> None:
             msg = new_run(key, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="plan")
@@ -377,13 +377,13 @@ def sweep_obligations(
     from datetime import timedelta
     from typing import cast
 
-    from shared.iotcentral import IoTCentralAdapter
-    from shared.kusto import KustoAdapter
-    from shared.principals import Assignment
+    from shared.adapters.iotcentral import IoTCentralAdapter
+    from shared.adapters.kusto import KustoAdapter
+    from shared.config.settings import Settings
+    from shared.domain.principals import Assignment
+    from shared.domain.state import Dropped, PendingReadd, TargetState
     from shared.runs import Healer, Services
     from shared.runs.sweep import sweep
-    from shared.settings import Settings
-    from shared.state import Dropped, PendingReadd, TargetState
     from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
 
     clock = FakeClock()

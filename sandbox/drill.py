@@ -243,7 +243,7 @@ class Drill:
         ]
         self.capture = _Capture()
         self.secrets: list[str] = []  # what must never appear in the captured log
-        self.runs: list[Any] = []  # shared.report.model.Run of every target, for the HTML report
+        self.runs: list[Any] = []  # shared.reporting.report.model.Run of every target, for the HTML report
         self.capture.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     # ------------------------------------------------------------------ display
@@ -418,9 +418,9 @@ class Drill:
                         world.webhook_token,
                         *world.sp_secrets.values(),
                     ]
-                    from shared.report.model import collect
+                    from shared.reporting.report.model import collect
 
-                    self.runs = collect(entrypoints.composition().healer.s.store, None, 5000)
+                    self.runs = collect(entrypoints.composition().healer.services.store, None, 5000)
                 entrypoints.reset()
         finally:
             root.removeHandler(self.capture)
@@ -447,18 +447,20 @@ class Drill:
             entrypoints.reset()
         healer = entrypoints.composition().healer
         if scenario.name == "crash-after-drop":
-            healer.s.checkpoint = _die_once_after("effect:drop-admins")
+            healer.services.checkpoint = _die_once_after("effect:drop-admins")
         if scenario.name == "target-removed-mid-run":
             # Right after the export was disabled, the target leaves the configuration; the settings
             # change restarts the host, so the delivery dies there and comes back to a host without it.
             kept = json.dumps([t for t in json.loads(targets) if t["app"] != scenario.app])
-            healer.s.checkpoint = _once_at("effect:disable-export", lambda: _restart(runner, "HEALER_TARGETS", kept))
+            healer.services.checkpoint = _once_at(
+                "effect:disable-export", lambda: _restart(runner, "HEALER_TARGETS", kept)
+            )
         if scenario.name == "observe-mid-run":  # between the drop and the re-add
-            healer.s.checkpoint = _once_at(
+            healer.services.checkpoint = _once_at(
                 "enqueue:readd", lambda: _restart(runner, "HEALER_MODE", "observe", in_flight_dies=False)
             )
         if scenario.name == "poisoned-remediation":  # a fault in the worker hit on every delivery
-            healer.s.checkpoint = _die_always_at("journal:plan:done")
+            healer.services.checkpoint = _die_always_at("journal:plan:done")
         if scenario.name == "throttled":
             world.set_transport("kusto", throttle_rate=0.3, retry_after_s=1)
         options = BACKFILLS.get(scenario.backfill or "", {})
@@ -525,7 +527,7 @@ class Drill:
             result.detail = f"webhook answered {response.status_code}"
 
         def progress() -> bool:
-            history = [h for h in healer.s.store.read_history(key) if h["At"] >= since.isoformat()]
+            history = [h for h in healer.services.store.read_history(key) if h["At"] >= since.isoformat()]
             if history and result.mttd_s is None:
                 result.mttd_s = round(time.monotonic() - started, 2)
                 first = history[-1]
@@ -537,20 +539,20 @@ class Drill:
                 if row.get("RootCause"):
                     result.root_cause = json.loads(row["RootCause"])
             if history and not result.diagnosis:  # the run died before its history row: read the journal
-                for entry in healer.s.store.read_journal(key):
+                for entry in healer.services.store.read_journal(key):
                     if entry["Step"] == "plan" and entry["At"] >= since.isoformat():
                         plan = entry["Data"]["plan"]
                         result.diagnosis = str(plan["diagnosis"]["kind"])
                         result.actions = [a["action"] for a in plan["actions"]]
             terminal = [h for h in history if h["Outcome"] in TERMINAL | {scenario.expected}]
             if not terminal:  # a poisoned run leaves no history row: its escalation is in the state
-                state = healer.s.store.load(key)
+                state = healer.services.store.load(key)
                 if state.escalated and state.escalation_reason.startswith("poisoned:"):
                     terminal = [{"Outcome": "escalated", "Detail": state.escalation_reason}]
                     if result.mttd_s is None:
                         result.mttd_s = round(time.monotonic() - started, 2)
                         result.detected_by = "timer"
-                    for entry in healer.s.store.read_journal(key):
+                    for entry in healer.services.store.read_journal(key):
                         if entry["Step"] == "plan" and entry["At"] >= since.isoformat():
                             plan = entry["Data"]["plan"]
                             result.diagnosis = str(plan["diagnosis"]["kind"])
@@ -587,13 +589,13 @@ class Drill:
         result.changing_commands = sum(1 for t in sent if t.lstrip().startswith((".add", ".drop", ".set")))
         # Let in-flight verification finish before the next scenario takes the stage (a poisoned
         # run keeps its lease until it lapses: nothing of it is in flight any more).
-        wait_for(lambda: (st := healer.s.store.load(key)).escalated or not st.leased(datetime.now(UTC)), 15)
-        final = healer.s.store.load(key)
+        wait_for(lambda: (st := healer.services.store.load(key)).escalated or not st.leased(datetime.now(UTC)), 15)
+        final = healer.services.store.load(key)
         owed = {"re-add": final.pending_readd, "enable": final.pending_enable, "copy": final.pending_copy}
         result.obligations_left = [name for name, record in owed.items() if record is not None]
         result.export_enabled = world.iotc.apps[scenario.app].exports["export-1"].get("enabled") is not False
         if scenario.neighbour:
-            from shared.detection import last_cycle
+            from shared.detection.detector import last_cycle
 
             def garbage_seen() -> bool:  # detection names the app and goes on with the others
                 cycle = last_cycle()
@@ -605,7 +607,7 @@ class Drill:
             world.clear("gateway-html", scenario.neighbour)
             neighbour = f"{scenario.neighbour}:export-1:adx-1"
             result.neighbour_runs = sum(
-                1 for h in healer.s.store.read_history(neighbour) if h["At"] >= since.isoformat()
+                1 for h in healer.services.store.read_history(neighbour) if h["At"] >= since.isoformat()
             )
         result.busy_s = round(runner.stats.busy_s - busy_start, 3)
         result.notifications = notified()  # after the run ended: a late duplicate would show here
@@ -613,7 +615,7 @@ class Drill:
         after = _principals(world, scenario.database)
         # A principal is lost when a role that stood after the fault is gone once the healer is done.
         result.principal_lost = bool({(r, f) for r, f, _ in before} - {(r, f) for r, f, _ in after})
-        healer.s.checkpoint = lambda name: None
+        healer.services.checkpoint = lambda name: None
         world.iotc.ts_reading = "enqueued"
         if options.get("rls"):
             world.clear("row-level-security", scenario.app)
@@ -644,7 +646,9 @@ class Drill:
         table = _table(scenario)
 
         def backfills() -> list[dict[str, Any]]:
-            rows = [h for h in healer.s.store.read_history(key) if h["Outcome"] in ("backfilled", "backfill-refused")]
+            rows = [
+                h for h in healer.services.store.read_history(key) if h["Outcome"] in ("backfilled", "backfill-refused")
+            ]
             return sorted(rows, key=lambda h: str(h["At"]))
 
         if not wait_for(lambda: bool(backfills()), 60, interval=0.2):
@@ -654,7 +658,7 @@ class Drill:
         result.backfill_detail = str(backfills()[0].get("Detail", ""))[:400]
         first = json.loads(backfills()[0].get("Gap") or "{}")
         result.unrecoverable_s = int(first.get("unrecoverable_s", 0))
-        gap = healer.s.store.load(key).gap or {}
+        gap = healer.services.store.load(key).gap or {}
         until = datetime.fromisoformat(str(first.get("end", gap.get("end"))).replace("Z", "+00:00"))
         start = datetime.fromisoformat(str(first.get("start", gap.get("start"))).replace("Z", "+00:00"))
         result.gap_s = round((until - start).total_seconds(), 1)
@@ -713,7 +717,7 @@ class Drill:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2))
-        from shared.report.page import render_html
+        from shared.reporting.report.page import render_html
 
         summary = [
             {

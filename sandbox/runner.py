@@ -317,7 +317,7 @@ class Runner:
     # ------------------------------------------------------------------ queue
 
     def _queue_client(self, name: str) -> Any:
-        from shared.storage import queue_client
+        from shared.adapters.storage import queue_client
 
         # The host's own connection setting, base64 messages as host.json says.
         return queue_client(name, self.settings[_STORAGE])

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.http_api import ApiError, ApiResponse, Handler, dispatch, error
+from shared.http.api import ApiError, ApiResponse, Handler, dispatch, error
 
 if TYPE_CHECKING:  # imported when first used: the cold start stays cheap
-    from shared.detection import Detector
+    from shared.detection.detector import Detector
+    from shared.domain.targets import Target
     from shared.runs import Healer
-    from shared.targets import Target
 
 log = logging.getLogger("iotc_adx_healer")
 _lock = threading.Lock()
@@ -35,20 +35,20 @@ class Composition:
 def composition() -> Composition:
     with _lock:
         if "composition" not in _cache:
-            from shared.detection import Detector
+            from shared.config.settings import load_settings
+            from shared.detection.detector import Detector
             from shared.services import build_healer
-            from shared.settings import load_settings
 
             settings = load_settings()
             healer = build_healer(settings)  # tables and queues are created by their first write
-            _cache["composition"] = Composition(healer, Detector(healer, healer.s.logs))
+            _cache["composition"] = Composition(healer, Detector(healer, healer.services.logs))
         return _cache["composition"]
 
 
 def reset() -> None:
     """Forget the cached composition and the tenant's signing keys (settings changed, as when a
     host restarts with new app settings: tests, the drill)."""
-    from shared.webhook_auth import forget_signing_keys
+    from shared.http.webhook_auth import forget_signing_keys
 
     with _lock:
         _cache.clear()
@@ -59,8 +59,8 @@ def reset() -> None:
 
 
 def timer_tick(past_due: bool = False) -> dict[str, Any]:
-    from shared import telemetry
-    from shared.targets import ConfigError
+    from shared.domain.targets import ConfigError
+    from shared.reporting import telemetry
 
     try:
         with telemetry.span("detection.cycle", **{"healer.past_due": past_due}):
@@ -69,9 +69,9 @@ def timer_tick(past_due: bool = False) -> dict[str, Any]:
         log.error("detection skipped: configuration error: %s", exc)
         return {"error": str(exc)}
     if telemetry.enabled():  # what is escalated right now, for the workbook (one state read per cycle)
-        from shared.observers import record_escalated
+        from shared.reporting.observers import record_escalated
 
-        record_escalated(composition().healer.s)
+        record_escalated(composition().healer.services)
     result: dict[str, Any] = report.to_dict()
     result["past_due"] = past_due
     return result
@@ -83,12 +83,12 @@ def timer_tick(past_due: bool = False) -> dict[str, Any]:
 def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
     """Handle one remediation message. Malformed ones are dead-lettered with a reason, never acted
     on; other failures raise, so the host retries and finally moves the message to the poison queue."""
-    from shared import telemetry
-    from shared.messages import MalformedMessage, parse_message
+    from shared.domain.messages import MalformedMessage, parse_message
+    from shared.reporting import telemetry
     from shared.runs import UnknownTarget
 
     ctx = composition()
-    now = ctx.healer.s.clock()
+    now = ctx.healer.services.clock()
     try:
         msg = parse_message(body)
         # One span per remediation step, carrying the run's correlation id.
@@ -110,7 +110,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
 
                 if last_delivery(dequeue_count):  # the host moves it to the poison queue next
                     try:
-                        escalate_poisoned(ctx.healer.s, msg, exc)
+                        escalate_poisoned(ctx.healer.services, msg, exc)
                     except Exception:
                         log.exception("could not escalate the poisoned run %s", msg.run_id)
                 raise
@@ -118,7 +118,7 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
                 current.set_attribute("healer.outcome", str(outcome.status))
     except (MalformedMessage, UnknownTarget) as exc:
         log.warning("dead-lettered a queue message: %s", exc)
-        ctx.healer.s.queue.dead_letter(body, str(exc), now)
+        ctx.healer.services.queue.dead_letter(body, str(exc), now)
         return "dead-lettered"
     log.info("target %s run %s step %s: %s (try %d)", msg.target, msg.run_id, msg.step, outcome.status, dequeue_count)
     return str(outcome.status)
@@ -128,14 +128,14 @@ def queue_message(body: bytes | str, dequeue_count: int = 1) -> str:
 
 
 def _targets_known(ctx: Composition) -> dict[str, Target]:
-    from shared.status import known_targets
+    from shared.reporting.status import known_targets
 
-    return known_targets(ctx.healer.s)
+    return known_targets(ctx.healer.services)
 
 
 def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.dispatch import request_remediation
-    from shared.http_models import HealRequest, parse_body
+    from shared.detection.dispatch import request_remediation
+    from shared.http.models import HealRequest, parse_body
 
     request = parse_body(HealRequest, body, headers)
     key, dry_run, backfill = request.target, request.dry_run, request.backfill
@@ -143,7 +143,7 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
     target = _targets_known(ctx).get(key)
     if target is None:
         raise ApiError(404, "UnknownTarget", f"target={key!r} is not configured or discovered", "target")
-    settings = ctx.healer.s.settings
+    settings = ctx.healer.services.settings
     if backfill is not None:
         return _backfill(ctx, key, backfill, dry_run)
     if dry_run:
@@ -152,7 +152,7 @@ def _heal(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) ->
             200,
             {"target": key, "dry_run": True, "mode": settings.mode, "plan": plan.to_dict(), "steps": plan.describe()},
         )
-    queued = request_remediation(ctx.healer.s, target, "http", reason="manual heal", manual=True)
+    queued = request_remediation(ctx.healer.services, target, "http", reason="manual heal", manual=True)
     if not queued.queued:
         return ApiResponse(409, {"target": key, "queued": False, "reason": queued.reason})
     return ApiResponse(202, {"target": key, "queued": True, "run_id": queued.run_id, "mode": settings.mode})
@@ -162,7 +162,7 @@ def _backfill(ctx: Composition, key: str, backfill: object, dry_run: bool) -> Ap
     """`backfill: true` (the last measured gap) or `{"from", "to"}`: a backfill-only run, queued."""
     from shared.runs.backfill import BadWindow, backfill_mode, request_backfill, resolve_window
 
-    services = ctx.healer.s
+    services = ctx.healer.services
     window = backfill if isinstance(backfill, dict) else {}
     extra = sorted(set(window) - {"from", "to"})
     if extra:
@@ -181,28 +181,28 @@ def _backfill(ctx: Composition, key: str, backfill: object, dry_run: bool) -> Ap
 
 
 def _targets(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.status import target_rows
+    from shared.reporting.status import target_rows
 
     ctx = composition()
-    rows = target_rows(ctx.healer.s, ctx.healer.s.clock())
-    return ApiResponse(200, {"mode": ctx.healer.s.settings.mode, "targets": rows})
+    rows = target_rows(ctx.healer.services, ctx.healer.services.clock())
+    return ApiResponse(200, {"mode": ctx.healer.services.settings.mode, "targets": rows})
 
 
 def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.alerts import AlertError, alert_evidence, match_targets, parse_alert
-    from shared.dispatch import request_remediation
-    from shared.storage import alert_recorded, record_alert
-    from shared.webhook_auth import check_action_group_token
+    from shared.adapters.storage import alert_recorded, record_alert
+    from shared.detection.dispatch import request_remediation
+    from shared.domain.alerts import AlertError, alert_evidence, match_targets, parse_alert
+    from shared.http.webhook_auth import check_action_group_token
 
     # Anonymous to the host: the action group's Entra token is the only credential accepted here.
-    check_action_group_token(headers, composition().healer.s.settings)
+    check_action_group_token(headers, composition().healer.services.settings)
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
     try:
         alert = parse_alert(body, content_type)
     except AlertError as exc:
         return error(exc.status, "InvalidAlert", str(exc), exc.field)
     ctx = composition()
-    services = ctx.healer.s
+    services = ctx.healer.services
     matched = match_targets(alert, list(_targets_known(ctx).values()))
     answer: dict[str, Any] = {
         "alert_id": alert.alert_id,
@@ -236,7 +236,7 @@ def _alerts(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
 
 
 def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.targets import ConfigError
+    from shared.domain.targets import ConfigError
 
     try:
         ctx = composition()
@@ -246,14 +246,14 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
         return _deep_health(ctx)
     from shared.runs.sweep import overdue_readds
 
-    settings = ctx.healer.s.settings
-    overdue = overdue_readds(ctx.healer.s)
+    settings = ctx.healer.services.settings
+    overdue = overdue_readds(ctx.healer.services)
     try:
-        poisoned: int | None = ctx.healer.s.queue.poisoned()
+        poisoned: int | None = ctx.healer.services.queue.poisoned()
     except Exception as exc:  # the count is a report, never a reason to fail the probe
         log.warning("poison queue unreadable: %s", exc)
         poisoned = None
-    from shared.detection import last_cycle
+    from shared.detection.detector import last_cycle
 
     cycle = last_cycle()
     failed_apps = dict(cycle.failed_apps) if cycle is not None else {}
@@ -279,7 +279,7 @@ def _deep_health(ctx: Composition) -> ApiResponse:
     """`?deep=true`: the doctor (shared/doctor/) run by the deployed app, as its own identity."""
     from shared.doctor.runner import run_doctor
 
-    report = run_doctor(ctx.healer.s.settings, ctx.healer.s.credential)
+    report = run_doctor(ctx.healer.services.settings, ctx.healer.services.credential)
     return ApiResponse(200, {"status": "ok" if report.ok else "not-ready", **report.to_dict()})
 
 
@@ -292,7 +292,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
 
 
 def http(method: str, route: str, params: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> ApiResponse:
-    from shared.targets import ConfigError
+    from shared.domain.targets import ConfigError
 
     try:
         return dispatch(ROUTES, method, route, params, headers, body)

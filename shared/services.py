@@ -5,19 +5,19 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from shared.credentials import build_credential
-from shared.iotcentral import IoTCentralAdapter
-from shared.kusto import KustoAdapter
-from shared.loganalytics import LogAnalyticsAdapter
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.kusto import KustoAdapter
+from shared.adapters.loganalytics import LogAnalyticsAdapter
+from shared.adapters.storage import RemediationQueue, StateStore
+from shared.config.credentials import build_credential
+from shared.config.settings import Settings
+from shared.domain.targets import ConfigError
 from shared.runs import Healer, Services
-from shared.settings import Settings
-from shared.storage import RemediationQueue, StateStore
-from shared.targets import ConfigError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from shared.backfill.ingest import Ingestor
+    from shared.adapters.kusto_ingest import Ingestor
 
 
 def storage_urls(settings: Settings) -> tuple[str | None, str | None, str | None]:
@@ -60,7 +60,7 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
     ingestors: dict[str, Ingestor] = {}
 
     def ingestor(cluster_url: str) -> Ingestor:
-        from shared.backfill.ingest import Ingestor
+        from shared.adapters.kusto_ingest import Ingestor
 
         with lock:
             if cluster_url not in ingestors:
@@ -98,10 +98,10 @@ def build_services(settings: Settings, credential: TokenCredential | None = None
 def install_observers(services: Services) -> None:
     """Telemetry, root causes and notifications after every history record; the notifier claims
     each incident in the notifications table and posts to HEALER_NOTIFY_WEBHOOK when set."""
-    from shared.incident_claims import IncidentClaims
-    from shared.notify import Notifier
-    from shared.observers import install
-    from shared.webhook import Webhook
+    from shared.adapters.incident_claims import IncidentClaims
+    from shared.adapters.webhook import Webhook
+    from shared.reporting.notify import Notifier
+    from shared.reporting.observers import install
 
     secret = services.settings.notify_webhook
     url = secret.get_secret_value() if secret is not None else None

@@ -1,7 +1,7 @@
 """Render the configuration reference (docs/configuration.md) from the settings model.
 
 `python -m tools.config_reference > docs/configuration.md` writes it; `--check` exits 1 with a
-diff when the file differs from what the settings model (shared/settings.py) says (a unit test does the same).
+diff when the file differs from what the settings model (shared/config/settings.py) says (a unit test does the same).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PATH = ROOT / "docs" / "configuration.md"
 HEAD = """\
 # Configuration
 
-<!-- Generated from shared/settings.py (its fields in shared/settings_*.py) by
+<!-- Generated from shared/config/settings.py (its fields in shared/settings_*.py) by
 `python -m tools.config_reference > docs/configuration.md`; edit the field descriptions there,
 not this file (tests/unit/test_config_reference.py keeps them equal). -->
 
@@ -35,7 +35,7 @@ A setting whose default is — is unset unless configured.
 | --- | --- | --- | --- | --- |
 """
 
-# Read outside shared/settings.py (by the Azure Monitor distro), so not in the model.
+# Read outside shared/config/settings.py (by the Azure Monitor distro), so not in the model.
 OTHER = (
     "\nRead elsewhere:\n\n| setting | default | meaning |\n| --- | --- | --- |\n"
     "| `APPLICATIONINSIGHTS_CONNECTION_STRING` | — | where telemetry goes (OpenTelemetry, Azure Monitor distro); "
@@ -144,7 +144,7 @@ def row(name: str, field: FieldInfo, prefix: str) -> str:
 
 
 def render() -> str:
-    from shared.settings import Settings
+    from shared.config.settings import Settings
 
     prefix = Settings.model_config.get("env_prefix", "")
     rows = [row(name, field, prefix) for name, field in Settings.model_fields.items()]

@@ -23,7 +23,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' existing = {
 }
 
 // A secure webhook: no key in the URL (anyone with Reader on the action group could read one);
-// the action group sends an Entra token that the healer validates (shared/webhook_auth.py).
+// the action group sends an Entra token that the healer validates (shared/http/webhook_auth.py).
 resource group 'Microsoft.Insights/actionGroups@2023-01-01' = {
   name: 'ag-iotc-adx-healer'
   location: 'global'
@@ -75,7 +75,7 @@ resource failedIngestion 'Microsoft.Insights/scheduledQueryRules@2023-03-15-prev
     criteria: {
       allOf: [
         {
-          // The error codes shared/diagnosis.py treats as a lost permission. No summarize: the
+          // The error codes shared/domain/diagnosis.py treats as a lost permission. No summarize: the
           // rule counts and splits by the dimensions (Microsoft's log-alert query guidance).
           query: 'FailedIngestion | where ErrorCode in ("Forbidden", "BadRequest_DatabaseAccessDenied", "BadRequest_TableAccessDenied") | project TimeGenerated, Database, Table, ErrorCode, _ResourceId'
           timeAggregation: 'Count'

@@ -1,6 +1,6 @@
 // People hear of incidents through the action group: a log alert over the healer's own telemetry
 // (the healer.incidents metric in Application Insights' customMetrics; one point per incident,
-// see shared/notify.py) per incident kind and target: escalations, principals that could not be
+// see shared/reporting/notify.py) per incident kind and target: escalations, principals that could not be
 // re-added, data that could not be recovered, and runs whose message was poisoned (it failed every
 // delivery up to maxDequeueCount: shared/runs/poison.py; /api/health counts `<queue>-poison`).
 param location string

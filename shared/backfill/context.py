@@ -9,13 +9,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.adapters.kusto_errors import AdxError
 from shared.backfill.export_filter import ExportFilter, FilterUnsupported
 from shared.backfill.identity import Identity, find_identity, unrestorable_fields
 from shared.backfill.planner import PlanError, split_select
 from shared.backfill.progress import BackfillRefused, Progress
 from shared.backfill.records import NOT_RETURNED, Enrichments
 from shared.backfill.templates import TemplateInfo, parse_template
-from shared.kusto_errors import AdxError
 
 
 @dataclass

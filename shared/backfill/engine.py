@@ -52,7 +52,7 @@ class BackfillEngine:
         monotonic: Callable[[], float] = time.monotonic,
         guard: Callable[[], object] = lambda: None,
     ) -> None:
-        self.s = services
+        self.services = services
         self.ingestor = ingestor
         # Called before every journal write and every ingestion: raises when this invocation no
         # longer holds the run (its lease was taken, or a twin delivery claimed it since).
@@ -63,14 +63,14 @@ class BackfillEngine:
     # ---------------------------------------------------------------- progress in the journal
 
     def load(self, target_key: str, run_id: str) -> Progress | None:
-        for row in self.s.store.read_journal(target_key, run_id):
+        for row in self.services.store.read_journal(target_key, run_id):
             if row["Step"] == "backfill" and row["Status"] == "progress":
                 return Progress.from_dict(row["Data"])
         return None
 
     def save(self, progress: Progress) -> None:
         self.guard()
-        self.s.store.write_journal(
+        self.services.store.write_journal(
             progress.target, progress.run_id, "backfill", "progress", progress.to_dict(), self.clock()
         )
 
@@ -79,7 +79,7 @@ class BackfillEngine:
         if existing is not None:
             return existing
         now = self.clock()
-        days = int(getattr(self.s.settings, "backfill_retention_days", RETENTION_DAYS))
+        days = int(getattr(self.services.settings, "backfill_retention_days", RETENTION_DAYS))
         oldest = floor_second(now - timedelta(days=days))
         unrecoverable: list[str] = []
         lost = timedelta(0)
@@ -102,7 +102,7 @@ class BackfillEngine:
     # ---------------------------------------------------------------- reading the target
 
     def context(self, target: Any, progress: Progress) -> Context:
-        return read_details(self.s, target, progress, read_sources(self.s, target, progress))
+        return read_details(self.services, target, progress, read_sources(self.services, target, progress))
 
     # ---------------------------------------------------------------- the windows
 
@@ -125,7 +125,7 @@ class BackfillEngine:
             return count * len({c.component for c in info.telemetry})
 
         return Reader(
-            lambda text: self.s.iotc.query(target.app, text),
+            lambda text: self.services.iotc.query(target.app, text),
             ctx.templates,
             ctx.groups,
             parse_ts(progress.start),
@@ -166,7 +166,7 @@ class BackfillEngine:
             return progress
         started = self.monotonic()
         try:
-            ctx = read_sources(self.s, target, progress)
+            ctx = read_sources(self.services, target, progress)
         except BackfillRefused as exc:
             progress.refused, progress.done = str(exc), True
             self.save(progress)
@@ -178,7 +178,7 @@ class BackfillEngine:
             if self.monotonic() - started < budget_s:
                 reader = self._reader(target, ctx, progress, devices)
             try:
-                ctx = read_details(self.s, target, progress, ctx)
+                ctx = read_details(self.services, target, progress, ctx)
             except (BackfillRefused, TransformError) as exc:
                 progress.refused, progress.done = str(exc), True
                 self.save(progress)
@@ -242,7 +242,7 @@ class BackfillEngine:
         rows = [r for _, r in rows_by_message]
         if rows:
             identity = ctx.identities[info.template_id]
-            present = self.s.kusto(target.cluster_url).rows_between(
+            present = self.services.kusto(target.cluster_url).rows_between(
                 target.database, target.table, identity.time, window.start, window.end
             )
             todo, matched, strangers = dedupe.missing_by_identity(rows, present, identity.columns, ctx.schema)
@@ -256,7 +256,7 @@ class BackfillEngine:
             redo = progress.pending if progress.pending and "missing" in progress.pending else None
             found, missing = (int(redo["found"]), int(redo["missing"])) if redo else (len(rows), len(todo))
             if todo and progress.mode == "on" and redo and redo.get("at"):
-                settle = getattr(self.s.settings, "backfill_settle_seconds", None)
+                settle = getattr(self.services.settings, "backfill_settle_seconds", None)
                 settled = parse_ts(str(redo["at"])) + (SETTLE if settle is None else timedelta(seconds=settle))
                 if self.clock() < settled:  # the first send may still be on its way: read back later
                     progress.wait_s = max(1.0, (settled - self.clock()).total_seconds())
@@ -275,7 +275,7 @@ class BackfillEngine:
                     "missing": missing,
                 }
                 self.save(progress)
-                self.s.checkpoint("backfill:intent")
+                self.services.checkpoint("backfill:intent")
                 self.guard()  # right before the act: a twin that claimed the run meanwhile ingests instead
                 how = self.ingestor(target.cluster_url).ingest(
                     target.database,
@@ -287,7 +287,7 @@ class BackfillEngine:
                     approximate=bool(ctx.approximate),
                     if_not_exists=first,
                 )
-                self.s.checkpoint("effect:backfill-ingest")
+                self.services.checkpoint("effect:backfill-ingest")
                 progress.ingestion = how
             if progress.mode == "on" and (todo or redo):
                 progress.rows_sent += missing  # once per chunk, however often it was sent
@@ -299,7 +299,7 @@ class BackfillEngine:
         progress.cursor = stamp_s(window.end)
         progress.size_s = int(answer.next_size.total_seconds())
         self.save(progress)
-        self.s.checkpoint("backfill:window-done")
+        self.services.checkpoint("backfill:window-done")
 
 
 def gap_window(

@@ -27,8 +27,8 @@ def doctor(obj: Ctx) -> None:
     Each line says pass, FAIL or cannot tell, why, and the command that fixes it. Exit status 0
     only when everything the configured remedies need passes, else 1.
     """
+    from shared.config.settings import load_settings
     from shared.doctor.runner import run_doctor
-    from shared.settings import load_settings
 
     report = run_doctor(load_settings())
     obj.emit(report.to_dict(), lambda: render(report, _console()))

@@ -34,8 +34,8 @@ class Ctx:
 
     def healer(self) -> Any:
         if self._healer is None:
+            from shared.config.settings import load_settings
             from shared.services import build_healer
-            from shared.settings import load_settings
 
             settings = load_settings()
             self._healer = build_healer(settings)
@@ -111,7 +111,7 @@ def main(ctx: click.Context, as_json: bool, sandbox: bool, sandbox_dir: Path, se
 
 
 def run() -> None:
-    from shared.targets import ConfigError
+    from shared.domain.targets import ConfigError
 
     try:
         main(standalone_mode=False)

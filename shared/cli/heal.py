@@ -30,10 +30,10 @@ def heal(obj: Ctx, target: str, yes: bool, wait_s: int) -> None:
         result = plan_of(obj, target)
         obj.emit({"target": target, "dry_run": True, **result.to_dict()}, show_plan(target, result))
         sys.exit(EXIT_OK if not result.actions else EXIT_PROBLEM)
-    from shared.dispatch import request_remediation
+    from shared.detection.dispatch import request_remediation
 
     healer = obj.healer()
-    request = request_remediation(healer.s, obj.target(target), "cli", reason="operator heal", manual=True)
+    request = request_remediation(healer.services, obj.target(target), "cli", reason="operator heal", manual=True)
     if not request.queued:
         obj.emit(
             {"target": target, "queued": False, "reason": request.reason},
@@ -43,7 +43,7 @@ def heal(obj: Ctx, target: str, yes: bool, wait_s: int) -> None:
     outcome = "queued"
     deadline = time.monotonic() + wait_s
     while wait_s and time.monotonic() < deadline:
-        rows = [r for r in healer.s.store.read_history(target, limit=20) if r.get("RunId") == request.run_id]
+        rows = [r for r in healer.services.store.read_history(target, limit=20) if r.get("RunId") == request.run_id]
         final = [
             r["Outcome"]
             for r in rows
@@ -80,15 +80,15 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
 
     healer = obj.healer()
     tgt = obj.target(target)
-    state = healer.s.store.load(tgt.key)
+    state = healer.services.store.load(tgt.key)
     try:
-        first, last = resolve_window(start, end, state, healer.s.clock(), field="--from/--to")
+        first, last = resolve_window(start, end, state, healer.services.clock(), field="--from/--to")
     except BadWindow as exc:
         raise click.UsageError(str(exc)) from exc
-    mode = "plan" if dry_run else backfill_mode(healer.s.settings)
+    mode = "plan" if dry_run else backfill_mode(healer.services.settings)
     msg = backfill_message(tgt.key, first, last, mode, "cli", "operator backfill")
     with BackfillProgress(None if obj.as_json else _console(), f"backfill {tgt.key}") as display:
-        engine = BackfillEngine(healer.s, healer.s.ingestor)
+        engine = BackfillEngine(healer.services, healer.services.ingestor)
 
         def window_done(point: str) -> None:
             # The engine journals its progress before this checkpoint: one read per window.
@@ -97,10 +97,10 @@ def backfill(obj: Ctx, target: str, start: str | None, end: str | None, dry_run:
                 if progress is not None:
                     display.update(progress.to_dict())
 
-        healer.s.checkpoint = window_done
-        step = Step(healer, Run(healer.s, tgt.key, msg.run_id), tgt, msg)
+        healer.services.checkpoint = window_done
+        step = Step(healer, Run(healer.services, tgt.key, msg.run_id), tgt, msg)
         outcome = Backfill().begin(step, state, budget_s=86400)
-    gap = healer.s.store.load(tgt.key).gap or {}
+    gap = healer.services.store.load(tgt.key).gap or {}
     data = {"target": tgt.key, "run_id": msg.run_id, "outcome": outcome.status, "detail": outcome.detail, "gap": gap}
 
     def show() -> None:
@@ -125,7 +125,7 @@ def resume(obj: Ctx, target: str, yes: bool) -> None:
     """Clear TARGET's escalation (after people fixed what the healer could not) and its attempts."""
     healer = obj.healer()
     obj.target(target)
-    state = healer.s.store.load(target)
+    state = healer.services.store.load(target)
     if not yes:
         obj.emit(
             {"target": target, "escalated": state.escalated, "reason": state.escalation_reason, "dry_run": True},
@@ -138,6 +138,6 @@ def resume(obj: Ctx, target: str, yes: bool) -> None:
     def clear(st: Any) -> None:
         st.escalated, st.escalation_reason, st.attempts = False, "", []
 
-    healer.s.store.update(target, clear)
+    healer.services.store.update(target, clear)
     obj.emit({"target": target, "escalated": False}, lambda: _console().print(f"{target}: escalation cleared"))
     sys.exit(EXIT_OK)

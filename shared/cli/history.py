@@ -20,10 +20,10 @@ def status(obj: Ctx) -> None:
     """Every target: last outcome, diagnosis, cooldown, escalation."""
     from datetime import UTC, datetime
 
-    from shared.status import target_rows
+    from shared.reporting.status import target_rows
 
     healer = obj.healer()
-    rows = target_rows(healer.s, datetime.now(UTC))
+    rows = target_rows(healer.services, datetime.now(UTC))
 
     def show() -> None:
         from rich.markup import escape
@@ -57,7 +57,7 @@ def status(obj: Ctx) -> None:
             )
         fitted(_console(), columns, table_rows)
 
-    obj.emit({"mode": healer.s.settings.mode, "targets": rows}, show)
+    obj.emit({"mode": healer.services.settings.mode, "targets": rows}, show)
     sys.exit(EXIT_ESCALATED if any(r["escalated"] for r in rows) else EXIT_OK)
 
 
@@ -70,7 +70,7 @@ def history(obj: Ctx, target: str | None, limit: int) -> None:
     healer = obj.healer()
     if target:
         obj.target(target)
-    rows = healer.s.store.read_history(target, limit=limit)
+    rows = healer.services.store.read_history(target, limit=limit)
     keep = (
         "At",
         "PartitionKey",
@@ -146,13 +146,13 @@ def _gap_text(gap: dict[str, Any] | None) -> str:
 def report(obj: Ctx, target: str | None, html_file: Path | None, limit: int) -> None:
     """Incident report for TARGET (or every target): each run's timeline from detection through
     diagnosis, actions and verification to its outcome, with the evidence and root cause."""
-    from shared.report.model import collect
-    from shared.report.page import render_html
+    from shared.reporting.report.model import collect
+    from shared.reporting.report.page import render_html
 
     healer = obj.healer()
     if target:
         obj.target(target)
-    runs = collect(healer.s.store, target, limit)
+    runs = collect(healer.services.store, target, limit)
     if html_file is not None:
         title = f"iotc-adx-healer incident report: {target or 'all targets'}"
         html_file.write_text(render_html(runs, title), encoding="utf-8")

@@ -32,11 +32,11 @@ def iotc_access(obj: Ctx, apps: tuple[str, ...], object_id: str, tenant_id: str,
 
     Idempotent: an app where the identity already holds the role is left alone.
     """
-    from shared import kusto_names
-    from shared.credentials import build_credential
-    from shared.iotcentral import IoTCentralAdapter
-    from shared.iotcentral_model import IotcError
-    from shared.settings import load_settings
+    from shared.adapters.iotcentral import IoTCentralAdapter
+    from shared.adapters.iotcentral_model import IotcError
+    from shared.config.credentials import build_credential
+    from shared.config.settings import load_settings
+    from shared.domain import kusto_names
 
     try:
         oid = kusto_names.guid("--object-id", object_id)

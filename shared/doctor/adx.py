@@ -5,22 +5,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from shared.adapters.kusto_errors import AdxError
 from shared.doctor.failures import transient
 from shared.doctor.findings import said
-from shared.kusto_errors import AdxError
-from shared.kusto_names import quote_entity
+from shared.domain.kusto_names import quote_entity
 
 if TYPE_CHECKING:
+    from shared.adapters.kusto import KustoAdapter
     from shared.doctor.findings import Findings
-    from shared.kusto import KustoAdapter
+    from shared.domain.targets import AppConfig
     from shared.runs import Services
-    from shared.targets import AppConfig
 
 
 class AdxChecks:
     def __init__(self, out: Findings, services: Services) -> None:
         self.out = out
-        self.s = services
+        self.services = services
         self._done: set[tuple[str, str, str]] = set()
 
     def app_destinations(self, app: AppConfig, destinations: dict[str, Any]) -> None:
@@ -42,7 +42,7 @@ class AdxChecks:
             return
         self._done.add((cluster_url.rstrip("/").lower(), db, table))
         out = self.out
-        kusto = self.s.kusto(cluster_url)
+        kusto = self.services.kusto(cluster_url)
         admin_fix = f".add database {quote_entity('database', db)} admins ('{out.fqn}') 'iotc-adx-healer'"
         reachable = False
         try:

@@ -3,15 +3,15 @@ what HTTP status an adapter's or SDK's error carries."""
 
 from __future__ import annotations
 
-from shared.kusto_errors import AdxError
+from shared.adapters.kusto_errors import AdxError
 
 
 def transient(exc: Exception) -> bool:
     """Could a retry later answer differently (network, throttling, 5xx)? Then: cannot tell."""
     from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-    from shared.iotcentral_model import IotcError
-    from shared.loganalytics_errors import LogAnalyticsError
+    from shared.adapters.iotcentral_model import IotcError
+    from shared.adapters.loganalytics_errors import LogAnalyticsError
 
     if isinstance(exc, AdxError):
         return exc.transient

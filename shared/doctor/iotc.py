@@ -11,14 +11,14 @@ from shared.doctor.findings import said
 
 if TYPE_CHECKING:
     from shared.doctor.findings import Check, Findings
+    from shared.domain.targets import Target
     from shared.runs import Services
-    from shared.targets import Target
 
 
 class IotcChecks:
     def __init__(self, out: Findings, services: Services) -> None:
         self.out = out
-        self.s = services
+        self.services = services
         self._apps: dict[str, tuple[Check, dict[str, Any], dict[str, Any]]] = {}
         self._arm: set[str] = set()
 
@@ -35,8 +35,8 @@ class IotcChecks:
         exports: dict[str, Any] = {}
         destinations: dict[str, Any] = {}
         try:
-            exports = {str(e.get("id")): e for e in self.s.iotc.exports(app)}
-            destinations = {str(d.get("id")): d for d in self.s.iotc.destinations(app)}
+            exports = {str(e.get("id")): e for e in self.services.iotc.exports(app)}
+            destinations = {str(d.get("id")): d for d in self.services.iotc.destinations(app)}
         except Exception as exc:
             status = status_of(exc)
             if transient(exc):
@@ -113,7 +113,7 @@ class IotcChecks:
         self._arm.add(resource_id)
         out = self.out
         try:
-            identity = self.s.iotc.current_identity(resource_id)
+            identity = self.services.iotc.current_identity(resource_id)
         except Exception as exc:
             status = status_of(exc)
             if transient(exc):

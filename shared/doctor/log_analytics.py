@@ -9,9 +9,9 @@ from shared.doctor.failures import transient
 from shared.doctor.findings import APP_SETTINGS_FIX, said
 
 if TYPE_CHECKING:
+    from shared.adapters.loganalytics import LogAnalyticsAdapter
+    from shared.config.settings import Settings
     from shared.doctor.findings import Findings
-    from shared.loganalytics import LogAnalyticsAdapter
-    from shared.settings import Settings
 
 LOG_LOOKBACK_DAYS = 7
 SCOPE = "log analytics"
@@ -29,7 +29,7 @@ def check_log_analytics(out: Findings, settings: Settings, logs: LogAnalyticsAda
             required=False,
         )
         return
-    from shared.loganalytics_errors import LogAnalyticsError
+    from shared.adapters.loganalytics_errors import LogAnalyticsError
 
     ws_scope = f"$(az monitor log-analytics workspace list --query \"[?customerId=='{workspace}'].id\" -o tsv)"
     diagnostic = (

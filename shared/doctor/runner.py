@@ -18,9 +18,9 @@ from shared.doctor.webhooks import check_alert_webhook, check_notify_webhook
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from shared.config.settings import Settings
+    from shared.domain.targets import AppConfig, Target
     from shared.runs import Services
-    from shared.settings import Settings
-    from shared.targets import AppConfig, Target
 
 log = logging.getLogger(__name__)
 # A preflight answers in seconds: transient failures are retried briefly, then "cannot tell".
@@ -30,26 +30,26 @@ DOCTOR_TIMEOUT_S = 15.0
 
 class Doctor:
     def __init__(self, services: Services, me: Whoami | None) -> None:
-        self.s = services
+        self.services = services
         self.out = Findings(services.settings.mode, me)
         self.report = self.out.report
         self.adx = AdxChecks(self.out, services)
         self.iotc = IotcChecks(self.out, services)
 
     def run(self) -> DoctorReport:
-        from shared.status import known_targets
+        from shared.reporting.status import known_targets
 
-        settings = self.s.settings
+        settings = self.services.settings
         self._settings_line(settings)
-        states_ok = self._safely("storage", partial(check_storage, self.out, self.s))
-        targets = dict(self.s.targets)
+        states_ok = self._safely("storage", partial(check_storage, self.out, self.services))
+        targets = dict(self.services.targets)
         if states_ok:
-            self._safely("storage", lambda: targets.update(known_targets(self.s)))
+            self._safely("storage", lambda: targets.update(known_targets(self.services)))
         for target in targets.values():
             self._safely(f"target {target.key}", partial(self._target, target))
         for app in settings.app_list:
             self._safely(f"app {app.app}", partial(self._app, app))
-        self._safely("log analytics", lambda: check_log_analytics(self.out, settings, self.s.logs))
+        self._safely("log analytics", lambda: check_log_analytics(self.out, settings, self.services.logs))
         self._safely("alert webhook", lambda: check_alert_webhook(self.out, settings, DOCTOR_TIMEOUT_S))
         check_notify_webhook(self.out, settings)
         return self.report
@@ -109,7 +109,7 @@ def run_doctor(
     build: Callable[[Settings, Any], Services] | None = None,
 ) -> DoctorReport:
     """Every check, for the settings given. Builds its own clients (short retry budgets)."""
-    from shared.credentials import build_credential
+    from shared.config.credentials import build_credential
     from shared.services import build_services
 
     credential = credential or build_credential(settings.identity_client_id)

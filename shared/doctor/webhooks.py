@@ -9,8 +9,8 @@ from shared.doctor.failures import status_of
 from shared.doctor.findings import APP_SETTINGS_FIX
 
 if TYPE_CHECKING:
+    from shared.config.settings import Settings
     from shared.doctor.findings import Findings
-    from shared.settings import Settings
 
 
 def check_alert_webhook(out: Findings, settings: Settings, timeout_s: float) -> None:
@@ -37,7 +37,7 @@ def check_alert_webhook(out: Findings, settings: Settings, timeout_s: float) -> 
             f"{APP_SETTINGS_FIX} {missing}=<value>",
         )
         return
-    from shared.webhook_auth import jwks_url
+    from shared.http.webhook_auth import jwks_url
 
     url = jwks_url(settings)
     try:

@@ -21,12 +21,12 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from shared.kusto_errors import AdxError
-from shared.messages import RemediationMessage
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.messages import RemediationMessage
+from shared.domain.state import TargetState
 from shared.runs.base import VERIFYING, LeaseLost, Outcome, PhaseConflict
 from shared.runs.outcome import Status
 from shared.runs.remedy import Step
-from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 BACKFILLING = "backfilling"
@@ -50,7 +50,7 @@ class Backfill:
     def after_healed(self, step: Step, state: TargetState) -> Outcome | None:
         """The run moves on to `backfilling`; the gap is measured by the backfill's first
         invocation, so the healing itself costs no extra request."""
-        s = step.healer.s
+        s = step.healer.services
         if s.settings.backfill == "off" or step.target is None:
             return None
         now = s.clock()
@@ -82,7 +82,7 @@ class Backfill:
         Both are read around the moment the run planned (its journal's `plan` entry), not the action
         time a remedy records after acting: rows the export delivered right after the repair must
         not pass for the last good ones."""
-        s, target = step.healer.s, step.target
+        s, target = step.healer.services, step.target
         assert target is not None
         now = s.clock()
         action_at = step.msg.action_at or now
@@ -116,7 +116,7 @@ class Backfill:
 
     def begin(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
         """A `backfill` message of a run that is not in progress: a backfill-only run."""
-        msg, s = step.msg, step.healer.s
+        msg, s = step.msg, step.healer.services
         if state.last_run_id == msg.run_id:
             return Outcome(Status.SKIPPED, f"run {msg.run_id} already ended")
         if msg.window_start is None or msg.window_end is None:
@@ -136,7 +136,7 @@ class Backfill:
     # ---------------------------------------------------------------- one invocation
 
     def resume(self, step: Step, state: TargetState, budget_s: float | None = None) -> Outcome:
-        msg, s, target = step.msg, step.healer.s, step.target
+        msg, s, target = step.msg, step.healer.services, step.target
         if msg.step != "backfill" or target is None:
             return Outcome(Status.SKIPPED, f"run {msg.run_id} is backfilling; {msg.step} is not its step")
         if msg.window_start is None or msg.window_end is None:  # right after verification: measure first
@@ -220,7 +220,7 @@ class Backfill:
         this invocation is fenced by the claim, so the twin that claimed last is the only one that
         acts and an earlier one stands back at its next step."""
         token = uuid.uuid4().hex
-        until = step.healer.s.clock() + timedelta(seconds=step.healer.s.settings.lease_seconds + budget_s)
+        until = step.healer.services.clock() + timedelta(seconds=step.healer.services.settings.lease_seconds + budget_s)
 
         def claimed(state: TargetState) -> None:
             if state.lease_owner != step.run.holder:
@@ -230,14 +230,14 @@ class Backfill:
             state.run_data = state.run_data.model_copy(update={"claim": token})
             state.lease_until = until
 
-        step.healer.s.store.update(step.key, claimed)
+        step.healer.services.store.update(step.key, claimed)
         step.run.claim = token
 
 
 def backfill_message(
     target_key: str, start: datetime, end: datetime, mode: str | None, trigger: str, reason: str
 ) -> RemediationMessage:
-    from shared.messages import new_run
+    from shared.domain.messages import new_run
 
     run = new_run(target_key, trigger, reason=reason)  # type: ignore[arg-type]
     return run.next("backfill", window_start=start, window_end=end, backfill_mode=mode)

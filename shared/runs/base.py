@@ -8,22 +8,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.iotcentral import IoTCentralAdapter
-from shared.kusto import KustoAdapter
-from shared.messages import RemediationMessage
-from shared.plan import Plan
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.kusto import KustoAdapter
+from shared.adapters.storage import RemediationQueue, StateStore
+from shared.config.settings import Settings
+from shared.domain.messages import RemediationMessage
+from shared.domain.plan import Plan
+from shared.domain.targets import Target
 from shared.runs.outcome import Outcome, Status
 from shared.runs.phases import DONE, IDLE, PLANNED, TOGGLING, VERIFYING
-from shared.settings import Settings
-from shared.storage import RemediationQueue, StateStore
-from shared.targets import Target
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
-    from shared.backfill.ingest import Ingestor
-    from shared.loganalytics import LogAnalyticsAdapter
-    from shared.notify import Notifier
+    from shared.adapters.kusto_ingest import Ingestor
+    from shared.adapters.loganalytics import LogAnalyticsAdapter
+    from shared.reporting.notify import Notifier
 
 # In a transition's `expect`: the state belongs to another run (this one has not begun there).
 OTHER_RUN = "<another run>"
@@ -75,9 +75,9 @@ class Services:
     # cluster URL → its azure-kusto-ingest clients, built on first use
     ingestor: Callable[[str], Ingestor] | None = None
     logs: LogAnalyticsAdapter | None = None  # ADXJournal for root causes
-    notifier: Notifier | None = None  # set by shared.observers.install
+    notifier: Notifier | None = None  # set by shared.reporting.observers.install
     # Called with every history record (key, message, outcome, plan, gap): telemetry,
-    # notifications, the remembered root cause (shared/observers.py). Their failures never fail a run.
+    # notifications, the remembered root cause (shared/reporting/observers.py). Their failures never fail a run.
     observers: list[Observer] = field(default_factory=list)
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.domain.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 from shared.runs import obligations
 from shared.runs.fencing import stand_in
 from shared.runs.recovery import message
 from shared.runs.remedies.recreate import settle_copy
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
 from shared.runs.remedy import Step
-from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 
 if TYPE_CHECKING:
     from shared.runs.engine import Healer
@@ -21,15 +21,17 @@ if TYPE_CHECKING:
 def recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
     """A re-add that was done but not settled: re-apply it (a late drop may have landed since),
     and discharge the record once no drop of its run can land any more."""
-    run = stand_in(healer.s, state.key, pending.run_id)
+    run = stand_in(healer.services, state.key, pending.run_id)
     if run.acquire(exclusive=True) is None:
         return []
     try:
-        readd_roles(healer.s, run, pending, None)
+        readd_roles(healer.services, run, pending, None)
     except ReaddBlocked as blocked:
-        escalate_blocked(healer.s, state.key, run.holder, str(blocked), abandon=isinstance(blocked, ReaddAbandoned))
+        escalate_blocked(
+            healer.services, state.key, run.holder, str(blocked), abandon=isinstance(blocked, ReaddAbandoned)
+        )
         return [f"{state.key}: {blocked}"]
-    now = healer.s.clock()
+    now = healer.services.clock()
 
     def checked(st: TargetState) -> None:
         obligations.readded(st, pending.run_id, now)
@@ -39,7 +41,7 @@ def recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> 
         if st.lease_owner == run.holder:
             st.lease_owner, st.lease_until = "", None
 
-    after = healer.s.store.update(state.key, checked, name=f"{run.holder}:recheck")
+    after = healer.services.store.update(state.key, checked, name=f"{run.holder}:recheck")
     if after.pending_readd is None:
         return [f"{state.key}: discharged the re-add of run {pending.run_id}"]
     return []
@@ -47,10 +49,10 @@ def recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> 
 
 def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[str]:
     """Re-enable an export from its record alone (configured, discovered or since removed)."""
-    run = stand_in(healer.s, state.key, enable.run_id)
+    run = stand_in(healer.services, state.key, enable.run_id)
     if run.acquire(exclusive=True) is None:
         return []
-    iotc = healer.s.iotc
+    iotc = healer.services.iotc
     answer = run.effect(
         "enable-export",
         None,
@@ -58,7 +60,7 @@ def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[
         app=enable.app,
         export=enable.export_id,
     )
-    now = healer.s.clock()
+    now = healer.services.clock()
     observed = not isinstance(answer, dict) or answer.get("enabled", True) is not False
 
     def enabled(st: TargetState) -> None:
@@ -68,7 +70,7 @@ def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[
         if st.lease_owner == run.holder:
             st.lease_owner, st.lease_until = "", None
 
-    after = healer.s.store.update(state.key, enabled, name=f"{run.holder}:reenable")
+    after = healer.services.store.update(state.key, enabled, name=f"{run.holder}:reenable")
     return [f"{state.key}: re-enabled the export"] + (
         [f"{state.key}: discharged the re-enable of run {enable.run_id}"] if after.pending_enable is None else []
     )
@@ -77,19 +79,19 @@ def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[
 def settle(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
     """A destination copy whose run has moved on: finish its re-point or delete it (again, if a
     late create landed), from the record alone; discharged once settled."""
-    run = stand_in(healer.s, state.key, owed.run_id)
+    run = stand_in(healer.services, state.key, owed.run_id)
     if run.acquire(exclusive=True) is None:
         return []
     try:
-        did = settle_copy(healer.s, run, state.key, owed)
+        did = settle_copy(healer.services, run, state.key, owed)
     finally:
 
         def release(st: TargetState) -> None:
             if st.lease_owner == run.holder:
                 st.lease_owner, st.lease_until = "", None
 
-        healer.s.store.update(state.key, release, name=f"{run.holder}:release")
-    after = healer.s.store.load(state.key)
+        healer.services.store.update(state.key, release, name=f"{run.holder}:release")
+    after = healer.services.store.load(state.key)
     lines = [f"{state.key}: {did} (run {owed.run_id})"]
     if after.pending_copy is None:
         lines.append(f"{state.key}: discharged the destination copy of run {owed.run_id}")
@@ -98,7 +100,7 @@ def settle(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
 
 def readd_overdue(healer: Healer, state: TargetState, pending: PendingReadd) -> tuple[list[str], bool]:
     msg = message(state.key, pending.run_id, "readd", "re-add overdue", pending.correlation_id)
-    step = Step(healer, stand_in(healer.s, state.key, pending.run_id), healer.known(state.key, state), msg)
+    step = Step(healer, stand_in(healer.services, state.key, pending.run_id), healer.known(state.key, state), msg)
     if step.run.acquire(exclusive=True) is None:
         return [], False  # the run itself is re-adding right now
     outcome = healer.finish_readd(step, pending, verb="recovery sweep: re-added overdue")

@@ -15,10 +15,12 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
-from shared.alerts import ALERT_WITHOUT_CODE
-from shared.diagnosis import Evidence
-from shared.messages import RemediationMessage
-from shared.plan import Plan
+from shared.domain.alerts import ALERT_WITHOUT_CODE
+from shared.domain.diagnosis import Evidence
+from shared.domain.messages import RemediationMessage
+from shared.domain.plan import Plan
+from shared.domain.state import PendingReadd, RunData, TargetState
+from shared.domain.targets import Target
 from shared.runs import history, obligations, phases, reading, verifying
 from shared.runs.backfill import Backfill
 from shared.runs.base import (
@@ -43,8 +45,6 @@ from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import FollowUp, Remedy, Step
 from shared.runs.sweep import sweep
-from shared.state import PendingReadd, RunData, TargetState
-from shared.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +56,24 @@ FOLLOW_UPS: tuple[FollowUp, ...] = (Backfill(),)
 
 class Healer:
     def __init__(self, services: Services) -> None:
-        self.s = services
+        self.services = services
         self.remedies: dict[str, Remedy] = {r.action: r for r in REMEDIES}
         self.follow_ups: tuple[FollowUp, ...] = FOLLOW_UPS
 
     # ------------------------------------------------------------------ reading and planning
 
     def read(self, target: Target, extra: list[Evidence] | None = None) -> reading.Reading:
-        return reading.read(self.s, target, extra)
+        return reading.read(self.services, target, extra)
 
     def plan(
         self, target: Target, correlation_id: str = "dry-run", extra: list[Evidence] | None = None
     ) -> tuple[reading.Reading, Plan]:
-        return reading.plan(self.s, target, correlation_id, extra)
+        return reading.plan(self.services, target, correlation_id, extra)
 
     def known(self, key: str, state: TargetState | None = None) -> Target | None:
         """The target, at the destination the healer re-created for it (if it did)."""
-        target = self.s.targets.get(key)
-        state = state or self.s.store.load(key)
+        target = self.services.targets.get(key)
+        state = state or self.services.store.load(key)
         if target is None and state.discovered is not None:
             target = Target.model_validate(state.discovered)
         return target.at_destination(state.destination_id) if target is not None else None
@@ -91,7 +91,7 @@ class Healer:
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, msg: RemediationMessage) -> Outcome:
-        state = self.s.store.load(msg.target)
+        state = self.services.store.load(msg.target)
         target = self.known(msg.target, state)
         pending = state.pending_readd
         if pending is not None and pending.abandoned:
@@ -105,7 +105,7 @@ class Healer:
             if msg.step == "readd":  # never dead-lettered: nothing is pending, so nothing is dropped
                 return Outcome(Status.SKIPPED, f"no re-add pending for {msg.target}")
             raise UnknownTarget(f"target={msg.target!r} is not configured or discovered")
-        step = Step(self, Run(self.s, msg.target, msg.run_id), target, msg)
+        step = Step(self, Run(self.services, msg.target, msg.run_id), target, msg)
         try:
             if pending is not None and pending.readded_at is None and state.phase not in Refresh.phases:
                 if step.run.acquire() is None:
@@ -129,8 +129,8 @@ class Healer:
             return Outcome(Status.SKIPPED, f"run {msg.run_id} is not in progress (phase {state.phase or 'idle'})")
         except LeaseTooShort as short:
             # Never silently: the same message comes back once the lease can hold a whole step.
-            self.s.queue.send(msg.to_json(), delay_s=short.retry_s)
-            self.s.checkpoint("enqueue:lease-too-short")
+            self.services.queue.send(msg.to_json(), delay_s=short.retry_s)
+            self.services.checkpoint("enqueue:lease-too-short")
             return self.history(step, Outcome(Status.WAITING, f"{short}; queued again in {short.retry_s:.0f} s"))
         except RunStopped as stopped:
             log.warning("%s run %s stopped: %s", msg.target, msg.run_id, stopped)
@@ -143,7 +143,7 @@ class Healer:
         if msg.step != "start" or target is None:
             return Outcome(Status.SKIPPED, detail)
         return self.history(
-            Step(self, Run(self.s, msg.target, msg.run_id), target, msg), Outcome(Status.SKIPPED, detail)
+            Step(self, Run(self.services, msg.target, msg.run_id), target, msg), Outcome(Status.SKIPPED, detail)
         )
 
     def _door(self, step: Step, state: TargetState) -> Outcome | None:
@@ -156,7 +156,7 @@ class Healer:
                 # Another run's destination copy is not settled yet: a new run waits for the sweep.
                 return self._settling(step.target, step.msg, copy.run_id, copy.land_by)
             return None
-        if state.leased(self.s.clock()):
+        if state.leased(self.services.clock()):
             return Outcome(Status.SKIPPED, f"run {state.run_id} holds this target ({state.phase})")
         did = recover(self, state)
         detail = f"handed over: run {state.run_id} was {state.phase} with its lease lapsed"
@@ -172,13 +172,13 @@ class Healer:
         return ""
 
     def _resume(self, step: Step, state: TargetState) -> Outcome:
-        if state.phase in Refresh.phases and state.pending_readd is not None and self.s.settings.observe_only:
+        if state.phase in Refresh.phases and state.pending_readd is not None and self.services.settings.observe_only:
             # Observe mode: what was dropped goes back now (a discharge), nothing more is dropped.
             return self.finish_readd(step, state.pending_readd)
         if step.target is None and state.pending_readd is None:
             # Removed from configuration mid-run: discharge what the run owes, then it ends here.
             return self._discharge_and_end(step, state, f"{step.key} is no longer configured")
-        if self.s.settings.observe_only and state.phase not in (VERIFYING, *self._follow_up_phases()):
+        if self.services.settings.observe_only and state.phase not in (VERIFYING, *self._follow_up_phases()):
             return self._discharge_and_end(step, state, "observe mode")
         for remedy in self.remedies.values():
             if state.phase in remedy.phases:
@@ -187,11 +187,11 @@ class Healer:
             if state.phase in follow_up.phases:
                 return follow_up.resume(step, state)
         if state.phase == TOGGLING:
-            return self.to_verify(step, {TOGGLING}, step.msg.action_at or self.s.clock())
+            return self.to_verify(step, {TOGGLING}, step.msg.action_at or self.services.clock())
         if state.phase == VERIFYING:
             if step.msg.step == "verify":
                 return verifying.verify_step(self, step)
-            return verifying.send_verify(self, step, step.msg.action_at or state.phase_at or self.s.clock())
+            return verifying.send_verify(self, step, step.msg.action_at or state.phase_at or self.services.clock())
         raise RuntimeError(f"{step.key}: run {state.run_id} is in an unknown phase {state.phase!r}")
 
     def _follow_up_phases(self) -> tuple[str, ...]:
@@ -205,7 +205,7 @@ class Healer:
             done.append(RecreateDestination.discharge(step, state))
         enable = state.pending_enable
         if enable is not None:
-            iotc = self.s.iotc
+            iotc = self.services.iotc
             step.run.effect(
                 "enable-export",
                 None,
@@ -214,7 +214,7 @@ class Healer:
                 export=enable.export_id,
             )
             done.append(f"re-enabled export {enable.export_id}")
-        now = self.s.clock()
+        now = self.services.clock()
 
         def ended(st: TargetState) -> None:
             if enable is not None:
@@ -230,7 +230,7 @@ class Healer:
     # ------------------------------------------------------------------ start
 
     def _start(self, step: Step, state: TargetState) -> Outcome:
-        settings, now, msg = self.s.settings, self.s.clock(), step.msg
+        settings, now, msg = self.services.settings, self.services.clock(), step.msg
         target = step.target
         assert target is not None
         if state.last_run_id == msg.run_id or (state.run_id == msg.run_id and state.phase == DONE):
@@ -243,12 +243,12 @@ class Healer:
         window = now - timedelta(seconds=settings.attempt_window_seconds)
         if len([a for a in state.attempts if a > window]) >= settings.max_attempts:
             reason = f"{settings.max_attempts} failed attempts within {settings.attempt_window_seconds}s"
-            self.s.store.update(target.key, lambda st: escalate(st, reason))
+            self.services.store.update(target.key, lambda st: escalate(st, reason))
             return self.history(step, Outcome(Status.ESCALATED, reason))
         if step.run.acquire() is None:
             return self.history(step, Outcome(Status.SKIPPED, "another remediation holds this target"))
         if state.run_id != msg.run_id and any(
-            r["Status"] == "intent" for r in self.s.store.read_journal(target.key, msg.run_id)
+            r["Status"] == "intent" for r in self.services.store.read_journal(target.key, msg.run_id)
         ):
             # A start delivered again after its run ended and another began: it acted once already.
             step.run.finish()
@@ -298,7 +298,7 @@ class Healer:
             update={"run_id": pending.run_id, "correlation_id": pending.correlation_id, "step": "readd"}
         )
         # Held under this message's own name: the dropping run's own messages must not act beside it.
-        step = Step(self, Run(self.s, msg.target, pending.run_id, holder=msg.run_id), target, owner)
+        step = Step(self, Run(self.services, msg.target, pending.run_id, holder=msg.run_id), target, owner)
         if step.run.acquire(exclusive=True) is None:
             return Outcome(Status.SKIPPED, f"run {pending.run_id} holds this target (its re-add is pending)")
         try:
@@ -307,7 +307,7 @@ class Healer:
             return Outcome(Status.SKIPPED, str(stopped))
         if msg.step == "start" and target is not None:
             self.history(
-                Step(self, Run(self.s, msg.target, msg.run_id), target, msg),
+                Step(self, Run(self.services, msg.target, msg.run_id), target, msg),
                 Outcome(Status.SKIPPED, f"superseded: finished run {pending.run_id} first"),
             )
         return outcome
@@ -315,13 +315,13 @@ class Healer:
     def finish_readd(self, step: Step, pending: PendingReadd, verb: str = "re-added") -> Outcome:
         """Re-add the pending snapshot, then verify (or, for a target no longer known, end the run)."""
         try:
-            readd(self.s, step.run, pending)
+            readd(self.services, step.run, pending)
         except ReaddBlocked as blocked:
             abandon = isinstance(blocked, ReaddAbandoned)
-            escalate_blocked(self.s, step.key, step.run.holder, str(blocked), abandon=abandon)
+            escalate_blocked(self.services, step.key, step.run.holder, str(blocked), abandon=abandon)
             return self.history(step, Outcome(Status.ESCALATED, str(blocked)))
 
-        now = self.s.clock()
+        now = self.services.clock()
 
         def cleared(state: TargetState) -> None:
             obligations.readded(state, pending.run_id, now)  # discharged once settled, else the sweep's

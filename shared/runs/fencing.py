@@ -19,9 +19,9 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import TypeVar
 
+from shared.domain.state import TargetState
 from shared.runs import obligations, phases
 from shared.runs.base import OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict, Services
-from shared.state import TargetState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,7 +36,7 @@ class Run:
     """
 
     def __init__(self, services: Services, key: str, run_id: str, holder: str | None = None) -> None:
-        self.s = services
+        self.services = services
         self.key = key
         self.run_id = run_id
         self.holder = holder or run_id
@@ -45,17 +45,17 @@ class Run:
     # ---------------------------------------------------------------- the lease
 
     def _hold(self, extra_s: float) -> timedelta:
-        return timedelta(seconds=self.s.settings.lease_seconds + extra_s)
+        return timedelta(seconds=self.services.settings.lease_seconds + extra_s)
 
     def acquire(self, extra_s: float = 0, *, exclusive: bool = False) -> TargetState | None:
         """Take (or extend) the lease; None when another holder has it. `exclusive` also refuses a
         live lease of this same holder (the sweep must not act beside the run it stands in for)."""
-        now = self.s.clock()
+        now = self.services.clock()
         if exclusive:
-            current = self.s.store.load(self.key)
+            current = self.services.store.load(self.key)
             if current.leased(now):
                 return None
-        return self.s.store.acquire(self.key, self.holder, now, self._hold(extra_s))
+        return self.services.store.acquire(self.key, self.holder, now, self._hold(extra_s))
 
     def _check(self, state: TargetState) -> None:
         # The owner is overwritten by whoever takes the lease, so "still mine" means nobody else
@@ -75,7 +75,7 @@ class Run:
         moved on, perhaps finished by someone standing in for it, must not act). With
         `obligation`, the act about to be issued creates that obligation: its record learns, in
         this same write, until when the act may land."""
-        now = self.s.clock()
+        now = self.services.clock()
         until = now + self._hold(extra_s)
 
         def apply(state: TargetState) -> None:
@@ -86,9 +86,9 @@ class Run:
                 )
             state.lease_until = until
             if obligation is not None:
-                obligations.stamp(state, obligation, obligations.land_by(self.s.settings, now))
+                obligations.stamp(state, obligation, obligations.land_by(self.services.settings, now))
 
-        return self.s.store.update(self.key, apply, name=f"{self.holder}:renew")
+        return self.services.store.update(self.key, apply, name=f"{self.holder}:renew")
 
     # ---------------------------------------------------------------- phases
 
@@ -102,7 +102,7 @@ class Run:
         lease_until: datetime | None = None,
     ) -> TargetState:
         """Move this run's phase from one of `expect` (None: any) to `to`, fenced by the lease."""
-        now = self.s.clock()
+        now = self.services.clock()
 
         def apply(state: TargetState) -> None:
             self._check(state)
@@ -133,13 +133,13 @@ class Run:
             state.run_id, state.phase, state.phase_at = self.run_id, to, now
             state.lease_until = lease_until or now + self._hold(hold_s or 0)
 
-        state = self.s.store.update(self.key, apply, name=f"{self.holder}:{to}")
-        self.s.checkpoint(f"phase:{to}")
+        state = self.services.store.update(self.key, apply, name=f"{self.holder}:{to}")
+        self.services.checkpoint(f"phase:{to}")
         return state
 
     def finish(self, mutate: Callable[[TargetState], None] | None = None) -> TargetState:
         """End the run: phase done, the lease released. Refused if another holder took the lease."""
-        now = self.s.clock()
+        now = self.services.clock()
 
         def apply(state: TargetState) -> None:
             if state.lease_owner not in (self.holder, ""):
@@ -151,13 +151,13 @@ class Run:
                 state.run_id, state.phase, state.phase_at = self.run_id, "done", now
             state.lease_owner, state.lease_until = "", None
 
-        return self.s.store.update(self.key, apply, name=f"{self.holder}:finish")
+        return self.services.store.update(self.key, apply, name=f"{self.holder}:finish")
 
     # ---------------------------------------------------------------- journal and effects
 
     def journal(self, step: str, status: str, **data: JournalValue) -> None:
-        self.s.store.write_journal(self.key, self.run_id, step, status, dict(data), self.s.clock())
-        self.s.checkpoint(f"journal:{step}:{status}")
+        self.services.store.write_journal(self.key, self.run_id, step, status, dict(data), self.services.clock())
+        self.services.checkpoint(f"journal:{step}:{status}")
 
     def effect(
         self,
@@ -178,9 +178,9 @@ class Run:
         # The renewal's own storage round trip (retries included) ran on the lease it was setting;
         # and the clock that judges the lease elsewhere may be ahead of ours by the skew, and ours
         # behind: act only if a whole worst-case step still fits with both allowed for.
-        settings = self.s.settings
+        settings = self.services.settings
         needed = settings.worst_case_step_seconds + 2 * settings.clock_skew_seconds
-        left = (state.lease_until - self.s.clock()).total_seconds() if state.lease_until else 0.0
+        left = (state.lease_until - self.services.clock()).total_seconds() if state.lease_until else 0.0
         if left < needed:
             raise LeaseTooShort(
                 f"run {self.run_id} on {self.key}: {left:.0f} s of lease left after renewing, less than the "
@@ -192,7 +192,7 @@ class Run:
             # run only discharges what it owes.
             raise PhaseConflict(f"run {self.run_id} on {self.key}: observe mode; {step} is a change, not sent")
         value = act()
-        self.s.checkpoint(f"effect:{step}")
+        self.services.checkpoint(f"effect:{step}")
         self.journal(step, "done", **dict(result(value)))
         return value
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from shared.plan import Plan
+from shared.domain.plan import Plan
 from shared.runs.base import Outcome
 from shared.runs.fencing import JournalValue
 from shared.runs.remedy import Step
@@ -25,7 +25,7 @@ def record(
         "Target": str(step.target) if step.target else step.key,
         "Trigger": msg.trigger,
         "CorrelationId": msg.correlation_id,
-        "Mode": healer.s.settings.mode,
+        "Mode": healer.services.settings.mode,
         "Outcome": outcome.status.value,
         "Detail": outcome.detail[:8000],
     }
@@ -38,9 +38,9 @@ def record(
         record["Gap"] = gap
     if plan is not None and plan.diagnosis.root_cause is not None:
         record["RootCause"] = plan.diagnosis.root_cause
-    healer.s.store.append_history(step.key, msg.run_id, record, healer.s.clock())
+    healer.services.store.append_history(step.key, msg.run_id, record, healer.services.clock())
     log.info("remediation %s %s: %s (%s)", step.key, msg.run_id, outcome.status, outcome.detail)
-    for observe in healer.s.observers:
+    for observe in healer.services.observers:
         try:
             observe(step.key, msg, outcome, plan, gap)
         except Exception:  # telemetry or a notification must never break a run

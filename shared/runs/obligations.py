@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.settings import Settings
-from shared.state import PendingCopy, PendingEnable, PendingReadd, TargetState
+from shared.config.settings import Settings
+from shared.domain.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 
 # Back-off of the sweep's discharge attempts while they are refused: 5 s, doubling, at most 15 min.
 BACKOFF_FIRST_S = 5.0

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from shared.plan import Plan
-    from shared.state import TargetState
+    from shared.domain.plan import Plan
+    from shared.domain.state import TargetState
 
 
 class Status(StrEnum):
@@ -33,7 +33,7 @@ class Outcome:
     status: Status
     detail: str
     plan: Plan | None = None
-    incident: str = ""  # shared/notify.py KINDS: something people must hear about
+    incident: str = ""  # shared/reporting/notify.py KINDS: something people must hear about
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)  # an unknown outcome is a bug, refused here

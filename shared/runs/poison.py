@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from shared.messages import RemediationMessage
+from shared.domain.messages import RemediationMessage
 from shared.runs.base import Services
 from shared.runs.outcome import escalate
 
@@ -36,7 +36,7 @@ def escalate_poisoned(services: Services, msg: RemediationMessage, error: BaseEx
     if before:
         return False
     services.store.write_journal(msg.target, msg.run_id, "poisoned", "done", {"reason": reason}, services.clock())
-    from shared.observers import raise_incident
+    from shared.reporting.observers import raise_incident
 
     raise_incident(services, "poisoned", msg.target, msg.run_id, msg.correlation_id, reason)
     return True

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import checklist
-from shared.diagnosis import AdxState, Diagnosis, Evidence, diagnose
-from shared.iotcentral_model import ExportStatus, IotcError, service_principal_of
-from shared.kusto import KustoAdapter
-from shared.kusto_errors import AdxError
-from shared.plan import Plan, make_plan
-from shared.principals import INGESTING_DB_ROLES, Assignment, PrincipalRef
+from shared.adapters.iotcentral_model import ExportStatus, IotcError, service_principal_of
+from shared.adapters.kusto import KustoAdapter
+from shared.adapters.kusto_errors import AdxError
+from shared.domain import checklist
+from shared.domain.diagnosis import AdxState, Diagnosis, Evidence, diagnose
+from shared.domain.plan import Plan, make_plan
+from shared.domain.principals import INGESTING_DB_ROLES, Assignment, PrincipalRef
+from shared.domain.targets import Target
 from shared.runs.base import Services
-from shared.targets import Target
 
 
 @dataclass
@@ -87,8 +87,8 @@ def root_cause(
     services: Services, target: Target, diagnosis: Diagnosis, configured: PrincipalRef, current: PrincipalRef | None
 ) -> dict[str, object] | None:
     """Who changed the principal (ADXJournal) and how IoT Central's identity changed (ARM)."""
-    from shared.iotcentral_model import IotcError
-    from shared.root_cause import explain
+    from shared.adapters.iotcentral_model import IotcError
+    from shared.reporting.root_cause import explain
 
     settings = services.settings
     changed_at = None

@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from shared.messages import RemediationMessage
+from shared.domain.messages import RemediationMessage
+from shared.domain.state import TargetState
 from shared.runs import phases
 from shared.runs.backfill import resolve_window
 from shared.runs.fencing import Run, stand_in
 from shared.runs.outcome import Status
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedy import Step
-from shared.state import TargetState
 
 if TYPE_CHECKING:
     from shared.runs.engine import Healer
@@ -48,19 +48,19 @@ def _queue_again(healer: Healer, state: TargetState, msg: RemediationMessage, ex
     so later sweeps leave the run to this message. False when the target is unknown or held."""
     if healer.known(state.key, state) is None:
         return False
-    if Run(healer.s, state.key, state.run_id).acquire(extra_s=extra_s, exclusive=True) is None:
+    if Run(healer.services, state.key, state.run_id).acquire(extra_s=extra_s, exclusive=True) is None:
         return False
-    healer.s.queue.send(msg.to_json())
+    healer.services.queue.send(msg.to_json())
     return True
 
 
 def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
     msg = message(state.key, state.run_id, "start", "finish re-creating the destination")
     target = healer.known(state.key, state)
-    step = Step(healer, stand_in(healer.s, state.key, state.run_id), target, msg)
+    step = Step(healer, stand_in(healer.services, state.key, state.run_id), target, msg)
     if step.run.acquire(exclusive=True) is None:
         return []
-    if target is None or healer.s.settings.observe_only or state.escalated:  # only discharge: no new change
+    if target is None or healer.services.settings.observe_only or state.escalated:  # only discharge: no new change
         did = RecreateDestination.discharge(step, state)
         step.run.finish(_skipped)
         return [f"{state.key}: {did} (run {state.run_id})"]
@@ -86,7 +86,7 @@ def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
     gap = state.gap or {}
     start = end = None
     if gap.get("start") and gap.get("end"):  # measured (or asked for by hand)
-        start, end = resolve_window(None, None, state, healer.s.clock())
+        start, end = resolve_window(None, None, state, healer.services.clock())
     msg = message(
         state.key,
         state.run_id,
@@ -96,7 +96,7 @@ def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
         window_end=end,
         backfill_mode="on" if gap.get("backfill") == "on" else "plan",
     )
-    if not _queue_again(healer, state, msg, healer.s.settings.backfill_invocation_seconds):
+    if not _queue_again(healer, state, msg, healer.services.settings.backfill_invocation_seconds):
         return []
     return [f"{state.key}: queued the backfill of run {state.run_id} again"]
 
@@ -107,7 +107,7 @@ def _skipped(state: TargetState) -> None:
 
 def _release(healer: Healer, state: TargetState) -> list[str]:
     """Planned, nothing acted: end the run (a later start plans afresh)."""
-    run = stand_in(healer.s, state.key, state.run_id)
+    run = stand_in(healer.services, state.key, state.run_id)
     if run.acquire(exclusive=True) is None:
         return []
     run.finish()
@@ -123,7 +123,7 @@ def _finish_add(healer: Healer, state: TargetState) -> list[str]:
 def _verify_again(healer: Healer, state: TargetState) -> list[str]:
     """Verifying with nobody on it (its message lost, or a write's answer lost): verify again."""
     msg = message(state.key, state.run_id, "verify", "verify again", action_at=state.phase_at)
-    if not _queue_again(healer, state, msg, healer.s.settings.verify_poll_seconds):
+    if not _queue_again(healer, state, msg, healer.services.settings.verify_poll_seconds):
         return []
     return [f"{state.key}: queued the verification of run {state.run_id} again"]
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from shared.messages import RemediationMessage
-from shared.plan import Action, Plan
-from shared.principals import Assignment, PrincipalRef
+from shared.domain.messages import RemediationMessage
+from shared.domain.plan import Action, Plan
+from shared.domain.principals import Assignment, PrincipalRef
+from shared.domain.state import TargetState
+from shared.domain.targets import Target
 from shared.runs.base import Outcome
 from shared.runs.fencing import Run
 from shared.runs.reading import Reading
-from shared.state import TargetState
-from shared.targets import Target
 
 if TYPE_CHECKING:
     from shared.runs.engine import Healer

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared.domain.state import TargetState
+from shared.domain.targets import Target
 from shared.runs import discharge, obligations, recovery
 from shared.runs.base import RunStopped, Services
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import escalate_blocked
-from shared.state import TargetState
-from shared.targets import Target
 
 if TYPE_CHECKING:  # the engine calls the sweep (a hand-over, the timer); the sweep only uses it
     from shared.runs.engine import Healer
@@ -91,7 +91,7 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
     most PER_CLUSTER per cluster and per app (IoT Central allows 20 requests/s per app; the
     adapter's own limiter paces them). No new target is begun once HEALER_SWEEP_BUDGET_SECONDS
     have passed (well inside functionTimeout): the rest is reported deferred and done next cycle."""
-    services = healer.s
+    services = healer.services
     report = SweepReport()
     now, grace = services.clock(), services.settings.sweep_grace_seconds
     todo = [s for s in (services.store.all_states() if states is None else states) if _work(s, now, grace)]
@@ -158,7 +158,7 @@ def _known(healer: Healer, state: TargetState) -> Target | None:
 
 
 def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
-    services, report = healer.s, SweepReport()
+    services, report = healer.services, SweepReport()
     now, grace = services.clock(), services.settings.sweep_grace_seconds
     if state.unreadable:  # isolated to its target: reported, nothing acts on it
         report.errors.append(f"{state.key}: state unreadable: {state.unreadable}")

@@ -9,13 +9,13 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.messages import new_run
+from shared.domain.messages import new_run
+from shared.domain.state import PendingEnable, RunData, TargetState
 from shared.runs import obligations
 from shared.runs.base import PLANNED, TOGGLING, VERIFYING, Outcome
 from shared.runs.outcome import Status, ended, escalate
 from shared.runs.remedy import Step
-from shared.state import PendingEnable, RunData, TargetState
-from shared.verification import verify
+from shared.runs.verification import verify
 
 if TYPE_CHECKING:  # the engine calls this phase; it names the engine only as a type
     from shared.runs.engine import Healer
@@ -29,10 +29,10 @@ def to_verify(
     mutate: Callable[[TargetState], None] | None = None,
 ) -> Outcome:
     """After a remedy: toggle the export when asked, then schedule verification."""
-    if healer.s.settings.toggle_export and not healer.s.settings.observe_only:
+    if healer.services.settings.toggle_export and not healer.services.settings.observe_only:
         target = step.target
         assert target is not None
-        since = healer.s.clock()
+        since = healer.services.clock()
 
         # The toggle is two effects that must stay paired (a twin delivery of this run that
         # disabled after this one enabled would leave the export off): each toggle claims the
@@ -50,7 +50,7 @@ def to_verify(
 
         step.run.transition(expect, TOGGLING, disabling)
         step.run.claim = claim
-        iotc = healer.s.iotc
+        iotc = healer.services.iotc
         step.run.effect(
             "disable-export",
             TOGGLING,
@@ -58,7 +58,7 @@ def to_verify(
             obligation="enable",
         )
         step.run.effect("enable-export", TOGGLING, lambda: iotc.set_enabled(target.app, target.export_id, True))
-        enabled_at = healer.s.clock()
+        enabled_at = healer.services.clock()
         expect, mutate = {TOGGLING}, lambda st: obligations.enabled(st, enabled_at)
     last = mutate
 
@@ -70,26 +70,26 @@ def to_verify(
         # through the toggle and hands it back here: the run's own verification comes next.
         state.lease_owner = step.run.run_id
 
-    step.run.transition(expect, VERIFYING, verifying, hold_s=healer.s.settings.verify_poll_seconds)
+    step.run.transition(expect, VERIFYING, verifying, hold_s=healer.services.settings.verify_poll_seconds)
     step.run.claim = None
     return send_verify(healer, step, action_at)
 
 
 def send_verify(healer: Healer, step: Step, action_at: datetime) -> Outcome:
-    settings = healer.s.settings
-    until = healer.s.clock() + timedelta(seconds=settings.verify_deadline_seconds)
-    healer.s.queue.send(
+    settings = healer.services.settings
+    until = healer.services.clock() + timedelta(seconds=settings.verify_deadline_seconds)
+    healer.services.queue.send(
         step.msg.next("verify", action_at=action_at, verify_until=until).to_json(),
         delay_s=settings.verify_poll_seconds,
     )
-    healer.s.checkpoint("enqueue:verify")
+    healer.services.checkpoint("enqueue:verify")
     return Outcome(Status.WAITING, f"verification scheduled until {until:%H:%M:%S}Z")
 
 
 def verify_step(healer: Healer, step: Step) -> Outcome:
-    settings, now, msg, target = healer.s.settings, healer.s.clock(), step.msg, step.target
+    settings, now, msg, target = healer.services.settings, healer.services.clock(), step.msg, step.target
     assert target is not None
-    journal = healer.s.store.read_journal(target.key, msg.run_id)
+    journal = healer.services.store.read_journal(target.key, msg.run_id)
     changes = [
         r
         for r in journal
@@ -99,7 +99,7 @@ def verify_step(healer: Healer, step: Step) -> Outcome:
     latest = [r for r in changes if r["Step"].startswith("readd-")] or changes
     listed = bool(latest) and all(r["Data"].get("listed") for r in latest)
     action_at = msg.action_at or now
-    result = verify(target, healer.s.kusto(target.cluster_url), healer.s.iotc, action_at, listed)
+    result = verify(target, healer.services.kusto(target.cluster_url), healer.services.iotc, action_at, listed)
     step.run.journal("verify", "done", healed=result.healed, detail=result.detail)
     observe = settings.observe_only  # observe mode starts no change: no next remedy, no retry
     if not result.healed and result.still_denied and not observe:
@@ -108,7 +108,7 @@ def verify_step(healer: Healer, step: Step) -> Outcome:
         if taken is not None:
             return taken
     if result.healed:
-        state = healer.s.store.load(target.key)
+        state = healer.services.store.load(target.key)
         for follow_up in healer.follow_ups:
             taken = follow_up.after_healed(step, state)
             if taken is not None:
@@ -118,8 +118,8 @@ def verify_step(healer: Healer, step: Step) -> Outcome:
         return healer.history(step, Outcome(Status.HEALED, result.detail))
     if msg.verify_until and now < msg.verify_until:
         step.run.renew(extra_s=settings.verify_poll_seconds, during=VERIFYING)
-        healer.s.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
-        healer.s.checkpoint("enqueue:verify-again")
+        healer.services.queue.send(msg.to_json(), delay_s=settings.verify_poll_seconds)
+        healer.services.checkpoint("enqueue:verify-again")
         return Outcome(Status.WAITING, f"not yet: {result.detail}")
     window = now - timedelta(seconds=settings.attempt_window_seconds)
 
@@ -135,7 +135,7 @@ def verify_step(healer: Healer, step: Step) -> Outcome:
     if observe:
         return healer.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; observe mode: no retry"))
     retry = new_run(target.key, "retry", msg.correlation_id, f"retry after: {result.detail}"[:500])
-    healer.s.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
+    healer.services.queue.send(retry.to_json(), delay_s=settings.verify_poll_seconds)
     return healer.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; retry scheduled"))
 
 

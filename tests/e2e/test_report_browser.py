@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.report.model import build_runs, summary
-from shared.report.page import render_html
+from shared.reporting.report.model import build_runs, summary
+from shared.reporting.report.page import render_html
 from tests.support.helpers import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")

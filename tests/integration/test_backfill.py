@@ -13,7 +13,7 @@ from sandbox import backfill_fleet
 from sandbox.azurite import Azurite
 from sandbox.waiting import wait_for
 from sandbox.world import World
-from shared.messages import new_run
+from shared.domain.messages import new_run
 from tests.support.fleet import KEY, TABLE
 from tests.support.healer_env import Crash, Worker, healer_for, inject_and_wait, make_settings, queue_client
 from tests.support.helpers import wait_until
@@ -54,7 +54,7 @@ def _settled(world: World, until: datetime) -> dict[str, int]:
 
 
 def _gap_end(healer: Any) -> datetime:
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     assert gap and gap["status"] == "done", gap
     return datetime.fromisoformat(gap["end"].replace("Z", "+00:00"))
 
@@ -66,7 +66,7 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
     healer, worker = _setup(world, azurite)
     broke = _outage(world, worker)
     worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 60)
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     assert gap["rows_missing"] > 0 and gap["rows_ingested"] == gap["rows_missing"], gap
     # The gap starts at the last row before the outage and ends at the first after the repair.
     assert datetime.fromisoformat(gap["last_good"]) <= broke < datetime.fromisoformat(gap["first_new"]), gap
@@ -79,7 +79,7 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
     # Every query the healer sent kept to the documented limits; everything it sent to ADX is Kusto.
     assert world.iotc.queries and all(len(q) <= 350 and "*" not in q for q in world.iotc.queries)
     assert world.iotc.query_throttle.refused == 0
-    emitted = list(dict.fromkeys(healer.s.kusto(world.cluster.url).sent))
+    emitted = list(dict.fromkeys(healer.services.kusto(world.cluster.url).sent))
     assert any("cslschema" in t for t in emitted) and any(">= datetime(" in t for t in emitted)
     assert [(r.text, r.errors) for r in parse_all(emitted) if not r.ok] == []
 
@@ -88,7 +88,7 @@ def test_outage_is_backfilled_exactly_once_and_a_second_backfill_adds_nothing(
     again = new_run(KEY, "cli").next("backfill", window_start=start, window_end=until, backfill_mode="on")
     outcome = healer.handle(again)
     assert outcome.status == "backfilled", outcome
-    assert healer.s.store.load(KEY).gap["rows_ingested"] == 0
+    assert healer.services.store.load(KEY).gap["rows_ingested"] == 0
     assert backfill_fleet.compare(world, "fleet", TABLE, until) == before
 
 
@@ -114,10 +114,10 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
         if name == point and seen.count(name) == 2:  # die at the second chunk, after the first landed
             raise Crash(point)
 
-    healer.s.checkpoint = crash
+    healer.services.checkpoint = crash
     _outage(world, worker)
     worker.run_until(lambda: any(o.status == "backfilled" for o in worker.outcomes), 90)
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     assert worker.crashes == 1, gap
     assert gap["status"] == "done" and gap["rows_ingested"] == gap["rows_missing"] > 0, gap  # counted once
     assert seen.count("effect:backfill-ingest") >= 2, "the gap was not spread over several chunks"
@@ -128,12 +128,12 @@ def test_a_crash_in_the_middle_of_a_backfill_resumes_to_zero_missing_zero_duplic
     assert world.ingestion is not None and world.ingestion.skipped_blobs == 0
     assert world.ingestion.ingested_blobs == seen.count("effect:backfill-ingest")
     tags = {t for t in world.cluster.table("devicedata", TABLE).ingest_by_tags if "iotc-adx-healer" in t}
-    assert tags == {f"ingest-by:{tag_for(healer.s.store.load(KEY).gap['run_id'])}"}, tags
+    assert tags == {f"ingest-by:{tag_for(healer.services.store.load(KEY).gap['run_id'])}"}, tags
 
 
 def test_a_chunk_sent_twice_with_its_tag_is_ingested_once(fleet_world: World, credential: Any) -> None:
     """ingestIfNotExists through the real azure-kusto-ingest client, Azurite and the worker."""
-    from shared.backfill.ingest import Ingestor
+    from shared.adapters.kusto_ingest import Ingestor
 
     world = fleet_world
     rows = [{"DeviceId": "probe", "Timestamp": "2026-01-01T00:00:00.000Z", "Values": {"a": 1}}]
@@ -158,7 +158,7 @@ BY_NAME = {
 def test_streaming_needs_the_effective_policy_and_a_json_mapping(fleet_world: World, credential: Any) -> None:
     """The table's own streaming-ingestion policy, or its database's when the table has none; JSON
     streams only through a pre-created mapping. Refused outright, a chunk goes queued instead."""
-    from shared.backfill.ingest import Ingestor
+    from shared.adapters.kusto_ingest import Ingestor
 
     world = fleet_world
     database, table = world.cluster.database("devicedata"), world.cluster.table("devicedata", TABLE)
@@ -242,12 +242,14 @@ def test_an_invocation_is_bounded_and_the_rest_continues_on_the_queue(fleet_worl
     wait_until(lambda: len(world.cluster.table("devicedata", TABLE).rows) > 20, 10, "some telemetry")
     end = datetime.now(UTC)
     msg = backfill_message(KEY, end - timedelta(seconds=30), end, "plan", "cli", "test")
-    step = Step(healer, Run(healer.s, KEY, msg.run_id), healer.target(KEY), msg)
-    outcome = Backfill().begin(step, healer.s.store.load(KEY), budget_s=0)
+    step = Step(healer, Run(healer.services, KEY, msg.run_id), healer.target(KEY), msg)
+    outcome = Backfill().begin(step, healer.services.store.load(KEY), budget_s=0)
     assert outcome.status == "waiting"  # no time at all: nothing done, the rest handed on
-    assert healer.s.store.load(KEY).phase == "backfilling" and healer.s.store.load(KEY).leased(datetime.now(UTC))
+    assert healer.services.store.load(KEY).phase == "backfilling" and healer.services.store.load(KEY).leased(
+        datetime.now(UTC)
+    )
     worker.run_until(lambda: any(o.status == "backfill-planned" for o in worker.outcomes), 30)
-    state = healer.s.store.load(KEY)
+    state = healer.services.store.load(KEY)
     assert state.gap and state.gap["status"] == "done" and state.gap["rows_missing"] == 0  # nothing was lost
     assert state.phase == "done" and not state.leased(datetime.now(UTC))
 
@@ -267,7 +269,7 @@ def test_what_cannot_be_recovered_is_said_and_an_unknown_filter_is_refused(
     outcome = healer.handle(old)
     assert outcome.status == "backfill-planned", outcome
     assert "unrecoverable" in outcome.detail  # never "nothing missing"
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     notes = gap["unrecoverable"]
     assert any("older than IoT Central's retention of 7 days" in n for n in notes), notes
     assert 3598 <= gap["unrecoverable_s"] <= 3601, gap
@@ -276,7 +278,7 @@ def test_what_cannot_be_recovered_is_said_and_an_unknown_filter_is_refused(
     world.iotc.apps["fleet"].exports["export-1"]["filter"] = 'SELECT * FROM devices WHERE $id = "a" OR $id = "b"'
     refused = healer.handle(new_run(KEY, "cli").next("backfill", window_start=now, window_end=now, backfill_mode="on"))
     assert refused.status == "backfill-refused" and "OR" in refused.detail
-    assert healer.s.store.load(KEY).gap["status"] == "refused"
+    assert healer.services.store.load(KEY).gap["status"] == "refused"
 
 
 def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
@@ -284,7 +286,7 @@ def test_observe_mode_only_plans(fleet_world: World, azurite: Azurite) -> None:
 
     world = fleet_world
     healer, _ = _setup(world, azurite, mode="observe")
-    assert backfill_mode(healer.s.settings, "on") == "plan"
+    assert backfill_mode(healer.services.settings, "on") == "plan"
     before = len(world.cluster.table("devicedata", TABLE).rows)
     now = datetime.now(UTC)
     outcome = healer.handle(
@@ -316,7 +318,7 @@ def test_a_table_with_streaming_ingestion_and_a_json_mapping_is_backfilled_by_st
     msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
     outcome = healer.handle(msg)
     assert outcome.status == "backfilled", outcome
-    progress = healer.s.store.load(KEY).gap
+    progress = healer.services.store.load(KEY).gap
     assert progress["rows_ingested"] > 0 and progress["ingestion"] == "streamed"
     # Streamed: in the table when the call returned, nothing went through the queue.
     assert world.ingestion.ingested_blobs == queued_before
@@ -349,7 +351,7 @@ def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_
     outcomes: list[Any] = []
     sends: list[str] = []  # who sent each chunk
     turn = ["first"]
-    real_ingestor = healer.s.ingestor
+    real_ingestor = healer.services.ingestor
 
     class Counting:
         def __init__(self, url: str) -> None:
@@ -359,7 +361,7 @@ def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_
             sends.append(turn[0])
             return str(self.inner.ingest(*args, **kwargs))
 
-    healer.s.ingestor = Counting
+    healer.services.ingestor = Counting
 
     def twin_arrives(name: str) -> None:
         if name == "backfill:intent" and turn == ["first"]:  # the first is about to send its chunk
@@ -367,13 +369,13 @@ def test_twin_deliveries_of_a_backfill_message_ingest_once_and_count_once(fleet_
             outcomes.append(healer.handle(msg))  # the twin delivery runs meanwhile, to the end
             turn[0] = "first-again"
 
-    healer.s.checkpoint = twin_arrives
+    healer.services.checkpoint = twin_arrives
     outcomes.insert(0, healer.handle(msg))
     assert turn == ["first-again"], "the first delivery never reached an ingestion"
     assert outcomes[1].status == "backfilled", outcomes
     assert outcomes[0].status == "skipped", outcomes  # it stood back: the twin had claimed the run
     assert "first-again" not in sends and "twin" in sends, sends
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     assert gap["status"] == "done" and gap["rows_ingested"] == gap["rows_missing"] > 0, gap
     result = _settled(world, end)
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result
@@ -400,16 +402,16 @@ def test_a_template_leaving_the_filter_between_invocations_does_not_shift_the_ot
             if len(done) == seconds + 2:  # the pump's windows, then two of the thermostat's
                 raise Crash(name)
 
-    healer.s.checkpoint = crash
+    healer.services.checkpoint = crash
     msg = new_run(KEY, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
     with pytest.raises(Crash):
         healer.handle(msg)
-    progress = healer.s.store.read_journal(KEY, msg.run_id)
+    progress = healer.services.store.read_journal(KEY, msg.run_id)
     saved = next(r["Data"] for r in progress if r["Step"] == "backfill" and r["Status"] == "progress")
     assert saved["templates"] == [backfill_fleet.PUMP, backfill_fleet.THERMOSTAT], saved  # the pump's are done
     # The pump leaves the export's filter before the message is delivered again.
     world.iotc.apps["fleet"].exports["export-1"]["filter"] = f"SELECT * FROM {backfill_fleet.THERMOSTAT}"
-    healer.s.checkpoint = lambda name: None
+    healer.services.checkpoint = lambda name: None
     outcome = healer.handle(msg)
     assert outcome.status == "backfilled", outcome
     _settled_thermostats(world, start, end)
@@ -445,7 +447,7 @@ def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sen
     fails visibly (no blind second send, no fallback that would send it again queued); the
     redelivered message reads the table back and finds the rows there."""
     from sandbox.adx import server as adx_server
-    from shared.backfill.ingest import IngestUncertain
+    from shared.adapters.kusto_ingest import IngestUncertain
 
     world = fleet_world
     healer, _ = _setup(world, azurite)
@@ -469,7 +471,7 @@ def test_a_streamed_chunk_whose_answer_is_lost_fails_the_window_and_is_never_sen
     outcome = healer.handle(msg)  # delivered again
     assert outcome.status == "backfilled", outcome
     assert answers[0] == 200 and world.ingestion.ingested_blobs == queued_before  # nothing went queued
-    gap = healer.s.store.load(KEY).gap
+    gap = healer.services.store.load(KEY).gap
     assert gap["rows_ingested"] == gap["rows_missing"] > 0, gap
     result = backfill_fleet.compare(world, "fleet", TABLE, end)
     assert result["rows_missing"] == 0 and result["rows_duplicated"] == 0, result

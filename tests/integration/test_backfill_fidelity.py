@@ -17,7 +17,7 @@ from sandbox import backfill_fleet
 from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.waiting import wait_for
 from sandbox.world import World
-from shared.messages import new_run
+from shared.domain.messages import new_run
 from tests.support.healer_env import healer_for, inject_and_wait, make_settings
 from tests.support.helpers import wait_until
 
@@ -70,12 +70,12 @@ def _settled(world: World, until: datetime) -> dict[str, int]:
 def _exact_twice(world: World, healer: Any, start: datetime, end: datetime) -> dict[str, Any]:
     outcome = _backfill(healer, start, end)
     assert outcome.status == "backfilled", outcome
-    gap: dict[str, Any] = healer.s.store.load(KEY).gap
+    gap: dict[str, Any] = healer.services.store.load(KEY).gap
     assert gap["rows_ingested"] == gap["rows_missing"] > 0, gap
     result = _settled(world, end)
     assert (result["rows_missing"], result["rows_duplicated"]) == (0, 0), result
     again = _backfill(healer, start, end)  # a second backfill of the same gap adds nothing
-    assert again.status == "backfilled" and healer.s.store.load(KEY).gap["rows_ingested"] == 0, again
+    assert again.status == "backfilled" and healer.services.store.load(KEY).gap["rows_ingested"] == 0, again
     assert backfill_fleet.compare(world, "rich", TABLE, end) == result
     return gap
 
@@ -111,7 +111,7 @@ def test_creation_times_under_both_ts_readings(storage_world: World, azurite: Az
     before = len(world.cluster.table("devicedata", TABLE).rows)
     outcome = _backfill(healer, start, end)
     assert outcome.status == "backfill-refused" and "$ts" in outcome.detail, outcome
-    assert healer.s.store.load(KEY).gap["rows_ingested"] == 0
+    assert healer.services.store.load(KEY).gap["rows_ingested"] == 0
     assert world.ingestion is not None and world.ingestion.ingested_blobs == 0
     assert backfill_fleet.compare(world, "rich", TABLE, end)["rows_duplicated"] == 0
     assert len(world.cluster.table("devicedata", TABLE).rows) >= before
@@ -147,7 +147,7 @@ def test_rows_keeping_message_properties_are_refused_unless_written_approximate_
     approximate = healer_for(make_settings(world, azurite, backfill="on", backfill_approximate=True))
     outcome = _backfill(approximate, start, end)
     assert outcome.status == "backfilled" and "not restored: messageProperties" in outcome.detail, outcome
-    gap: dict[str, Any] = approximate.s.store.load(KEY).gap or {}
+    gap: dict[str, Any] = approximate.services.store.load(KEY).gap or {}
     assert gap["rows_ingested"] > 0 and gap["approximate"] == ["messageProperties (read by the transform)"], gap
     table = world.cluster.table("devicedata", TABLE)
 

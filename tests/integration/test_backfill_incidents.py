@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from sandbox.azurite import Azurite
 from sandbox.world import World
-from shared import telemetry
-from shared.messages import new_run
+from shared.domain.messages import new_run
+from shared.reporting import telemetry
 from shared.runs import Outcome, Status
 from tests.support.fleet import KEY
 from tests.support.healer_env import healer_for, make_settings
@@ -51,6 +51,6 @@ def test_a_refused_backfill_is_one_data_not_recovered_incident(
     points = metric_points(metrics)
     assert [p.attributes["kind"] for p in points["healer.incidents"]] == ["data-not-recovered"]
     assert round(sum(p.sum for p in points["healer.data_gap_minutes"])) == 10
-    for observe in healer.s.observers:  # the same record again (a redelivered step): nothing new
-        observe(KEY, msg, Outcome(Status.BACKFILL_REFUSED, "again"), None, healer.s.store.load(KEY).gap)
+    for observe in healer.services.observers:  # the same record again (a redelivered step): nothing new
+        observe(KEY, msg, Outcome(Status.BACKFILL_REFUSED, "again"), None, healer.services.store.load(KEY).gap)
     assert len(world.notifications) == 1

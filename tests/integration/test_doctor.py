@@ -15,9 +15,9 @@ from sandbox.azurite import Azurite
 from sandbox.entra import TENANT_ID
 from sandbox.healer_config import ALERT_AUDIENCE, targets_for
 from sandbox.world import World
+from shared.config.settings import Settings
 from shared.doctor.findings import DoctorReport
 from shared.doctor.runner import run_doctor
-from shared.settings import Settings
 from tests.support.healer_env import settings_values
 
 READ_ONLY_KUSTO = (".show ",)

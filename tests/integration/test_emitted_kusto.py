@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from sandbox.entra import new_identity
-from shared import kusto_commands as cmd
-from shared.principals import PrincipalRef
+from shared.domain import kusto_commands as cmd
+from shared.domain.principals import PrincipalRef
 from tests.support.healer_env import inject_and_wait
 from tests.support.kusto_parser import parse_all
 
@@ -26,7 +26,7 @@ def test_every_command_the_core_emits_parses(healer_setup: Any) -> None:
         inject_and_wait(world, fault, app)
         worker.enqueue_start(f"{app}:export-1:adx-1")
     worker.run_until(lambda: sum(o.status == "healed" for o in worker.outcomes) == 2, 60)
-    emitted = list(dict.fromkeys(healer.s.kusto(world.cluster.url).sent))
+    emitted = list(dict.fromkeys(healer.services.kusto(world.cluster.url).sent))
     assert any(t.startswith(".drop") for t in emitted) and any(t.startswith(".add") for t in emitted)
     assert any("ingestion_time()" in t for t in emitted)
     grid = [
@@ -63,7 +63,7 @@ def test_awkward_notes_come_back_exactly(healer_setup: Any) -> None:
     world, _, healer, _ = healer_setup
     newcomer = world.directory.add(new_identity("newcomer"))
     fqn = f"aadapp={newcomer.object_id};{newcomer.tenant_id}"
-    adapter = healer.s.kusto(world.cluster.url)
+    adapter = healer.services.kusto(world.cluster.url)
     listing = adapter.set_role("devicedata", "viewers", fqn, present=True, notes=AWKWARD_NOTES)
     who = PrincipalRef.from_fqn(fqn)  # listed under its application id, the object id in its column
     mine = [a for a in listing if who.matches(a)]

@@ -13,14 +13,14 @@ from sandbox import sdk
 from sandbox.entra import TENANT_DOMAIN, new_identity
 from sandbox.iotc.delivery import IOTC_ERROR_STYLES
 from sandbox.world import World
-from shared import recreate_destination as rd
-from shared.destination_copy import NotRecreatable, new_destination_id
-from shared.diagnosis import Kind
-from shared.iotcentral import IoTCentralAdapter
-from shared.iotcentral_model import IotcError
-from shared.kusto import KustoAdapter
-from shared.kusto_errors import AdxError
-from shared.principals import PrincipalRef
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.iotcentral_model import IotcError
+from shared.adapters.kusto import KustoAdapter
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.destination_copy import NotRecreatable, new_destination_id
+from shared.domain.diagnosis import Kind
+from shared.domain.principals import PrincipalRef
+from shared.runs.remedies import recreate_calls as rd
 from tests.support.healer_env import Worker, changing_commands, healer_for, inject_and_wait, make_settings, queue_client
 from tests.support.helpers import wait_until
 
@@ -110,7 +110,7 @@ def test_unknown_role_rows_are_skipped_with_a_note(world: World, style: str) -> 
 @pytest.mark.parametrize("style", ["singular", "plural", "scoped"])
 def test_own_role_text_is_parsed_in_every_style(world: World, style: str, caplog: pytest.LogCaptureFixture) -> None:
     world.cluster.own_role_text = style
-    caplog.set_level("INFO", logger="shared.kusto")
+    caplog.set_level("INFO", logger="shared.adapters.kusto")
     assert adapter(world).own_roles("devicedata") == {"admins"}
     assert "read as admins" in caplog.text  # the raw text is logged
 
@@ -161,7 +161,7 @@ def test_ingestor_only_is_insufficient_when_admin_is_required(healer_setup: Any)
     reading_before = healer.read(healer.target(CONTOSO))
     assert reading_before.diagnosis.kind == Kind.HEALTHY
     statuses = heal(worker, world, "ingestor-only")
-    plan_rows = [r for r in healer.s.store.read_history(CONTOSO) if r.get("Diagnosis")]
+    plan_rows = [r for r in healer.services.store.read_history(CONTOSO) if r.get("Diagnosis")]
     assert plan_rows[-1]["Diagnosis"] == "insufficient-role" and statuses[-1] == "healed"
     assert [c.split()[3] for c in changing_commands(world)] == ["admins"]
 
@@ -275,7 +275,7 @@ def test_destination_stale_is_healed_by_re_creating_it(healer_setup: Any) -> Non
     assert statuses[-1] == "healed" and changing_commands(world) == []  # ADX untouched
     refs = world.iotc.apps["contoso"].exports["export-1"]["destinations"]
     assert len(refs) == 1 and refs[0]["id"].startswith("adx-1-r")
-    assert healer.s.store.load(CONTOSO).destination_id == refs[0]["id"]
+    assert healer.services.store.load(CONTOSO).destination_id == refs[0]["id"]
     assert healer.target(CONTOSO).destination_id == refs[0]["id"] and healer.target(CONTOSO).key == CONTOSO
 
 
@@ -316,7 +316,7 @@ def test_unknown_identity_is_retried_a_bounded_time_then_escalated(healer_setup:
     worker = Worker(healer, queue_client(settings))
     statuses = heal(worker, world, "unknown-identity")
     assert statuses[-1] == "escalated" and statuses.count("waiting") >= 2
-    state = healer.s.store.load(CONTOSO)
+    state = healer.services.store.load(CONTOSO)
     assert state.escalated and "unknown to Entra" in state.escalation_reason and state.lease_owner == ""
     ghost = world.iotc.apps["contoso"].arm_principal_override
     assert all(ghost in c for c in changing_commands(world))  # only the refused adds of the new identity
@@ -329,10 +329,10 @@ def test_a_re_add_whose_identity_vanished_is_abandoned_not_retried_forever(heale
     worker = Worker(healer, queue_client(settings))
     inject_and_wait(world, "stale-permission")
     worker.enqueue_start(CONTOSO)
-    worker.run_until(lambda: healer.s.store.load(CONTOSO).phase == "dropped", 20)
+    worker.run_until(lambda: healer.services.store.load(CONTOSO).phase == "dropped", 20)
     world.directory.add(world.iotc.identity_of("contoso").rotated())  # Entra no longer knows the dropped one
-    worker.run_until(lambda: healer.s.store.load(CONTOSO).escalated, 20)
-    state = healer.s.store.load(CONTOSO)
+    worker.run_until(lambda: healer.services.store.load(CONTOSO).escalated, 20)
+    state = healer.services.store.load(CONTOSO)
     assert state.pending_readd is not None and state.pending_readd.abandoned
     assert "unknown to Entra" in state.escalation_reason
     before = len(world.cluster.command_log)
@@ -413,6 +413,6 @@ def test_recreate_refused_by_the_destination_limit_escalates(healer_setup: Any) 
         world.iotc.put_destination("contoso", f"spare-{n}", {"type": "webhook@v1", "displayName": "spare"})
     statuses = heal(worker, world, "destination-stale")
     assert statuses[-1] == "escalated"
-    state = healer.s.store.load(CONTOSO)
+    state = healer.services.store.load(CONTOSO)
     assert "refused the copy" in state.escalation_reason and state.lease_owner == "" and not state.destination_id
     assert world.iotc.apps["contoso"].exports["export-1"]["destinations"] == [{"id": "adx-1"}]  # untouched

@@ -19,7 +19,7 @@ from sandbox.healer_config import ALERT_AUDIENCE
 from sandbox.runner import Runner
 from sandbox.world import World
 from shared import entrypoints
-from shared.loganalytics import failed_ingestion_query
+from shared.adapters.loganalytics import failed_ingestion_query
 from tests.support.function_calls import CONTOSO, broken, call
 from tests.support.helpers import wait_until
 from tests.support.kusto_parser import parse_all
@@ -220,7 +220,7 @@ def test_an_alert_whose_queueing_failed_is_not_a_duplicate_when_retried(app: tup
     runner.pause_timer()
     world.inject("principal-removed", "contoso")
     wait_until(lambda: broken(world), 10, "the break")
-    queue = entrypoints.composition().healer.s.queue
+    queue = entrypoints.composition().healer.services.queue
     real_send = queue.send
     failures: list[str] = []
 
@@ -270,7 +270,7 @@ def test_alert_storm_starts_exactly_one_remediation(app: tuple[World, Runner]) -
 
 def test_malformed_queue_messages_are_dead_lettered_and_never_acted_on(app: tuple[World, Runner]) -> None:
     world, runner = app
-    services = entrypoints.composition().healer.s
+    services = entrypoints.composition().healer.services
     services.queue.ensure()  # the runner's listener may not have created it yet
     queue, dead = services.queue.client, services.queue.dead
     before = len(world.cluster.command_log)
@@ -383,10 +383,10 @@ def test_a_message_that_keeps_failing_goes_to_the_poison_queue(app: tuple[World,
     runner.pause_timer()
     runner.set_app_setting("HEALER_KUSTO_RETRY_BUDGET_SECONDS", "0.5")
     entrypoints.reset()
-    services = entrypoints.composition().healer.s
+    services = entrypoints.composition().healer.services
     world.set_transport("kusto", error_rate=1.0)  # ADX answers 503 to everything
-    from shared.messages import new_run
-    from shared.storage import queue_client
+    from shared.adapters.storage import queue_client
+    from shared.domain.messages import new_run
 
     services.queue.send(new_run(CONTOSO, "http").to_json())
     poison = queue_client(f"{services.settings.queue_name}-poison", services.settings.storage_connection_string)
@@ -419,7 +419,7 @@ def test_heal_backfill_option(app: tuple[World, Runner]) -> None:
     assert answer.json()["backfill"] == "plan" and answer.json()["window"]["from"].startswith(window["from"][:19])
     healer = entrypoints.composition().healer
     wait_until(
-        lambda: any(h["Outcome"] == "backfill-planned" for h in healer.s.store.read_history(CONTOSO)),
+        lambda: any(h["Outcome"] == "backfill-planned" for h in healer.services.store.read_history(CONTOSO)),
         20,
         "the planned backfill in the history",
     )

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from sandbox.world import World
-from shared.diagnosis import Kind
+from shared.domain.diagnosis import Kind
 from shared.runs import Healer
 from tests.support.healer_env import Worker, changing_commands, outcome_of
 from tests.support.helpers import wait_until
@@ -67,9 +67,9 @@ def test_refresh_heals_stale_permission(healer_setup: Any) -> None:
     assert changes[1].endswith(f"'{note}'")  # re-added with the snapshot's exact notes
     rows = [a for a in world.cluster.database("devicedata").principals if a.notes == note]
     assert len(rows) == 1 and rows[0].role == "admins" and not rows[0].stale
-    state = healer.s.store.load(CONTOSO)
+    state = healer.services.store.load(CONTOSO)
     assert state.pending_readd is None and state.last_outcome == "healed" and state.lease_owner == ""
-    steps = [r["Step"] for r in healer.s.store.read_journal(CONTOSO) if r["Status"] == "done"]
+    steps = [r["Step"] for r in healer.services.store.read_journal(CONTOSO) if r["Status"] == "done"]
     assert steps.index("repoint-export") < steps.index("next-remedy") < steps.index("drop-admins")
 
 
@@ -78,10 +78,10 @@ def test_refresh_only_when_configured_first(healer_setup: Any, azurite: Any) -> 
 
     world, _, _, _ = healer_setup
     healer = healer_for(make_settings(world, azurite, remedy_order="refresh"))
-    worker = Worker(healer, queue_client(healer.s.settings))
+    worker = Worker(healer, queue_client(healer.services.settings))
     statuses, changes = heal(worker, world, "stale-permission")
     assert statuses[-1] == "healed" and [c.split()[0] for c in changes] == [".drop", ".add"]
-    assert "repoint-export" not in [r["Step"] for r in healer.s.store.read_journal(CONTOSO)]
+    assert "repoint-export" not in [r["Step"] for r in healer.services.store.read_journal(CONTOSO)]
     assert world.iotc.apps["contoso"].exports["export-1"]["destinations"] == [{"id": "adx-1"}]
 
 
@@ -101,7 +101,7 @@ def test_escalates_without_changing_anything(healer_setup: Any, fault: str) -> N
     statuses, changes = heal(worker, world, fault)
     assert statuses == ["escalated"]
     assert changes == []
-    state = healer.s.store.load(CONTOSO)
+    state = healer.services.store.load(CONTOSO)
     assert state.escalated and state.escalation_reason
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: len(worker.outcomes) == 2, 10)
@@ -124,7 +124,7 @@ def test_observe_mode_plans_and_changes_nothing(healer_setup: Any, azurite: Any)
     worker.run_until(lambda: len(worker.outcomes) == 2, 20)
     assert {o.status for o in worker.outcomes} == {"planned"}
     assert changing_commands(world, before) == []
-    history = observer.s.store.read_history(CONTOSO)
+    history = observer.services.store.read_history(CONTOSO)
     assert history[0]["Outcome"] == "planned" and history[0]["Diagnosis"] == "principal-stale"
     assert '"recreate-destination"' in history[0]["Actions"] and '"refresh"' in history[0]["Actions"]
 
@@ -132,7 +132,7 @@ def test_observe_mode_plans_and_changes_nothing(healer_setup: Any, azurite: Any)
 def test_history_records_every_run(healer_setup: Any) -> None:
     world, _, healer, worker = healer_setup
     heal(worker, world, "principal-removed")
-    rows = healer.s.store.read_history(CONTOSO)
+    rows = healer.services.store.read_history(CONTOSO)
     outcomes = [r["Outcome"] for r in rows]
     assert outcomes[0] == "healed" and "waiting" in outcomes
     first = rows[-1]
@@ -161,15 +161,15 @@ def test_cooldown_after_healing_and_escalation_after_failed_attempts(healer_setu
     worker.run_until(outcome_of(worker, "escalated"), 40)
     statuses = [str(o.status) for o in worker.outcomes[2:]]
     assert statuses.count("not-healed") == 1 and statuses[-1] == "escalated"
-    state = healer.s.store.load("fabrikam:export-1:adx-1")
+    state = healer.services.store.load("fabrikam:export-1:adx-1")
     assert state.escalated and "2 attempts" in state.escalation_reason and state.lease_owner == ""
 
 
 def test_permanent_adx_errors_are_not_retried(healer_setup: Any) -> None:
     from sandbox import sdk
     from sandbox.entra import new_identity
-    from shared.kusto import KustoAdapter
-    from shared.kusto_errors import AdxError
+    from shared.adapters.kusto import KustoAdapter
+    from shared.adapters.kusto_errors import AdxError
 
     world, _, _, _ = healer_setup
     viewer = world.directory.add(new_identity("viewer"))

@@ -64,7 +64,7 @@ def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -
             healer.sweep()
         except Crash:
             worker.crashes += 1
-        state = healer.s.store.load(CONTOSO)
+        state = healer.services.store.load(CONTOSO)
         finished = any(o.status in ("healed", "healthy", "not-healed") for o in worker.outcomes)
         return finished and state.pending_readd is None and not state.pending_enable and state.lease_owner == ""
 
@@ -74,7 +74,7 @@ def drive(world: World, healer: Healer, worker: Worker, timeout_s: float = 45) -
 def test_crash_points_are_the_ones_the_matrix_covers(refresh_setup: Any, azurite: Any) -> None:
     world, _, healer, worker = refresh_setup
     seen: list[str] = []
-    healer.s.checkpoint = seen.append
+    healer.services.checkpoint = seen.append
     inject_and_wait(world, "stale-permission")
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 40)
@@ -83,8 +83,8 @@ def test_crash_points_are_the_ones_the_matrix_covers(refresh_setup: Any, azurite
     inject_and_wait(world, "principal-removed", "fabrikam")
     toggling = healer_for(make_settings(world, azurite, toggle_export=True))
     seen_add: list[str] = []
-    toggling.s.checkpoint = seen_add.append
-    other = Worker(toggling, queue_client(toggling.s.settings))
+    toggling.services.checkpoint = seen_add.append
+    other = Worker(toggling, queue_client(toggling.services.settings))
     other.enqueue_start("fabrikam:export-1:adx-1")
     other.run_until(lambda: any(o.status == "healed" for o in other.outcomes), 40)
     assert list(dict.fromkeys(seen_add)) == ADD_TOGGLE_POINTS
@@ -99,7 +99,7 @@ def test_recovery_sweep_re_adds_when_the_re_add_message_is_lost(refresh_setup: A
     worker.queue.clear_messages()  # the delayed re-add message is lost
     wait_until(lambda: bool(healer.sweep()), 10, "the sweep to find the overdue re-add")
     assert principal_intact(world)
-    assert healer.s.store.load(CONTOSO).pending_readd is None
+    assert healer.services.store.load(CONTOSO).pending_readd is None
 
 
 def test_chaos_30_percent_of_kusto_calls_fail(refresh_setup: Any) -> None:
@@ -113,7 +113,7 @@ def test_chaos_30_percent_of_kusto_calls_fail(refresh_setup: Any) -> None:
         drive(world, healer, worker, timeout_s=90)
         world.faults.clear_transport("kusto")
         assert principal_intact(world), f"round {round_}: principal lost"
-        assert healer.s.store.load(CONTOSO).pending_readd is None
+        assert healer.services.store.load(CONTOSO).pending_readd is None
     counters = world.faults.counters["kusto"]
     assert counters.throttled and counters.errors and counters.resets, f"every kind of fault happened: {counters}"
     identity = world.iotc.identity_of("contoso")
@@ -153,7 +153,7 @@ def export_has_a_destination(world: World) -> bool:
 def test_recreate_crash_points_are_the_ones_the_matrix_covers(healer_setup: Any) -> None:
     world, _, healer, worker = healer_setup
     seen: list[str] = []
-    healer.s.checkpoint = seen.append
+    healer.services.checkpoint = seen.append
     inject_and_wait(world, "destination-stale")
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: any(o.status == "healed" for o in worker.outcomes), 40)
@@ -181,7 +181,7 @@ def test_crash_during_recreate_keeps_the_export_sending(healer_setup: Any, point
             gaps.append(name)
         crash(name)
 
-    healer.s.checkpoint = hook
+    healer.services.checkpoint = hook
     inject_and_wait(world, "destination-stale")
     worker.enqueue_start(CONTOSO)
     drive(world, healer, worker)
@@ -192,23 +192,23 @@ def test_crash_during_recreate_keeps_the_export_sending(healer_setup: Any, point
     assert len(refs) == 1 and refs[0]["id"] != "adx-1" and refs[0]["transform"] == "{ d: .device }"
     assert list(app.destinations) == [refs[0]["id"]]  # the old one deleted, one copy only
     assert changing_commands(world) == []
-    assert healer.s.store.load(CONTOSO).destination_id == refs[0]["id"]
+    assert healer.services.store.load(CONTOSO).destination_id == refs[0]["id"]
 
 
 def test_recovery_sweep_finishes_a_re_creation_whose_messages_were_lost(healer_setup: Any) -> None:
     world, _, healer, worker = healer_setup
     worker.visibility_s = 1
-    healer.s.checkpoint = crash_once_at("effect:create-destination", [])
+    healer.services.checkpoint = crash_once_at("effect:create-destination", [])
     inject_and_wait(world, "destination-stale")
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: worker.crashes == 1, 20)
     worker.queue.clear_messages()  # the redelivery is lost: nobody will resume the run
-    assert healer.s.store.load(CONTOSO).phase == "destination-prepared"
+    assert healer.services.store.load(CONTOSO).phase == "destination-prepared"
     # Once the lease lapses (here: set to the past) the sweep finishes it: the copy is used, the
     # old one is gone.
     assert not healer.sweep()  # not while the dead worker's lease still runs
     lapsed = datetime.now(UTC) - timedelta(seconds=1)
-    healer.s.store.update(CONTOSO, lambda st: setattr(st, "lease_until", lapsed))
+    healer.services.store.update(CONTOSO, lambda st: setattr(st, "lease_until", lapsed))
     assert healer.sweep()
     app = world.iotc.apps["contoso"]
     refs = app.exports["export-1"]["destinations"]
@@ -228,13 +228,13 @@ def test_an_export_edited_between_the_copy_and_the_repoint_keeps_the_edit(healer
         if name == "effect:create-destination":
             app.exports["export-1"]["destinations"] = [dict(r) for r in edited]
 
-    healer.s.checkpoint = edit_after_copy
+    healer.services.checkpoint = edit_after_copy
     inject_and_wait(world, "destination-stale")
     worker.enqueue_start(CONTOSO)
     worker.run_until(lambda: any(o.status == "escalated" for o in worker.outcomes), 40)
     assert app.exports["export-1"]["destinations"] == edited, "the edit was overwritten"
     assert list(app.destinations) == ["adx-1"], "the copy was left behind"
-    state = healer.s.store.load(CONTOSO)
+    state = healer.services.store.load(CONTOSO)
     assert state.escalated and "was edited while its destination adx-1 was being re-created" in state.escalation_reason
     assert state.pending_copy is None and state.phase == "done"
     assert [o.status for o in worker.outcomes].count("escalated") == 1

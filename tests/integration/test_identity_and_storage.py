@@ -79,7 +79,7 @@ def test_table_etag_guards_concurrent_updates(azurite: Azurite) -> None:
 def test_tables_come_with_the_first_write_and_old_rows_are_pruned_once_a_day(azurite: Azurite) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from shared.storage import StateStore, record_alert
+    from shared.adapters.storage import StateStore, record_alert
 
     store = StateStore(azurite.connection_string, prefix=f"r{uuid.uuid4().hex[:8]}")
     now = datetime.now(UTC)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.messages import new_run
-from shared.notify import Incident
+from shared.domain.messages import new_run
+from shared.reporting.notify import Incident
 from shared.runs import Outcome, Status
 from tests.support.healer_env import Worker, healer_for, inject_and_wait, make_settings, outcome_of, queue_client
 
@@ -29,7 +29,7 @@ def test_an_escalation_is_notified_once(world: Any, notified: Any, caplog: pytes
     caplog.set_level(logging.DEBUG)
     world.inject("healer-not-admin", "contoso")
     msg = new_run("contoso:export-1:adx-1", "timer")
-    healer.s.queue.send(msg.to_json())
+    healer.services.queue.send(msg.to_json())
     worker.run_until(outcome_of(worker, "escalated"), 30)
     assert len(world.notifications) == 1
     sent = world.notifications[0]
@@ -41,14 +41,14 @@ def test_an_escalation_is_notified_once(world: Any, notified: Any, caplog: pytes
     healer.handle(msg)
     healer.handle(new_run("contoso:export-1:adx-1", "timer"))
     assert len(world.notifications) == 1
-    row = healer.s.store.notifications.get_entity("contoso:export-1:adx-1", f"escalated:{msg.run_id}")
+    row = healer.services.store.notifications.get_entity("contoso:export-1:adx-1", f"escalated:{msg.run_id}")
     assert row["Status"] == "sent"
     assert world.webhook_token not in caplog.text
 
 
 def test_repeats_of_one_incident_send_once_and_a_failed_send_is_retried(world: Any, notified: Any) -> None:
     healer, _ = notified
-    notifier = healer.s.notifier
+    notifier = healer.services.notifier
     now = datetime.now(UTC)
     incident = Incident("readd-failed", "fabrikam:export-1:adx-1", "a" * 32, "corr-1", "listed again: False", now)
     assert notifier.raise_incident(incident) is True
@@ -58,7 +58,7 @@ def test_repeats_of_one_incident_send_once_and_a_failed_send_is_retried(world: A
     token, world.webhook_token = world.webhook_token, "rotated"
     other = Incident("data-not-recovered", "fabrikam:export-1:adx-1", "b" * 32, "corr-2", "gap", now)
     assert notifier.raise_incident(other) is True
-    assert healer.s.store.notifications.get_entity(other.target, other.incident_id)["Status"] == "failed"
+    assert healer.services.store.notifications.get_entity(other.target, other.incident_id)["Status"] == "failed"
     world.webhook_token = token
     later = Incident(other.kind, other.target, other.run_id, other.correlation_id, "gap", now + timedelta(minutes=1))
     assert notifier.raise_incident(later) is True
@@ -71,16 +71,16 @@ def test_without_a_webhook_incidents_are_recorded_once(world: Any, azurite: Any)
     target = healer.target("contoso:export-1:adx-1")
     msg = new_run(target.key, "timer")
     for _ in range(3):  # a redelivered step writes the same history again
-        for observe in healer.s.observers:
+        for observe in healer.services.observers:
             observe(target.key, msg, Outcome(Status.ESCALATED, "needs a person"), None, None)
-    rows = list(healer.s.store.notifications.list_entities())
+    rows = list(healer.services.store.notifications.list_entities())
     assert [(r["Kind"], r["Status"]) for r in rows] == [("escalated", "recorded")]
     assert world.notifications == []
 
 
 def test_a_bad_webhook_setting_is_refused_without_echoing_it() -> None:
-    from shared.settings import load_settings
-    from shared.targets import ConfigError
+    from shared.config.settings import load_settings
+    from shared.domain.targets import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         load_settings(notify_webhook="ftp://hooks.example.com/services/SECRET123", targets="[]")
@@ -103,12 +103,12 @@ def test_a_readd_the_healer_cannot_do_is_one_readd_failed_incident(world: Any, a
     finally:
         world.stop_exporter()
     worker.enqueue_start("contoso:export-1:adx-1")
-    worker.run_until(lambda: healer.s.store.load("contoso:export-1:adx-1").pending_readd is not None, 20)
+    worker.run_until(lambda: healer.services.store.load("contoso:export-1:adx-1").pending_readd is not None, 20)
     # Someone takes Database Admin away from the healer between the drop and the re-add.
     db = world.cluster.database("devicedata")
     db.principals[:] = [a for a in db.principals if not (a.fqn.matches(world.healer) and a.role == "admins")]
     worker.run_until(outcome_of(worker, "escalated"), 20)
-    assert healer.s.store.load("contoso:export-1:adx-1").pending_readd is not None  # kept for the sweep
+    assert healer.services.store.load("contoso:export-1:adx-1").pending_readd is not None  # kept for the sweep
     healer.sweep()  # tries again, still blocked: no second notification
     healer.sweep()
     kinds = [n["incident"]["kind"] for n in world.notifications]

@@ -28,9 +28,9 @@ from sandbox.azurite import ACCOUNT_KEY, Azurite
 from sandbox.healer_config import targets_for
 from sandbox.waiting import wait_for
 from sandbox.world import World
-from shared.messages import new_run
-from shared.state import TargetState
-from shared.storage import RemediationQueue, StateStore
+from shared.adapters.storage import RemediationQueue, StateStore
+from shared.domain.messages import new_run
+from shared.domain.state import TargetState
 from tests.support.crash_points import ADD_TOGGLE_POINTS, RECREATE_POINTS, REFRESH_POINTS
 from tests.support.healer_env import settings_values
 from tests.support.helpers import ROOT, wait_until

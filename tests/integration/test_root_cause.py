@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sandbox.scenarios import OPERATOR_UPN
-from shared.loganalytics import journal_query
+from shared.adapters.loganalytics import journal_query
 from tests.support.healer_env import healer_for, make_settings
 from tests.support.kusto_parser import parse_all
 
@@ -35,8 +35,8 @@ def test_principal_removed_names_the_command_and_the_person(world: Any, healer: 
     assert cause["command"] == fault.detail["journal"][0]["command"]
     assert cause["command"].startswith(".drop database ['devicedata'] ")
     assert cause["actor"] == OPERATOR_UPN and cause["time"]
-    assert healer.s.logs.queries[-1].startswith("ADXJournal | where TimeGenerated > ago(30m)")
-    results = parse_all(list(dict.fromkeys(healer.s.logs.queries)))  # what was sent is real Kusto
+    assert healer.services.logs.queries[-1].startswith("ADXJournal | where TimeGenerated > ago(30m)")
+    results = parse_all(list(dict.fromkeys(healer.services.logs.queries)))  # what was sent is real Kusto
     assert [(r.text, r.errors) for r in results if not r.ok] == []
 
 
@@ -52,7 +52,7 @@ def test_table_level_only_blames_the_drop_not_the_table_grant(world: Any, healer
 def test_the_healers_own_changes_are_journaled_as_an_app(world: Any, healer: Any, kusto: Any) -> None:
     fqn = world.healer.fqn
     kusto.execute_mgmt("devicedata", f".add database devicedata viewers ('{fqn}') 'journal test'")
-    rows = healer.s.logs.journal(world.workspace.workspace_id, "devicedata", 5)
+    rows = healer.services.logs.journal(world.workspace.workspace_id, "devicedata", 5)
     mine = [r for r in rows if "viewers" in r["ChangeCommand"]]
     assert mine[0]["ChangeCommand"] == f".add database devicedata viewers ('{fqn}') 'journal test'"
     assert mine[0]["Principal"] == f"Microsoft Entra app id={world.healer.client_id}"
@@ -71,17 +71,17 @@ def test_identity_rotated_reports_old_and_new_ids(world: Any, healer: Any) -> No
 
 
 def test_the_activity_log_answers_only_documented_filters(world: Any, healer: Any) -> None:
-    from shared.iotcentral_model import IotcError
+    from shared.adapters.iotcentral_model import IotcError
 
     arm_id = world.iotc.apps["contoso"].arm_id
-    assert healer.s.iotc.identity_changed_at(arm_id, datetime.now(UTC)) is None
+    assert healer.services.iotc.identity_changed_at(arm_id, datetime.now(UTC)) is None
     world.inject("identity-rotated", "contoso")
-    when, by = healer.s.iotc.identity_changed_at(arm_id, datetime.now(UTC))
+    when, by = healer.services.iotc.identity_changed_at(arm_id, datetime.now(UTC))
     assert by == OPERATOR_UPN and when.endswith("Z")
-    assert healer.s.iotc.identity_changed_at(arm_id, datetime.now(UTC) - timedelta(days=8)) is None
+    assert healer.services.iotc.identity_changed_at(arm_id, datetime.now(UTC) - timedelta(days=8)) is None
     subscription = arm_id.split("/")[2]
     with pytest.raises(IotcError) as refused:
-        healer.s.iotc._call(
+        healer.services.iotc._call(
             world.endpoints()["arm_url"],
             "https://management.azure.com/.default",
             "GET",
@@ -106,7 +106,7 @@ def test_nothing_in_window_and_journal_not_enabled(world: Any, healer: Any) -> N
 def test_healthy_and_stale_diagnoses_ask_nothing(world: Any, healer: Any) -> None:
     reading = healer.read(healer.target("contoso:export-1:adx-1"))
     assert str(reading.diagnosis.kind) == "healthy" and reading.diagnosis.root_cause is None
-    assert list(healer.s.logs.queries) == []
+    assert list(healer.services.logs.queries) == []
 
 
 def test_no_workspace_says_so(world: Any, azurite: Any) -> None:

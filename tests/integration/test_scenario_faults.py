@@ -196,8 +196,8 @@ def test_control_endpoint_injects_and_reports(world: World) -> None:
 def test_gateway_html_answers_one_apps_api_with_a_page(world: World) -> None:
     """Something in front of the app's API answers HTTP 200 with an HTML page: the adapter names
     the answer (status, content type) instead of reading it as JSON; the other app answers as ever."""
-    from shared.iotcentral import IoTCentralAdapter
-    from shared.iotcentral_model import IotcError
+    from shared.adapters.iotcentral import IoTCentralAdapter
+    from shared.adapters.iotcentral_model import IotcError
 
     endpoints = world.endpoints()
     iotc = IoTCentralAdapter(endpoints["iotcentral_base_url"], sdk.credential(), endpoints["arm_url"])

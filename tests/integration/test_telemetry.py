@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from shared import entrypoints, telemetry
+from shared import entrypoints
+from shared.reporting import telemetry
 from tests.support.function_calls import CONTOSO, broken, call
 from tests.support.helpers import ROOT, wait_until
 from tests.support.metrics import metric_points
@@ -115,16 +116,16 @@ def test_a_connection_string_turns_the_distro_on() -> None:
 
 
 def test_backfill_figures_and_a_gap_that_stays(world: Any, azurite: Any, exported: Any) -> None:
-    from shared.observers import backfill_finished
+    from shared.reporting.observers import backfill_finished
     from tests.support.healer_env import healer_for, make_settings
 
     _, metrics = exported
     healer = healer_for(make_settings(world, azurite))
-    backfill_finished(healer.s, CONTOSO, "c" * 32, "corr", 42.0, 1000, complete=True)
-    backfill_finished(healer.s, CONTOSO, "d" * 32, "corr", 90.0, 10, complete=False, detail="query API refused")
+    backfill_finished(healer.services, CONTOSO, "c" * 32, "corr", 42.0, 1000, complete=True)
+    backfill_finished(healer.services, CONTOSO, "d" * 32, "corr", 90.0, 10, complete=False, detail="query API refused")
     points = metric_points(metrics)
     assert sum(p.sum for p in points["healer.data_gap_minutes"]) == 132.0
     assert sum(p.value for p in points["healer.rows_recovered"]) == 1010
     assert [(p.attributes["kind"], p.value) for p in points["healer.incidents"]] == [("data-not-recovered", 1)]
-    row = healer.s.store.notifications.get_entity(CONTOSO, "data-not-recovered:" + "d" * 32)
+    row = healer.services.store.notifications.get_entity(CONTOSO, "data-not-recovered:" + "d" * 32)
     assert row["Summary"] == "query API refused"

@@ -144,7 +144,7 @@ def test_manual_heals_keep_a_minimum_interval_per_target(app: tuple[World, Runne
     world.inject("principal-removed", "contoso")
     wait_until(lambda: world.iotc.apps["contoso"].exports["export-1"]["status"] == "error", 10, "the break")
     assert send(runner, "POST", "heal", key, {"target": CONTOSO}).status_code == 202
-    store = entrypoints.composition().healer.s.store
+    store = entrypoints.composition().healer.services.store
     wait_until(lambda: store.load(CONTOSO).last_outcome == "healed", 30, "healed")
     wait_until(lambda: not store.load(CONTOSO).leased(datetime.now(UTC)), 15, "the lease released")
     # Healed, cooldown 0, nothing queued: only the interval holds the second request back.

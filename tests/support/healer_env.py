@@ -16,10 +16,10 @@ from sandbox import sdk
 from sandbox.azurite import Azurite
 from sandbox.healer_config import targets_for
 from sandbox.world import World
-from shared.messages import MalformedMessage, new_run, parse_message
+from shared.config.settings import Settings
+from shared.domain.messages import MalformedMessage, new_run, parse_message
 from shared.runs import Healer, Outcome
 from shared.services import build_services
-from shared.settings import Settings
 from tests.support.helpers import wait_until
 
 
@@ -63,7 +63,7 @@ def healer_for(settings: Settings) -> Healer:
 
 
 def queue_client(settings: Settings) -> QueueClient:
-    from shared.storage import queue_client as client
+    from shared.adapters.storage import queue_client as client
 
     result: QueueClient = client(settings.queue_name, settings.storage_connection_string)
     return result
@@ -90,7 +90,7 @@ class Worker:
 
     def enqueue_start(self, target: str, trigger: str = "timer") -> str:
         msg = new_run(target, trigger)  # type: ignore[arg-type]
-        self.healer.s.queue.send(msg.to_json())
+        self.healer.services.queue.send(msg.to_json())
         return msg.run_id
 
     def poll_once(self) -> int:

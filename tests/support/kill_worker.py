@@ -29,12 +29,12 @@ def _serve(
     lane: int, spec: dict[str, Any], blocked: str, visibility_s: int, sweeps: bool, stop: threading.Event
 ) -> None:
     from sandbox import sdk
-    from shared.messages import MalformedMessage, parse_message
+    from shared.adapters.storage import queue_client
+    from shared.config.settings import Settings
+    from shared.domain.messages import MalformedMessage, parse_message
     from shared.runs import Healer
     from shared.runs.sweep import sweep
     from shared.services import build_services
-    from shared.settings import Settings
-    from shared.storage import queue_client
 
     settings = Settings(**spec["settings"])
     services = build_services(settings, sdk.credential())

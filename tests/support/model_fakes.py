@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from shared.iotcentral_model import ExportStatus, IotcError
-from shared.kusto_errors import AdxError
-from shared.principals import Assignment
-from shared.state import Conflict, TargetState
-from shared.storage import RemediationQueue, StateStore
+from shared.adapters.iotcentral_model import ExportStatus, IotcError
+from shared.adapters.kusto_errors import AdxError
+from shared.adapters.storage import RemediationQueue, StateStore
+from shared.domain.principals import Assignment
+from shared.domain.state import Conflict, TargetState
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -38,7 +38,7 @@ class MemoryStore(StateStore):
         self.entities: dict[str, tuple[dict[str, Any], int]] = {}
         self.journal_rows: dict[tuple[str, str], dict[str, Any]] = {}
         self.history_rows: list[dict[str, Any]] = []
-        self.notifications = cast(Any, MemoryTable())  # what shared.notify claims incidents in
+        self.notifications = cast(Any, MemoryTable())  # what shared.reporting.notify claims incidents in
         self.seq = itertools.count()
         self.etags = itertools.count(1)
         # Storage faults: a write that lands but whose answer is lost (decides per written state).
@@ -363,7 +363,7 @@ class Harness:
         self.outcomes: list[str] = []
 
     def deliver(self, body: str) -> str:
-        from shared.messages import parse_message
+        from shared.domain.messages import parse_message
 
         outcome = self.healer.handle(parse_message(body)).status
         self.outcomes.append(outcome)

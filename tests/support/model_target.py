@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.settings import Settings
-from shared.targets import Target
+from shared.config.settings import Settings
+from shared.domain.targets import Target
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 

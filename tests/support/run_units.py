@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from shared.iotcentral import IoTCentralAdapter
-from shared.iotcentral_model import ExportStatus, IotcError
-from shared.kusto import KustoAdapter
-from shared.kusto_errors import AdxError
-from shared.messages import RemediationMessage, new_run
-from shared.plan import Plan
-from shared.principals import Assignment
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.iotcentral_model import ExportStatus, IotcError
+from shared.adapters.kusto import KustoAdapter
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.messages import RemediationMessage, new_run
+from shared.domain.plan import Plan
+from shared.domain.principals import Assignment
 from shared.runs import Services
 from shared.runs.base import IDLE, OTHER_RUN, PLANNED
 from shared.runs.fencing import Run

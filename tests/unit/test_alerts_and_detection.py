@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from shared.alerts import AlertError, match_targets, parse_alert
-from shared.detection import evidence_from_status
-from shared.loganalytics import _message, failed_ingestion_query
-from shared.targets import parse_targets
+from shared.adapters.loganalytics import _message, failed_ingestion_query
+from shared.detection.detector import evidence_from_status
+from shared.domain.alerts import AlertError, match_targets, parse_alert
+from shared.domain.targets import parse_targets
 from tests.support.helpers import FIXTURES, fixture
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

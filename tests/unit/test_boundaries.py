@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from shared.iotcentral_transport import REQUESTS_PER_SECOND, RateLimiter
+from shared.adapters.iotcentral_transport import REQUESTS_PER_SECOND, RateLimiter
 from tests.support.helpers import ROOT
 
 
@@ -60,7 +60,7 @@ def test_deploy_docs_and_permissions_match_the_bicep() -> None:
 
 
 def test_settings_defaults_in_the_configuration_reference_are_the_code_defaults() -> None:
-    from shared.settings import Settings
+    from shared.config.settings import Settings
 
     readme = (ROOT / "docs" / "configuration.md").read_text()
     for name, field in Settings.model_fields.items():

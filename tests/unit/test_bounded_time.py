@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from azure.core.credentials import AccessToken
 
-from shared.iotcentral import IoTCentralAdapter
-from shared.iotcentral_model import IotcError
-from shared.kusto import KustoAdapter
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.iotcentral_model import IotcError
+from shared.adapters.kusto import KustoAdapter
 
 
 class _Token:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from shared.alerts import match_targets, parse_alert
-from shared.detection import _same_table
-from shared.loganalytics import FailureGroup
-from shared.targets import AppConfig, ConfigError, PrincipalConfig, Target, parse_apps, parse_targets
+from shared.adapters.loganalytics import FailureGroup
+from shared.detection.detector import _same_table
+from shared.domain.alerts import match_targets, parse_alert
+from shared.domain.targets import AppConfig, ConfigError, PrincipalConfig, Target, parse_apps, parse_targets
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"
@@ -157,7 +157,7 @@ def test_the_sandboxs_targets_carry_its_clusters_resource_id() -> None:
 
 
 def test_discovered_targets_carry_the_resource_id_configured_for_their_cluster() -> None:
-    from shared.detection import _discover
+    from shared.detection.detector import _discover
 
     app = AppConfig(
         app="contoso",

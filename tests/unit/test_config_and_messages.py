@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.messages import MalformedMessage, new_run, parse_message
-from shared.settings import load_settings
-from shared.targets import ConfigError, parse_targets
+from shared.config.settings import load_settings
+from shared.domain.messages import MalformedMessage, new_run, parse_message
+from shared.domain.targets import ConfigError, parse_targets
 
 GUID = "0b4f8e1a-0000-4000-8000-000000000001"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -156,7 +156,7 @@ def test_malformed_messages_say_why(body: str, fragment: str) -> None:
 
 
 def test_every_setting_is_in_the_configuration_reference() -> None:
-    from shared.settings import Settings
+    from shared.config.settings import Settings
     from tests.support.helpers import ROOT
 
     reference = (ROOT / "docs" / "configuration.md").read_text()
@@ -175,8 +175,8 @@ def test_the_local_settings_example_is_valid(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_discovery_acts_only_where_the_app_allows() -> None:
-    from shared.detection import _discover
-    from shared.targets import parse_apps
+    from shared.detection.detector import _discover
+    from shared.domain.targets import parse_apps
 
     allowed = "https://ok.westeurope.kusto.windows.net"
     (app,) = parse_apps(
@@ -224,7 +224,7 @@ def test_discovery_acts_only_where_the_app_allows() -> None:
     ],
 )
 def test_an_app_must_name_where_its_destinations_may_point(entry: dict[str, Any], fragment: str) -> None:
-    from shared.targets import parse_apps
+    from shared.domain.targets import parse_apps
 
     with pytest.raises(ConfigError) as info:
         parse_apps(json.dumps([entry]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import Settings
+from shared.config.settings import Settings
 from tests.support.helpers import ROOT
 from tools import config_reference
 
@@ -14,7 +14,7 @@ from tools import config_reference
 def test_the_configuration_reference_is_what_the_settings_model_generates() -> None:
     written = (ROOT / "docs" / "configuration.md").read_text()
     assert written == config_reference.render(), (
-        "docs/configuration.md differs from shared/settings.py: "
+        "docs/configuration.md differs from shared/config/settings.py: "
         "python -m tools.config_reference > docs/configuration.md"
     )
 

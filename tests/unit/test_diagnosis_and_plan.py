@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from shared.diagnosis import AdxState, Evidence, Kind, diagnose
-from shared.plan import make_plan
-from shared.principals import Assignment, PrincipalRef
-from shared.targets import parse_targets
+from shared.domain.diagnosis import AdxState, Evidence, Kind, diagnose
+from shared.domain.plan import make_plan
+from shared.domain.principals import Assignment, PrincipalRef
+from shared.domain.targets import parse_targets
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"

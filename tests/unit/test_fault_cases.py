@@ -12,12 +12,12 @@ from typing import Any, cast
 
 import pytest
 
-from shared.iotcentral_model import IotcError
-from shared.messages import new_run
+from shared.adapters.iotcentral_model import IotcError
+from shared.domain.messages import new_run
+from shared.domain.state import Dropped, PendingReadd, TargetState
 from shared.runs import phases
 from shared.runs.recovery import RECOVERY
 from shared.runs.sweep import sweep
-from shared.state import Dropped, PendingReadd, TargetState
 from tests.support.model_target import FQN, NOTES, TARGET
 from tests.support.run_harness import Crash, harness, held, owes_enable
 
@@ -252,8 +252,8 @@ def test_case08_observe_mode_switched_on_mid_run_only_discharges() -> None:
 
 
 def test_case09_one_app_answering_garbage_does_not_stop_the_cycle() -> None:
-    from shared.detection import Detector
-    from shared.targets import Target
+    from shared.detection.detector import Detector
+    from shared.domain.targets import Target
 
     h = harness()
     other = Target(**{**TARGET.model_dump(), "app": "fabrikam"})
@@ -272,14 +272,14 @@ def test_case09_one_app_answering_garbage_does_not_stop_the_cycle() -> None:
     report = Detector(h.healer, None).run_cycle()
     assert "contoso" in report.failed_apps and "ValueError" in report.failed_apps["contoso"]
     assert report.enqueued == [other.key]
-    from shared.detection import last_cycle
+    from shared.detection.detector import last_cycle
 
     assert last_cycle() is report  # what /api/health reports
 
 
 def test_case11_evidence_older_than_the_last_verified_healing_starts_nothing() -> None:
-    from shared.detection import Detector
-    from shared.loganalytics import FailureGroup
+    from shared.adapters.loganalytics import FailureGroup
+    from shared.detection.detector import Detector
 
     h = harness()
     h.adx.stale.clear()
@@ -446,8 +446,8 @@ def test_case09_an_answer_that_is_not_json_is_an_iot_central_error_naming_the_ca
 
     from azure.core.credentials import AccessToken
 
-    from shared.iotcentral import IoTCentralAdapter
-    from shared.iotcentral_model import IotcError
+    from shared.adapters.iotcentral import IoTCentralAdapter
+    from shared.adapters.iotcentral_model import IotcError
 
     class Gateway(BaseHTTPRequestHandler):
         def do_GET(self) -> None:

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
+from shared.domain.state import Dropped, PendingReadd, TargetState
 from shared.runs.base import OTHER_RUN, LeaseLost, LeaseTooShort, PhaseConflict
 from shared.runs.fencing import DISCHARGES, Run, discharges
 from shared.runs.phases import DONE, DROPPED, PLANNED, READDING, SNAPSHOTTED, VERIFYING
-from shared.state import Dropped, PendingReadd, TargetState
 from tests.support.model_fakes import Harness
 from tests.support.model_target import FQN, TARGET
 from tests.support.run_units import unit_harness

@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from shared import checklist
-from shared.destination_copy import new_destination_id, recreatable
-from shared.diagnosis import Evidence, is_permission_failure
-from shared.iotcentral_model import ExportStatus, service_principal_of
-from shared.principals import Assignment, PrincipalRef, own_role, parse_listing
-from shared.settings import Settings
-from shared.targets import ConfigError
+from shared.adapters.iotcentral_model import ExportStatus, service_principal_of
+from shared.config.settings import Settings
+from shared.domain import checklist
+from shared.domain.destination_copy import new_destination_id, recreatable
+from shared.domain.diagnosis import Evidence, is_permission_failure
+from shared.domain.principals import Assignment, PrincipalRef, own_role, parse_listing
+from shared.domain.targets import ConfigError
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OID = "11111111-1111-4111-8111-111111111111"
@@ -139,7 +139,7 @@ def test_remedy_order_setting() -> None:
 
 
 def test_remedy_order_error_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.settings import load_settings
+    from shared.config.settings import load_settings
 
     monkeypatch.setenv("HEALER_REMEDY_ORDER", "drop-wait-readd")
     with pytest.raises(ConfigError, match="HEALER_REMEDY_ORDER"):
@@ -219,8 +219,8 @@ def test_each_checklist_item_fails_with_evidence(
 
 
 def test_discovery_takes_a_service_principal_destination_as_its_own_principal() -> None:
-    from shared.detection import _discover
-    from shared.targets import AppConfig, PrincipalConfig
+    from shared.detection.detector import _discover
+    from shared.domain.targets import AppConfig, PrincipalConfig
 
     mine = PrincipalConfig(tenant_id=TENANT, object_id=OID)
     app = AppConfig(app="contoso", principal=mine, clusters=("https://c.westus2.kusto.windows.net",))
@@ -243,9 +243,9 @@ def test_discovery_takes_a_service_principal_destination_as_its_own_principal() 
 
 
 def test_plan_remedies_in_order_with_reasons_and_what_a_toggle_pauses() -> None:
-    from shared.diagnosis import AdxState, diagnose
-    from shared.plan import make_plan
-    from shared.targets import Target
+    from shared.domain.diagnosis import AdxState, diagnose
+    from shared.domain.plan import make_plan
+    from shared.domain.targets import Target
 
     target = Target.model_validate(
         {
@@ -291,7 +291,7 @@ def test_plan_remedies_in_order_with_reasons_and_what_a_toggle_pauses() -> None:
 
 
 def test_detection_judges_a_target_by_its_destination() -> None:
-    from shared.detection import evidence_from_status
+    from shared.detection.detector import evidence_from_status
 
     export = {
         "id": "e",

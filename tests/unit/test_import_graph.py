@@ -158,7 +158,7 @@ def test_relative_imports_count_and_so_do_the_packages_they_run(tmp_path: Path) 
 
 def test_no_sandbox_module_is_named_like_a_healer_module() -> None:
     """A stand-in is named after the service it answers for, never like the healer's module that
-    calls that service (shared/iotcentral.py calls IoT Central; sandbox/iotc/server.py answers)."""
+    calls that service (shared/adapters/iotcentral.py calls IoT Central; sandbox/iotc/server.py answers)."""
     stems = {
         package: {p.stem for p in (ROOT / package).rglob("*.py")} - {"__init__", "__main__"} for package in PACKAGES
     }

@@ -183,7 +183,7 @@ def test_bicep_extensions_are_configured() -> None:
 
 def test_the_failed_ingestion_alert_matches_every_access_refusal_per_cluster() -> None:
     from sandbox.drill import FAILED_INGESTION_ALERT_QUERY
-    from shared.diagnosis import PERMISSION_CODES
+    from shared.domain.diagnosis import PERMISSION_CODES
 
     source = (INFRA / "modules" / "alerts.bicep").read_text()
     query = re.search(r"query: '(FailedIngestion[^']*)'", source)

@@ -1,8 +1,8 @@
 """The deployment and the code agree: every `%NAME%` the triggers bind to is an app setting in the
 Bicep and in local.settings.json.example (the host resolves them from app settings only); every
 parameter azd feeds JSON is an array or object; and every app setting the code reads has one
-default — in shared/settings.py, in the Bicep (literal or parameter default, and
-main.parameters.json) and in docs/configuration.md (generated from shared/settings.py)."""
+default — in shared/config/settings.py, in the Bicep (literal or parameter default, and
+main.parameters.json) and in docs/configuration.md (generated from shared/config/settings.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared.config.settings import Settings
 from tests.support.helpers import ROOT
 
 INFRA = ROOT / "infra"
@@ -131,7 +131,9 @@ def test_every_parameter_azd_feeds_json_is_an_array_or_object() -> None:
 @pytest.mark.parametrize("name", settings_read_by_code())
 def test_one_default_in_settings_bicep_and_the_reference(name: str) -> None:
     expected = code_default(name)
-    assert reference_default(name) == expected, f"{name}: docs/configuration.md default differs from shared/settings.py"
+    assert reference_default(name) == expected, (
+        f"{name}: docs/configuration.md default differs from shared/config/settings.py"
+    )
     expression = bicep_app_settings().get(name)
     if expression is None:
         return  # not set by the Bicep: the code default applies in Azure too

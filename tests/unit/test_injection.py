@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import kusto_commands as cmd
-from shared.kusto import KustoAdapter
-from shared.kusto_names import UnsafeKustoValue
-from shared.targets import ConfigError, parse_targets
+from shared.adapters.kusto import KustoAdapter
+from shared.domain import kusto_commands as cmd
+from shared.domain.kusto_names import UnsafeKustoValue
+from shared.domain.targets import ConfigError, parse_targets
 
 GUID = "0b4f8e1a-0000-4000-8000-000000000001"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from shared.notify import Incident, workflows_url
+from shared.reporting.notify import Incident, workflows_url
 
 INCIDENT = Incident(
     "escalated",

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.kusto_errors import AdxError
-from shared.messages import parse_message
-from shared.principals import Assignment
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.messages import parse_message
+from shared.domain.principals import Assignment
 from shared.runs.base import PhaseConflict
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from shared.destination_copy import new_destination_id
-from shared.iotcentral_model import IotcError
+from shared.adapters.iotcentral_model import IotcError
+from shared.domain.destination_copy import new_destination_id
+from shared.domain.state import TargetState
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status
 from shared.runs.phases import CREATED, PREPARED, VERIFYING
 from shared.runs.remedies.recreate import RecreateDestination, refused, settle_copy
 from shared.runs.remedy import Step
-from shared.state import TargetState
 from tests.support.model_fakes import Harness
 from tests.support.model_target import TARGET
 from tests.support.run_harness import Crash

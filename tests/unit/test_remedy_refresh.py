@@ -10,16 +10,16 @@ from datetime import timedelta
 
 import pytest
 
-from shared.kusto_errors import AdxError
-from shared.messages import parse_message
-from shared.principals import Assignment
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.messages import parse_message
+from shared.domain.principals import Assignment
+from shared.domain.state import PendingReadd, TargetState
 from shared.runs.base import LeaseLost, PhaseConflict
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status
 from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED, VERIFYING
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, Refresh, escalate_blocked, readd
 from shared.runs.remedy import Step
-from shared.state import PendingReadd, TargetState
 from tests.support.model_fakes import Harness
 from tests.support.model_target import FQN, NOTES, TARGET
 from tests.support.run_harness import Crash

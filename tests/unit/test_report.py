@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.report.model import build_runs
-from shared.report.page import render_html
+from shared.reporting.report.model import build_runs
+from shared.reporting.report.page import render_html
 from tests.support.html_check import check_html
 
 RUN = "a" * 32

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from shared.principals import PrincipalRef
-from shared.root_cause import JournalEntry, entries_from_rows, from_journal, pick
+from shared.domain.principals import PrincipalRef
+from shared.reporting.root_cause import JournalEntry, entries_from_rows, from_journal, pick
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 APP = PrincipalRef(tenant_id=TENANT, object_id="0b4f8e1a-0000-4000-8000-000000000001")

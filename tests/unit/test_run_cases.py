@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 
-from shared.messages import new_run
+from shared.domain.messages import new_run
 from shared.runs.sweep import overdue_readds, sweep
 from tests.support.model_fakes import FakeIotc
 from tests.support.model_target import NOTES, TARGET, TENANT
@@ -112,7 +112,7 @@ def test_a_run_whose_lease_lapsed_while_stalled_does_not_act_again() -> None:
 
 
 def test_evidence_that_started_the_run_informs_its_diagnosis() -> None:
-    from shared.messages import EvidenceItem
+    from shared.domain.messages import EvidenceItem
 
     h = harness()
     iotc = cast(FakeIotc, h.services.iotc)
@@ -124,7 +124,7 @@ def test_evidence_that_started_the_run_informs_its_diagnosis() -> None:
 
 
 def test_healthy_despite_evidence_cools_down_and_without_evidence_does_not() -> None:
-    from shared.messages import EvidenceItem
+    from shared.domain.messages import EvidenceItem
 
     h = harness()
     h.adx.stale.clear()  # nothing is wrong

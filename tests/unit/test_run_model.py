@@ -44,16 +44,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sandbox.waiting import wait_for
-from shared.iotcentral import IoTCentralAdapter
-from shared.kusto import KustoAdapter
-from shared.messages import new_run, parse_message
-from shared.principals import Assignment
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.kusto import KustoAdapter
+from shared.domain.messages import new_run, parse_message
+from shared.domain.principals import Assignment
+from shared.domain.state import TargetState
 from shared.runs import Healer, Services
 from shared.runs.fencing import discharges
 from shared.runs.poison import MAX_DEQUEUE_COUNT, escalate_poisoned
 from shared.runs.sweep import sweep
 from shared.services import install_observers
-from shared.state import TargetState
 from tests.support.helpers import ROOT
 from tests.support.model_fakes import AdxModel, FakeClock, FakeIotc, FakeKusto, MemoryQueue, MemoryStore
 from tests.support.model_target import FQN, NOTES, OBJECT, TARGET, model_settings

@@ -1,4 +1,4 @@
-"""Verification (shared/verification.py) as a unit: a repair counts only when the principal is
+"""Verification (shared/runs/verification.py) as a unit: a repair counts only when the principal is
 listed, new rows arrive after it and IoT Central reports the destination healthy; where rows
 cannot be counted, only the destination's status with its last export time past the repair. And
 the run's verification deadline: polled until it, then not healed and retried."""
@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from shared.iotcentral_model import IotcError
-from shared.kusto_errors import AdxError
-from shared.messages import new_run, parse_message
+from shared.adapters.iotcentral_model import IotcError
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.messages import new_run, parse_message
 from shared.runs.fencing import Run
 from shared.runs.phases import ADDING, PLANNED, VERIFYING
-from shared.verification import Verification, verify
+from shared.runs.verification import Verification, verify
 from tests.support.model_fakes import START
 from tests.support.model_target import TARGET
 from tests.support.run_units import CountingKusto, StatusIotc, adapters, unit_harness

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import load_settings
-from shared.targets import ConfigError
-from shared.webhook_auth import jwks_url
+from shared.config.settings import load_settings
+from shared.domain.targets import ConfigError
+from shared.http.webhook_auth import jwks_url
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 

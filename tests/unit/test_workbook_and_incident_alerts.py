@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from shared import telemetry
+from shared.reporting import telemetry
 from tests.support.bicep_tree import INFRA, children, text, tree
 from tests.support.helpers import FIXTURES
 from tests.support.kusto_parser import parse_all

@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import ClassVar
 
-from shared.kusto_errors import AdxError
-from shared.plan import Action, Plan
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.plan import Action, Plan
+from shared.domain.state import RunData, TargetState
 from shared.runs.base import PLANNED, Outcome
 from shared.runs.outcome import Status, escalate
 from shared.runs.phases import ADDING
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.state import RunData, TargetState
 
 
 class AddRole:
@@ -25,7 +25,7 @@ class AddRole:
     steps: ClassVar[tuple[str, ...]] = ()
 
     def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
-        intent = RunData(role=action.role, fqn=action.fqn, notes=action.notes, since=step.healer.s.clock())
+        intent = RunData(role=action.role, fqn=action.fqn, notes=action.notes, since=step.healer.services.clock())
 
         def adding(state: TargetState) -> None:
             state.run_data = intent
@@ -37,7 +37,7 @@ class AddRole:
         step.healer.history(
             step, Outcome(Status.WAITING, f"added {action.role} for {action.fqn}; verifying", plan), plan
         )
-        return step.healer.to_verify(step, {ADDING}, step.healer.s.clock())
+        return step.healer.to_verify(step, {ADDING}, step.healer.services.clock())
 
     def resume(self, step: Step, state: TargetState) -> Outcome:
         """A redelivered message whose add already began: finish that add, do not diagnose afresh
@@ -45,7 +45,7 @@ class AddRole:
         blocked = self._add(step, state.run_data, None)
         if blocked is not None:
             return blocked
-        return step.healer.to_verify(step, {ADDING}, state.phase_at or step.healer.s.clock())
+        return step.healer.to_verify(step, {ADDING}, state.phase_at or step.healer.services.clock())
 
     def _add(self, step: Step, intent: RunData, reading: Reading | None) -> Outcome | None:
         try:
@@ -59,7 +59,7 @@ class AddRole:
     @staticmethod
     def _unknown(step: Step, intent: RunData, exc: AdxError) -> Outcome:
         """Retry the same run a bounded time (delayed messages), then escalate; never forever."""
-        services = step.healer.s
+        services = step.healer.services
         now = services.clock()
         since = intent.since or now
         budget = services.settings.unknown_identity_retry_seconds
@@ -85,7 +85,7 @@ class AddRole:
     def _effect(step: Step, intent: RunData, reading: Reading | None) -> None:
         target = step.target
         assert target is not None  # an add is planned only for a known target
-        kusto = step.healer.s.kusto(target.cluster_url)
+        kusto = step.healer.services.kusto(target.cluster_url)
         current = reading.adx.database_principals if reading else None
         role, fqn, notes = intent.role, intent.fqn, intent.notes
         step.run.effect(

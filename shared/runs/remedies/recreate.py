@@ -15,19 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from shared import recreate_destination as rd
-from shared.destination_copy import DestinationCopy, NotRecreatable
-from shared.iotcentral import IoTCentralAdapter
-from shared.iotcentral_model import IotcError
-from shared.plan import Action, Plan
+from shared.adapters.iotcentral import IoTCentralAdapter
+from shared.adapters.iotcentral_model import IotcError
+from shared.domain.destination_copy import DestinationCopy, NotRecreatable
+from shared.domain.plan import Action, Plan
+from shared.domain.state import PendingCopy, RunData, TargetState
 from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, Services
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status, escalate
 from shared.runs.phases import CREATED, PREPARED, REPOINTED
 from shared.runs.reading import Reading
+from shared.runs.remedies import recreate_calls as rd
 from shared.runs.remedy import Step, holds
-from shared.state import PendingCopy, RunData, TargetState
 
 
 class RecreateDestination:
@@ -37,7 +37,7 @@ class RecreateDestination:
 
     def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
         target = reading.target
-        iotc = step.healer.s.iotc
+        iotc = step.healer.services.iotc
         try:
             copy = rd.prepare(iotc, target.app, target.export_id, target.destination_id, step.run.run_id)
         except NotRecreatable as exc:
@@ -50,7 +50,7 @@ class RecreateDestination:
         step.run.journal("destination-copy", "done", copy=copy.to_dict(), listed=listed)
         data = RunData(destination_copy=copy.to_dict(), listed=listed)
 
-        since = step.healer.s.clock()
+        since = step.healer.services.clock()
         owed = PendingCopy(
             run_id=step.run.run_id,
             app=copy.app,
@@ -81,7 +81,7 @@ class RecreateDestination:
         return discharge(step, state)
 
     def _carry_on(self, step: Step, phase: str, data: RunData) -> Outcome:
-        services = step.healer.s
+        services = step.healer.services
         iotc = services.iotc
         copy = DestinationCopy.from_dict(data.destination_copy or {})
         listed = data.listed
@@ -146,9 +146,9 @@ def discharge(step: Step, state: TargetState) -> str:
             export_id=copy.export_id,
             old_id=copy.old_id,
             new_id=copy.new_id,
-            since=step.healer.s.clock(),
+            since=step.healer.services.clock(),
         )
-    return settle_copy(step.healer.s, step.run, step.key, owed)
+    return settle_copy(step.healer.services, step.run, step.key, owed)
 
 
 def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> str:
@@ -217,7 +217,7 @@ def _edited_meanwhile(step: Step, copy: DestinationCopy, why: str) -> Outcome:
     discharged like any other, by the sweep if a late create may still land); if the editor
     pointed the export at the copy themselves, the copy is in use and everything is left as it
     is. The run is escalated once, with what to check."""
-    services = step.healer.s
+    services = step.healer.services
     step.run.journal("repoint-export", "refused", reason=why[:1000])
     refs = services.iotc.export(copy.app, copy.export_id).get("destinations") or []
     in_use = copy.new_id in [r.get("id") for r in refs if isinstance(r, dict)]

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
-from shared.diagnosis import healer_is_admin
-from shared.kusto_errors import AdxError
-from shared.plan import Action, Plan
-from shared.principals import Assignment
+from shared.adapters.kusto_errors import AdxError
+from shared.domain.diagnosis import healer_is_admin
+from shared.domain.plan import Action, Plan
+from shared.domain.principals import Assignment
+from shared.domain.state import Dropped, PendingReadd, TargetState
 from shared.runs import obligations
 from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import JournalValue, Run
@@ -23,7 +24,6 @@ from shared.runs.outcome import Status, escalate
 from shared.runs.phases import DROPPED, READDING, SNAPSHOTTED
 from shared.runs.reading import Reading
 from shared.runs.remedy import Step, holds
-from shared.state import Dropped, PendingReadd, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Refresh:
     steps: ClassVar[tuple[str, ...]] = ("readd",)
 
     def begin(self, step: Step, reading: Reading, action: Action, plan: Plan) -> Outcome:
-        services, target = step.healer.s, reading.target
+        services, target = step.healer.services, reading.target
         if not healer_is_admin(reading.adx.healer_roles):  # rule 1: never drop what cannot be put back
             raise RuntimeError("refusing to drop: the healer is not Database Admin")
         now = services.clock()
@@ -75,7 +75,7 @@ class Refresh:
         return self._drop(step, pending, reading.adx.database_principals, plan)
 
     def _drop(self, step: Step, pending: PendingReadd, listing: list[Assignment] | None, plan: Plan | None) -> Outcome:
-        services = step.healer.s
+        services = step.healer.services
         kusto = services.kusto(pending.cluster_url)
         for item in pending.snapshot:
 
@@ -99,7 +99,7 @@ class Refresh:
 
     @staticmethod
     def _send_readd(step: Step, pending: PendingReadd) -> None:
-        services = step.healer.s
+        services = step.healer.services
         delay = max(0.0, (pending.due - services.clock()).total_seconds())
         services.queue.send(step.msg.next("readd", action_at=pending.dropped_at).to_json(), delay_s=delay)
         services.checkpoint("enqueue:readd")
@@ -110,7 +110,7 @@ class Refresh:
             raise RuntimeError(f"{step.key}: phase {state.phase} without a pending re-add")
         if state.phase == SNAPSHOTTED:
             return self._drop(step, pending, None, None)
-        if state.phase == DROPPED and step.msg.step != "readd" and step.healer.s.clock() < pending.due:
+        if state.phase == DROPPED and step.msg.step != "readd" and step.healer.services.clock() < pending.due:
             self._send_readd(step, pending)  # the delivery that died may not have sent it
             return Outcome(Status.WAITING, f"re-add due {pending.due:%H:%M:%S}Z")
         return step.healer.finish_readd(step, pending)
@@ -188,6 +188,6 @@ def escalate_blocked(services: Services, key: str, holder: str | None, reason: s
 
     services.store.update(key, apply)
     log.error("%s: %s", key, reason)
-    from shared.observers import raise_incident
+    from shared.reporting.observers import raise_incident
 
     raise_incident(services, "readd-failed", key, runs[0], runs[0], reason)  # once per dropped snapshot

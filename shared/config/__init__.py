@@ -1,0 +1,2 @@
+"""Configuration: the settings model (every HEALER_ setting, validated at start), credentials and
+the time budgets of calls."""

@@ -1,0 +1,1 @@
+"""The HTTP surface: request and response models, routing and the alert webhook's token check."""
