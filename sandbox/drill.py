@@ -243,7 +243,7 @@ class Drill:
         ]
         self.capture = _Capture()
         self.secrets: list[str] = []  # what must never appear in the captured log
-        self.runs: list[Any] = []  # shared.reporting.report.model.Run of every target, for the HTML report
+        self.runs: list[Any] = []  # shared.reporting.report.incidents.ReportedRun of every target, for the HTML report
         self.capture.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
 
     # ------------------------------------------------------------------ display
@@ -418,7 +418,7 @@ class Drill:
                         world.webhook_token,
                         *world.sp_secrets.values(),
                     ]
-                    from shared.reporting.report.model import collect
+                    from shared.reporting.report.incidents import collect
 
                     self.runs = collect(entrypoints.composition().healer.services.store, None, 5000)
                 entrypoints.reset()

@@ -277,7 +277,7 @@ def _health(params: Mapping[str, str], headers: Mapping[str, str], body: bytes) 
 
 def _deep_health(ctx: Composition) -> ApiResponse:
     """`?deep=true`: the doctor (shared/doctor/) run by the deployed app, as its own identity."""
-    from shared.doctor.runner import run_doctor
+    from shared.doctor.preflight import run_doctor
 
     report = run_doctor(ctx.healer.services.settings, ctx.healer.services.credential)
     return ApiResponse(200, {"status": "ok" if report.ok else "not-ready", **report.to_dict()})

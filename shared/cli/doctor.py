@@ -28,7 +28,7 @@ def doctor(obj: Ctx) -> None:
     only when everything the configured remedies need passes, else 1.
     """
     from shared.config.settings import load_settings
-    from shared.doctor.runner import run_doctor
+    from shared.doctor.preflight import run_doctor
 
     report = run_doctor(load_settings())
     obj.emit(report.to_dict(), lambda: render(report, _console()))

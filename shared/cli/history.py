@@ -146,7 +146,7 @@ def _gap_text(gap: dict[str, Any] | None) -> str:
 def report(obj: Ctx, target: str | None, html_file: Path | None, limit: int) -> None:
     """Incident report for TARGET (or every target): each run's timeline from detection through
     diagnosis, actions and verification to its outcome, with the evidence and root cause."""
-    from shared.reporting.report.model import collect
+    from shared.reporting.report.incidents import collect
     from shared.reporting.report.page import render_html
 
     healer = obj.healer()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.reporting.report.model import build_runs, summary
+from shared.reporting.report.incidents import build_runs, summary
 from shared.reporting.report.page import render_html
 from tests.support.helpers import ROOT
 

@@ -17,7 +17,7 @@ from sandbox.healer_config import ALERT_AUDIENCE, targets_for
 from sandbox.world import World
 from shared.config.settings import Settings
 from shared.doctor.findings import DoctorReport
-from shared.doctor.runner import run_doctor
+from shared.doctor.preflight import run_doctor
 from tests.support.healer_env import settings_values
 
 READ_ONLY_KUSTO = (".show ",)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared.reporting.report.model import build_runs
+from shared.reporting.report.incidents import build_runs
 from shared.reporting.report.page import render_html
 from tests.support.html_check import check_html
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from shared.reporting.report.model import PHASES, Event, Run
+from shared.reporting.report.incidents import PHASES, Event, ReportedRun
 from shared.reporting.report.times import duration, when
 
 CHART_W, LANE_H, LEFT, TOP = 960, 26, 118, 8
@@ -86,7 +86,7 @@ def _chart(
     return "".join(out)
 
 
-def timeline_svg(run: Run, uid: str) -> str:
+def timeline_svg(run: ReportedRun, uid: str) -> str:
     """The run's chart to scale with its gap, and an enlarged one of the run when the gap dwarfs it."""
     marks = [(n, e, at) for n, e in enumerate(run.events, 1) if (at := when(e.at)) is not None]
     if not marks:

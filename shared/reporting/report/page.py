@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from shared.reporting.report.chart import timeline_svg
-from shared.reporting.report.model import PHASES, Run, summary
+from shared.reporting.report.incidents import PHASES, ReportedRun, summary
 from shared.reporting.report.times import clock, duration
 
 _CSS = (
@@ -62,7 +62,7 @@ table.summary{font-size:8pt}@page{margin:12mm}}
 )
 
 
-def _facts(run: Run) -> str:
+def _facts(run: ReportedRun) -> str:
     facts = summary(run)
 
     def rows(value: int | None) -> str:
@@ -81,7 +81,7 @@ def _facts(run: Run) -> str:
     return "".join(out)
 
 
-def render_html(runs: list[Run], title: str, summary: list[dict[str, Any]] | None = None) -> str:
+def render_html(runs: list[ReportedRun], title: str, summary: list[dict[str, Any]] | None = None) -> str:
     """A complete HTML document. `summary`: optional rows (same keys) shown as a table first."""
     healed = sum(1 for r in runs if r.outcome == "healed")
     escalated = sum(1 for r in runs if r.outcome in ("escalated", "not-healed"))

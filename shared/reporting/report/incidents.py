@@ -24,7 +24,7 @@ class Event:
 
 
 @dataclass
-class Run:
+class ReportedRun:
     target: str
     run_id: str
     correlation_id: str
@@ -106,7 +106,7 @@ def _backfill_progress(data: dict[str, Any]) -> tuple[str, str, list[str]]:
     return f"backfill {state}", detail, notes
 
 
-def build_runs(history: list[dict[str, Any]], journal: list[dict[str, Any]]) -> list[Run]:
+def build_runs(history: list[dict[str, Any]], journal: list[dict[str, Any]]) -> list[ReportedRun]:
     """Runs newest first; each with its events in time order."""
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in history:
@@ -143,7 +143,7 @@ def build_runs(history: list[dict[str, Any]], journal: list[dict[str, Any]]) -> 
             events.append(Event(str(row["At"]), "outcome", str(row.get("Outcome", "")), str(row.get("Detail", ""))))
         events.sort(key=lambda e: (e.at, PHASES.index(e.phase)))
         runs.append(
-            Run(
+            ReportedRun(
                 target=str(first.get("PartitionKey", "")),
                 run_id=run_id,
                 correlation_id=str(first.get("CorrelationId", "")),
@@ -159,14 +159,14 @@ def build_runs(history: list[dict[str, Any]], journal: list[dict[str, Any]]) -> 
     return sorted(runs, key=lambda r: r.started, reverse=True)
 
 
-def collect(store: Any, target: str | None = None, limit: int = 200) -> list[Run]:
+def collect(store: Any, target: str | None = None, limit: int = 200) -> list[ReportedRun]:
     history = store.read_history(target, limit=limit)
     keys = sorted({str(r["PartitionKey"]) for r in history})
     journal = [row for key in keys for row in store.read_journal(key)]
     return build_runs(history, journal)
 
 
-def summary(run: Run) -> dict[str, Any]:
+def summary(run: ReportedRun) -> dict[str, Any]:
     """Time to detect (the gap's start to the run's start), time to heal (the run's start to its
     healed verdict), rows lost (missing when the gap was measured) and recovered (ingested by the
     backfill), and the root cause. None where the run does not tell."""
