@@ -81,7 +81,7 @@ def test_escalations_and_incidents_are_counted(app: Any, exported: Any) -> None:
 def test_nothing_is_exported_or_imported_without_a_connection_string() -> None:
     env = {k: v for k, v in os.environ.items() if k != telemetry.CONNECTION_SETTING}
     code = (
-        "import json, sys; from shared import telemetry;"
+        "import json, sys; from shared.reporting import telemetry;"
         "telemetry.count('healer.escalations', target='t');"
         "\nwith telemetry.span('remediation.start') as s: pass\n"
         "print(json.dumps([telemetry.configure(), s is None, any(m.startswith('opentelemetry') for m in sys.modules)]))"
@@ -102,7 +102,7 @@ def test_a_connection_string_turns_the_distro_on() -> None:
     # healer only needs the providers in place.
     connection = "InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:9/"
     code = (
-        "import json; from shared import telemetry; from opentelemetry import trace, metrics;"
+        "import json; from shared.reporting import telemetry; from opentelemetry import trace, metrics;"
         "ok = telemetry.configure();"
         "print(json.dumps([ok, type(trace.get_tracer_provider()).__module__, telemetry.enabled()]))"
     )
