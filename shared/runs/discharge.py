@@ -4,21 +4,16 @@ its run can land, re-enable an export, settle a destination copy."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from shared.domain.state import PendingCopy, PendingEnable, PendingReadd, TargetState
 from shared.runs import obligations
 from shared.runs.fencing import stand_in
 from shared.runs.recovery import message
 from shared.runs.remedies.recreate import settle_copy
 from shared.runs.remedies.refresh import ReaddAbandoned, ReaddBlocked, escalate_blocked, readd_roles
-from shared.runs.remedy import Step
-
-if TYPE_CHECKING:
-    from shared.runs.engine import Healer
+from shared.runs.remedy import Machine, Step
 
 
-def recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> list[str]:
+def recheck_readd(healer: Machine, state: TargetState, pending: PendingReadd) -> list[str]:
     """A re-add that was done but not settled: re-apply it (a late drop may have landed since),
     and discharge the record once no drop of its run can land any more."""
     run = stand_in(healer.services, state.key, pending.run_id)
@@ -47,7 +42,7 @@ def recheck_readd(healer: Healer, state: TargetState, pending: PendingReadd) -> 
     return []
 
 
-def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[str]:
+def reenable(healer: Machine, state: TargetState, enable: PendingEnable) -> list[str]:
     """Re-enable an export from its record alone (configured, discovered or since removed)."""
     run = stand_in(healer.services, state.key, enable.run_id)
     if run.acquire(exclusive=True) is None:
@@ -76,7 +71,7 @@ def reenable(healer: Healer, state: TargetState, enable: PendingEnable) -> list[
     )
 
 
-def settle(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
+def settle(healer: Machine, state: TargetState, owed: PendingCopy) -> list[str]:
     """A destination copy whose run has moved on: finish its re-point or delete it (again, if a
     late create landed), from the record alone; discharged once settled."""
     run = stand_in(healer.services, state.key, owed.run_id)
@@ -98,7 +93,7 @@ def settle(healer: Healer, state: TargetState, owed: PendingCopy) -> list[str]:
     return lines
 
 
-def readd_overdue(healer: Healer, state: TargetState, pending: PendingReadd) -> tuple[list[str], bool]:
+def readd_overdue(healer: Machine, state: TargetState, pending: PendingReadd) -> tuple[list[str], bool]:
     msg = message(state.key, pending.run_id, "readd", "re-add overdue", pending.correlation_id)
     step = Step(healer, stand_in(healer.services, state.key, pending.run_id), healer.known(state.key, state), msg)
     if step.run.acquire(exclusive=True) is None:

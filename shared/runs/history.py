@@ -4,21 +4,17 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from shared.domain.plan import Plan
 from shared.runs.base import Outcome
 from shared.runs.fencing import JournalValue
-from shared.runs.remedy import Step
-
-if TYPE_CHECKING:
-    from shared.runs.engine import Healer
+from shared.runs.remedy import Machine, Step
 
 log = logging.getLogger(__name__)
 
 
 def record(
-    healer: Healer, step: Step, outcome: Outcome, plan: Plan | None = None, gap: dict[str, object] | None = None
+    healer: Machine, step: Step, outcome: Outcome, plan: Plan | None = None, gap: dict[str, object] | None = None
 ) -> Outcome:
     msg = step.msg
     record: dict[str, JournalValue] = {

@@ -6,7 +6,6 @@ re-add record."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from shared.domain.messages import RemediationMessage
 from shared.domain.state import TargetState
@@ -15,13 +14,10 @@ from shared.runs.backfill import resolve_window
 from shared.runs.fencing import Run, stand_in
 from shared.runs.outcome import Status
 from shared.runs.remedies.recreate import RecreateDestination
-from shared.runs.remedy import Step
-
-if TYPE_CHECKING:
-    from shared.runs.engine import Healer
+from shared.runs.remedy import Machine, Step
 
 
-def recover(healer: Healer, state: TargetState) -> list[str]:
+def recover(healer: Machine, state: TargetState) -> list[str]:
     """What the recovery owner of the state's phase does for a run whose lease lapsed."""
     owner = RECOVERY.get(state.phase)
     return owner(healer, state) if owner is not None else []
@@ -43,7 +39,7 @@ def message(
     )
 
 
-def _queue_again(healer: Healer, state: TargetState, msg: RemediationMessage, extra_s: float = 0) -> bool:
+def _queue_again(healer: Machine, state: TargetState, msg: RemediationMessage, extra_s: float = 0) -> bool:
     """Hand a stalled run to a message of its own: the run's lease is taken under its own name,
     so later sweeps leave the run to this message. False when the target is unknown or held."""
     if healer.known(state.key, state) is None:
@@ -54,7 +50,7 @@ def _queue_again(healer: Healer, state: TargetState, msg: RemediationMessage, ex
     return True
 
 
-def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
+def _finish_recreate(healer: Machine, state: TargetState) -> list[str]:
     msg = message(state.key, state.run_id, "start", "finish re-creating the destination")
     target = healer.known(state.key, state)
     step = Step(healer, stand_in(healer.services, state.key, state.run_id), target, msg)
@@ -68,7 +64,7 @@ def _finish_recreate(healer: Healer, state: TargetState) -> list[str]:
     return [f"{state.key}: finished re-creating the destination (run {state.run_id})"]
 
 
-def _resume_toggle(healer: Healer, state: TargetState) -> list[str]:
+def _resume_toggle(healer: Machine, state: TargetState) -> list[str]:
     """Queue the run again when whoever toggled its export died half-way (the export may be off;
     the run's own message resumes the toggle: disable, enable, then verification). The run's
     lease is taken under its own name so later sweeps leave the toggle to this message."""
@@ -77,7 +73,7 @@ def _resume_toggle(healer: Healer, state: TargetState) -> list[str]:
     return [f"{state.key}: queued run {state.run_id} again to finish toggling the export"]
 
 
-def _continue_backfill(healer: Healer, state: TargetState) -> list[str]:
+def _continue_backfill(healer: Machine, state: TargetState) -> list[str]:
     """Queue the stalled backfill's next invocation. Every invocation renews the run's lease for
     its budget, so a lapsed one means no message is being worked on; the run takes its lease
     again here, so later sweeps leave it to this message. The backfill's progress is in the
@@ -105,7 +101,7 @@ def _skipped(state: TargetState) -> None:
     state.last_outcome = Status.SKIPPED.value
 
 
-def _release(healer: Healer, state: TargetState) -> list[str]:
+def _release(healer: Machine, state: TargetState) -> list[str]:
     """Planned, nothing acted: end the run (a later start plans afresh)."""
     run = stand_in(healer.services, state.key, state.run_id)
     if run.acquire(exclusive=True) is None:
@@ -114,13 +110,13 @@ def _release(healer: Healer, state: TargetState) -> list[str]:
     return [f"{state.key}: ended run {state.run_id}, which had planned and acted on nothing"]
 
 
-def _finish_add(healer: Healer, state: TargetState) -> list[str]:
+def _finish_add(healer: Machine, state: TargetState) -> list[str]:
     if not _queue_again(healer, state, message(state.key, state.run_id, "start", "finish adding the role")):
         return []
     return [f"{state.key}: queued run {state.run_id} again to finish its add"]
 
 
-def _verify_again(healer: Healer, state: TargetState) -> list[str]:
+def _verify_again(healer: Machine, state: TargetState) -> list[str]:
     """Verifying with nobody on it (its message lost, or a write's answer lost): verify again."""
     msg = message(state.key, state.run_id, "verify", "verify again", action_at=state.phase_at)
     if not _queue_again(healer, state, msg, healer.services.settings.verify_poll_seconds):
@@ -128,13 +124,13 @@ def _verify_again(healer: Healer, state: TargetState) -> list[str]:
     return [f"{state.key}: queued the verification of run {state.run_id} again"]
 
 
-def _readd_owner(healer: Healer, state: TargetState) -> list[str]:
+def _readd_owner(healer: Machine, state: TargetState) -> list[str]:
     """A refresh's phases own a re-add record: the sweep re-adds it once overdue (above)."""
     return []
 
 
 # Every phase that is not at rest, and what the sweep does when its lease lapsed.
-RECOVERY: dict[str, Callable[[Healer, TargetState], list[str]]] = {
+RECOVERY: dict[str, Callable[[Machine, TargetState], list[str]]] = {
     phases.PLANNED: _release,
     phases.ADDING: _finish_add,
     phases.PREPARED: _finish_recreate,

@@ -17,14 +17,49 @@ from shared.runs.fencing import Run
 from shared.runs.reading import Reading
 
 if TYPE_CHECKING:
-    from shared.runs.engine import Healer
+    from collections.abc import Callable, Collection
+    from datetime import datetime
+
+    from shared.domain.diagnosis import Evidence
+    from shared.domain.state import PendingReadd
+    from shared.runs.base import Services
+
+
+class Machine(Protocol):
+    """What remedies, follow-ups, verification and the sweep use of the run engine (the `Healer` of
+    shared/runs/engine.py): they name this, never the engine, so the engine is the one module that
+    imports them all and none imports it back."""
+
+    services: Services
+    remedies: dict[str, Remedy]
+    follow_ups: tuple[FollowUp, ...]
+
+    def plan(
+        self, target: Target, correlation_id: str = "dry-run", extra: list[Evidence] | None = None
+    ) -> tuple[Reading, Plan]: ...
+
+    def known(self, key: str, state: TargetState | None = None) -> Target | None: ...
+
+    def finish_readd(self, step: Step, pending: PendingReadd, verb: str = "re-added") -> Outcome: ...
+
+    def to_verify(
+        self,
+        step: Step,
+        expect: Collection[str],
+        action_at: datetime,
+        mutate: Callable[[TargetState], None] | None = None,
+    ) -> Outcome: ...
+
+    def history(
+        self, step: Step, outcome: Outcome, plan: Plan | None = None, gap: dict[str, object] | None = None
+    ) -> Outcome: ...
 
 
 @dataclass
 class Step:
     """One invocation's view of a run: the machine, the run's fenced hands, its target, its message."""
 
-    healer: Healer
+    healer: Machine
     run: Run
     target: Target | None  # None: a run whose target left the configuration (only a re-add may go on)
     msg: RemediationMessage

@@ -23,7 +23,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from shared.domain.state import TargetState
 from shared.domain.targets import Target
@@ -31,9 +30,7 @@ from shared.runs import discharge, obligations, recovery
 from shared.runs.base import RunStopped, Services
 from shared.runs.remedies.recreate import RecreateDestination
 from shared.runs.remedies.refresh import escalate_blocked
-
-if TYPE_CHECKING:  # the engine calls the sweep (a hand-over, the timer); the sweep only uses it
-    from shared.runs.engine import Healer
+from shared.runs.remedy import Machine
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +83,7 @@ def _copy_owed(state: TargetState) -> bool:
     return state.run_id != owed.run_id or state.phase not in RecreateDestination.phases
 
 
-def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepReport:
+def sweep(healer: Machine, states: list[TargetState] | None = None) -> SweepReport:
     """Every target that needs it, concurrently: at most HEALER_SWEEP_CONCURRENCY at once and at
     most PER_CLUSTER per cluster and per app (IoT Central allows 20 requests/s per app; the
     adapter's own limiter paces them). No new target is begun once HEALER_SWEEP_BUDGET_SECONDS
@@ -138,7 +135,7 @@ def sweep(healer: Healer, states: list[TargetState] | None = None) -> SweepRepor
 PER_CLUSTER = 4
 
 
-def _where(healer: Healer, state: TargetState) -> list[str]:
+def _where(healer: Machine, state: TargetState) -> list[str]:
     """The cluster and the app a target's sweep talks to (each bounded), in a fixed order."""
     names = []
     if state.pending_readd is not None:
@@ -150,14 +147,14 @@ def _where(healer: Healer, state: TargetState) -> list[str]:
     return sorted(set(names))
 
 
-def _known(healer: Healer, state: TargetState) -> Target | None:
+def _known(healer: Machine, state: TargetState) -> Target | None:
     try:
         return healer.known(state.key, state)
     except Exception:
         return None
 
 
-def _sweep_one(healer: Healer, state: TargetState) -> SweepReport:
+def _sweep_one(healer: Machine, state: TargetState) -> SweepReport:
     services, report = healer.services, SweepReport()
     now, grace = services.clock(), services.settings.sweep_grace_seconds
     if state.unreadable:  # isolated to its target: reported, nothing acts on it

@@ -7,22 +7,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.domain.messages import new_run
 from shared.domain.state import PendingEnable, RunData, TargetState
 from shared.runs import obligations
 from shared.runs.base import PLANNED, TOGGLING, VERIFYING, Outcome
 from shared.runs.outcome import Status, ended, escalate
-from shared.runs.remedy import Step
+from shared.runs.remedy import Machine, Step
 from shared.runs.verification import verify
-
-if TYPE_CHECKING:  # the engine calls this phase; it names the engine only as a type
-    from shared.runs.engine import Healer
 
 
 def to_verify(
-    healer: Healer,
+    healer: Machine,
     step: Step,
     expect: Collection[str],
     action_at: datetime,
@@ -75,7 +72,7 @@ def to_verify(
     return send_verify(healer, step, action_at)
 
 
-def send_verify(healer: Healer, step: Step, action_at: datetime) -> Outcome:
+def send_verify(healer: Machine, step: Step, action_at: datetime) -> Outcome:
     settings = healer.services.settings
     until = healer.services.clock() + timedelta(seconds=settings.verify_deadline_seconds)
     healer.services.queue.send(
@@ -86,7 +83,7 @@ def send_verify(healer: Healer, step: Step, action_at: datetime) -> Outcome:
     return Outcome(Status.WAITING, f"verification scheduled until {until:%H:%M:%S}Z")
 
 
-def verify_step(healer: Healer, step: Step) -> Outcome:
+def verify_step(healer: Machine, step: Step) -> Outcome:
     settings, now, msg, target = healer.services.settings, healer.services.clock(), step.msg, step.target
     assert target is not None
     journal = healer.services.store.read_journal(target.key, msg.run_id)
@@ -139,7 +136,7 @@ def verify_step(healer: Healer, step: Step) -> Outcome:
     return healer.history(step, Outcome(Status.NOT_HEALED, f"{result.detail}; retry scheduled"))
 
 
-def _next_remedy(healer: Healer, journal: list[dict[str, Any]]) -> str | None:
+def _next_remedy(healer: Machine, journal: list[dict[str, Any]]) -> str | None:
     """The plan's next remedy after those this run already began (None if none is left)."""
     plans = [r for r in journal if r["Step"] == "plan"]
     if not plans:
@@ -153,7 +150,7 @@ def _next_remedy(healer: Healer, journal: list[dict[str, Any]]) -> str | None:
     return next((a for a in remedies if a not in tried), None)
 
 
-def _fall_back(healer: Healer, step: Step, action_kind: str, seen: str) -> Outcome | None:
+def _fall_back(healer: Machine, step: Step, action_kind: str, seen: str) -> Outcome | None:
     """The remedy done left ingestion denied: read afresh and, if the principal is still listed
     yet denied, carry out the plan's next remedy in this same run."""
     target = step.target
