@@ -267,6 +267,10 @@ class Conflict(Exception):
     """Someone else changed the entity first (ETag mismatch or it already exists)."""
 
 
+class _Held(Exception):
+    """Another holder's lease is live: nothing to take."""
+
+
 class LeasedStates(ABC):
     """Target states with an ETag per row: what every backend provides (load, save, the raw rows)
     and the algorithm built on it (isolated reads, idempotent updates, the lease)."""
@@ -295,7 +299,9 @@ class LeasedStates(ABC):
                 states.append(TargetState(key=key, unreadable=f"{type(exc).__name__}: {exc}"[:500], etag=etag))
         return states
 
-    def update(self, key: str, mutate: Callable[[TargetState], None], name: str = "") -> TargetState:
+    def update(
+        self, key: str, mutate: Callable[[TargetState], None], name: str = "", attempts: int = 10
+    ) -> TargetState:
         """Load, apply `mutate(state)`, save with the ETag; retried when another writer won.
 
         Idempotent: the write carries its own name (`name`, e.g. run and step, plus a nonce). When a
@@ -303,7 +309,7 @@ class LeasedStates(ABC):
         landed: 412), the row is read again; if it carries this write's name, the write is done and
         is not applied a second time."""
         write_id = f"{name or 'write'}#{uuid.uuid4().hex[:12]}"
-        for _ in range(10):
+        for _ in range(attempts):
             state = self.load(key)
             if state.write_id == write_id:
                 return state  # an earlier attempt of this very write landed
@@ -320,25 +326,18 @@ class LeasedStates(ABC):
 
     def acquire(self, key: str, owner: str, now: datetime, hold: timedelta) -> TargetState | None:
         """Take the target's lease for `owner` (or extend it); None if another run holds it."""
-        write_id = f"{owner}:acquire#{uuid.uuid4().hex[:12]}"
-        for _ in range(5):
-            state = self.load(key)
-            if state.write_id == write_id:
-                return state
+
+        def take(state: TargetState) -> None:
             if state.leased(now, by=owner):
-                return None
+                raise _Held(key)
             state.lease_owner = owner
             state.lease_until = now + hold
             state.queued_until, state.queued_run = None, ""
-            state.write_id = write_id
-            try:
-                return self.save(state)
-            except Conflict:
-                landed = self.load(key)
-                if landed.write_id == write_id:
-                    return landed
-                continue
-        return None
+
+        try:
+            return self.update(key, take, name=f"{owner}:acquire", attempts=5)
+        except (_Held, Conflict):
+            return None
 
     def release(self, state: TargetState) -> TargetState:
         state.lease_owner = ""

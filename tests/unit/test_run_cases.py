@@ -160,8 +160,8 @@ def test_a_renewal_that_ate_the_lease_does_not_act() -> None:
     settings = h.services.settings
     update = h.store.update
 
-    def slow_update(key: str, mutate: Any, name: str = "") -> Any:
-        result = update(key, mutate, name)
+    def slow_update(key: str, mutate: Any, name: str = "", attempts: int = 10) -> Any:
+        result = update(key, mutate, name, attempts)
         if slow == [True]:
             slow.append(False)
             h.clock.advance(settings.lease_seconds - settings.worst_case_step_seconds + 1)
