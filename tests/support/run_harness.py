@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.model_fakes import Harness
@@ -12,6 +13,18 @@ from tests.support.run_units import unit_harness
 def harness(checkpoint: Any = None) -> Harness:
     """The model's target, its principal holding ingestors yet denied, and no bystanders."""
     return unit_harness(bystanders=False, checkpoint=checkpoint)
+
+
+def crash_once_at(point: str) -> Callable[[str], None]:
+    """A checkpoint hook: the worker dies the first time it reaches `point`, never again."""
+    pending = [point]
+
+    def checkpoint(name: str) -> None:
+        if pending and name == pending[0]:
+            pending.clear()
+            raise Crash(name)
+
+    return checkpoint
 
 
 def owes_enable(state: Any) -> bool:

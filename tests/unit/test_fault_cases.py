@@ -19,7 +19,7 @@ from shared.runs import phases
 from shared.runs.recovery import RECOVERY
 from shared.runs.sweep import sweep
 from tests.support.model_target import FQN, NOTES, TARGET
-from tests.support.run_harness import Crash, harness, held, owes_enable
+from tests.support.run_harness import Crash, crash_once_at, harness, held, owes_enable
 
 
 def drops(h: Any) -> int:
@@ -69,14 +69,7 @@ def test_case02_a_new_start_never_takes_over_a_run_caught_mid_recreation() -> No
     """A run's lease lapses after its copy was created; a new start arrives before the sweep looked.
     It must not plan over the earlier run (two copies, one orphaned): it hands the run to its
     phase's recovery owner, says so in the history, and waits."""
-    crash_at = ["effect:create-destination"]
-
-    def checkpoint(name: str) -> None:
-        if crash_at and name == crash_at[0]:
-            crash_at.clear()
-            raise Crash(name)
-
-    h = recreating(checkpoint)
+    h = recreating(crash_once_at("effect:create-destination"))
     iotc = cast(Any, h.services.iotc)
     first = new_run(TARGET.key, "timer")
     with pytest.raises(Crash):
@@ -95,14 +88,7 @@ def test_case02_a_new_start_never_takes_over_a_run_caught_mid_recreation() -> No
 
 
 def test_case08_observe_mode_mid_recreation_deletes_the_copy_and_changes_nothing_else() -> None:
-    crash_at = ["effect:create-destination"]
-
-    def checkpoint(name: str) -> None:
-        if crash_at and name == crash_at[0]:
-            crash_at.clear()
-            raise Crash(name)
-
-    h = recreating(checkpoint)
+    h = recreating(crash_once_at("effect:create-destination"))
     iotc = cast(Any, h.services.iotc)
     start = new_run(TARGET.key, "timer")
     with pytest.raises(Crash):
@@ -147,14 +133,7 @@ def test_a_late_create_that_lands_after_its_copy_was_deleted_is_deleted_again() 
 
 
 def test_case03_an_export_disabled_by_a_run_whose_target_left_the_configuration_is_re_enabled() -> None:
-    crash_at = ["effect:disable-export"]
-
-    def checkpoint(name: str) -> None:
-        if crash_at and name == crash_at[0]:
-            crash_at.clear()
-            raise Crash(name)
-
-    h = harness(checkpoint)
+    h = harness(crash_once_at("effect:disable-export"))
     h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
     assert h.deliver(new_run(TARGET.key, "timer").to_json()) == "waiting"
     h.clock.advance(61)

@@ -14,7 +14,7 @@ from shared.domain.messages import new_run
 from shared.runs.sweep import overdue_readds, sweep
 from tests.support.model_fakes import FakeIotc
 from tests.support.model_target import NOTES, TARGET, TENANT
-from tests.support.run_harness import Crash, harness, held, owes_enable
+from tests.support.run_harness import Crash, crash_once_at, harness, held, owes_enable
 
 
 def test_admin_lost_mid_refresh_escalates_at_once_and_the_sweep_finishes_the_readd() -> None:
@@ -258,14 +258,7 @@ def test_twin_deliveries_never_leave_the_export_toggled_off() -> None:
 def test_a_toggle_the_sweep_died_in_is_queued_again_and_verified() -> None:
     """The sweep re-adds an overdue principal and toggles the export for the run; it dies with the
     export off. No message of the run is left to resume it, so a later sweep queues one."""
-    crash_at = ["effect:disable-export"]
-
-    def checkpoint(name: str) -> None:
-        if crash_at and name == crash_at[0]:
-            crash_at.clear()
-            raise Crash(name)
-
-    h = harness(checkpoint)
+    h = harness(crash_once_at("effect:disable-export"))
     settings = h.services.settings = h.services.settings.model_copy(update={"toggle_export": True})
     h.queue.send(new_run(TARGET.key, "timer").to_json())
     assert h.run_due() == ["waiting"]
