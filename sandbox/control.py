@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
+from sandbox import scenarios
 from sandbox.faults import SERVICES
 from sandbox.healer_config import targets_for
 from sandbox.httpserver import json_response
 from sandbox.scenarios import SCENARIO_FAULTS
 
 if TYPE_CHECKING:
-    from sandbox.world import World
+    from sandbox.stage import Stage
 
 
 class Control:
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: Stage) -> None:
         self.world = world
 
     def __call__(self, request: Request) -> Response:
@@ -43,7 +44,7 @@ class Control:
                     return json_response({"error": "body must be JSON with 'kind'"}, 400)
                 kind = body["kind"]
                 if kind in SCENARIO_FAULTS:
-                    world.inject(kind, str(body.get("app", "")))
+                    scenarios.inject(world, kind, str(body.get("app", "")))
                 elif kind == "transport":
                     params = {k: v for k, v in body.items() if k not in ("kind", "service")}
                     world.set_transport(str(body.get("service", "")), **params)
@@ -56,7 +57,7 @@ class Control:
                 if body.get("kind") == "transport":
                     world.faults.clear_transport(body.get("service"))
                 else:
-                    world.clear(str(body.get("kind")), str(body.get("app")))
+                    scenarios.clear(world, str(body.get("kind")), str(body.get("app")))
                 return json_response({"cleared": body.get("kind")})
             return json_response({"error": f"no route {request.method} {request.path}"}, 404)
         except (ValueError, TypeError) as exc:
@@ -76,7 +77,7 @@ class Control:
         return _webhook_answer(200, "ok")
 
 
-def state(world: World) -> dict[str, Any]:
+def state(world: Stage) -> dict[str, Any]:
     """The apps, their exports' status, the databases' principals and rows, and the faults on."""
     cluster, iotc = world.cluster, world.iotc
     with cluster.lock, iotc.lock:

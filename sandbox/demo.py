@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from sandbox.scenarios import SCENARIO_FAULTS
+from sandbox.stage import Target
 from sandbox.symptoms import Observer, Symptoms
 from sandbox.waiting import wait_for
-from sandbox.world import Target, World
+from sandbox.world import World
 
 APPS = ("contoso", "fabrikam")
 TABLES = ("DeviceTelemetry", "FactoryTelemetry")

@@ -11,7 +11,7 @@ from sandbox.entra import TENANT_ID
 
 if TYPE_CHECKING:
     # Only for annotations: the control API (which the world serves) imports this module.
-    from sandbox.world import World
+    from sandbox.stage import Stage
 
 # The identifier URI of the alert webhook's Entra application (the Bicep creates it as api://…).
 ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"
@@ -19,7 +19,7 @@ ALERT_AUDIENCE = "api://iotc-adx-healer-webhook"
 ALERT_CLIENT_ID = "5d8c7a3e-2f41-4b6a-9c0d-7e1f2a3b4c5d"
 
 
-def targets_for(world: World) -> list[dict[str, Any]]:
+def targets_for(world: Stage) -> list[dict[str, Any]]:
     """HEALER_TARGETS for every export the sandbox set up."""
     out = []
     for t in world.targets:
@@ -45,7 +45,7 @@ def targets_for(world: World) -> list[dict[str, Any]]:
     return out
 
 
-def app_settings(world: World, azurite: Azurite, **overrides: Any) -> dict[str, str]:
+def app_settings(world: Stage, azurite: Azurite, **overrides: Any) -> dict[str, str]:
     """Every app setting the Function App needs (as in the Bicep), aimed at the sandbox: the runner
     takes these and nothing from its own environment."""
     endpoints = world.endpoints()

@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sandbox.adx.diagnostics import role_command
 from sandbox.adx.model import Assignment, Fqn, Table
 from sandbox.entra import Identity
-
-if TYPE_CHECKING:
-    from sandbox.world import Target, World
+from sandbox.stage import ActiveFault, Stage, Target
 
 OPERATOR_UPN = "ops-admin@contoso.com"  # the person whose commands the faults stand for
 
 
-@dataclass
-class ActiveFault:
-    kind: str
-    subdomain: str
-    undo: Callable[[], None]
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-def set_back(world: World, subdomain: str, seconds: float, interval_s: float = 1.0) -> int:
+def set_back(world: Stage, subdomain: str, seconds: float, interval_s: float = 1.0) -> int:
     """Scenario setup for a long outage without waiting for it: the app's telemetry and the rows
     its export delivered move `seconds` into the past, and the time since is filled with
     telemetry (one message per device and interface every `interval_s`) that the export never
@@ -56,14 +45,14 @@ def set_back(world: World, subdomain: str, seconds: float, interval_s: float = 1
 
 
 def _by_operator(
-    world: World, database: str, table: str | None, verb: str, role: str, fqns: list[str]
+    world: Stage, database: str, table: str | None, verb: str, role: str, fqns: list[str]
 ) -> dict[str, str]:
     """A change a person made (the faults): journaled as that person ran it."""
     command = role_command(verb, database, table, f"{role} ({', '.join(fqns)})")
     return world.diagnostics.journal(database, table or database, command, OPERATOR_UPN, OPERATOR_UPN)
 
 
-def _app_identity(world: World, target: Target) -> Identity:
+def _app_identity(world: Stage, target: Target) -> Identity:
     """The identity the target's destination writes as (the app's, or its service principal)."""
     app = world.iotc.apps[target.subdomain]
     writer = world.delivery.writer_of(app, app.destinations[target.destination_id])
@@ -72,7 +61,7 @@ def _app_identity(world: World, target: Target) -> Identity:
     return writer
 
 
-def _app_assignments(world: World, target: Target, identity: Identity) -> tuple[list[Assignment], list[Assignment]]:
+def _app_assignments(world: Stage, target: Target, identity: Identity) -> tuple[list[Assignment], list[Assignment]]:
     db = world.cluster.database(target.database)
     table = db.tables.get(target.table)
     db_rows = [a for a in db.principals if a.held_by(identity)]
@@ -80,7 +69,7 @@ def _app_assignments(world: World, target: Target, identity: Identity) -> tuple[
     return db_rows, table_rows
 
 
-def stale_permission(world: World, target: Target) -> ActiveFault:
+def stale_permission(world: Stage, target: Target) -> ActiveFault:
     identity = _app_identity(world, target)
     db_rows, table_rows = _app_assignments(world, target, identity)
     if not db_rows and not table_rows:
@@ -95,7 +84,7 @@ def stale_permission(world: World, target: Target) -> ActiveFault:
     return ActiveFault("stale-permission", target.subdomain, undo)
 
 
-def principal_removed(world: World, target: Target) -> ActiveFault:
+def principal_removed(world: Stage, target: Target) -> ActiveFault:
     identity = _app_identity(world, target)
     db = world.cluster.database(target.database)
     table = db.tables.get(target.table)
@@ -130,7 +119,7 @@ def principal_removed(world: World, target: Target) -> ActiveFault:
     )
 
 
-def identity_rotated(world: World, target: Target) -> ActiveFault:
+def identity_rotated(world: Stage, target: Target) -> ActiveFault:
     old = _app_identity(world, target)
     new = world.directory.add(old.rotated())
     event = world.iotc.record_write(target.subdomain, OPERATOR_UPN)
@@ -156,7 +145,7 @@ def identity_rotated(world: World, target: Target) -> ActiveFault:
     )
 
 
-def table_level_only(world: World, target: Target) -> ActiveFault:
+def table_level_only(world: Stage, target: Target) -> ActiveFault:
     identity = _app_identity(world, target)
     db = world.cluster.database(target.database)
     table = world.cluster.table(target.database, target.table)
@@ -180,7 +169,7 @@ def table_level_only(world: World, target: Target) -> ActiveFault:
     return ActiveFault("table-level-only", target.subdomain, undo, {"journal": journal})
 
 
-def healer_not_admin(world: World, target: Target) -> ActiveFault:
+def healer_not_admin(world: Stage, target: Target) -> ActiveFault:
     removed = principal_removed(world, target)
     db = world.cluster.database(target.database)
     healer_rows = [a for a in db.principals if a.held_by(world.healer) and a.role == "admins"]
@@ -198,7 +187,7 @@ def healer_not_admin(world: World, target: Target) -> ActiveFault:
     return ActiveFault("healer-not-admin", target.subdomain, undo, dict(removed.detail))
 
 
-def table_missing(world: World, target: Target) -> ActiveFault:
+def table_missing(world: Stage, target: Target) -> ActiveFault:
     db = world.cluster.database(target.database)
     table: Table | None = db.tables.pop(target.table, None)
     if table is None:
@@ -210,7 +199,7 @@ def table_missing(world: World, target: Target) -> ActiveFault:
     return ActiveFault("table-missing", target.subdomain, undo)
 
 
-def database_missing(world: World, target: Target) -> ActiveFault:
+def database_missing(world: Stage, target: Target) -> ActiveFault:
     database = world.cluster.databases.pop(target.database, None)
     if database is None:
         raise ValueError(f"database {target.database!r} is already missing")
@@ -221,7 +210,7 @@ def database_missing(world: World, target: Target) -> ActiveFault:
     return ActiveFault("database-missing", target.subdomain, undo)
 
 
-def ingestor_only(world: World, target: Target) -> ActiveFault:
+def ingestor_only(world: Stage, target: Target) -> ActiveFault:
     """The forum's least privilege: the writer holds Ingestor, not the Admin IoT Central needs."""
     identity = _app_identity(world, target)
     db = world.cluster.database(target.database)
@@ -239,7 +228,7 @@ def ingestor_only(world: World, target: Target) -> ActiveFault:
     return ActiveFault("ingestor-only", target.subdomain, undo)
 
 
-def destination_stale(world: World, target: Target) -> ActiveFault:
+def destination_stale(world: Stage, target: Target) -> ActiveFault:
     """Permissions set after the destination was created: the destination stays denied until
     it is removed and added again (IoT Central's troubleshooting page)."""
     identity = _app_identity(world, target)
@@ -261,7 +250,7 @@ def destination_stale(world: World, target: Target) -> ActiveFault:
     return ActiveFault("destination-stale", target.subdomain, undo)
 
 
-def access_denied_code(world: World, target: Target) -> ActiveFault:
+def access_denied_code(world: Stage, target: Target) -> ActiveFault:
     """A stale permission whose only signal is ADX's `BadRequest_TableAccessDenied` code."""
     stale = stale_permission(world, target)
     key = f"{target.database}/{target.table}"
@@ -276,7 +265,7 @@ def access_denied_code(world: World, target: Target) -> ActiveFault:
     return ActiveFault("access-denied-code", target.subdomain, undo)
 
 
-def _table_setting(world: World, target: Target, kind: str, name: str, value: Any) -> ActiveFault:
+def _table_setting(world: Stage, target: Target, kind: str, name: str, value: Any) -> ActiveFault:
     """The principal is removed from a table with a query-side policy set: the repair must be
     verified without counting rows."""
     table = world.cluster.table(target.database, target.table)
@@ -291,20 +280,20 @@ def _table_setting(world: World, target: Target, kind: str, name: str, value: An
     return ActiveFault(kind, target.subdomain, undo)
 
 
-def restricted_view(world: World, target: Target) -> ActiveFault:
+def restricted_view(world: Stage, target: Target) -> ActiveFault:
     return _table_setting(world, target, "restricted-view", "restricted_view_access", True)
 
 
-def row_level_security(world: World, target: Target) -> ActiveFault:
+def row_level_security(world: Stage, target: Target) -> ActiveFault:
     policy = {"IsEnabled": True, "Query": "SandboxRls", "ChildEntities": None}
     return _table_setting(world, target, "row-level-security", "row_level_security", policy)
 
 
-def ingestion_time_disabled(world: World, target: Target) -> ActiveFault:
+def ingestion_time_disabled(world: Stage, target: Target) -> ActiveFault:
     return _table_setting(world, target, "ingestion-time-disabled", "ingestion_time_policy", False)
 
 
-def simulated_devices(world: World, target: Target) -> ActiveFault:
+def simulated_devices(world: Stage, target: Target) -> ActiveFault:
     """Only simulated devices: IoT Central does not export them with a managed identity."""
     app = world.iotc.apps[target.subdomain]
     before = {d["id"]: d["simulated"] for d in app.devices.values()}
@@ -320,7 +309,7 @@ def simulated_devices(world: World, target: Target) -> ActiveFault:
     return ActiveFault("simulated-devices", target.subdomain, undo)
 
 
-def unknown_identity(world: World, target: Target) -> ActiveFault:
+def unknown_identity(world: Stage, target: Target) -> ActiveFault:
     """IoT Central's identity was re-created and Entra does not know the new one yet: ARM
     names it, ADX refuses to add it, and the exporter's token is refused."""
     app = world.iotc.apps[target.subdomain]
@@ -332,7 +321,7 @@ def unknown_identity(world: World, target: Target) -> ActiveFault:
     return ActiveFault("unknown-identity", target.subdomain, undo, {"object_id": app.arm_principal_override})
 
 
-def gateway_html(world: World, target: Target) -> ActiveFault:
+def gateway_html(world: Stage, target: Target) -> ActiveFault:
     """Something between the healer and the app's API answers HTTP 200 with an HTML page."""
     world.iotc.gateway_html.add(target.subdomain)
 
@@ -342,7 +331,7 @@ def gateway_html(world: World, target: Target) -> ActiveFault:
     return ActiveFault("gateway-html", target.subdomain, undo)
 
 
-SCENARIO_FAULTS: dict[str, Callable[[World, Target], ActiveFault]] = {
+SCENARIO_FAULTS: dict[str, Callable[[Stage, Target], ActiveFault]] = {
     "stale-permission": stale_permission,
     "principal-removed": principal_removed,
     "identity-rotated": identity_rotated,
@@ -360,3 +349,24 @@ SCENARIO_FAULTS: dict[str, Callable[[World, Target], ActiveFault]] = {
     "unknown-identity": unknown_identity,
     "gateway-html": gateway_html,
 }
+
+
+def inject(stage: Stage, kind: str, subdomain: str) -> ActiveFault:
+    """Break one app's export the way operators see it break. Returns the fault (with undo)."""
+    if kind not in SCENARIO_FAULTS:
+        raise ValueError(f"kind must be one of {', '.join(SCENARIO_FAULTS)}, not {kind!r}")
+    if subdomain not in stage.iotc.apps:
+        raise ValueError(f"app must be one of {', '.join(stage.iotc.apps)}, not {subdomain!r}")
+    target = stage.target(subdomain)
+    with stage.cluster.lock, stage.lock:
+        fault = SCENARIO_FAULTS[kind](stage, target)
+        stage.active[(kind, subdomain)] = fault
+        return fault
+
+
+def clear(stage: Stage, kind: str, subdomain: str) -> None:
+    """Undo a fault by hand (as an operator would); a healed fault is simply forgotten."""
+    with stage.cluster.lock, stage.lock:
+        fault = stage.active.pop((kind, subdomain), None)
+        if fault is not None:
+            fault.undo()

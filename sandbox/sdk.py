@@ -11,13 +11,13 @@ if TYPE_CHECKING:
     from azure.identity import ManagedIdentityCredential
     from azure.monitor.query import LogsQueryClient
 
-    from sandbox.world import World
+    from sandbox.stage import Stage
 
 IOTC_API_VERSION = "2022-10-31-preview"
 IOTC_SCOPE = "https://apps.azureiotcentral.com/.default"
 
 
-def use_sandbox_identity(world: World) -> None:
+def use_sandbox_identity(world: Stage) -> None:
     """Point azure-identity's managed-identity support at the sandbox token endpoint."""
     os.environ.update(world.identity_env())
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from sandbox import sdk
-from sandbox.world import Target, World
+from sandbox.stage import Target
+from sandbox.world import World
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from sandbox import fidelity
 from sandbox.scenarios import SCENARIO_FAULTS
-from sandbox.world import SWITCHES, World
+from sandbox.stage import SWITCHES
+from sandbox.world import World
 
 ROOT = Path(__file__).resolve().parents[2]
 
