@@ -41,6 +41,7 @@ class Run:
         self.run_id = run_id
         self.holder = holder or run_id
         self.claim: str | None = None  # set while this hand holds a claimed phase (the export toggle)
+        self.last_write: str | None = None  # the state's write id after this hand's last renewal or move
 
     # ---------------------------------------------------------------- the lease
 
@@ -88,7 +89,14 @@ class Run:
             if obligation is not None:
                 obligations.stamp(state, obligation, obligations.land_by(self.services.settings, now))
 
-        return self.services.store.update(self.key, apply, name=f"{self.holder}:renew")
+        state = self.services.store.update(self.key, apply, name=f"{self.holder}:renew")
+        self.last_write = state.write_id
+        return state
+
+    def moved_on(self) -> bool:
+        """Someone wrote the target's state since this hand last did: a twin delivery of this run
+        (it holds the same lease), the sweep standing in for it, or another run."""
+        return self.last_write is not None and self.services.store.load(self.key).write_id != self.last_write
 
     # ---------------------------------------------------------------- phases
 
@@ -134,6 +142,7 @@ class Run:
             state.lease_until = lease_until or now + self._hold(hold_s or 0)
 
         state = self.services.store.update(self.key, apply, name=f"{self.holder}:{to}")
+        self.last_write = state.write_id
         self.services.checkpoint(f"phase:{to}")
         return state
 

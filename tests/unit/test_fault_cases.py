@@ -551,3 +551,40 @@ def test_a_late_repoint_that_lands_after_its_copy_was_deleted_is_pointed_back(io
     assert sorted(iotc.destinations) == ["adx-1"], "the export's only destination was deleted"
     assert [r["id"] for r in iotc.refs] == ["adx-1"]
     assert h.store.load(TARGET.key).pending_copy is None
+
+
+def test_a_twin_that_re_points_while_the_first_re_point_is_in_flight_is_not_taken_for_a_person() -> None:
+    """At-least-once delivery: one delivery's re-point is in flight (its read of the export done,
+    its write not yet), a twin delivery of the same run re-points and dies. The first one's write
+    then meets the changed export: that is the run's own twin, not a person's edit. It must not
+    escalate, forget the copy and leave two destinations: it stands back, and the run finishes."""
+    paused, woken = threading.Event(), threading.Event()
+    h = recreating(crash_once_at("effect:repoint-export"))
+    iotc = cast(Any, h.services.iotc)
+    start = new_run(TARGET.key, "timer").to_json()
+
+    def in_flight(verb: str) -> None:
+        if verb == "repoint" and threading.current_thread().name == "first":
+            paused.set()
+            woken.wait(10)
+
+    h.adx.before_command = in_flight
+    outcomes: list[str] = []
+    first = threading.Thread(target=lambda: outcomes.append(h.deliver(start)), name="first")
+    first.start()
+    assert paused.wait(10)  # the first delivery's re-point is on its way
+    with pytest.raises(Crash):
+        h.deliver(start)  # the twin re-points (it lands) and dies right after
+    assert [r["id"] for r in iotc.refs] != ["adx-1"]
+    woken.set()
+    first.join(10)
+    assert outcomes == ["skipped"], outcomes  # it stood back
+    assert not h.store.load(TARGET.key).escalated
+    for _ in range(10):  # the twin's message comes back; verification follows
+        h.clock.advance(h.services.settings.lease_seconds + 1)
+        h.run_due()
+        sweep(h.healer)
+    copies = sorted(iotc.destinations)
+    assert len(copies) == 1 and copies[0] != "adx-1", copies
+    assert [r["id"] for r in iotc.refs] == copies
+    assert h.store.load(TARGET.key).pending_copy is None

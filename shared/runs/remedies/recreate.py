@@ -21,7 +21,7 @@ from shared.domain.destination_copy import DestinationCopy, NotRecreatable
 from shared.domain.plan import Action, Plan
 from shared.domain.state import PendingCopy, RunData, TargetState
 from shared.runs import obligations
-from shared.runs.base import PLANNED, Outcome, Services
+from shared.runs.base import PLANNED, Outcome, PhaseConflict, Services
 from shared.runs.fencing import Run
 from shared.runs.outcome import Status, escalate
 from shared.runs.phases import CREATED, PREPARED, REPOINTED
@@ -218,6 +218,12 @@ def _edited_meanwhile(step: Step, copy: DestinationCopy, why: str) -> Outcome:
     pointed the export at the copy themselves, the copy is in use and everything is left as it
     is. The run is escalated once, with what to check."""
     services = step.healer.services
+    if step.run.moved_on():
+        # The export changed under this hand's re-point, and so did the run's state: a twin
+        # delivery of this run (at-least-once delivery) carried the re-creation on meanwhile, and
+        # the export's edit is likely its re-point. It, or the run's recovery owner, finishes the
+        # re-creation; this hand stands back without judging the edit.
+        raise PhaseConflict(f"run {step.run.run_id} on {step.key}: re-pointed meanwhile by another hand of the run")
     step.run.journal("repoint-export", "refused", reason=why[:1000])
     refs = services.iotc.export(copy.app, copy.export_id).get("destinations") or []
     in_use = copy.new_id in [r.get("id") for r in refs if isinstance(r, dict)]
