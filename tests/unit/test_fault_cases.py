@@ -588,3 +588,42 @@ def test_a_twin_that_re_points_while_the_first_re_point_is_in_flight_is_not_take
     assert len(copies) == 1 and copies[0] != "adx-1", copies
     assert [r["id"] for r in iotc.refs] == copies
     assert h.store.load(TARGET.key).pending_copy is None
+
+
+@pytest.mark.parametrize("iotc_refuses_unknown_ids", [False, True])
+def test_a_run_resumed_after_a_discharge_deleted_its_copy_puts_the_copy_back_first(
+    iotc_refuses_unknown_ids: bool,
+) -> None:
+    """A run dies once its copy exists; observe mode is switched on and the sweep discharges the
+    re-creation (deletes the copy) but dies before recording it; enforce mode again, the run's
+    message comes back and resumes. It must not point the export at the deleted copy and then
+    delete the old destination (the export left with none): the copy is put back first."""
+    crashes = ["phase:destination-created", "effect:delete-copy"]
+
+    def checkpoint(name: str) -> None:
+        if crashes and name == crashes[0]:
+            crashes.pop(0)
+            raise Crash(name)
+
+    h = recreating(checkpoint)
+    iotc = cast(Any, h.services.iotc)
+    iotc.refuses_unknown_ids = iotc_refuses_unknown_ids
+    start = new_run(TARGET.key, "timer").to_json()
+    with pytest.raises(Crash):
+        h.deliver(start)
+    enforce = h.services.settings
+    h.services.settings = enforce.model_copy(update={"mode": "observe"})
+    h.clock.advance(enforce.lease_seconds + enforce.sweep_grace_seconds + 1)
+    assert sweep(h.healer).errors  # the sweep deleted the copy and died
+    assert sorted(iotc.destinations) == ["adx-1"]
+    h.services.settings = enforce
+    h.clock.advance(enforce.lease_seconds + 1)
+    h.deliver(start)  # the run's own message, delivered again
+    for _ in range(15):
+        h.clock.advance(61)
+        h.run_due()
+        sweep(h.healer)
+    copies = sorted(iotc.destinations)
+    assert len(copies) == 1, f"destinations left: {copies}"
+    assert [r["id"] for r in iotc.refs] == copies
+    assert h.store.load(TARGET.key).pending_copy is None

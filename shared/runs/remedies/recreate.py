@@ -85,6 +85,18 @@ class RecreateDestination:
         iotc = services.iotc
         copy = DestinationCopy.from_dict(data.destination_copy or {})
         listed = data.listed
+        if phase in (CREATED, REPOINTED) and not _exists(iotc, copy.app, copy.new_id):
+            # While this run was away (its lease lapsed, observe mode came and went), a discharge
+            # deleted the copy. Make-before-break holds on resuming too: the copy is put back
+            # (the same idempotent PUT) before the export points at it or the old one goes.
+            step.run.effect(
+                "create-destination",
+                phase,
+                lambda: rd.create(iotc, copy),
+                lambda body: {"destination_status": str(body.get("status", "")), "again": True},
+                obligation="copy",
+                destination=copy.new_id,
+            )
         if phase == PREPARED:
             try:
                 step.run.effect(
