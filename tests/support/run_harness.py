@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,20 @@ def crash_once_at(point: str) -> Callable[[str], None]:
             raise Crash(name)
 
     return checkpoint
+
+
+def hold_in_flight(h: Harness, verb: str, thread: str) -> tuple[threading.Event, threading.Event]:
+    """A command sent from the thread named `thread` stops on its way until woken: a late act.
+    Returns (paused, woken): set once the command is held, and the event that lets it land."""
+    paused, woken = threading.Event(), threading.Event()
+
+    def in_flight(sent: str) -> None:
+        if sent == verb and threading.current_thread().name == thread:
+            paused.set()
+            woken.wait(10)
+
+    h.adx.before_command = in_flight
+    return paused, woken
 
 
 def owes_enable(state: Any) -> bool:

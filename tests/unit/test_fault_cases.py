@@ -19,7 +19,7 @@ from shared.runs import phases
 from shared.runs.recovery import RECOVERY
 from shared.runs.sweep import sweep
 from tests.support.model_target import FQN, NOTES, TARGET
-from tests.support.run_harness import Crash, crash_once_at, harness, held, owes_enable
+from tests.support.run_harness import Crash, crash_once_at, harness, held, hold_in_flight, owes_enable
 
 
 def drops(h: Any) -> int:
@@ -29,15 +29,9 @@ def drops(h: Any) -> int:
 def test_case01_a_late_drop_that_lands_after_the_sweeps_readd_is_readded_again() -> None:
     """A worker renews, finds enough lease, then stalls before its `.drop` lands; the sweep re-adds
     the overdue snapshot meanwhile; then the stalled drop lands. The record must outlive it."""
-    paused, woken = threading.Event(), threading.Event()
     h = harness()
 
-    def in_flight(verb: str) -> None:
-        if verb == "drop" and threading.current_thread().name == "stalled":
-            paused.set()
-            woken.wait(10)
-
-    h.adx.before_command = in_flight
+    paused, woken = hold_in_flight(h, "drop", "stalled")
     worker = threading.Thread(target=lambda: h.deliver(new_run(TARGET.key, "timer").to_json()), name="stalled")
     worker.start()
     assert paused.wait(10)  # the drop is on its way to ADX
@@ -104,16 +98,10 @@ def test_a_late_create_that_lands_after_its_copy_was_deleted_is_deleted_again() 
     """The copy's create is in flight while the run's lease lapses and observe mode is switched on:
     the sweep discharges the re-creation (deletes the copy, which is not there yet), then the late
     create lands. The copy record outlives it, and the next sweep deletes the orphan."""
-    paused, woken = threading.Event(), threading.Event()
     h = recreating()
     iotc = cast(Any, h.services.iotc)
 
-    def in_flight(verb: str) -> None:
-        if verb == "create" and threading.current_thread().name == "stalled":
-            paused.set()
-            woken.wait(10)
-
-    h.adx.before_command = in_flight
+    paused, woken = hold_in_flight(h, "create", "stalled")
     worker = threading.Thread(target=lambda: h.deliver(new_run(TARGET.key, "timer").to_json()), name="stalled")
     worker.start()
     assert paused.wait(10)  # the create is on its way to IoT Central
@@ -519,21 +507,15 @@ def test_a_late_repoint_that_lands_after_its_copy_was_deleted_is_pointed_back(io
     destination that is gone. Whether IoT Central accepts a reference to a missing destination is
     not documented: both ways, the export must end on the old destination and it must never be
     deleted (the export left with no destination at all)."""
-    paused, woken = threading.Event(), threading.Event()
     h = recreating()
     iotc = cast(Any, h.services.iotc)
     iotc.refuses_unknown_ids = iotc_refuses_unknown_ids
-
-    def in_flight(verb: str) -> None:
-        if verb == "repoint" and threading.current_thread().name == "stalled":
-            paused.set()
-            woken.wait(10)
 
     def deliver() -> None:
         with contextlib.suppress(IotcError):  # a refused re-point fails the invocation: the host retries
             h.deliver(new_run(TARGET.key, "timer").to_json())
 
-    h.adx.before_command = in_flight
+    paused, woken = hold_in_flight(h, "repoint", "stalled")
     worker = threading.Thread(target=deliver, name="stalled")
     worker.start()
     assert paused.wait(10)  # the re-point is on its way to IoT Central
@@ -558,17 +540,11 @@ def test_a_twin_that_re_points_while_the_first_re_point_is_in_flight_is_not_take
     its write not yet), a twin delivery of the same run re-points and dies. The first one's write
     then meets the changed export: that is the run's own twin, not a person's edit. It must not
     escalate, forget the copy and leave two destinations: it stands back, and the run finishes."""
-    paused, woken = threading.Event(), threading.Event()
     h = recreating(crash_once_at("effect:repoint-export"))
     iotc = cast(Any, h.services.iotc)
     start = new_run(TARGET.key, "timer").to_json()
 
-    def in_flight(verb: str) -> None:
-        if verb == "repoint" and threading.current_thread().name == "first":
-            paused.set()
-            woken.wait(10)
-
-    h.adx.before_command = in_flight
+    paused, woken = hold_in_flight(h, "repoint", "first")
     outcomes: list[str] = []
     first = threading.Thread(target=lambda: outcomes.append(h.deliver(start)), name="first")
     first.start()
