@@ -187,6 +187,30 @@ def refresh(wait_s: int) -> dict[str, float]:
         os.environ.update(saved)
 
 
+def _backfill_healer(world: Any, azurite: Any) -> Any:
+    """A healer in enforce mode with backfill on, over the world's targets and Azurite."""
+    from sandbox import sdk
+    from sandbox.healer_config import targets_for
+    from shared.config.settings import Settings
+    from shared.services import build_healer
+
+    values: dict[str, Any] = dict(
+        mode="enforce",
+        backfill="on",
+        targets=json.dumps(targets_for(world)),
+        queue_name=f"bench-{uuid.uuid4().hex[:8]}",
+        table_prefix=f"b{uuid.uuid4().hex[:8]}",
+        iotc_base_url=world.endpoints()["iotcentral_base_url"],
+        arm_url=world.endpoints()["arm_url"],
+        storage_connection_string=azurite.connection_string,
+        backfill_invocation_seconds=540,
+    )
+    healer = build_healer(Settings(**values), sdk.credential())
+    healer.services.store.ensure()
+    healer.services.queue.ensure()
+    return healer
+
+
 def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict[str, float]:
     """Rows backfilled per minute over a gap of `minutes` of a dense fleet, against the query API's
     ceiling (1 request/s x 10,000 records = 600,000 records/min). Queries, rebuild, jq transform,
@@ -195,11 +219,8 @@ def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict
 
     from sandbox import backfill_fleet
     from sandbox.azurite import ACCOUNT_KEY, Azurite
-    from sandbox.healer_config import targets_for
     from sandbox.world import World
-    from shared.config.settings import Settings
     from shared.domain.messages import new_run
-    from shared.services import build_healer
 
     with Azurite() as azurite, World() as world:
         world.start()
@@ -213,23 +234,7 @@ def backfill(minutes: int = 6, thermostats: int = 150, pumps: int = 150) -> dict
         while at < end:  # telemetry the export never delivered: one message per device and interface a second
             fleet.tick(app, at)
             at += timedelta(seconds=1)
-        values: dict[str, Any] = dict(
-            mode="enforce",
-            backfill="on",
-            targets=json.dumps(targets_for(world)),
-            queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-            table_prefix=f"b{uuid.uuid4().hex[:8]}",
-            iotc_base_url=world.endpoints()["iotcentral_base_url"],
-            arm_url=world.endpoints()["arm_url"],
-            storage_connection_string=azurite.connection_string,
-            backfill_invocation_seconds=540,
-        )
-        settings = Settings(**values)
-        from sandbox import sdk
-
-        healer = build_healer(settings, sdk.credential())
-        healer.services.store.ensure()
-        healer.services.queue.ensure()
+        healer = _backfill_healer(world, azurite)
         msg = new_run(key, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="on")
         started = time.perf_counter()
         outcome = healer.handle(msg)
@@ -256,13 +261,10 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
     import threading
     from datetime import UTC, datetime, timedelta
 
-    from sandbox import backfill_fleet, sdk
+    from sandbox import backfill_fleet
     from sandbox.azurite import ACCOUNT_KEY, Azurite
-    from sandbox.healer_config import targets_for
     from sandbox.world import World
-    from shared.config.settings import Settings
     from shared.domain.messages import new_run
-    from shared.services import build_healer
 
     with Azurite() as azurite, World() as world:
         world.start()
@@ -281,20 +283,7 @@ def backfill_apps(apps: int = 10, minutes: int = 30, devices: int = 4, every_s: 
             while at < end:
                 fleet.tick(app, at)
                 at += timedelta(seconds=every_s)
-        values: dict[str, Any] = dict(
-            mode="enforce",
-            backfill="on",
-            targets=json.dumps(targets_for(world)),
-            queue_name=f"bench-{uuid.uuid4().hex[:8]}",
-            table_prefix=f"b{uuid.uuid4().hex[:8]}",
-            iotc_base_url=world.endpoints()["iotcentral_base_url"],
-            arm_url=world.endpoints()["arm_url"],
-            storage_connection_string=azurite.connection_string,
-            backfill_invocation_seconds=540,
-        )
-        healer = build_healer(Settings(**values), sdk.credential())
-        healer.services.store.ensure()
-        healer.services.queue.ensure()
+        healer = _backfill_healer(world, azurite)
 
         def one(key: str) -> None:
             msg = new_run(key, "cli").next("backfill", window_start=start, window_end=end, backfill_mode="plan")
