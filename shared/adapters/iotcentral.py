@@ -83,6 +83,16 @@ class IoTCentralAdapter(IotcTransport):
         )
         return result
 
+    def has_destination(self, app: str, destination_id: str) -> bool:
+        """Whether the app has this destination (a 404 says it has not)."""
+        try:
+            self.destination(app, destination_id)
+        except IotcError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     def delete_destination(self, app: str, destination_id: str) -> bool:
         """True if it was deleted now, False if it was already gone."""
         try:

@@ -277,6 +277,9 @@ def test_destination_stale_is_healed_by_re_creating_it(healer_setup: Any) -> Non
     assert len(refs) == 1 and refs[0]["id"].startswith("adx-1-r")
     assert healer.services.store.load(CONTOSO).destination_id == refs[0]["id"]
     assert healer.target(CONTOSO).destination_id == refs[0]["id"] and healer.target(CONTOSO).key == CONTOSO
+    # What a resumed re-creation and a copy's settlement ask first (IoT Central answers 404 for the old one).
+    iotc = healer.services.iotc
+    assert iotc.has_destination("contoso", refs[0]["id"]) and not iotc.has_destination("contoso", "adx-1")
 
 
 def test_a_fresh_destination_is_not_bound_to_old_grants(world: World) -> None:

@@ -328,6 +328,9 @@ class FakeIotc:
             raise IotcError(404, "NotFound", f"destination {destination_id} not found")
         return copy.deepcopy(self.destinations[destination_id])
 
+    def has_destination(self, app: str, destination_id: str) -> bool:
+        return destination_id in self.destinations
+
     def put_destination(self, app: str, destination_id: str, body: dict[str, Any]) -> dict[str, Any]:
         self._command("create")
         self.destinations[destination_id] = {**copy.deepcopy(body), "id": destination_id}

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
-from shared.adapters.iotcentral import IoTCentralAdapter
 from shared.adapters.iotcentral_model import IotcError
 from shared.domain.destination_copy import DestinationCopy, NotRecreatable
 from shared.domain.plan import Action, Plan
@@ -85,7 +84,7 @@ class RecreateDestination:
         iotc = services.iotc
         copy = DestinationCopy.from_dict(data.destination_copy or {})
         listed = data.listed
-        if phase in (CREATED, REPOINTED) and not _exists(iotc, copy.app, copy.new_id):
+        if phase in (CREATED, REPOINTED) and not iotc.has_destination(copy.app, copy.new_id):
             # While this run was away (its lease lapsed, observe mode came and went), a discharge
             # deleted the copy. Make-before-break holds on resuming too: the copy is put back
             # (the same idempotent PUT) before the export points at it or the old one goes.
@@ -172,7 +171,7 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
     refs = [r for r in export.get("destinations") or [] if isinstance(r, dict)]
     ids = [r.get("id") for r in refs]
     moved: str | None = None
-    if owed.new_id in ids and not _exists(iotc, owed.app, owed.new_id):
+    if owed.new_id in ids and not iotc.has_destination(owed.app, owed.new_id):
         # A late re-point landed after this record's earlier settlement deleted the copy: the
         # export sends to nothing. It goes back to the old destination, which is never deleted
         # while the copy is missing.
@@ -210,16 +209,6 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
 
     services.store.update(key, observed, name=f"{run.holder}:copy-settled")
     return did
-
-
-def _exists(iotc: IoTCentralAdapter, app: str, destination_id: str) -> bool:
-    try:
-        iotc.destination(app, destination_id)
-    except IotcError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def _edited_meanwhile(step: Step, copy: DestinationCopy, why: str) -> Outcome:
