@@ -70,3 +70,17 @@ def recreatable(destination: dict[str, Any]) -> str:
             "authenticate; a person must re-create it"
         )
     return ""
+
+
+def repointed(
+    refs: list[dict[str, Any]], from_id: str, to_id: str, base: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """An export's references with `from_id` replaced by `to_id`, its transform kept (over `base`,
+    the reference as planned, when given), never naming one destination twice."""
+    out: list[dict[str, Any]] = []
+    for ref in refs:
+        moved = {**(base or {}), **ref, "id": to_id} if ref.get("id") == from_id else ref
+        if moved.get("id") == to_id and any(r.get("id") == to_id for r in out):
+            continue
+        out.append(moved)
+    return out

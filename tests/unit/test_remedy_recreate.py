@@ -228,3 +228,12 @@ def test_a_copy_is_settled_from_its_record_deleted_or_its_re_point_finished() ->
     assert settle_copy(h.services, sweep, TARGET.key, owed) == f"finished the re-point to {new}"
     assert [r["id"] for r in iotc.refs] == ["blob-1", new] and sorted(iotc.destinations) == [new]
     assert h.store.load(TARGET.key).destination_id == new
+
+
+def test_repointed_keeps_the_transform_and_never_names_a_destination_twice() -> None:
+    from shared.domain.destination_copy import repointed
+
+    refs = [{"id": "a", "transform": "{x}"}, {"id": "other"}]
+    assert repointed(refs, "a", "b") == [{"id": "b", "transform": "{x}"}, {"id": "other"}]
+    assert repointed([{"id": "b"}, {"id": "a", "transform": "{x}"}], "a", "b") == [{"id": "b"}]  # already there
+    assert repointed(refs, "missing", "b") == refs

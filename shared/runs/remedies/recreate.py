@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from shared.adapters.iotcentral_model import IotcError
-from shared.domain.destination_copy import DestinationCopy, NotRecreatable
+from shared.domain.destination_copy import DestinationCopy, NotRecreatable, repointed
 from shared.domain.plan import Action, Plan
 from shared.domain.state import PendingCopy, RunData, TargetState
 from shared.runs import obligations
@@ -175,8 +175,7 @@ def settle_copy(services: Services, run: Run, key: str, owed: PendingCopy) -> st
         # A late re-point landed after this record's earlier settlement deleted the copy: the
         # export sends to nothing. It goes back to the old destination, which is never deleted
         # while the copy is missing.
-        back = [{**r, "id": owed.old_id} if r.get("id") == owed.new_id else r for r in refs]
-        back = [r for i, r in enumerate(back) if r.get("id") not in [b.get("id") for b in back[:i]]]
+        back = repointed(refs, owed.new_id, owed.old_id)
         run.effect(
             "point-back",
             None,

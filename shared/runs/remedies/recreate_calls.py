@@ -25,7 +25,14 @@ from typing import Any
 
 from shared.adapters.iotcentral import IoTCentralAdapter
 from shared.adapters.iotcentral_model import IotcError
-from shared.domain.destination_copy import READ_ONLY, DestinationCopy, NotRecreatable, new_destination_id, recreatable
+from shared.domain.destination_copy import (
+    READ_ONLY,
+    DestinationCopy,
+    NotRecreatable,
+    new_destination_id,
+    recreatable,
+    repointed,
+)
 
 
 def prepare(iotc: IoTCentralAdapter, app: str, export_id: str, destination_id: str, run_id: str) -> DestinationCopy:
@@ -62,12 +69,7 @@ def point(iotc: IoTCentralAdapter, copy: DestinationCopy) -> bool:
             f"export {copy.export_id}: its reference to {copy.old_id} changed since the copy was planned "
             f"({copy.reference} -> {current}); not overwritten"
         )
-    updated: list[dict[str, Any]] = []
-    for ref in refs:
-        moved = {**copy.reference, **ref, "id": copy.new_id} if ref.get("id") == copy.old_id else ref
-        if moved.get("id") == copy.new_id and any(r.get("id") == copy.new_id for r in updated):
-            continue  # never reference the same destination twice
-        updated.append(moved)
+    updated = repointed(refs, copy.old_id, copy.new_id, base=copy.reference)
     try:
         iotc.set_destinations(copy.app, copy.export_id, updated, based_on=export.get("destinations") or [])
     except IotcError as exc:
